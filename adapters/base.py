@@ -1,0 +1,105 @@
+"""The adapter interface every component implements.
+
+The deploy pipeline (rupost.deploy) owns generations, hashing, the atomic switch
+and rollback once for all components; an adapter only knows its component:
+
+- ``schema``: JSON Schema of its template section, checked after rendering so a
+  typo is reported with its key path before anything touches the disk;
+- ``check_model(model)``: extra checks a schema cannot express;
+- ``render(model, ctx)``: native files, with correct quoting for the syntax;
+- ``validate(config_dir, ctx)``: the component's own checker run on the *staged*
+  copy; raises ComponentCheckError with the checker's message;
+- ``process(ctx)``: how the service backend runs and reloads the daemon.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rupost.config import DatabaseSettings, NodeConfig
+from rupost.errors import ComponentCheckError
+from rupost.paths import Layout
+
+
+@dataclass
+class RenderedFile:
+    path: str  # relative to the component's directory in the generation
+    content: str
+    mode: int = 0o644
+    group: str | None = None  # group that must read it (file stays owned by root)
+
+
+@dataclass
+class RenderContext:
+    layout: Layout
+    node: NodeConfig
+    database: DatabaseSettings
+    generation_dir: Path  # real or tokenized generation directory the files refer to
+
+    def config_dir(self, component: str) -> Path:
+        return self.generation_dir / component
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.generation_dir / "tls"
+
+
+@dataclass
+class ProcessSpec:
+    argv: list[str]
+    user: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    # "hup"/"usr2": signal the running daemon; "restart": stop and start again;
+    # "command": run reload_argv
+    reload: str = "hup"
+    reload_argv: list[str] | None = None
+    stop_argv: list[str] | None = None  # graceful stop by the daemon's own tool
+    pid_file: Path | None = None  # the daemon's own pid file, when the spawned process is a wrapper
+    prepare: Callable[[], None] | None = None
+    ports: list[tuple[str, int]] = field(default_factory=list)  # what must accept connections when up
+    stop_timeout: float = 15.0
+
+
+class Adapter:
+    name: str = ""
+    schema: dict = {"type": "object"}
+
+    def check_model(self, model: dict) -> list[str]:
+        return []
+
+    def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
+        raise NotImplementedError(f"{type(self).__name__}.render")
+
+    def validate(self, config_dir: Path, ctx: RenderContext) -> None:
+        """Run the component's own checker on the staged configuration."""
+
+    def process(self, ctx: RenderContext) -> ProcessSpec:
+        raise NotImplementedError(f"{type(self).__name__}.process")
+
+    # ---- helpers for subclasses
+    def run_checker(self, argv: list[str], *, env: dict | None = None, ok_warnings: bool = True) -> str:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        except FileNotFoundError:
+            raise ComponentCheckError(self.name, f"checker {argv[0]} is not installed") from None
+        output = (proc.stderr + proc.stdout).strip()
+        if proc.returncode != 0:
+            raise ComponentCheckError(self.name, output or f"{argv[0]} exited with {proc.returncode}")
+        if not ok_warnings and "warning" in proc.stderr.lower():
+            raise ComponentCheckError(self.name, proc.stderr.strip())
+        return output
+
+
+def scalar_schema() -> dict:
+    return {"type": ["string", "integer", "boolean", "number"]}
+
+
+def listen_schema() -> dict:
+    return {"type": "string", "pattern": r"^(\*|[0-9.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)

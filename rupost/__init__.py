@@ -1,0 +1,3 @@
+"""RuPost: a corporate mail system manager (management core)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""The node agent run by `rupost run`: heartbeats and supervision of the components.
+
+The mail components run as one unit (guide §2.3): when one of them is down the
+agent stops all of them, marks the node out of service, and after a hold-down
+starts them again; the node returns to service only when every probe passes.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import time
+
+from .errors import RuPostError
+
+
+class NodeAgent:
+    def __init__(self, app, interval: float = 10.0, hold_down: float = 30.0):
+        self.app = app
+        self.interval = interval
+        self.hold_down = hold_down
+        self.state = "unknown"
+        self.down_since: float | None = None
+        self._stop = False
+
+    def log(self, component: str, state: str, message: str) -> None:
+        from .db.models import MonitorEvent
+
+        line = f"{dt.datetime.now().isoformat(timespec='seconds')} {self.app.config.node_name} {component} " \
+               f"{state}: {message}\n"
+        self.app.layout.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.app.layout.monitor_log, "a") as fh:
+            fh.write(line)
+        try:
+            with self.app.dbs.session("logs") as s:
+                s.add(MonitorEvent(node=self.app.config.node_name, component=component, state=state,
+                                   message=message))
+        except RuPostError:
+            pass  # the monitor log file still has it; the database may be the thing that is down
+
+    def check_once(self) -> str:
+        if not self.app.layout.current.exists():
+            return self._set_state("not_deployed", "nothing deployed yet")
+        states = self.app.components.states()
+        down = [name for name, st in states.items() if not st["running"]]
+        if not down:
+            self.down_since = None
+            return self._set_state("in_service", "all components running", states)
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            stopped = self.app.deploys.deployer.stop_all()
+            self._set_state("out_of_service", f"down: {', '.join(down)}; stopped together: "
+                                              f"{', '.join(stopped) or '-'}", self.app.components.states())
+            return self.state
+        if time.monotonic() - self.down_since >= self.hold_down:
+            return self._try_return()
+        return self.state
+
+    def _try_return(self) -> str:
+        deployer = self.app.deploys.deployer
+        try:
+            self.app.components.start(None)
+            failed = [p for p in deployer.run_probes(patience=20) if not p.ok]
+        except RuPostError as exc:
+            failed = [exc]
+        if failed:
+            deployer.stop_all()
+            self.down_since = time.monotonic()
+            self.log("node", "out_of_service", f"restart attempt failed: {failed[0]}")
+            return self.state
+        self.down_since = None
+        return self._set_state("in_service", "components restarted and probed healthy",
+                               self.app.components.states())
+
+    def _set_state(self, state: str, message: str, components: dict | None = None) -> str:
+        if state != self.state:
+            self.log("node", state, message)
+            self.state = state
+        try:
+            self.app.nodes.report(state, components or {})
+        except RuPostError as exc:
+            self.log("database", "unreachable", str(exc))
+        return state
+
+    def run_forever(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        self.log("agent", "started", f"interval {self.interval}s")
+        while not self._stop:
+            try:
+                self.check_once()
+            except RuPostError as exc:
+                self.log("agent", "error", str(exc))
+            deadline = time.monotonic() + self.interval
+            while not self._stop and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.log("agent", "stopped", "SIGTERM")

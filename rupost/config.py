@@ -1,0 +1,122 @@
+"""The node configuration file, config.json.
+
+It holds only what a node needs before it can reach the database (connection
+settings), its identity and its listening ports; everything else lives in
+PostgreSQL. It contains the database password, so it is written 0600.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .paths import Layout
+
+# Public ports follow the guide (App.2); internal ports are loopback-only hops
+# between HAProxy, nginx and the mail daemons.
+DEFAULT_PORTS = {
+    "smtp": 25,
+    "submissions": 465,
+    "imaps": 993,
+    "sieve": 4190,
+    "http": 80,
+    "https": 443,
+    "panel": 5000,
+    "peers": 10000,
+    "health": 20025,
+    "postfix_smtp": 10025,
+    "postfix_submission": 10587,
+    "dovecot_imap": 10143,
+    "dovecot_sieve": 14190,
+    "nginx_imaps": 10993,
+    "nginx_submissions": 10465,
+    "nginx_https": 10443,
+    "nginx_http": 10080,
+    # loopback listeners without the PROXY protocol, for SOGo's own IMAP/SMTP/Sieve
+    "dovecot_imap_internal": 10144,
+    "dovecot_sieve_internal": 14191,
+    "postfix_submission_internal": 10588,
+    "sogo": 20000,
+    "memcached": 11211,
+}
+
+
+@dataclass
+class DatabaseSettings:
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "rupost"
+    password: str = ""
+    main: str = "rupost"
+    data: str = "rupost_data"
+    logs: str = "rupost_logs"
+
+    def names(self) -> dict[str, str]:
+        return {"main": self.main, "data": self.data, "logs": self.logs}
+
+
+@dataclass
+class NodeConfig:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    node_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
+    fqdn: str = field(default_factory=socket.getfqdn)
+    address: str = "127.0.0.1"
+    listen_address: str = "*"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    service_backend: str = "auto"
+    generations_kept: int = 5
+
+    def port(self, name: str) -> int:
+        return int(self.ports.get(name, DEFAULT_PORTS[name]))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NodeConfig":
+        data = dict(data)
+        db = DatabaseSettings(**data.pop("database", {}))
+        ports = dict(DEFAULT_PORTS)
+        ports.update(data.pop("ports", {}) or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"config.json: unknown keys: {', '.join(sorted(unknown))}")
+        return cls(database=db, ports=ports, **data)
+
+
+def load(layout: Layout) -> NodeConfig:
+    path = layout.config_file
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: run rupost-wizard first") from None
+    except PermissionError:
+        raise ConfigError(f"{path} is not readable by this user (it holds the database password)") from None
+    try:
+        return NodeConfig.from_dict(json.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: invalid: {exc}") from None
+
+
+def save(layout: Layout, config: NodeConfig, owner: str | None = None) -> Path:
+    """Write config.json atomically, readable by its owner only."""
+    path = layout.config_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(config.to_json())
+    if owner:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam(owner)
+            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        except KeyError:
+            pass
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,1 @@
+"""State: SQLAlchemy models for the three databases and their Alembic migrations."""

@@ -1,0 +1,90 @@
+"""Connections to the three databases."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..config import DatabaseSettings
+from ..errors import DatabaseError
+
+KINDS = ("main", "data", "logs")
+
+
+def url_for(settings: DatabaseSettings, dbname: str) -> URL:
+    return URL.create(
+        "postgresql+psycopg",
+        username=settings.user,
+        password=settings.password or None,
+        host=settings.host,
+        port=settings.port,
+        database=dbname,
+    )
+
+
+def describe_db_error(exc: BaseException, settings: DatabaseSettings, dbname: str) -> str:
+    """One line an administrator can act on, never a traceback (and never the password)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = text[0] if text else exc.__class__.__name__
+    # psycopg prefixes with the connection target; keep only the server's reason
+    if "FATAL:" in first:
+        first = first.split("FATAL:", 1)[1].strip()
+    elif "failed:" in first:
+        first = first.rsplit("failed:", 1)[1].strip()
+    return f"cannot use database {dbname!r} at {settings.host}:{settings.port} as {settings.user!r}: {first}"
+
+
+class Databases:
+    """Engines and sessions for rupost, rupost_data and rupost_logs."""
+
+    def __init__(self, settings: DatabaseSettings):
+        self.settings = settings
+        self._engines: dict[str, Engine] = {}
+        self._makers: dict[str, sessionmaker] = {}
+
+    def name(self, kind: str) -> str:
+        return self.settings.names()[kind]
+
+    def engine(self, kind: str) -> Engine:
+        if kind not in self._engines:
+            self._engines[kind] = sa.create_engine(
+                url_for(self.settings, self.name(kind)),
+                pool_pre_ping=True,
+                pool_size=2,
+                max_overflow=4,
+                connect_args={"connect_timeout": 5, "application_name": "rupost"},
+            )
+            self._makers[kind] = sessionmaker(self._engines[kind], expire_on_commit=False)
+        return self._engines[kind]
+
+    @contextlib.contextmanager
+    def session(self, kind: str = "main") -> Iterator[Session]:
+        self.engine(kind)
+        session = self._makers[kind]()
+        try:
+            yield session
+            session.commit()
+        except sa.exc.OperationalError as exc:
+            session.rollback()
+            raise DatabaseError(describe_db_error(exc, self.settings, self.name(kind))) from None
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def check(self, kind: str = "main") -> None:
+        try:
+            with self.engine(kind).connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(describe_db_error(exc, self.settings, self.name(kind))) from None
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+        self._makers.clear()

@@ -1,0 +1,201 @@
+"""Models of the three databases (SPEC §2, guide §4).
+
+- ``rupost`` (MainBase): configuration: templates, settings, nodes, certificates,
+  DH parameters, deploy generations.
+- ``rupost_data`` (DataBase): user data served to the daemons by live lookups:
+  domains, mailboxes, aliases (SOGo keeps its own tables here too).
+- ``rupost_logs`` (LogsBase): the audit journal and monitor events.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class MainBase(DeclarativeBase):
+    pass
+
+
+class DataBase(DeclarativeBase):
+    pass
+
+
+class LogsBase(DeclarativeBase):
+    pass
+
+
+Timestamp = DateTime(timezone=True)
+
+
+# --------------------------------------------------------------------- rupost
+class Template(MainBase):
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # builtin | custom
+    description: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class Setting(MainBase):
+    """Cluster-wide settings, e.g. template parameter values, the mail host name."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[object] = mapped_column(JSONB)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(), onupdate=func.now())
+
+
+class Node(MainBase):
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    fqdn: Mapped[str] = mapped_column(String(255))
+    address: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(32), default="registered")
+    applied_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    components: Mapped[dict] = mapped_column(JSONB, default=dict)
+    registered_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    last_heartbeat: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class Certificate(MainBase):
+    __tablename__ = "certificates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    cert_type: Mapped[str] = mapped_column(String(32))  # mail | control_panel
+    cert_pem: Mapped[str] = mapped_column(Text)
+    key_pem: Mapped[str] = mapped_column(Text)
+    builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    not_after: Mapped[dt.datetime] = mapped_column(Timestamp)
+    added_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class DHParam(MainBase):
+    __tablename__ = "dhparams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    pem: Mapped[str] = mapped_column(Text)
+    bits: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class Generation(MainBase):
+    """One deploy of the active configuration onto one node."""
+
+    __tablename__ = "generations"
+    __table_args__ = (UniqueConstraint("node_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    template_name: Mapped[str] = mapped_column(String(128))
+    template_version: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict] = mapped_column(JSONB, default=dict)
+    file_hashes: Mapped[dict] = mapped_column(JSONB, default=dict)
+    steps: Mapped[list] = mapped_column(JSONB, default=list)
+    result: Mapped[str] = mapped_column(String(32), default="running")
+    error: Mapped[str] = mapped_column(Text, default="")
+    started_by: Mapped[str] = mapped_column(String(128), default="")
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    node: Mapped[Node] = relationship()
+
+
+# ---------------------------------------------------------------- rupost_data
+class Domain(DataBase):
+    __tablename__ = "domains"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class Mailbox(DataBase):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="RESTRICT"), index=True)
+    local_part: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    quota_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    domain: Mapped[Domain] = relationship()
+
+
+class Alias(DataBase):
+    __tablename__ = "aliases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain_id: Mapped[int] = mapped_column(ForeignKey("domains.id", ondelete="RESTRICT"), index=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    # comma-separated list, the syntax postfix virtual_alias_maps expects
+    destinations: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    domain: Mapped[Domain] = relationship()
+
+
+# ---------------------------------------------------------------- rupost_logs
+class AuditRecord(LogsBase):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(64), default="cli")
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict] = mapped_column(JSONB, default=dict)
+
+
+class MonitorEvent(LogsBase):
+    __tablename__ = "monitor_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(), index=True)
+    node: Mapped[str] = mapped_column(String(128))
+    component: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+METADATA = {"main": MainBase.metadata, "data": DataBase.metadata, "logs": LogsBase.metadata}

@@ -1,0 +1,347 @@
+"""The deploy pipeline: render -> validate -> switch -> reload -> probe, else roll back.
+
+Every deploy renders into a new *generation* directory; the live configuration is
+the ``current`` symlink, swapped atomically. Rendered files refer to their own
+generation directory, so a staged generation is validated exactly as it will run,
+and the previous generation stays intact for the rollback. Hashes are taken with
+the generation directory replaced by a token, so an unchanged configuration hashes
+the same whichever generation it lands in and a no-change redeploy touches nothing.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adapters.base import Adapter, RenderContext, RenderedFile
+from . import probes
+from .config import NodeConfig
+from .errors import ComponentCheckError, DeployError, TemplateError
+from .paths import GENERATION_TOKEN, Layout
+from .templates import render_components
+from .templates import errors as schema_errors
+from .templates.document import TemplateDocument
+
+TLS = "tls"
+# components that read the TLS files and must reload when they change
+TLS_READERS = ("dovecot", "postfix", "nginx")
+MANIFEST = "manifest.json"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class TLSMaterial:
+    cert_pem: str
+    key_pem: str
+    dhparam_pem: str
+
+    def files(self) -> list[RenderedFile]:
+        return [RenderedFile("mail.crt", self.cert_pem), RenderedFile("mail.key", self.key_pem, mode=0o600),
+                RenderedFile("dhparam.pem", self.dhparam_pem)]
+
+
+@dataclass
+class Plan:
+    template: str
+    version: str
+    parameters: dict
+    files: dict[str, list[RenderedFile]]  # component -> files (token form)
+    hashes: dict[str, dict[str, str]]
+    changed: list[str]  # components whose files differ from the live generation
+    current_generation: int | None
+    diffs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed)
+
+
+@dataclass
+class DeployResult:
+    generation: int | None
+    result: str  # applied | unchanged | rolled_back | failed
+    steps: list[dict] = field(default_factory=list)
+    error: str = ""
+    reloaded: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+
+    def step(self, name: str, ok: bool, detail: str = "") -> None:
+        self.steps.append({"step": name, "ok": ok, "detail": detail, "at": time.time()})
+
+
+class Deployer:
+    def __init__(self, layout: Layout, node: NodeConfig, adapters: dict[str, Adapter], backend):
+        self.layout = layout
+        self.node = node
+        self.adapters = adapters
+        self.backend = backend
+
+    # ------------------------------------------------------------ contexts
+    def render_context(self, generation_dir: Path) -> RenderContext:
+        return RenderContext(self.layout, self.node, self.node.database, generation_dir)
+
+    def live_context(self) -> RenderContext:
+        return self.render_context(self.layout.current)
+
+    # ------------------------------------------------------------ plan
+    def build_models(self, doc: TemplateDocument, context: dict) -> dict:
+        models = render_components(doc.data["components"], context)
+        problems: list[str] = []
+        for name, adapter in self.adapters.items():
+            section_problems = schema_errors.validate(models[name], adapter.schema, f"components.{name}")
+            if not section_problems:
+                section_problems = adapter.check_model(models[name])
+            problems += section_problems
+        schema_errors.raise_if(problems, f"template {doc.name} {doc.version}")
+        return models
+
+    def plan(self, doc: TemplateDocument, parameters: dict, context: dict, tls: TLSMaterial) -> Plan:
+        models = self.build_models(doc, context)
+        token_ctx = self.render_context(Path(GENERATION_TOKEN))
+        files: dict[str, list[RenderedFile]] = {TLS: tls.files()}
+        for name, adapter in self.adapters.items():
+            try:
+                files[name] = adapter.render(models[name], token_ctx)
+            except ValueError as exc:
+                raise TemplateError(f"components.{name}: {exc}") from None
+        hashes = {comp: {f.path: sha256(f.content) for f in fs} for comp, fs in files.items()}
+        live = self.live_manifest()
+        live_hashes = live.get("hashes", {}) if live else {}
+        changed = [comp for comp in files if hashes[comp] != live_hashes.get(comp)]
+        plan = Plan(doc.name, doc.version, parameters, files, hashes, changed,
+                    live.get("number") if live else None)
+        plan.diffs = {comp: self._diff(comp, files[comp]) for comp in changed}
+        return plan
+
+    def _diff(self, component: str, files: list[RenderedFile]) -> str:
+        out = []
+        for f in files:
+            live_path = self.layout.current / component / f.path
+            try:
+                old = live_path.read_text().replace(str(self._live_dir()), GENERATION_TOKEN)
+            except (OSError, UnicodeDecodeError):
+                old = ""
+            new = f.content
+            if component == TLS and f.path.endswith(".key"):
+                old, new = ("(private key)\n" if old else ""), "(private key, changed)\n"
+            if old != new:
+                out += difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                            f"live/{component}/{f.path}", f"new/{component}/{f.path}")
+        return "".join(out)
+
+    # ------------------------------------------------------------ generations
+    def _live_dir(self) -> Path:
+        try:
+            return self.layout.current.resolve(strict=True)
+        except OSError:
+            return self.layout.current
+
+    def live_manifest(self) -> dict | None:
+        try:
+            return json.loads((self.layout.current / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def generation_numbers(self) -> list[int]:
+        if not self.layout.generations.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.layout.generations.iterdir() if p.name.isdigit())
+
+    def _write_generation(self, plan: Plan) -> tuple[int, Path]:
+        numbers = self.generation_numbers()
+        number = (numbers[-1] if numbers else 0) + 1
+        gen_dir = self.layout.generations / f"{number:06d}"
+        tmp_dir = self.layout.generations / f".{number:06d}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        real = str(gen_dir)
+        for component, files in plan.files.items():
+            for f in files:
+                path = tmp_dir / component / f.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(path.parent, 0o755)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, f.mode)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(f.content.replace(GENERATION_TOKEN, real))
+                if f.group:
+                    import grp
+
+                    os.chown(path, 0, grp.getgrnam(f.group).gr_gid)
+                os.chmod(path, f.mode)
+        manifest = {"number": number, "template": plan.template, "version": plan.version,
+                    "parameters": plan.parameters, "hashes": plan.hashes}
+        (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.chmod(tmp_dir, 0o755)
+        os.rename(tmp_dir, gen_dir)
+        return number, gen_dir
+
+    def _switch(self, gen_dir: Path) -> None:
+        link_tmp = self.layout.state / ".current.tmp"
+        link_tmp.unlink(missing_ok=True)
+        os.symlink(os.path.relpath(gen_dir, self.layout.state), link_tmp)
+        os.replace(link_tmp, self.layout.current)  # atomic: readers see old or new, never neither
+
+    def _prune(self, keep: int) -> None:
+        live = self._live_dir().name
+        numbers = self.generation_numbers()
+        for number in numbers[:-keep] if keep > 0 else []:
+            name = f"{number:06d}"
+            if name != live:
+                shutil.rmtree(self.layout.generations / name, ignore_errors=True)
+
+    # ------------------------------------------------------------ apply
+    def apply(self, plan: Plan) -> DeployResult:
+        self.layout.ensure_base()
+        if not plan.has_changes:
+            result = DeployResult(plan.current_generation, "unchanged")
+            result.step("plan", True, "no configuration changes")
+            stopped = [c for c in self.adapters if not self.backend.is_running(c)]
+            if stopped:
+                self._start_or_reload(stopped, [], result)
+                self._probe_or_raise(result)
+            return result
+
+        previous = self._live_dir() if self.layout.current.exists() else None
+        number, gen_dir = self._write_generation(plan)
+        result = DeployResult(number, "failed")
+        try:
+            self._apply_generation(plan, gen_dir, previous, result)
+        except DeployError as exc:
+            exc.result = result
+            raise
+        return result
+
+    def _apply_generation(self, plan: Plan, gen_dir: Path, previous: Path | None, result: DeployResult) -> None:
+        number = result.generation
+        result.step("render", True, f"generation {number}: {', '.join(plan.changed)} changed")
+        try:
+            self._validate(gen_dir, result)
+        except ComponentCheckError as exc:
+            shutil.rmtree(gen_dir, ignore_errors=True)
+            result.error = str(exc)
+            raise DeployError(f"{exc}\nnothing was changed on this node") from None
+
+        self._switch(gen_dir)
+        result.step("switch", True, f"current -> {gen_dir.name}")
+        to_reload = self._affected(plan.changed)
+        try:
+            self._start_or_reload(list(self.adapters), to_reload, result)
+            self._probe_or_raise(result)
+        except DeployError as failure:
+            result.error = str(failure)
+            self._rollback(previous, to_reload, result, failure)
+        result.result = "applied"
+        self._prune(self.node.generations_kept)
+
+    def _affected(self, changed: list[str]) -> list[str]:
+        affected = set(c for c in changed if c in self.adapters)
+        if TLS in changed:
+            affected.update(TLS_READERS)
+        return [c for c in self.adapters if c in affected]
+
+    def _validate(self, gen_dir: Path, result: DeployResult) -> None:
+        ctx = self.render_context(gen_dir)
+        for name, adapter in self.adapters.items():
+            try:
+                adapter.validate(gen_dir / name, ctx)
+            except ComponentCheckError as exc:
+                result.step(f"validate {name}", False, exc.detail)
+                raise
+            result.step(f"validate {name}", True)
+
+    def _start_or_reload(self, components: list[str], to_reload: list[str], result: DeployResult) -> None:
+        ctx = self.live_context()
+        for name in self.adapters:
+            if name not in components:
+                continue
+            spec = self.adapters[name].process(ctx)
+            try:
+                if not self.backend.is_running(name):
+                    self.backend.start(name, spec)
+                    result.started.append(name)
+                    action = "start"
+                elif name in to_reload:
+                    self.backend.reload(name, spec)
+                    result.reloaded.append(name)
+                    action = "reload"
+                else:
+                    continue
+            except Exception as exc:  # a daemon that cannot start is a deploy failure, not a crash
+                result.step(f"{name}", False, str(exc))
+                raise DeployError(f"{name}: {exc}") from None
+            missing = [f"{h}:{p}" for h, p in spec.ports if not probes.wait_for_port(h, p, 30)]
+            if missing or not self.backend.is_running(name):
+                detail = f"not listening on {', '.join(missing)}" if missing else "exited after start"
+                log = self.layout.log_file(name)
+                tail = _tail(log)
+                result.step(f"{action} {name}", False, detail + (f"; log: {tail}" if tail else ""))
+                raise DeployError(f"{name} failed after {action}: {detail}" + (f"\n{tail}" if tail else ""))
+            result.step(f"{action} {name}", True)
+
+    def probe_host(self) -> str:
+        return "127.0.0.1" if self.node.listen_address in ("*", "0.0.0.0", "::") else self.node.listen_address
+
+    def run_probes(self, patience: float = 30.0) -> list[probes.ProbeResult]:
+        host = self.probe_host()
+        checks = [(probes.probe_smtp, self.node.port("smtp")),
+                  (probes.probe_submissions, self.node.port("submissions")),
+                  (probes.probe_imaps, self.node.port("imaps")),
+                  (probes.probe_https, self.node.port("https")),
+                  (probes.probe_caldav, self.node.port("https"))]
+        return [probes.retry(check, host, port, attempts_for=patience) for check, port in checks]
+
+    def _probe_or_raise(self, result: DeployResult) -> None:
+        failed = []
+        for probe in self.run_probes():
+            result.step(f"probe {probe.name}", probe.ok, probe.detail)
+            if not probe.ok:
+                failed.append(f"{probe.name}: {probe.detail}")
+        if failed:
+            raise DeployError("probe failed: " + "; ".join(failed))
+
+    def _rollback(self, previous: Path | None, to_reload: list[str], result: DeployResult,
+                  failure: DeployError) -> None:
+        if previous is None:
+            self.stop_all()
+            self.layout.current.unlink(missing_ok=True)  # a failed first generation is not "live"
+            result.result = "failed"
+            result.step("rollback", False, "no previous generation: all mail components stopped")
+            raise DeployError(f"{failure}\nthere is no previous generation to return to; "
+                              "all mail components were stopped") from None
+        self._switch(previous)
+        try:
+            self._start_or_reload(list(self.adapters), to_reload, result)
+            self._probe_or_raise(result)
+        except DeployError as second:
+            self.stop_all()
+            result.result = "failed"
+            result.step("rollback", False, str(second))
+            raise DeployError(f"{failure}\nrollback to generation {previous.name} also failed: {second}; "
+                              "all mail components were stopped, the node is out of service") from None
+        result.result = "rolled_back"
+        result.step("rollback", True, f"returned to generation {previous.name}")
+        raise DeployError(f"{failure}\nrolled back to generation {int(previous.name)}: "
+                          "the previous configuration is running and answers its probes") from None
+
+    def stop_all(self) -> list[str]:
+        ctx = self.live_context()
+        stopped = []
+        for name in reversed(list(self.adapters)):
+            if self.backend.is_running(name):
+                self.backend.stop(name, self.adapters[name].process(ctx))
+                stopped.append(name)
+        return stopped
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""

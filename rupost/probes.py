@@ -1,0 +1,119 @@
+"""Real protocol probes through a node's public ports (SPEC §4 step 5)."""
+from __future__ import annotations
+
+import http.client
+import imaplib
+import smtplib
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class ProbeResult:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def _insecure_tls() -> ssl.SSLContext:
+    # probes check that the service answers, not who signed its certificate (the
+    # builtin certificate is self-signed); certificate checks live in `rupost cert`
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def probe_smtp(host: str, port: int, timeout: float = 10) -> ProbeResult:
+    try:
+        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+            code, _ = smtp.ehlo("probe.rupost.invalid")
+            if code != 250:
+                return ProbeResult("smtp", False, f"EHLO answered {code}")
+            if not smtp.has_extn("starttls"):
+                return ProbeResult("smtp", False, "STARTTLS is not offered")
+            smtp.starttls(context=_insecure_tls())
+            code, _ = smtp.ehlo("probe.rupost.invalid")
+            return ProbeResult("smtp", code == 250, f"EHLO + STARTTLS on {host}:{port}: {code}")
+    except (OSError, smtplib.SMTPException) as exc:
+        return ProbeResult("smtp", False, f"{host}:{port}: {exc}")
+
+
+def probe_submissions(host: str, port: int, timeout: float = 10) -> ProbeResult:
+    try:
+        with smtplib.SMTP_SSL(host, port, timeout=timeout, context=_insecure_tls()) as smtp:
+            code, _ = smtp.ehlo("probe.rupost.invalid")
+            ok = code == 250 and smtp.has_extn("auth")
+            return ProbeResult("submissions", ok, f"implicit TLS EHLO on {host}:{port}: {code}"
+                               + ("" if ok else ", AUTH not offered"))
+    except (OSError, smtplib.SMTPException) as exc:
+        return ProbeResult("submissions", False, f"{host}:{port}: {exc}")
+
+
+def probe_imaps(host: str, port: int, timeout: float = 10) -> ProbeResult:
+    try:
+        imap = imaplib.IMAP4_SSL(host, port, ssl_context=_insecure_tls(), timeout=timeout)
+        try:
+            caps = imap.capabilities
+            ok = "IMAP4REV1" in caps and "AUTH=PLAIN" in caps
+            return ProbeResult("imaps", ok, f"CAPABILITY on {host}:{port}: {' '.join(caps)}")
+        finally:
+            imap.logout()
+    except (OSError, imaplib.IMAP4.error) as exc:
+        return ProbeResult("imaps", False, f"{host}:{port}: {exc}")
+
+
+def https_request(host: str, port: int, method: str, path: str, body: bytes | None = None,
+                  headers: dict | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_insecure_tls())
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def probe_https(host: str, port: int, timeout: float = 15) -> ProbeResult:
+    try:
+        status, _, _ = https_request(host, port, "GET", "/SOGo/", timeout=timeout)
+        return ProbeResult("https", status == 200, f"GET /SOGo/ on {host}:{port}: {status}")
+    except (OSError, http.client.HTTPException) as exc:
+        return ProbeResult("https", False, f"{host}:{port}: {exc}")
+
+
+def probe_caldav(host: str, port: int, timeout: float = 15) -> ProbeResult:
+    """OPTIONS on the DAV root must advertise calendar-access (RFC 4791)."""
+    try:
+        status, headers, _ = https_request(host, port, "OPTIONS", "/SOGo/dav/", timeout=timeout)
+        dav = headers.get("dav", "")
+        ok = status in (200, 401) or "calendar-access" in dav
+        return ProbeResult("caldav", ok, f"OPTIONS /SOGo/dav/ on {host}:{port}: {status} {dav}".strip())
+    except (OSError, http.client.HTTPException) as exc:
+        return ProbeResult("caldav", False, f"{host}:{port}: {exc}")
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def retry(probe, *args, attempts_for: float = 30.0) -> ProbeResult:
+    """Daemons answer a moment after a reload; retry a failing probe for a bounded time."""
+    deadline = time.monotonic() + attempts_for
+    while True:
+        result = probe(*args)
+        if result.ok or time.monotonic() >= deadline:
+            return result
+        time.sleep(0.5)

@@ -1,0 +1,97 @@
+"""The service layer: every use case the CLI, the wizard and the panel call.
+
+Faces never talk to SQL or to a daemon directly; they build a ``RuPost`` for a
+root and call its services, which raise RuPostError subclasses with messages an
+administrator can act on.
+"""
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+
+from .. import config as node_config
+from ..db.engine import Databases
+from ..paths import Layout
+
+
+class RuPost:
+    def __init__(self, layout: Layout, config: node_config.NodeConfig, actor: str | None = None):
+        self.layout = layout
+        self.config = config
+        self.dbs = Databases(config.database)
+        self.actor = actor or os.environ.get("SUDO_USER") or getpass.getuser()
+
+    @classmethod
+    def open(cls, root=None, actor: str | None = None) -> "RuPost":
+        layout = Layout.at(root)
+        return cls(layout, node_config.load(layout), actor)
+
+    def close(self) -> None:
+        self.dbs.dispose()
+
+    @functools.cached_property
+    def backend(self):
+        from ..backend import make_backend
+
+        return make_backend(self.layout, self.config.service_backend)
+
+    @functools.cached_property
+    def adapters(self):
+        from adapters import all_adapters
+
+        return all_adapters()
+
+    @functools.cached_property
+    def audit(self):
+        from .audit import AuditService
+
+        return AuditService(self)
+
+    @functools.cached_property
+    def domains(self):
+        from .domains import DomainService
+
+        return DomainService(self)
+
+    @functools.cached_property
+    def mailboxes(self):
+        from .mailboxes import MailboxService
+
+        return MailboxService(self)
+
+    @functools.cached_property
+    def aliases(self):
+        from .aliases import AliasService
+
+        return AliasService(self)
+
+    @functools.cached_property
+    def templates(self):
+        from .templates import TemplateService
+
+        return TemplateService(self)
+
+    @functools.cached_property
+    def deploys(self):
+        from .deploy import DeployService
+
+        return DeployService(self)
+
+    @functools.cached_property
+    def components(self):
+        from .components import ComponentService
+
+        return ComponentService(self)
+
+    @functools.cached_property
+    def nodes(self):
+        from .nodes import NodeService
+
+        return NodeService(self)
+
+    @functools.cached_property
+    def settings(self):
+        from .settings import SettingsService
+
+        return SettingsService(self)

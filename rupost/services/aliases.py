@@ -1,0 +1,61 @@
+"""Aliases: an address in a served domain forwarded to one or more destinations."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from .. import validation
+from ..db.models import Alias, Mailbox
+from ..errors import ConflictError, NotFoundError, ValidationError
+
+
+class AliasService:
+    def __init__(self, app):
+        self.app = app
+
+    def add(self, address: str, destinations: list[str]) -> dict:
+        local, domain_name = validation.address(address)
+        full = f"{local}@{domain_name}"
+        if not destinations:
+            raise ValidationError("an alias needs at least one destination address")
+        targets = []
+        for dest in destinations:
+            for part in dest.split(","):
+                if part.strip():
+                    targets.append("@".join(validation.address(part)))
+        if full in targets:
+            raise ValidationError(f"alias {full} cannot point to itself")
+        try:
+            with self.app.dbs.session("data") as s:
+                domain = self.app.domains.get(s, domain_name)
+                if s.scalar(select(Mailbox.id).where(Mailbox.address == full)):
+                    raise ConflictError(f"{full} is already a mailbox")
+                alias = Alias(domain_id=domain.id, address=full, destinations=",".join(dict.fromkeys(targets)),
+                              enabled=True)
+                s.add(alias)
+                s.flush()
+                out = self._as_dict(alias)
+        except IntegrityError:
+            raise ConflictError(f"alias {full} already exists") from None
+        self.app.audit.record("alias.add", full, destinations=targets)
+        return out
+
+    def list(self, domain: str | None = None) -> list[dict]:
+        with self.app.dbs.session("data") as s:
+            query = select(Alias).order_by(Alias.address)
+            if domain:
+                query = query.where(Alias.domain_id == self.app.domains.get(s, domain).id)
+            return [self._as_dict(a) for a in s.scalars(query)]
+
+    def remove(self, address: str) -> None:
+        local, domain = validation.address(address)
+        with self.app.dbs.session("data") as s:
+            alias = s.scalar(select(Alias).where(Alias.address == f"{local}@{domain}"))
+            if alias is None:
+                raise NotFoundError(f"alias {local}@{domain} does not exist")
+            s.delete(alias)
+        self.app.audit.record("alias.remove", f"{local}@{domain}")
+
+    @staticmethod
+    def _as_dict(a: Alias) -> dict:
+        return {"address": a.address, "destinations": a.destinations.split(","), "enabled": a.enabled}

@@ -1,0 +1,50 @@
+"""The mail components of this node: state, start, stop, restart.
+
+The components run as one unit (guide §2.3): stopping one stops them all.
+"""
+from __future__ import annotations
+
+from ..errors import NotFoundError
+
+
+class ComponentService:
+    def __init__(self, app):
+        self.app = app
+
+    def _check(self, names: list[str] | None) -> list[str]:
+        names = names or list(self.app.adapters)
+        unknown = [n for n in names if n not in self.app.adapters]
+        if unknown:
+            raise NotFoundError(f"unknown component(s): {', '.join(unknown)} "
+                                f"(known: {', '.join(self.app.adapters)})")
+        return names
+
+    def _spec(self, name: str):
+        return self.app.adapters[name].process(self.app.deploys.deployer.live_context())
+
+    def states(self) -> dict:
+        backend = self.app.backend
+        return {name: {"running": backend.is_running(name), "pid": backend.pid(name)} for name in self.app.adapters}
+
+    def start(self, names: list[str] | None = None) -> list[str]:
+        if not self.app.layout.current.exists():
+            raise NotFoundError("nothing is deployed on this node yet: run rupost deploy")
+        started = []
+        for name in self.app.adapters:
+            if name in self._check(names) and not self.app.backend.is_running(name):
+                self.app.backend.start(name, self._spec(name))
+                started.append(name)
+        self.app.audit.record("components.start", ",".join(started))
+        return started
+
+    def stop(self, names: list[str] | None = None) -> list[str]:
+        """Stop the named components; the mail components stop together (one unit)."""
+        self._check(names)
+        stopped = self.app.deploys.deployer.stop_all()
+        self.app.nodes.report("out_of_service", self.states())
+        self.app.audit.record("components.stop", ",".join(stopped))
+        return stopped
+
+    def restart(self, names: list[str] | None = None) -> list[str]:
+        self.stop(names)
+        return self.start(None)

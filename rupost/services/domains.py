@@ -1,0 +1,61 @@
+"""Mail domains served by this installation."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from .. import validation
+from ..db.models import Alias, Domain, Mailbox
+from ..errors import ConflictError, NotFoundError
+
+
+class DomainService:
+    def __init__(self, app):
+        self.app = app
+
+    def add(self, name: str, description: str = "") -> dict:
+        name = validation.domain_name(name)
+        try:
+            with self.app.dbs.session("data") as s:
+                domain = Domain(name=name, description=description, enabled=True)
+                s.add(domain)
+                s.flush()
+                out = self._as_dict(domain, 0, 0)
+        except IntegrityError:
+            raise ConflictError(f"domain {name} already exists") from None
+        self.app.audit.record("domain.add", name)
+        return out
+
+    def get(self, session, name: str) -> Domain:
+        domain = session.scalar(select(Domain).where(Domain.name == validation.domain_name(name)))
+        if domain is None:
+            raise NotFoundError(f"domain {name} does not exist (rupost domains add {name})")
+        return domain
+
+    def list(self) -> list[dict]:
+        with self.app.dbs.session("data") as s:
+            mailbox_counts = dict(s.execute(select(Mailbox.domain_id, func.count()).group_by(Mailbox.domain_id)).all())
+            alias_counts = dict(s.execute(select(Alias.domain_id, func.count()).group_by(Alias.domain_id)).all())
+            return [self._as_dict(d, mailbox_counts.get(d.id, 0), alias_counts.get(d.id, 0))
+                    for d in s.scalars(select(Domain).order_by(Domain.name))]
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        with self.app.dbs.session("data") as s:
+            self.get(s, name).enabled = enabled
+        self.app.audit.record("domain.enable" if enabled else "domain.disable", name)
+
+    def remove(self, name: str) -> None:
+        with self.app.dbs.session("data") as s:
+            domain = self.get(s, name)
+            used = s.scalar(select(func.count()).select_from(Mailbox).where(Mailbox.domain_id == domain.id))
+            aliases = s.scalar(select(func.count()).select_from(Alias).where(Alias.domain_id == domain.id))
+            if used or aliases:
+                raise ConflictError(f"domain {domain.name} still has {used} mailbox(es) and {aliases} alias(es); "
+                                    "remove them first (mail storage is never deleted implicitly)")
+            s.delete(domain)
+        self.app.audit.record("domain.remove", name)
+
+    @staticmethod
+    def _as_dict(d: Domain, mailboxes: int, aliases: int) -> dict:
+        return {"name": d.name, "description": d.description, "enabled": d.enabled, "mailboxes": mailboxes,
+                "aliases": aliases}

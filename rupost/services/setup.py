@@ -1,0 +1,183 @@
+"""First install and re-configuration of a node (what rupost-wizard runs).
+
+Idempotent: every step checks what exists before creating it. A wrong password or
+an unreachable server stops before anything is created; when the database server
+is local and the role or databases are missing, they are created, and removed
+again if creating them fails part-way.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import select
+
+from .. import config as node_config
+from ..db import migrate
+from ..db.engine import Databases, describe_db_error
+from ..db.models import Certificate, DHParam
+from ..errors import DatabaseError, ValidationError
+from ..paths import Layout
+from ..tls import ffdhe_default, self_signed
+
+BUILTIN_MAIL_CERT = "rupost-builtin"
+BUILTIN_PANEL_CERT = "rupost-control-panel-builtin"
+BUILTIN_DHPARAM = "rupost-builtin-dhparam.pem"
+LOCAL_SOCKET_DIR = Path("/var/run/postgresql")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass
+class SetupReport:
+    steps: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.steps.append(text)
+
+
+def check_identifiers(db: node_config.DatabaseSettings) -> None:
+    for label, value in (("user", db.user), ("database name", db.main), ("data database name", db.data),
+                         ("logs database name", db.logs)):
+        if not _IDENT.match(value or ""):
+            raise ValidationError(f"invalid {label} {value!r}: use letters, digits and _ (max 63)")
+    if len({db.main, db.data, db.logs}) != 3:
+        raise ValidationError("the three database names must differ")
+    if not (0 < int(db.port) < 65536):
+        raise ValidationError(f"invalid port {db.port}")
+
+
+def server_is_local(db: node_config.DatabaseSettings) -> bool:
+    return db.host in ("127.0.0.1", "localhost", "::1") and \
+        (LOCAL_SOCKET_DIR / f".s.PGSQL.{db.port}").exists()
+
+
+def _probe(db: node_config.DatabaseSettings) -> str | None:
+    """None when all three databases accept our credentials, else the server's reason."""
+    dbs = Databases(db)
+    try:
+        for kind in ("main", "data", "logs"):
+            dbs.check(kind)
+        return None
+    except DatabaseError as exc:
+        return str(exc)
+    finally:
+        dbs.dispose()
+
+
+def _psql_as_postgres(port: int, sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                           "-h", str(LOCAL_SOCKET_DIR), "-p", str(port), "-d", "postgres", "-tA", "-c", sql],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def create_local_role_and_databases(db: node_config.DatabaseSettings, report: SetupReport) -> None:
+    """As the local postgres superuser (peer auth), create what is missing; undo on failure."""
+    created_dbs: list[str] = []
+    created_role = False
+    exists = _psql_as_postgres(db.port, f"SELECT 1 FROM pg_roles WHERE rolname = {_quote_literal(db.user)}")
+    if exists.returncode != 0:
+        raise DatabaseError(f"cannot administer the local PostgreSQL on port {db.port}: {exists.stderr.strip()}")
+    try:
+        if exists.stdout.strip() != "1":
+            r = _psql_as_postgres(db.port, f'CREATE ROLE "{db.user}" WITH NOSUPERUSER CREATEDB NOCREATEROLE LOGIN '
+                                           f"PASSWORD {_quote_literal(db.password)}")
+            if r.returncode != 0:
+                raise DatabaseError(f"creating role {db.user}: {r.stderr.strip()}")
+            created_role = True
+            report.add(f"created database role {db.user}")
+        for name in (db.main, db.data, db.logs):
+            r = _psql_as_postgres(db.port, f"SELECT 1 FROM pg_database WHERE datname = {_quote_literal(name)}")
+            if r.stdout.strip() == "1":
+                continue
+            r = _psql_as_postgres(db.port, f"CREATE DATABASE \"{name}\" WITH ENCODING 'UTF8' OWNER \"{db.user}\" "
+                                           "TEMPLATE template0")
+            if r.returncode != 0:
+                raise DatabaseError(f"creating database {name}: {r.stderr.strip()}")
+            created_dbs.append(name)
+            report.add(f"created database {name}")
+    except DatabaseError:
+        for name in created_dbs:
+            _psql_as_postgres(db.port, f'DROP DATABASE IF EXISTS "{name}"')
+        if created_role:
+            _psql_as_postgres(db.port, f'DROP ROLE IF EXISTS "{db.user}"')
+        raise
+
+
+def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> None:
+    check_identifiers(db)
+    reason = _probe(db)
+    if reason is None:
+        report.add(f"connected to {db.host}:{db.port} as {db.user}")
+        return
+    missing = re.search(r"(role .* does not exist|database .* does not exist)", reason)
+    if missing and server_is_local(db):
+        create_local_role_and_databases(db, report)
+        reason = _probe(db)
+        if reason is None:
+            report.add(f"connected to {db.host}:{db.port} as {db.user}")
+            return
+    raise DatabaseError(reason)
+
+
+def ensure_builtin_tls(dbs: Databases, cfg: node_config.NodeConfig, report: SetupReport) -> None:
+    names = [cfg.fqdn, cfg.node_name, "localhost", "127.0.0.1", cfg.address]
+    with dbs.session("main") as s:
+        for name, cert_type in ((BUILTIN_MAIL_CERT, "mail"), (BUILTIN_PANEL_CERT, "control_panel")):
+            if s.scalar(select(Certificate.id).where(Certificate.name == name)) is None:
+                cert_pem, key_pem, not_after = self_signed(cfg.fqdn, names)
+                has_active = s.scalar(select(Certificate.id).where(Certificate.cert_type == cert_type,
+                                                                    Certificate.active))
+                s.add(Certificate(name=name, cert_type=cert_type, cert_pem=cert_pem, key_pem=key_pem, builtin=True,
+                                  active=has_active is None, not_after=not_after, added_by="rupost-wizard"))
+                report.add(f"generated self-signed certificate {name}")
+        if s.scalar(select(DHParam.id).where(DHParam.name == BUILTIN_DHPARAM)) is None:
+            pem, bits = ffdhe_default()
+            has_active = s.scalar(select(DHParam.id).where(DHParam.active))
+            s.add(DHParam(name=BUILTIN_DHPARAM, pem=pem, bits=bits, active=has_active is None))
+            report.add(f"loaded DH parameters {BUILTIN_DHPARAM} (RFC 7919 ffdhe{bits})")
+
+
+def install(layout: Layout, cfg: node_config.NodeConfig) -> SetupReport:
+    from adapters.dovecot import ensure_mail_user
+
+    from . import RuPost
+
+    report = SetupReport()
+    connect_or_create(cfg.database, report)
+    dbs = Databases(cfg.database)
+    try:
+        try:
+            migrate.upgrade(dbs)
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(describe_db_error(exc, cfg.database, "migrations")) from None
+        report.add("database schema is up to date (rupost, rupost_data, rupost_logs)")
+        layout.ensure_base()
+        app = RuPost(layout, cfg, actor="rupost-wizard")
+        app.dbs = dbs
+        loaded = app.templates.load_builtin()
+        report.add(f"builtin templates loaded: {', '.join(loaded)}")
+        ensure_builtin_tls(dbs, cfg, report)
+        ensure_mail_user()
+        path = node_config.save(layout, cfg, owner="rupost")
+        report.add(f"node configuration written to {path} (mode 0600)")
+        node = app.nodes.register()
+        report.add(f"node {node['name']} registered")
+        app.audit.record("wizard.install", cfg.node_name, source="wizard")
+    finally:
+        dbs.dispose()
+    if os.environ.get("RUPOST_SKIP_TIMERS") is None and Path("/run/systemd/system").is_dir() \
+            and layout.root == Path("/"):
+        r = subprocess.run(["systemctl", "enable", "--now", "rupost-mailqueue-evacuator.timer",
+                            "rupost-distribution-lists-updater.timer"], capture_output=True, text=True)
+        report.add("timers registered" if r.returncode == 0 else f"timers not registered: {r.stderr.strip()}")
+    else:
+        report.add("timers: systemd is not PID 1 here, units not registered")
+    return report

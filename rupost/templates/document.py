@@ -1,0 +1,186 @@
+"""A template document: parsing, the document schema and typed parameters."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..errors import TemplateError
+from . import errors as schema_errors
+
+COMPONENTS = ("memcached", "dovecot", "postfix", "sogo", "nginx", "haproxy")
+
+PARAMETER_TYPES = {"integer": int, "string": str, "boolean": bool, "list": list}
+
+DOCUMENT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "components"],
+    "properties": {
+        "apiVersion": {"const": "rupost/v1"},
+        "kind": {"const": "ConfigurationTemplate"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "version"],
+            "properties": {
+                "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"},
+                "version": {"type": "string", "pattern": r"^\d+\.\d+\.\d+([.+-][0-9A-Za-z.-]+)?$"},
+                "description": {"type": "string"},
+                "builtin": {"type": "boolean"},
+            },
+        },
+        "parameters": {
+            "type": "object",
+            "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
+            "additionalProperties": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type", "default"],
+                "properties": {
+                    "type": {"enum": sorted(PARAMETER_TYPES)},
+                    "default": {},
+                    "min": {"type": "integer"},
+                    "max": {"type": "integer"},
+                    "enum": {"type": "array"},
+                    "pattern": {"type": "string"},
+                    "description": {"type": "string"},
+                },
+            },
+        },
+        "components": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(COMPONENTS),
+            "properties": {name: {"type": "object"} for name in COMPONENTS},
+        },
+    },
+}
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (a silent override is a typo hidden)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class TemplateDocument:
+    data: dict
+    source: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        return self.data["metadata"]["name"]
+
+    @property
+    def version(self) -> str:
+        return self.data["metadata"]["version"]
+
+    @property
+    def description(self) -> str:
+        return self.data["metadata"].get("description", "")
+
+    @property
+    def builtin(self) -> bool:
+        return bool(self.data["metadata"].get("builtin", False))
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def parameter_specs(self) -> dict:
+        return self.data.get("parameters") or {}
+
+    def resolve_parameters(self, values: dict | None) -> dict:
+        """Defaults overlaid with the given values, each checked against its declaration."""
+        specs = self.parameter_specs
+        values = values or {}
+        problems = [f"parameters.{name}: unknown parameter (declared: {', '.join(sorted(specs)) or 'none'})"
+                    for name in sorted(values) if name not in specs]
+        resolved = {}
+        for name, spec in specs.items():
+            value = values.get(name, spec["default"])
+            problem = check_parameter(spec, value)
+            if problem:
+                problems.append(f"parameters.{name}: {problem}")
+            resolved[name] = value
+        schema_errors.raise_if(problems, f"template {self.name} {self.version}: invalid parameters")
+        return resolved
+
+
+def check_parameter(spec: dict, value) -> str | None:
+    expected = PARAMETER_TYPES[spec["type"]]
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"expected an integer, got {value!r}"
+    if not isinstance(value, expected):
+        return f"expected {spec['type']}, got {value!r}"
+    if "min" in spec and value < spec["min"]:
+        return f"{value} is below the minimum {spec['min']}"
+    if "max" in spec and value > spec["max"]:
+        return f"{value} is above the maximum {spec['max']}"
+    if "enum" in spec and value not in spec["enum"]:
+        return f"{value!r} is not one of {spec['enum']}"
+    if "pattern" in spec:
+        import re
+
+        if not re.fullmatch(spec["pattern"], value):
+            return f"{value!r} does not match {spec['pattern']}"
+    return None
+
+
+def load_document(text: str, source: str = "<template>") -> TemplateDocument:
+    try:
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TemplateError(f"{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise TemplateError(f"{source}: a template is a YAML mapping (apiVersion, kind, metadata, ...)")
+    schema_errors.raise_if(schema_errors.validate(data, DOCUMENT_SCHEMA, ""), f"{source}: invalid template")
+    doc = TemplateDocument(data=data, source=source, text=text)
+    for name, spec in doc.parameter_specs.items():
+        problem = check_parameter(spec, spec["default"])
+        if problem:
+            raise TemplateError(f"{source}: parameters.{name}.default: {problem}")
+    return doc
+
+
+def builtin_dir() -> Path:
+    """templates/builtin from the source tree, or the copy installed under share/."""
+    env = os.environ.get("RUPOST_BUILTIN_TEMPLATES")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2] / "templates" / "builtin",
+                   Path(sys.prefix) / "share" / "rupost" / "templates" / "builtin",
+                   Path("/usr/share/rupost/templates/builtin")]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise TemplateError("builtin templates not found (looked in: " + ", ".join(map(str, candidates)) + ")")
+
+
+def builtin_documents() -> list[TemplateDocument]:
+    docs = []
+    for path in sorted(builtin_dir().glob("*.yaml")):
+        docs.append(load_document(path.read_text(), str(path)))
+    return docs

@@ -1,0 +1,1 @@
+"""Helpers to run throwaway instances (PostgreSQL, a whole RuPost node) for tests and benchmarks."""

@@ -1,0 +1,88 @@
+"""rupost-wizard command line (guide §2.11.1).
+
+The flags are the guide's; `-h` is the database host, so help is `--help` only.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from rupost import config as node_config
+from rupost.errors import RuPostError
+from rupost.paths import Layout
+
+PASSWORD_ENV = "RUPOST_INSTALLER_DB_PASSWORD"
+
+
+def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
+    ports = {}
+    for item in values:
+        name, _, number = item.partition("=")
+        if name not in node_config.DEFAULT_PORTS or not number.isdigit() or not 0 < int(number) < 65536:
+            raise click.BadParameter(f"{item!r}: expected NAME=PORT with NAME one of "
+                                     f"{', '.join(node_config.DEFAULT_PORTS)}", param_hint="--port")
+        ports[name] = int(number)
+    return ports
+
+
+@click.command(context_settings={"help_option_names": ["--help"]})
+@click.option("--silent", is_flag=True, help="Configure without the dialog screens, from these flags.")
+@click.option("--db-host", "-h", default="127.0.0.1", show_default=True, help="PostgreSQL host.")
+@click.option("--db-port", "-p", default=5432, type=click.IntRange(1, 65535), show_default=True,
+              help="PostgreSQL port.")
+@click.option("--db-name", "-n", default="rupost", show_default=True, help="Main (configuration) database.")
+@click.option("--data-db-name", "-d", default="rupost_data", show_default=True, help="User data database.")
+@click.option("--logs-db-name", "-l", default="rupost_logs", show_default=True, help="Logs database.")
+@click.option("--db-user", "-u", default="rupost", show_default=True, help="Database user (role).")
+@click.option("--db-password", default=None, help=f"Database password (or set {PASSWORD_ENV}).")
+@click.option("--root", envvar="RUPOST_ROOT", default="/", show_default=True,
+              help="Root under which every RuPost path lives (tests use a temporary one).")
+@click.option("--node-name", default=None, help="This node's name (default: the host name).")
+@click.option("--fqdn", default=None, help="This node's fully qualified name (default: from the resolver).")
+@click.option("--address", default=None, help="Address other nodes reach this node at.")
+@click.option("--listen-address", default=None, help="Address the public ports listen on ('*' for all).")
+@click.option("--port", "ports", multiple=True, metavar="NAME=PORT", help="Override a listening port.")
+@click.option("--service-backend", type=click.Choice(["auto", "direct", "systemd"]), default=None)
+def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, root, node_name,
+         fqdn, address, listen_address, ports, service_backend):
+    """Configure this RuPost node: databases, schema, builtin templates,
+    certificates and DH parameters, node registration."""
+    from rupost.services import setup
+
+    if not silent:
+        from wizard.dialogs import run_dialogs
+
+        sys.exit(run_dialogs(root))
+    password = db_password if db_password is not None else os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise click.UsageError(f"the database password is required: --db-password or {PASSWORD_ENV}")
+    layout = Layout.at(root)
+    try:
+        previous = node_config.load(layout)
+    except RuPostError:
+        previous = node_config.NodeConfig()
+    cfg = node_config.NodeConfig(
+        database=node_config.DatabaseSettings(host=db_host, port=db_port, user=db_user, password=password,
+                                              main=db_name, data=data_db_name, logs=logs_db_name),
+        node_name=node_name or previous.node_name,
+        fqdn=fqdn or previous.fqdn,
+        address=address or previous.address,
+        listen_address=listen_address or previous.listen_address,
+        ports={**previous.ports, **_parse_ports(ports)},
+        service_backend=service_backend or previous.service_backend,
+        generations_kept=previous.generations_kept,
+    )
+    try:
+        report = setup.install(layout, cfg)
+    except RuPostError as exc:
+        click.echo(f"rupost-wizard: error: {exc}", err=True)
+        sys.exit(1)
+    for step in report.steps:
+        click.echo(f"  ok  {step}")
+    click.echo("RuPost node configured. Next: rupost deploy")
+
+
+if __name__ == "__main__":
+    main()
