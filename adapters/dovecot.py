@@ -122,7 +122,9 @@ class DovecotAdapter(Adapter):
             argv=["dovecot", "-F", "-c", conf],
             reload="hup",
             prepare=lambda: self._prepare_dirs(ctx),
-            ports=[("127.0.0.1", ctx.node.port("dovecot_imap")), ("127.0.0.1", ctx.node.port("dovecot_sieve"))],
+            # the PROXY-protocol listeners would log every bare readiness connect
+            ports=[("127.0.0.1", ctx.node.port("dovecot_imap_internal")),
+                   ("127.0.0.1", ctx.node.port("dovecot_sieve_internal"))],
         )
 
 

@@ -65,7 +65,7 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
         send = _SEND_PROXY[listener.get("send_proxy", "v2")]
         out += ["", f"frontend fe_{name}", f"    bind {listener['bind']}{accept}", f"    default_backend be_{name}",
                 "", f"backend be_{name}"]
-        out += [f"    server {name}{i} {server}{send} check inter 5s"
+        out += [f"    server {name}{i} {server}{send}"
                 for i, server in enumerate(listener["servers"], 1)]
     return "\n".join(out) + "\n"
 

@@ -162,5 +162,8 @@ class PostfixAdapter(Adapter):
             stop_argv=["postfix", "-c", conf, "stop"],
             pid_file=ctx.layout.postfix_queue / "pid" / "master.pid",
             prepare=lambda: self._prepare_dirs(ctx),
-            ports=[("127.0.0.1", ctx.node.port("postfix_smtp"))],
+            # readiness is checked on the listener without the PROXY protocol: a bare
+            # connect to a PROXY listener makes postfix 3.7's smtpd exit fatally and
+            # the master then throttles smtpd for a minute
+            ports=[("127.0.0.1", ctx.node.port("postfix_submission_internal"))],
         )
