@@ -84,14 +84,14 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         f"load_module {STREAM_MODULE};",
         f"worker_processes {model.get('worker_processes', 'auto')};",
         f"pid {run}/nginx.pid;",
-        f"error_log {logs}/nginx-error.log warn;",
+        f"error_log {logs}/nginx-error.log notice;",
         f"events {{ worker_connections {model.get('worker_connections', 4096)}; }}",
         "",
         "stream {",
         *("    " + line for line in tls_lines),
         "    ssl_session_cache shared:RUPOST_STREAM:10m;",
         *("    " + line for line in realip),
-        f"    error_log {logs}/nginx-error.log warn;",
+        f"    error_log {logs}/nginx-error.log notice;",
     ]
     for proxy in model["mail_proxies"]:
         out += [

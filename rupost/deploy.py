@@ -1,15 +1,22 @@
 """The deploy pipeline: render -> validate -> switch -> reload -> probe, else roll back.
 
 Every deploy renders into a new *generation* directory; the live configuration is
-the ``current`` symlink, swapped atomically. Rendered files refer to their own
-generation directory, so a staged generation is validated exactly as it will run,
-and the previous generation stays intact for the rollback. Hashes are taken with
-the generation directory replaced by a token, so an unchanged configuration hashes
-the same whichever generation it lands in and a no-change redeploy touches nothing.
+the ``current`` symlink, swapped atomically, and the previous generation stays
+intact for the rollback. Installed files refer to each other through ``current``
+(never through a generation's own path), so a component whose files did not
+change has byte-identical files in the new generation and needs no reload; a
+long-running helper such as postfix's proxymap keeps matching the paths it was
+started with. Before the switch, the same files are materialised once more in a
+scratch directory where they refer to that directory instead, and each
+component's own checker runs there: the checked configuration is the installed
+one with only the directory prefix changed. Hashes are taken with the prefix
+replaced by a token, so an unchanged configuration hashes the same whichever
+generation it lands in and a no-change redeploy touches nothing.
 """
 from __future__ import annotations
 
 import difflib
+import grp
 import hashlib
 import json
 import os
@@ -126,7 +133,7 @@ class Deployer:
         for f in files:
             live_path = self.layout.current / component / f.path
             try:
-                old = live_path.read_text().replace(str(self._live_dir()), GENERATION_TOKEN)
+                old = live_path.read_text().replace(str(self.layout.current), GENERATION_TOKEN)
             except (OSError, UnicodeDecodeError):
                 old = ""
             new = f.content
@@ -155,30 +162,31 @@ class Deployer:
             return []
         return sorted(int(p.name) for p in self.layout.generations.iterdir() if p.name.isdigit())
 
+    def _materialise(self, plan: Plan, target: Path, prefix: str) -> None:
+        """Write the plan's files under `target`, the token replaced by `prefix`."""
+        shutil.rmtree(target, ignore_errors=True)
+        for component, files in plan.files.items():
+            for f in files:
+                path = target / component / f.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(path.parent, 0o755)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, f.mode)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(f.content.replace(GENERATION_TOKEN, prefix))
+                if f.group:
+                    os.chown(path, 0, grp.getgrnam(f.group).gr_gid)
+                os.chmod(path, f.mode)
+        os.chmod(target, 0o755)
+
     def _write_generation(self, plan: Plan) -> tuple[int, Path]:
         numbers = self.generation_numbers()
         number = (numbers[-1] if numbers else 0) + 1
         gen_dir = self.layout.generations / f"{number:06d}"
         tmp_dir = self.layout.generations / f".{number:06d}.tmp"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        real = str(gen_dir)
-        for component, files in plan.files.items():
-            for f in files:
-                path = tmp_dir / component / f.path
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(path.parent, 0o755)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, f.mode)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(f.content.replace(GENERATION_TOKEN, real))
-                if f.group:
-                    import grp
-
-                    os.chown(path, 0, grp.getgrnam(f.group).gr_gid)
-                os.chmod(path, f.mode)
+        self._materialise(plan, tmp_dir, str(self.layout.current))
         manifest = {"number": number, "template": plan.template, "version": plan.version,
                     "parameters": plan.parameters, "hashes": plan.hashes}
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        os.chmod(tmp_dir, 0o755)
         os.rename(tmp_dir, gen_dir)
         return number, gen_dir
 
@@ -222,7 +230,7 @@ class Deployer:
         number = result.generation
         result.step("render", True, f"generation {number}: {', '.join(plan.changed)} changed")
         try:
-            self._validate(gen_dir, result)
+            self._validate(plan, result)
         except ComponentCheckError as exc:
             shutil.rmtree(gen_dir, ignore_errors=True)
             result.error = str(exc)
@@ -246,15 +254,20 @@ class Deployer:
             affected.update(TLS_READERS)
         return [c for c in self.adapters if c in affected]
 
-    def _validate(self, gen_dir: Path, result: DeployResult) -> None:
-        ctx = self.render_context(gen_dir)
-        for name, adapter in self.adapters.items():
-            try:
-                adapter.validate(gen_dir / name, ctx)
-            except ComponentCheckError as exc:
-                result.step(f"validate {name}", False, exc.detail)
-                raise
-            result.step(f"validate {name}", True)
+    def _validate(self, plan: Plan, result: DeployResult) -> None:
+        check_dir = self.layout.generations / f".check-{os.getpid()}"
+        self._materialise(plan, check_dir, str(check_dir))
+        ctx = self.render_context(check_dir)
+        try:
+            for name, adapter in self.adapters.items():
+                try:
+                    adapter.validate(check_dir / name, ctx)
+                except ComponentCheckError as exc:
+                    result.step(f"validate {name}", False, exc.detail)
+                    raise
+                result.step(f"validate {name}", True)
+        finally:
+            shutil.rmtree(check_dir, ignore_errors=True)
 
     def _start_or_reload(self, components: list[str], to_reload: list[str], result: DeployResult) -> None:
         ctx = self.live_context()

@@ -7,6 +7,7 @@ from ..db.models import Certificate, DHParam, Generation, utcnow
 from ..deploy import Deployer, DeployResult, Plan, TLSMaterial
 from ..errors import DeployError, NotFoundError
 from ..paths import GENERATION_TOKEN
+from ..templates.document import TemplateDocument
 from . import settings as settings_keys
 
 
@@ -53,8 +54,8 @@ class DeployService:
             },
         }
 
-    def plan(self, parameters: dict | None = None) -> Plan:
-        doc = self.app.templates.active()
+    def plan(self, parameters: dict | None = None, document: TemplateDocument | None = None) -> Plan:
+        doc = document or self.app.templates.active()
         if parameters is None:
             parameters = self.app.settings.get(settings_keys.TEMPLATE_PARAMETERS, {}) or {}
         resolved = doc.resolve_parameters(parameters)

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import validation
 from ..db.models import Alias, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError
+from .cache import flush_sogo_cache
 
 
 class DomainService:
@@ -42,6 +43,7 @@ class DomainService:
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.app.dbs.session("data") as s:
             self.get(s, name).enabled = enabled
+        flush_sogo_cache(self.app)
         self.app.audit.record("domain.enable" if enabled else "domain.disable", name)
 
     def remove(self, name: str) -> None:

@@ -8,6 +8,7 @@ from .. import validation
 from ..db.models import Alias, Mailbox
 from ..errors import ConflictError, NotFoundError
 from ..passwords import hash_password
+from .cache import flush_sogo_cache
 
 
 class MailboxService:
@@ -59,6 +60,7 @@ class MailboxService:
         password_hash = hash_password(password)
         with self.app.dbs.session("data") as s:
             self._get(s, address).password_hash = password_hash
+        flush_sogo_cache(self.app)
         self.app.audit.record("mailbox.passwd", address)
 
     def set_quota(self, address: str, quota: str | int) -> None:
@@ -70,12 +72,14 @@ class MailboxService:
     def set_enabled(self, address: str, enabled: bool) -> None:
         with self.app.dbs.session("data") as s:
             self._get(s, address).enabled = enabled
+        flush_sogo_cache(self.app)
         self.app.audit.record("mailbox.enable" if enabled else "mailbox.disable", address)
 
     def remove(self, address: str) -> None:
         """Remove the mailbox from the directory; its stored mail stays on disk (never lost implicitly)."""
         with self.app.dbs.session("data") as s:
             s.delete(self._get(s, address))
+        flush_sogo_cache(self.app)
         self.app.audit.record("mailbox.remove", address)
 
     @staticmethod

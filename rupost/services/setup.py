@@ -82,21 +82,16 @@ def create_local_role_and_databases(db: node_config.DatabaseSettings, report: Se
     """As the local postgres superuser (peer auth), create what is missing; undo on failure."""
     created_dbs: list[str] = []
     created_role = False
-    exists = _psql_as_postgres(db.port, f"SELECT 1 FROM pg_roles WHERE rolname = {_quote_literal(db.user)}")
-    if exists.returncode != 0:
-        raise DatabaseError(f"cannot administer the local PostgreSQL on port {db.port}: {exists.stderr.strip()}")
+    role_missing, dbs_missing = _local_missing(db)
     try:
-        if exists.stdout.strip() != "1":
+        if role_missing:
             r = _psql_as_postgres(db.port, f'CREATE ROLE "{db.user}" WITH NOSUPERUSER CREATEDB NOCREATEROLE LOGIN '
                                            f"PASSWORD {_quote_literal(db.password)}")
             if r.returncode != 0:
                 raise DatabaseError(f"creating role {db.user}: {r.stderr.strip()}")
             created_role = True
             report.add(f"created database role {db.user}")
-        for name in (db.main, db.data, db.logs):
-            r = _psql_as_postgres(db.port, f"SELECT 1 FROM pg_database WHERE datname = {_quote_literal(name)}")
-            if r.stdout.strip() == "1":
-                continue
+        for name in dbs_missing:
             r = _psql_as_postgres(db.port, f"CREATE DATABASE \"{name}\" WITH ENCODING 'UTF8' OWNER \"{db.user}\" "
                                            "TEMPLATE template0")
             if r.returncode != 0:
@@ -111,19 +106,36 @@ def create_local_role_and_databases(db: node_config.DatabaseSettings, report: Se
         raise
 
 
+def _local_missing(db: node_config.DatabaseSettings) -> tuple[bool, list[str]]:
+    """(role missing, databases missing), asked as the local postgres superuser."""
+    r = _psql_as_postgres(db.port, f"SELECT 1 FROM pg_roles WHERE rolname = {_quote_literal(db.user)}")
+    if r.returncode != 0:
+        raise DatabaseError(f"cannot administer the local PostgreSQL on port {db.port}: {r.stderr.strip()}")
+    role_missing = r.stdout.strip() != "1"
+    missing = []
+    for name in (db.main, db.data, db.logs):
+        r = _psql_as_postgres(db.port, f"SELECT 1 FROM pg_database WHERE datname = {_quote_literal(name)}")
+        if r.stdout.strip() != "1":
+            missing.append(name)
+    return role_missing, missing
+
+
 def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> None:
     check_identifiers(db)
     reason = _probe(db)
     if reason is None:
         report.add(f"connected to {db.host}:{db.port} as {db.user}")
         return
-    missing = re.search(r"(role .* does not exist|database .* does not exist)", reason)
-    if missing and server_is_local(db):
-        create_local_role_and_databases(db, report)
-        reason = _probe(db)
-        if reason is None:
-            report.add(f"connected to {db.host}:{db.port} as {db.user}")
-            return
+    # PostgreSQL answers "password authentication failed" for a role that does not
+    # exist too, so a local server is asked directly what is missing
+    if server_is_local(db):
+        role_missing, dbs_missing = _local_missing(db)
+        if role_missing or dbs_missing:
+            create_local_role_and_databases(db, report)
+            reason = _probe(db)
+            if reason is None:
+                report.add(f"connected to {db.host}:{db.port} as {db.user}")
+                return
     raise DatabaseError(reason)
 
 

@@ -27,11 +27,22 @@ class TempPostgres:
         self.password = superuser_password
         self.bin = pg_bindir()
         self.user = "postgres"
+        # the standard socket directory too, so the wizard's "local server" path
+        # (peer authentication as the postgres OS user) works against this cluster
+        shared = Path("/var/run/postgresql")
+        self.socket_dirs = f"{shared},{self.base}" if shared.is_dir() else str(self.base)
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        return self._run("psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", self.base, "-p", self.port,
+                         "-d", dbname, "-c", sql).stdout
 
     def _run(self, *argv, check=True, **kw):
         pw = pwd.getpwnam(self.user)
-        return subprocess.run([str(a) for a in argv], check=check, user=pw.pw_uid, group=pw.pw_gid,
+        proc = subprocess.run([str(a) for a in argv], user=pw.pw_uid, group=pw.pw_gid,
                               capture_output=True, text=True, cwd="/", **kw)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{Path(str(argv[0])).name} failed: {(proc.stderr or proc.stdout).strip()}")
+        return proc
 
     def start(self) -> "TempPostgres":
         pw = pwd.getpwnam(self.user)
@@ -42,11 +53,11 @@ class TempPostgres:
             pwfile.write_text(self.password + "\n")
             os.chown(pwfile, pw.pw_uid, pw.pw_gid)
             self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "--pwfile", pwfile,
-                      "-A", "scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
+                      "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
             pwfile.unlink()
             with open(self.data / "postgresql.conf", "a") as fh:
                 fh.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
-                         f"unix_socket_directories = '{self.base}'\nfsync = off\n"
+                         f"unix_socket_directories = '{self.socket_dirs}'\nfsync = off\n"
                          "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\n")
         self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.base / "server.log", "-w", "-t", "60", "start")
         return self

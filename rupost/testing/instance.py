@@ -1,0 +1,65 @@
+"""A whole RuPost node under a temporary root, on unprivileged loopback ports."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from ..config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
+from ..paths import Layout
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+class Instance:
+    """Wizard + deploy of the builtin template into `root`, against a database server."""
+
+    def __init__(self, root: Path, database: DatabaseSettings, node_name: str = "node1",
+                 fqdn: str = "mail.rupost.test", parameters: dict | None = None):
+        self.root = Path(root)
+        self.layout = Layout.at(self.root)
+        ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS))))
+        self.config = NodeConfig(database=database, node_name=node_name, fqdn=fqdn, address="127.0.0.1",
+                                 listen_address="127.0.0.1", ports=ports, service_backend="direct")
+        self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False}
+        self._app = None
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.config.ports
+
+    def configure(self):
+        from ..services import setup
+
+        report = setup.install(self.layout, self.config)
+        app = self.app
+        app.settings.set("template_parameters", self.parameters)
+        return report
+
+    @property
+    def app(self):
+        if self._app is None:
+            from ..services import RuPost
+
+            self._app = RuPost.open(self.root, actor="test")
+        return self._app
+
+    def deploy(self):
+        return self.app.deploys.deploy()
+
+    def stop(self) -> None:
+        if self.layout.current.exists():
+            self.app.deploys.deployer.stop_all()
+        if self._app is not None:
+            self._app.close()

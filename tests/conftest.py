@@ -1,0 +1,67 @@
+"""Fixtures: a real PostgreSQL and a real RuPost node (all daemons) under /tmp.
+
+Session-scoped because starting the stack takes seconds; every test that
+changes data creates its own domain, so tests do not depend on each other.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rupost.config import DatabaseSettings
+from rupost.testing.instance import Instance, free_ports
+from rupost.testing.postgres import TempPostgres
+
+DB_PASSWORD = "test-db-secret:/@%"  # characters that need quoting in every file format
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    # short path: dovecot's unix sockets must fit in 108 bytes
+    base = Path(tempfile.mkdtemp(prefix="rpt", dir="/tmp"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg(workdir):
+    server = TempPostgres(workdir / "pg", free_ports(1)[0]).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def node(workdir, pg):
+    """A deployed node: wizard (creating role and databases on the local server) + deploy."""
+    inst = Instance(workdir / "node1", DatabaseSettings(host="127.0.0.1", port=pg.port, user="rupost",
+                                                        password=DB_PASSWORD))
+    inst.configure()
+    inst.deploy()
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture
+def domain(node):
+    name = f"d{uuid.uuid4().hex[:10]}.test"
+    node.app.domains.add(name)
+    return name
+
+
+@pytest.fixture
+def mailbox(node, domain):
+    """Factory: mailbox(local) -> (address, password)."""
+
+    def make(local: str = "user", password: str | None = None, quota: str = "0"):
+        password = password or f"pw-{uuid.uuid4().hex[:12]}"
+        address = f"{local}@{domain}"
+        node.app.mailboxes.add(address, password, quota)
+        return address, password
+
+    return make

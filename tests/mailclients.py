@@ -1,0 +1,72 @@
+"""Real protocol clients used by the tests, with a chosen source address so the
+tests can check that the client's address reaches the daemons."""
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import socket
+import ssl
+import time
+from email.message import EmailMessage
+
+
+def insecure_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class IMAPSFrom(imaplib.IMAP4_SSL):
+    """IMAP4_SSL bound to a local source address."""
+
+    def __init__(self, host, port, source="127.0.0.1"):
+        self._source = source
+        super().__init__(host, port, ssl_context=insecure_tls(), timeout=15)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+def message(sender: str, to: str, subject: str, body: str = "hello from the tests\n") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg.set_content(body)
+    return msg
+
+
+def smtp(port: int, source: str = "127.0.0.1") -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", port, timeout=15, source_address=(source, 0))
+    client.ehlo("client.example.org")
+    return client
+
+
+def smtps(port: int) -> smtplib.SMTP_SSL:
+    client = smtplib.SMTP_SSL("127.0.0.1", port, timeout=15, context=insecure_tls())
+    client.ehlo("client.example.org")
+    return client
+
+
+def wait_for_subject(port: int, user: str, password: str, subject: str, timeout: float = 20,
+                     source: str = "127.0.0.1") -> bytes:
+    """Log in over IMAPS and poll INBOX until a message with the subject arrives; return it."""
+    deadline = time.monotonic() + timeout
+    imap = IMAPSFrom("127.0.0.1", port, source)
+    try:
+        imap.login(user, password)
+        while True:
+            imap.select("INBOX")
+            _, data = imap.search(None, "SUBJECT", f'"{subject}"')
+            ids = data[0].split()
+            if ids:
+                _, fetched = imap.fetch(ids[-1], "(RFC822)")
+                return fetched[0][1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no message with subject {subject!r} in {user}'s INBOX after {timeout}s")
+            time.sleep(0.3)
+    finally:
+        try:
+            imap.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass

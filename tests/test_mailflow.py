@@ -1,0 +1,139 @@
+"""Mail in and out through the real stack: HAProxy -> nginx/postfix -> LMTP -> dovecot."""
+from __future__ import annotations
+
+import smtplib
+import socket
+import uuid
+
+import pytest
+
+from mailclients import IMAPSFrom, insecure_tls, message, smtp, smtps, wait_for_subject
+
+
+def test_inbound_smtp_delivered_over_lmtp_and_read_over_imaps(node, mailbox):
+    address, password = mailbox("alice")
+    subject = f"inbound {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"], source="127.0.0.7") as client:
+        refused = client.send_message(message("someone@example.org", address, subject))
+    assert refused == {}
+    raw = wait_for_subject(node.ports["imaps"], address, password, subject, source="127.0.0.8")
+    assert b"hello from the tests" in raw
+    assert b"Received: from client.example.org" in raw
+
+
+def test_client_addresses_reach_postfix_and_dovecot_logs(node, mailbox):
+    address, password = mailbox("ipcheck")
+    subject = f"ip {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"], source="127.0.0.23") as client:
+        client.send_message(message("someone@example.org", address, subject))
+    wait_for_subject(node.ports["imaps"], address, password, subject, source="127.0.0.24")
+    postfix_log = node.layout.log_file("postfix").read_text()
+    dovecot_log = node.layout.log_file("dovecot").read_text()
+    # the hops between HAProxy, nginx and the daemons all come from 127.0.0.1;
+    # only the PROXY protocol can carry these addresses to the daemons
+    assert "connect from unknown[127.0.0.23]" in postfix_log
+    assert f"user=<{address}>" in dovecot_log and "rip=127.0.0.24" in dovecot_log
+
+
+def test_authenticated_submission_over_implicit_tls(node, mailbox):
+    sender, sender_pw = mailbox("sender")
+    rcpt, rcpt_pw = mailbox("rcpt")
+    subject = f"submission {uuid.uuid4().hex}"
+    with smtps(node.ports["submissions"]) as client:
+        client.login(sender, sender_pw)
+        assert client.send_message(message(sender, rcpt, subject)) == {}
+    wait_for_subject(node.ports["imaps"], rcpt, rcpt_pw, subject)
+
+
+def test_submission_refuses_wrong_password_and_forged_sender(node, mailbox):
+    sender, sender_pw = mailbox("honest")
+    other, _ = mailbox("victim")
+    with smtps(node.ports["submissions"]) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(sender, "not-the-password")
+    with smtps(node.ports["submissions"]) as client:
+        client.login(sender, sender_pw)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
+            client.send_message(message(other, sender, "forged"), from_addr=other)
+        assert b"not owned by user" in list(err.value.recipients.values())[0][1]
+
+
+def test_relay_to_foreign_domain_without_auth_is_refused(node, domain):
+    with smtp(node.ports["smtp"]) as client:
+        client.mail("someone@example.org")
+        code, reply = client.rcpt("victim@foreign.example.net")
+    assert code == 554 and b"Relay access denied" in reply
+
+
+def test_unknown_local_recipient_rejected_at_rcpt(node, domain):
+    with smtp(node.ports["smtp"]) as client:
+        client.mail("someone@example.org")
+        code, reply = client.rcpt(f"nobody-{uuid.uuid4().hex[:6]}@{domain}")
+    assert code == 550 and b"User unknown" in reply
+
+
+def test_auth_on_plaintext_smtp_is_refused(node, mailbox):
+    address, password = mailbox("plain")
+    with smtp(node.ports["smtp"]) as client:
+        assert not client.has_extn("auth")
+        code, _ = client.docmd("AUTH", "PLAIN AGFsaWNlAHNlY3JldA==")
+    assert code in (503, 530, 538)
+
+
+def test_managesieve_refuses_auth_before_starttls(node, mailbox):
+    address, password = mailbox("sieve")
+    with socket.create_connection(("127.0.0.1", node.ports["sieve"]), timeout=10) as sock:
+        greeting = _read_until_ok(sock)
+        assert b'"STARTTLS"' in greeting
+        sock.sendall(b'AUTHENTICATE "PLAIN" "AHNpZXZlAHNlY3JldA=="\r\n')
+        reply = sock.recv(4096)
+    assert reply.startswith(b"NO"), reply
+
+
+def test_managesieve_login_after_starttls(node, mailbox):
+    import base64
+
+    address, password = mailbox("sieve2")
+    with socket.create_connection(("127.0.0.1", node.ports["sieve"]), timeout=10) as sock:
+        _read_until_ok(sock)
+        sock.sendall(b"STARTTLS\r\n")
+        assert sock.recv(4096).startswith(b"OK")
+        tls = insecure_tls().wrap_socket(sock, server_hostname="localhost")
+        _read_until_ok(tls)
+        token = base64.b64encode(f"\0{address}\0{password}".encode()).decode()
+        tls.sendall(f'AUTHENTICATE "PLAIN" "{token}"\r\n'.encode())
+        assert tls.recv(4096).startswith(b"OK")
+
+
+def _read_until_ok(sock) -> bytes:
+    data = b""
+    while not (data.startswith(b"OK") or b"\r\nOK" in data):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_imaps_is_tls_only_and_login_checks_password(node, mailbox):
+    address, password = mailbox("tlsonly")
+    with socket.create_connection(("127.0.0.1", node.ports["imaps"]), timeout=5) as sock:
+        sock.sendall(b"a1 CAPABILITY\r\n")
+        try:
+            data = sock.recv(100)
+        except OSError:
+            data = b""
+    assert not data.startswith(b"* OK"), "port 993 answered IMAP in plaintext"
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    with pytest.raises(Exception):
+        imap.login(address, "wrong-password")
+    imap.logout()
+
+
+def test_quota_is_reported(node, mailbox):
+    address, password = mailbox("quota", quota="10M")
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    imap.login(address, password)
+    _, data = imap.getquotaroot("INBOX")
+    imap.logout()
+    assert b"STORAGE 0 10240" in data[1][0]
