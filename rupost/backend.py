@@ -128,7 +128,8 @@ class DirectBackend:
 
 
 class SystemdBackend:
-    """RuPost's own units (systemd/rupost-<component>.service) run the daemons."""
+    """One templated unit, systemd/rupost-component@.service, runs every daemon
+    through `rupost components exec NAME`: the same argv as the direct backend."""
 
     name = "systemd"
 
@@ -137,7 +138,7 @@ class SystemdBackend:
 
     @staticmethod
     def unit(component: str) -> str:
-        return f"rupost-{component}.service"
+        return f"rupost-component@{component}.service"
 
     def _systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120)

@@ -372,6 +372,41 @@ def components_restart(c, names):
     click.echo(f"restarted: {', '.join(started)}")
 
 
+@components.command("exec", hidden=True)
+@click.argument("name")
+@pass_ctx
+def components_exec(c, name):
+    """Replace this process with the component's daemon in the foreground
+    (ExecStart of rupost-component@.service: one code path for both backends)."""
+    import os
+
+    spec = c.app.components.process_spec(name)
+    if spec.prepare:
+        spec.prepare()
+    os.execvpe(spec.argv[0], spec.argv, {**os.environ, **spec.env})
+
+
+@components.command("reload-daemon", hidden=True)
+@click.argument("name")
+@click.option("--pid", type=int, required=True, help="The unit's $MAINPID.")
+@pass_ctx
+def components_reload_daemon(c, name, pid):
+    """Reload the component the way its daemon wants it (ExecReload of
+    rupost-component@.service); exits 1 for components that must restart."""
+    import os
+    import signal
+    import subprocess
+
+    spec = c.app.components.process_spec(name)
+    if spec.reload == "command":
+        sys.exit(subprocess.run(spec.reload_argv).returncode)
+    if spec.reload in ("hup", "usr2"):
+        os.kill(pid, signal.SIGHUP if spec.reload == "hup" else signal.SIGUSR2)
+        return
+    click.echo(f"{name} cannot reload in place; restart it", err=True)
+    sys.exit(1)
+
+
 # ------------------------------------------------------------------ db
 @main.group()
 def db():

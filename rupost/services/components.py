@@ -19,8 +19,10 @@ class ComponentService:
                                 f"(known: {', '.join(self.app.adapters)})")
         return names
 
-    def _spec(self, name: str):
+    def process_spec(self, name: str):
+        self._check([name])
         return self.app.adapters[name].process(self.app.deploys.deployer.live_context())
+
 
     def states(self) -> dict:
         backend = self.app.backend
@@ -32,7 +34,7 @@ class ComponentService:
         started = []
         for name in self.app.adapters:
             if name in self._check(names) and not self.app.backend.is_running(name):
-                self.app.backend.start(name, self._spec(name))
+                self.app.backend.start(name, self.process_spec(name))
                 started.append(name)
         self.app.audit.record("components.start", ",".join(started))
         return started

@@ -1,0 +1,100 @@
+"""rupost-wizard --silent against a real PostgreSQL."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from wizard.cli import main as wizard
+
+
+def run_wizard(root, pg, *extra, user=None, password="wizard-pass-1", env=None):
+    user = user or f"w{uuid.uuid4().hex[:8]}"
+    args = ["--silent", "-h", "127.0.0.1", "-p", str(pg.port), "-u", user, "-n", f"{user}_main",
+            "-d", f"{user}_data", "-l", f"{user}_logs", "--root", str(root), "--node-name", "wiz",
+            "--fqdn", "wiz.rupost.test", *extra]
+    if password is not None:
+        args += ["--db-password", password]
+    result = CliRunner().invoke(wizard, args, env=env or {}, catch_exceptions=False)
+    return result, user
+
+
+def databases(pg, prefix):
+    out = pg.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%' ORDER BY 1")
+    return out.split()
+
+
+def test_silent_install_creates_everything_and_is_idempotent(pg, tmp_path):
+    root = tmp_path / "root"
+    first, user = run_wizard(root, pg)
+    assert first.exit_code == 0, first.output
+    assert f"created database role {user}" in first.output
+    assert databases(pg, user) == [f"{user}_data", f"{user}_logs", f"{user}_main"]
+    config_file = root / "etc/rupost/config.json"
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    cfg = json.loads(config_file.read_text())
+    assert cfg["database"]["main"] == f"{user}_main" and cfg["node_name"] == "wiz"
+    second, _ = run_wizard(root, pg, user=user)
+    assert second.exit_code == 0, second.output
+    assert "created" not in second.output.replace("generated", "")  # nothing created twice
+    counts = pg.psql("SELECT count(*) FROM certificates", dbname=f"{user}_main").strip()
+    assert counts == "2"
+    assert pg.psql("SELECT count(*) FROM dhparams", dbname=f"{user}_main").strip() == "1"
+    assert pg.psql("SELECT count(*) FROM nodes", dbname=f"{user}_main").strip() == "1"
+    assert pg.psql("SELECT name || '@' || version || ':' || active FROM templates",
+                   dbname=f"{user}_main").strip() == "standard@1.0.0:true"
+
+
+def test_password_from_environment(pg, tmp_path):
+    result, _ = run_wizard(tmp_path / "root", pg, password=None,
+                           env={"RUPOST_INSTALLER_DB_PASSWORD": "from-the-env-1"})
+    assert result.exit_code == 0, result.output
+
+
+def test_missing_password_is_a_usage_error(pg, tmp_path):
+    result, _ = run_wizard(tmp_path / "root", pg, password=None, env={"RUPOST_INSTALLER_DB_PASSWORD": ""})
+    assert result.exit_code == 2
+    assert "RUPOST_INSTALLER_DB_PASSWORD" in result.output
+
+
+def test_wrong_password_fails_cleanly_and_creates_nothing(pg, tmp_path):
+    root = tmp_path / "root"
+    ok, user = run_wizard(tmp_path / "first", pg)
+    assert ok.exit_code == 0
+    before = databases(pg, user)
+    result, _ = run_wizard(root, pg, user=user, password="not-the-password")
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "password authentication failed" in lines[0]
+    assert "not-the-password" not in result.output
+    assert not (root / "etc/rupost/config.json").exists()
+    assert databases(pg, user) == before
+
+
+def test_unreachable_server_fails_with_one_line(tmp_path):
+    from rupost.testing.instance import free_ports
+
+    class Closed:
+        port = free_ports(1)[0]
+
+    result, _ = run_wizard(tmp_path / "root", Closed)
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Connection refused" in lines[0] and str(Closed.port) in lines[0]
+    assert not (tmp_path / "root/etc/rupost/config.json").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("-n", "bad name;", "invalid database name"),
+    ("-u", "Robert'); DROP", "invalid user"),
+    ("--port", "smtp=99999", "expected NAME=PORT"),
+])
+def test_bad_input_is_named(pg, tmp_path, flag, value, message):
+    result, _ = run_wizard(tmp_path / "root", pg, flag, value)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (tmp_path / "root/etc/rupost/config.json").exists()
