@@ -280,6 +280,32 @@ def template_activate(c, ref):
     click.echo(f"template {ref} is active; run rupost deploy to apply it")
 
 
+@template.command("parameters")
+@json_option
+@pass_ctx
+def template_parameters(c, as_json):
+    """Parameters of the active template and their values."""
+    emit(c.app.templates.parameters(), as_json, ["name", "type", "value", "default", "description"])
+
+
+@template.command("set")
+@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@click.option("--unset", multiple=True, metavar="NAME", help="Return a parameter to its default.")
+@pass_ctx
+def template_set(c, assignments, unset):
+    """Set parameters of the active template (VALUE is YAML: 10, true, [a, b]); then rupost deploy."""
+    import yaml
+
+    updates = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE")
+        updates[name] = yaml.safe_load(value) if value else ""
+    c.app.templates.set_parameters(updates, list(unset))
+    click.echo("parameters stored; run rupost deploy --plan to see the effect")
+
+
 # ------------------------------------------------------------------ deploy
 @main.command()
 @click.option("--plan", "plan_only", is_flag=True, help="Render, validate and show the diff; change nothing.")

@@ -86,3 +86,15 @@ def test_deploy_plan_without_changes(node):
 def test_missing_config_is_explained(tmp_path):
     r = CliRunner().invoke(rupost, ["--root", str(tmp_path), "domains", "list"])
     assert r.exit_code == 1 and "run rupost-wizard first" in r.output
+
+
+def test_template_parameters_are_validated_before_they_are_stored(node):
+    before = node.app.settings.get("template_parameters")
+    r = cli(node, "template", "set", "message_size_limit=tiny")
+    assert r.exit_code == 1 and "parameters.message_size_limit: expected an integer, got 'tiny'" in r.output
+    r = cli(node, "template", "set", "no_such=1")
+    assert r.exit_code == 1 and "parameters.no_such: unknown parameter" in r.output
+    assert node.app.settings.get("template_parameters") == before
+    params = {p["name"]: p for p in json.loads(cli(node, "template", "parameters", "--json").output)}
+    assert params["reject_unknown_sender_domain"]["value"] is False and params["reject_unknown_sender_domain"]["set"]
+    assert params["message_size_limit"]["value"] == 52428800

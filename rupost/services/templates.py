@@ -70,3 +70,25 @@ class TemplateService:
             s.execute(update(Template).values(active=False))
             row.active = True
         self.app.audit.record("template.activate", f"{name}@{version or 'latest'}")
+
+    def parameters(self) -> list[dict]:
+        """Declared parameters of the active template with their current values."""
+        from .settings import TEMPLATE_PARAMETERS
+
+        doc = self.active()
+        values = self.app.settings.get(TEMPLATE_PARAMETERS, {}) or {}
+        return [{"name": name, "type": spec["type"], "value": values.get(name, spec["default"]),
+                 "default": spec["default"], "set": name in values, "description": spec.get("description", "")}
+                for name, spec in doc.parameter_specs.items()]
+
+    def set_parameters(self, updates: dict, unset: list[str] = ()) -> dict:
+        """Validate against the active template before storing; nothing is stored on error."""
+        from .settings import TEMPLATE_PARAMETERS
+
+        values = dict(self.app.settings.get(TEMPLATE_PARAMETERS, {}) or {})
+        values.update(updates)
+        for name in unset:
+            values.pop(name, None)
+        self.active().resolve_parameters(values)
+        self.app.settings.set(TEMPLATE_PARAMETERS, values)
+        return values
