@@ -1,0 +1,65 @@
+"""Shared set-up for benchmarks: a throwaway PostgreSQL and node, bulk data, timing."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from rupost.config import DatabaseSettings
+from rupost.passwords import hash_password
+from rupost.testing.instance import Instance, free_ports
+from rupost.testing.postgres import TempPostgres
+
+
+@contextlib.contextmanager
+def node_instance(name: str = "bench"):
+    base = Path(tempfile.mkdtemp(prefix="rpb", dir="/tmp"))
+    os.chmod(base, 0o755)
+    pg = TempPostgres(base / "pg", free_ports(1)[0]).start()
+    inst = Instance(base / name, DatabaseSettings(port=pg.port, password="bench-db-pass"))
+    try:
+        inst.configure()
+        yield inst, pg
+    finally:
+        inst.stop()
+        pg.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def bulk_mailboxes(inst: Instance, count: int, domain: str = "bench.test") -> None:
+    """Rows straight into rupost_data with COPY (one shared hash): this measures what the
+    deploy does with many mailboxes present, not how fast they are created."""
+    app = inst.app
+    try:
+        app.domains.add(domain)
+    except Exception:
+        pass
+    password = hash_password("bench-password")
+    engine = app.dbs.engine("data")
+    with engine.raw_connection() as raw:
+        cur = raw.cursor()
+        cur.execute("SELECT id FROM domains WHERE name = %s", (domain,))
+        domain_id = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM mailboxes WHERE domain_id = %s", (domain_id,))
+        have = cur.fetchone()[0]
+        with cur.copy("COPY mailboxes (domain_id, local_part, address, password_hash, display_name, "
+                      "quota_bytes, enabled) FROM STDIN") as copy:
+            for i in range(have, count):
+                copy.write_row((domain_id, f"u{i}", f"u{i}@{domain}", password, "", 0, True))
+        raw.commit()
+
+
+def timed(fn, repeat: int = 1, setup=None) -> tuple[float, list[float]]:
+    """Median and all wall times of fn; setup runs before each repeat, untimed."""
+    times = []
+    for _ in range(repeat):
+        if setup:
+            setup()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
