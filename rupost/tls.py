@@ -27,9 +27,15 @@ N///////////AgEC
 
 
 def ffdhe_default() -> tuple[str, int]:
+    import warnings
+
     from cryptography.hazmat.primitives.serialization import load_pem_parameters
 
-    params = load_pem_parameters(FFDHE3072_PEM.encode())
+    # cryptography deprecates finite-field DH for its own key exchange; here the
+    # group is only parsed to report its size, the TLS servers use it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        params = load_pem_parameters(FFDHE3072_PEM.encode())
     return FFDHE3072_PEM, params.parameter_numbers().p.bit_length()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 import uuid
 
 import pytest
@@ -90,7 +91,12 @@ def test_managesieve_refuses_auth_before_starttls(node, mailbox):
     assert reply.startswith(b"NO"), reply
 
 
-def test_managesieve_login_after_starttls(node, mailbox):
+SIEVE_SCRIPT = b"""require ["fileinto", "mailbox"];
+if header :contains "subject" "[filed]" { fileinto :create "Filed"; }
+"""
+
+
+def test_sieve_script_uploaded_over_managesieve_files_delivered_mail(node, mailbox):
     import base64
 
     address, password = mailbox("sieve2")
@@ -103,6 +109,27 @@ def test_managesieve_login_after_starttls(node, mailbox):
         token = base64.b64encode(f"\0{address}\0{password}".encode()).decode()
         tls.sendall(f'AUTHENTICATE "PLAIN" "{token}"\r\n'.encode())
         assert tls.recv(4096).startswith(b"OK")
+        tls.sendall(b'PUTSCRIPT "rules" {%d+}\r\n' % len(SIEVE_SCRIPT) + SIEVE_SCRIPT + b"\r\n")
+        assert _read_until_ok(tls).startswith(b"OK"), "PUTSCRIPT refused"
+        tls.sendall(b'SETACTIVE "rules"\r\n')
+        assert _read_until_ok(tls).startswith(b"OK")
+    subject = f"[filed] {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"]) as client:
+        client.send_message(message("someone@example.org", address, subject))
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    imap.login(address, password)
+    try:
+        for _ in range(50):
+            status, _ = imap.select("Filed")
+            if status == "OK" and imap.search(None, "SUBJECT", f'"{subject}"')[1][0]:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the sieve script did not file the message into 'Filed'")
+        imap.select("INBOX")
+        assert imap.search(None, "SUBJECT", f'"{subject}"')[1][0] == b""
+    finally:
+        imap.logout()
 
 
 def _read_until_ok(sock) -> bytes:

@@ -1,0 +1,54 @@
+"""The node agent: the mail components live and die together."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from rupost.agent import NodeAgent
+from rupost.config import DatabaseSettings
+from rupost.testing.instance import Instance
+
+
+@pytest.fixture(scope="module")
+def lone_node(workdir, pg):
+    """A node of its own (own databases), so killing its daemons disturbs no other test."""
+    inst = Instance(workdir / "agent-node", DatabaseSettings(
+        port=pg.port, user="rupost_agent", password="agent-db-pass", main="agent_main", data="agent_data",
+        logs="agent_logs"), node_name="agentnode")
+    inst.configure()
+    inst.deploy()
+    yield inst
+    inst.stop()
+
+
+def wait_until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_crashed_component_takes_the_node_out_of_service_then_back(lone_node):
+    app = lone_node.app
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    assert agent.check_once() == "in_service"
+    dovecot_pid = app.backend.pid("dovecot")
+    os.kill(dovecot_pid, signal.SIGKILL)
+    assert wait_until(lambda: not app.backend.is_running("dovecot"))
+
+    assert agent.check_once() == "out_of_service"
+    # one unit: every other component was stopped too
+    assert not any(state["running"] for state in app.components.states().values())
+    assert app.nodes.list()[0]["state"] == "out_of_service"
+
+    assert agent.check_once() == "in_service"  # hold-down 0: restart and probe at once
+    assert all(state["running"] for state in app.components.states().values())
+    assert app.backend.pid("dovecot") != dovecot_pid
+    log = app.layout.monitor_log.read_text()
+    assert "out_of_service: down: dovecot" in log and "in_service: components restarted" in log
+    assert app.nodes.list()[0]["state"] == "in_service"
