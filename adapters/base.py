@@ -92,6 +92,17 @@ class Adapter:
         return output
 
 
+def snippet_schema() -> dict:
+    """An `extra` snippet: native text appended as is, checked by the component's checker."""
+    return {"type": "string", "maxLength": 65536}
+
+
+def extra_block(snippet: str | None) -> list[str]:
+    if not snippet:
+        return []
+    return ["# --- extra, from the configuration template ---", *snippet.rstrip("\n").splitlines()]
+
+
 def scalar_schema() -> dict:
     return {"type": ["string", "integer", "boolean", "number"]}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, listen_schema
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, listen_schema, snippet_schema
 
 _DURATION = {"type": "string", "pattern": r"^\d+(us|ms|s|m|h|d)?$"}
 
@@ -13,6 +13,7 @@ SCHEMA = {
     "required": ["listeners"],
     "properties": {
         "maxconn": {"type": "integer", "minimum": 1},
+        "extra": snippet_schema(),
         "timeouts": {
             "type": "object",
             "additionalProperties": False,
@@ -67,7 +68,7 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
                 "", f"backend be_{name}"]
         out += [f"    server {name}{i} {server}{send}"
                 for i, server in enumerate(listener["servers"], 1)]
-    return "\n".join(out) + "\n"
+    return "\n".join(out + [""] + extra_block(model.get("extra"))) + "\n"
 
 
 class HAProxyAdapter(Adapter):

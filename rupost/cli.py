@@ -280,6 +280,68 @@ def template_activate(c, ref):
     click.echo(f"template {ref} is active; run rupost deploy to apply it")
 
 
+def _read_template_file(path: str) -> tuple[str, str]:
+    from .templates.document import MAX_TEMPLATE_BYTES
+
+    with click.open_file(path, "rb") as fh:
+        data = fh.read(MAX_TEMPLATE_BYTES + 1)
+    try:
+        return data.decode("utf-8"), path
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+@template.command("validate")
+@click.argument("path", metavar="FILE")
+@pass_ctx
+def template_validate(c, path):
+    """Check a template file completely (render included) without storing it."""
+    doc = c.app.templates.validate(*_read_template_file(path))
+    click.echo(f"{doc.name}@{doc.version} is valid" + (f" (extends {doc.extends})" if doc.extends else ""))
+
+
+@template.command("import")
+@click.argument("path", metavar="FILE")
+@pass_ctx
+def template_import(c, path):
+    """Validate and store a custom template (versions are immutable)."""
+    t = c.app.templates.import_text(*_read_template_file(path))
+    click.echo(f"template {t['name']}@{t['version']} imported; activate it with "
+               f"rupost template activate {t['name']}@{t['version']}")
+
+
+@template.command("export")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write to a file.")
+@pass_ctx
+def template_export(c, ref, output):
+    """Print a template as it was imported."""
+    text = c.app.templates.export(*_split_ref(ref))
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@template.command("diff")
+@click.argument("a", metavar="A[@VERSION]")
+@click.argument("b", metavar="B[@VERSION]")
+@pass_ctx
+def template_diff(c, a, b):
+    """Unified diff between two templates (full documents, extends applied)."""
+    click.echo(c.app.templates.diff(a, b) or "no differences", nl=False)
+
+
+@template.command("remove")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@pass_ctx
+def template_remove(c, ref):
+    """Remove a custom template version (never the active one or a builtin)."""
+    c.app.templates.remove(*_split_ref(ref))
+    click.echo(f"template {ref} removed")
+
+
 @template.command("parameters")
 @json_option
 @pass_ctx
@@ -309,22 +371,39 @@ def template_set(c, assignments, unset):
 # ------------------------------------------------------------------ deploy
 @main.command()
 @click.option("--plan", "plan_only", is_flag=True, help="Render, validate and show the diff; change nothing.")
+@click.option("--force", is_flag=True, help="Overwrite files that were changed by hand (drift).")
+@click.option("--rollback", "rollback", is_flag=False, flag_value="previous", default=None, metavar="[GENERATION]",
+              help="Return to a kept generation (default: the previous applied one).")
 @json_option
 @pass_ctx
-def deploy(c, plan_only, as_json):
+def deploy(c, plan_only, force, rollback, as_json):
     """Deploy the active configuration template onto this node."""
+    if rollback is not None:
+        if rollback != "previous" and not rollback.isdigit():
+            raise click.BadParameter(f"{rollback!r} is not a generation number", param_hint="--rollback")
+        result = c.app.deploys.rollback(None if rollback == "previous" else int(rollback), force)
+        _print_result(result, as_json)
+        return
     plan = c.app.deploys.plan()
     if plan_only:
+        drift = c.app.deploys.drift()
         if as_json:
-            emit({"template": f"{plan.template}@{plan.version}", "changed": plan.changed, "diffs": plan.diffs}, True)
-        elif not plan.has_changes:
+            emit({"template": f"{plan.template}@{plan.version}", "changed": plan.changed, "diffs": plan.diffs,
+                  "drift": drift}, True)
+            return
+        for d in drift:
+            click.echo(f"drift: {d['component']}/{d['path']} ({d['state']}): deploy needs --force")
+        if not plan.has_changes:
             click.echo("no changes")
         else:
             for component in plan.changed:
                 click.echo(plan.diffs[component], nl=False)
             click.echo(f"components that would change: {', '.join(plan.changed)}")
         return
-    result = c.app.deploys.deploy(plan)
+    _print_result(c.app.deploys.deploy(plan, force), as_json)
+
+
+def _print_result(result, as_json: bool) -> None:
     if as_json:
         emit({"generation": result.generation, "result": result.result, "steps": result.steps,
               "reloaded": result.reloaded, "started": result.started}, True)
@@ -335,7 +414,7 @@ def deploy(c, plan_only, as_json):
     if result.result == "unchanged":
         click.echo(f"no changes: generation {result.generation} is live")
     else:
-        click.echo(f"generation {result.generation} deployed "
+        click.echo(f"generation {result.generation} is live "
                    f"(started: {', '.join(result.started) or '-'}; reloaded: {', '.join(result.reloaded) or '-'})")
 
 
@@ -347,7 +426,7 @@ def status(c, as_json):
     """Show this node's state, its components and the last deploys."""
     app = c.app
     data = {"node": app.config.node_name, "components": app.components.states(), "nodes": app.nodes.list(),
-            "deploys": app.deploys.history(5)}
+            "deploys": app.deploys.history(5), "drift": app.deploys.drift()}
     if as_json:
         emit(data, True)
         return
@@ -357,6 +436,13 @@ def status(c, as_json):
     emit(data["nodes"], False, ["name", "address", "state", "applied_generation", "last_heartbeat"])
     click.echo("")
     emit(data["deploys"], False, ["generation", "template", "result", "started_by", "finished_at"])
+    click.echo("")
+    if data["drift"]:
+        click.echo("DRIFT: installed files changed by hand (a deploy needs --force to overwrite them):")
+        for d in data["drift"]:
+            click.echo(f"  {d['state']:9} {d['component']}/{d['path']}")
+    else:
+        click.echo("no drift: installed files match the live generation")
 
 
 # ------------------------------------------------------------------ components

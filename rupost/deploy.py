@@ -157,6 +157,51 @@ class Deployer:
         except (OSError, ValueError):
             return None
 
+    def drift(self) -> list[dict]:
+        """Installed files that differ from what the live generation recorded:
+        edited by hand (modified) or deleted (missing)."""
+        manifest = self.live_manifest()
+        if not manifest:
+            return []
+        prefix = str(self.layout.current)
+        found = []
+        for component, files in sorted(manifest["hashes"].items()):
+            for path, recorded in sorted(files.items()):
+                try:
+                    content = (self.layout.current / component / path).read_text()
+                except FileNotFoundError:
+                    found.append({"component": component, "path": path, "state": "missing"})
+                    continue
+                except (OSError, UnicodeDecodeError):
+                    content = ""
+                if sha256(content.replace(prefix, GENERATION_TOKEN)) != recorded:
+                    found.append({"component": component, "path": path, "state": "modified"})
+        return found
+
+    def plan_from_generation(self, number: int) -> tuple[Plan, Path]:
+        """A kept generation as a plan (for a rollback by hand)."""
+        gen_dir = self.layout.generations / f"{number:06d}"
+        try:
+            manifest = json.loads((gen_dir / MANIFEST).read_text())
+        except (OSError, ValueError):
+            kept = ", ".join(str(n) for n in self.generation_numbers()) or "none"
+            raise DeployError(f"generation {number} is not kept on this node (kept: {kept})") from None
+        prefix = str(self.layout.current)
+        files: dict[str, list[RenderedFile]] = {}
+        for component, hashes in manifest["hashes"].items():
+            files[component] = []
+            for path in hashes:
+                real = gen_dir / component / path
+                st = real.stat()
+                group = grp.getgrgid(st.st_gid).gr_name if st.st_gid != 0 else None
+                files[component].append(RenderedFile(path, real.read_text().replace(prefix, GENERATION_TOKEN),
+                                                     mode=st.st_mode & 0o7777, group=group))
+        live = self.live_manifest() or {}
+        changed = [c for c in files if manifest["hashes"][c] != live.get("hashes", {}).get(c)]
+        plan = Plan(manifest["template"], manifest["version"], manifest.get("parameters", {}), files,
+                    manifest["hashes"], changed, live.get("number"))
+        return plan, gen_dir
+
     def generation_numbers(self) -> list[int]:
         if not self.layout.generations.is_dir():
             return []
@@ -205,8 +250,21 @@ class Deployer:
                 shutil.rmtree(self.layout.generations / name, ignore_errors=True)
 
     # ------------------------------------------------------------ apply
-    def apply(self, plan: Plan) -> DeployResult:
+    def check_drift(self, plan: Plan, force: bool) -> list[dict]:
+        """Refuse to overwrite hand-edited files unless forced; forced, they count as changed."""
+        drifted = self.drift()
+        if drifted and not force:
+            listing = ", ".join(f"{d['component']}/{d['path']} ({d['state']})" for d in drifted)
+            raise DeployError(f"installed files were changed by hand: {listing}; the deploy would overwrite "
+                              "them. Keep what you need (in a custom template), then deploy with --force")
+        for component in dict.fromkeys(d["component"] for d in drifted):
+            if component not in plan.changed:
+                plan.changed.append(component)
+        return drifted
+
+    def apply(self, plan: Plan, force: bool = False) -> DeployResult:
         self.layout.ensure_base()
+        self.check_drift(plan, force)
         if not plan.has_changes:
             result = DeployResult(plan.current_generation, "unchanged")
             result.step("plan", True, "no configuration changes")
@@ -219,20 +277,38 @@ class Deployer:
         previous = self._live_dir() if self.layout.current.exists() else None
         number, gen_dir = self._write_generation(plan)
         result = DeployResult(number, "failed")
+        result.step("render", True, f"generation {number}: {', '.join(plan.changed)} changed")
         try:
-            self._apply_generation(plan, gen_dir, previous, result)
+            self._apply_generation(plan, gen_dir, previous, result, discard_invalid=True)
         except DeployError as exc:
             exc.result = result
             raise
         return result
 
-    def _apply_generation(self, plan: Plan, gen_dir: Path, previous: Path | None, result: DeployResult) -> None:
-        number = result.generation
-        result.step("render", True, f"generation {number}: {', '.join(plan.changed)} changed")
+    def rollback_to(self, number: int, force: bool = False) -> DeployResult:
+        """Make a kept generation live again, by hand: the same validate, switch,
+        reload and probe as a deploy, and the same automatic return on failure."""
+        plan, gen_dir = self.plan_from_generation(number)
+        live = self._live_dir() if self.layout.current.exists() else None
+        if live is not None and live.name == gen_dir.name:
+            raise DeployError(f"generation {number} is already live")
+        self.check_drift(plan, force)
+        result = DeployResult(number, "failed")
+        result.step("rollback by hand", True, f"to generation {number}: {', '.join(plan.changed) or 'no'} changes")
+        try:
+            self._apply_generation(plan, gen_dir, live, result, discard_invalid=False)
+        except DeployError as exc:
+            exc.result = result
+            raise
+        return result
+
+    def _apply_generation(self, plan: Plan, gen_dir: Path, previous: Path | None, result: DeployResult,
+                          discard_invalid: bool) -> None:
         try:
             self._validate(plan, result)
         except ComponentCheckError as exc:
-            shutil.rmtree(gen_dir, ignore_errors=True)
+            if discard_invalid:
+                shutil.rmtree(gen_dir, ignore_errors=True)
             result.error = str(exc)
             raise DeployError(f"{exc}\nnothing was changed on this node") from None
 

@@ -54,9 +54,14 @@ class Template(MainBase):
     version: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # builtin | custom
     description: Mapped[str] = mapped_column(Text, default="")
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # as imported (what `export` gives back)
+    # the full document after `extends:` was applied, pinned at import time so an
+    # imported version never changes under the administrator
+    resolved: Mapped[str | None] = mapped_column(Text, nullable=True)
+    extends: Mapped[str] = mapped_column(String(200), default="")
     sha256: Mapped[str] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    imported_by: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

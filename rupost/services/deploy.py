@@ -1,7 +1,11 @@
 """Deploying the active configuration onto this node, and recording each generation."""
 from __future__ import annotations
 
-from sqlalchemy import select
+import contextlib
+import os
+import zlib
+
+from sqlalchemy import select, text
 
 from ..db.models import Certificate, DHParam, Generation, utcnow
 from ..deploy import Deployer, DeployResult, Plan, TLSMaterial
@@ -9,6 +13,9 @@ from ..errors import DeployError, NotFoundError
 from ..paths import GENERATION_TOKEN
 from ..templates.document import TemplateDocument
 from . import settings as settings_keys
+
+
+LOCK_CLASS = 0x52505354  # "RPST": the advisory-lock namespace of RuPost deploys
 
 
 class DeployService:
@@ -61,27 +68,82 @@ class DeployService:
         resolved = doc.resolve_parameters(parameters)
         return self.deployer.plan(doc, resolved, self.template_context(resolved), self.tls_material())
 
-    def deploy(self, plan: Plan | None = None) -> DeployResult:
-        plan = plan or self.plan()
+    @contextlib.contextmanager
+    def lock(self, what: str = "deploy"):
+        """One deploy (or rollback) at a time per node: a Postgres advisory lock held on
+        a dedicated connection; the holder is named through its application_name."""
+        key = zlib.crc32(self.app.config.node_name.encode()) - 2 ** 31
+        engine = self.app.dbs.engine("main")
+        holder = f"rupost {what} by {self.app.actor} (pid {os.getpid()})"[:63]
+        with engine.connect() as conn:
+            conn.execute(text("SELECT set_config('application_name', :n, false)"), {"n": holder})
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": LOCK_CLASS, "b": key}).scalar():
+                row = conn.execute(text(
+                    "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = :a AND l.objid = :b "
+                    "AND l.objsubid = 2 AND l.granted"), {"a": LOCK_CLASS, "b": key % 2 ** 32}).first()
+                who = f"{row[0]}, since {row[1]:%Y-%m-%d %H:%M:%S %Z}" if row else "another process"
+                conn.rollback()
+                raise DeployError(f"another deploy is running on node {self.app.config.node_name}: {who}")
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), {"a": LOCK_CLASS, "b": key})
+                conn.commit()
+
+    def drift(self) -> list[dict]:
+        return self.deployer.drift()
+
+    def deploy(self, plan: Plan | None = None, force: bool = False) -> DeployResult:
+        with self.lock("deploy"):
+            return self._deploy(plan or self.plan(), force)
+
+    def rollback(self, generation: int | None = None, force: bool = False) -> DeployResult:
+        """Return this node to a kept generation (default: the newest applied one before the live one)."""
+        with self.lock("rollback"):
+            deployer = self.deployer
+            live = (deployer.live_manifest() or {}).get("number")
+            if generation is None:
+                applied = [g["generation"] for g in self.history(100) if g["result"] == "applied"]
+                kept = set(deployer.generation_numbers())
+                older = [n for n in applied if live is None or n < live]
+                candidates = [n for n in older if n in kept]
+                if not candidates:
+                    raise NotFoundError("there is no earlier applied generation kept on this node")
+                generation = candidates[0]
+            try:
+                result = deployer.rollback_to(generation, force)
+            except DeployError as exc:
+                self.app.audit.record("deploy.rollback.failed", self.app.config.node_name, generation=generation,
+                                      error=str(exc))
+                self._report_node(None)
+                raise
+            self._report_node(generation)
+            self.app.audit.record("deploy.rollback", self.app.config.node_name, generation=generation,
+                                  previous=live, reloaded=result.reloaded)
+            return result
+
+    def _deploy(self, plan: Plan, force: bool) -> DeployResult:
         try:
-            result = self.deployer.apply(plan)
+            result = self.deployer.apply(plan, force)
         except DeployError as exc:
             if exc.result is not None:
                 self._record(plan, exc.result)
             self.app.audit.record("deploy.failed", self.app.config.node_name, error=str(exc))
-            self._report_node("out_of_service" if exc.result is None or exc.result.result == "failed"
-                              else "in_service", exc.result)
+            self._report_node(None)
             raise
         self._record(plan, result)
-        self._report_node("in_service", result)
+        self._report_node(result.generation if result.result == "applied" else None)
         self.app.audit.record("deploy", self.app.config.node_name, result=result.result,
                               generation=result.generation, reloaded=result.reloaded, started=result.started)
         return result
 
-    def _report_node(self, state: str, result: DeployResult | None) -> None:
+    def _report_node(self, applied_generation: int | None) -> None:
+        """The node's state is what its components are, whatever the deploy intended."""
         components = self.app.components.states()
-        self.app.nodes.report(state, components,
-                              result.generation if result is not None and result.result == "applied" else None)
+        state = "in_service" if all(c["running"] for c in components.values()) else "out_of_service"
+        self.app.nodes.report(state, components, applied_generation)
 
     def _record(self, plan: Plan, result: DeployResult) -> None:
         if result.result == "unchanged":

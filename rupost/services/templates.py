@@ -1,10 +1,12 @@
 """Configuration templates in the database: builtin ones loaded at install, one active."""
 from __future__ import annotations
 
+import difflib
+
 from sqlalchemy import select, update
 
 from ..db.models import Template
-from ..errors import NotFoundError
+from ..errors import ConflictError, NotFoundError, TemplateError
 from ..templates import builtin_documents, load_document
 from ..templates.document import TemplateDocument
 
@@ -38,7 +40,7 @@ class TemplateService:
     def list(self) -> list[dict]:
         with self.app.dbs.session("main") as s:
             return [{"name": t.name, "version": t.version, "kind": t.kind, "active": t.active,
-                     "description": t.description, "sha256": t.sha256}
+                     "extends": t.extends, "description": t.description, "sha256": t.sha256}
                     for t in s.scalars(select(Template).order_by(Template.name, Template.id))]
 
     def _row(self, s, name: str, version: str | None) -> Template:
@@ -56,20 +58,87 @@ class TemplateService:
             return {"name": row.name, "version": row.version, "kind": row.kind, "active": row.active,
                     "body": row.body}
 
+    @staticmethod
+    def _document(row: Template) -> TemplateDocument:
+        doc = load_document(row.resolved or row.body, f"{row.name}@{row.version}")
+        doc.original, doc.extends = (row.body if row.resolved else None), row.extends
+        return doc
+
+    def get(self, name: str, version: str | None = None) -> TemplateDocument:
+        with self.app.dbs.session("main") as s:
+            return self._document(self._row(s, name, version))
+
     def active(self) -> TemplateDocument:
         with self.app.dbs.session("main") as s:
             row = s.scalar(select(Template).where(Template.active))
             if row is None:
                 raise NotFoundError("no configuration template is active (run rupost-wizard to load the builtin ones)")
-            return load_document(row.body, f"{row.name}@{row.version}")
+            return self._document(row)
 
     def activate(self, name: str, version: str | None = None) -> None:
         with self.app.dbs.session("main") as s:
             row = self._row(s, name, version)
-            load_document(row.body, f"{row.name}@{row.version}")
+            self._document(row)
             s.execute(update(Template).values(active=False))
             row.active = True
-        self.app.audit.record("template.activate", f"{name}@{version or 'latest'}")
+        self.app.audit.record("template.activate", f"{name}@{row.version}")
+
+    # ---------------------------------------------------------- custom templates
+    def validate(self, text: str, source: str = "<template>") -> TemplateDocument:
+        """Every check short of the component checkers: YAML shape and size, the
+        document schema, `extends:`, parameters, sandboxed rendering against this
+        node's context and each component's schema. Stores nothing."""
+        doc = load_document(text, source, resolve_base=self._resolve_base)
+        if doc.builtin:
+            raise TemplateError(f"{source}: metadata.builtin: only templates shipped with RuPost are builtin")
+        params = doc.resolve_parameters({})
+        deploys = self.app.deploys
+        deploys.deployer.build_models(doc, deploys.template_context(params))
+        return doc
+
+    def _resolve_base(self, name: str, version: str | None) -> TemplateDocument:
+        try:
+            return self.get(name, version)
+        except NotFoundError:
+            raise TemplateError(f"extends: template {name}{'@' + version if version else ''} does not exist") \
+                from None
+
+    def import_text(self, text: str, source: str = "<template>") -> dict:
+        doc = self.validate(text, source)
+        with self.app.dbs.session("main") as s:
+            if s.scalar(select(Template.id).where(Template.name == doc.name, Template.kind == "builtin")):
+                raise ConflictError(f"{doc.name} is the name of a builtin template; choose another name")
+            if s.scalar(select(Template.id).where(Template.name == doc.name, Template.version == doc.version)):
+                raise ConflictError(f"template {doc.name}@{doc.version} already exists; versions are immutable, "
+                                    "import it with a new metadata.version")
+            s.add(Template(name=doc.name, version=doc.version, kind="custom", description=doc.description,
+                           body=doc.original or doc.text, resolved=doc.text if doc.original else None,
+                           extends=doc.extends, sha256=doc.sha256, active=False, imported_by=self.app.actor))
+        self.app.audit.record("template.import", f"{doc.name}@{doc.version}", extends=doc.extends)
+        return {"name": doc.name, "version": doc.version, "extends": doc.extends}
+
+    def export(self, name: str, version: str | None = None) -> str:
+        return self.show(name, version)["body"]
+
+    def diff(self, a: str, b: str) -> str:
+        """Unified diff of the full (resolved) documents of two NAME[@VERSION] references."""
+        docs = []
+        for ref in (a, b):
+            name, _, version = ref.partition("@")
+            docs.append(self.get(name, version or None))
+        return "".join(difflib.unified_diff(docs[0].text.splitlines(True), docs[1].text.splitlines(True),
+                                            f"{docs[0].name}@{docs[0].version}", f"{docs[1].name}@{docs[1].version}"))
+
+    def remove(self, name: str, version: str | None = None) -> None:
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, name, version)
+            if row.kind == "builtin":
+                raise ConflictError(f"{name}@{row.version} is builtin and cannot be removed")
+            if row.active:
+                raise ConflictError(f"{name}@{row.version} is the active template; activate another one first")
+            s.delete(row)
+            version = row.version
+        self.app.audit.record("template.remove", f"{name}@{version}")
 
     def parameters(self) -> list[dict]:
         """Declared parameters of the active template with their current values."""

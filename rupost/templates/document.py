@@ -16,12 +16,17 @@ COMPONENTS = ("memcached", "dovecot", "postfix", "sogo", "nginx", "haproxy")
 
 PARAMETER_TYPES = {"integer": int, "string": str, "boolean": bool, "list": list}
 
+# Template files are untrusted input: bounded in size and in structure.
+MAX_TEMPLATE_BYTES = 256 * 1024
+MAX_YAML_NODES = 20_000
+
 DOCUMENT_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "required": ["apiVersion", "kind", "metadata", "components"],
     "properties": {
         "apiVersion": {"const": "rupost/v1"},
+        "extends": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}(@\d+\.\d+\.\d+([.+-][0-9A-Za-z.-]+)?)?$"},
         "kind": {"const": "ConfigurationTemplate"},
         "metadata": {
             "type": "object",
@@ -84,7 +89,9 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 class TemplateDocument:
     data: dict
     source: str
-    text: str
+    text: str  # the full document (after extends: was applied)
+    original: str | None = None  # as written, when it extends another template
+    extends: str = ""
 
     @property
     def name(self) -> str:
@@ -147,7 +154,27 @@ def check_parameter(spec: dict, value) -> str | None:
     return None
 
 
-def load_document(text: str, source: str = "<template>") -> TemplateDocument:
+def _check_yaml_shape(text: str, source: str) -> None:
+    """Refuse anchors/aliases (a "billion laughs" expands exponentially when walked)
+    and documents with too many nodes, before anything is constructed."""
+    nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                raise TemplateError(f"{source}:{mark.line + 1}:{mark.column + 1}: YAML anchors and aliases are "
+                                    "not allowed in templates")
+            nodes += isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent))
+            if nodes > MAX_YAML_NODES:
+                raise TemplateError(f"{source}: too many YAML nodes (more than {MAX_YAML_NODES})")
+    except yaml.YAMLError:
+        return  # reported with its line by the loader below
+
+
+def _parse(text: str, source: str) -> dict:
+    if len(text.encode()) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(f"{source}: template is larger than {MAX_TEMPLATE_BYTES // 1024} KiB")
+    _check_yaml_shape(text, source)
     try:
         data = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
@@ -157,8 +184,40 @@ def load_document(text: str, source: str = "<template>") -> TemplateDocument:
         raise TemplateError(f"{where}: not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise TemplateError(f"{source}: a template is a YAML mapping (apiVersion, kind, metadata, ...)")
+    return data
+
+
+def deep_merge(base, overlay):
+    """Mappings merge key by key; anything else (lists included) is replaced."""
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        merged = dict(base)
+        for key, value in overlay.items():
+            merged[key] = deep_merge(base.get(key), value) if key in base else value
+        return merged
+    return overlay
+
+
+def load_document(text: str, source: str = "<template>", resolve_base=None) -> TemplateDocument:
+    """Parse and validate a template. `resolve_base(name, version)` returns the
+    TemplateDocument an `extends:` names (None: extending is not possible here)."""
+    data = _parse(text, source)
+    original, extends = None, ""
+    if "extends" in data:
+        ref = data["extends"]
+        if not isinstance(ref, str) or resolve_base is None:
+            raise TemplateError(f"{source}: extends: a template name (NAME or NAME@VERSION) is expected")
+        name, _, version = ref.partition("@")
+        base = resolve_base(name, version or None)
+        if base.extends:
+            raise TemplateError(f"{source}: extends: {ref} itself extends {base.extends}; "
+                                "extend the builtin template directly")
+        overlay = {k: v for k, v in data.items() if k != "extends"}
+        merged = deep_merge(base.data, overlay)
+        merged["metadata"] = overlay.get("metadata", {})
+        original, extends = text, f"{base.name}@{base.version}"
+        data, text = merged, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
     schema_errors.raise_if(schema_errors.validate(data, DOCUMENT_SCHEMA, ""), f"{source}: invalid template")
-    doc = TemplateDocument(data=data, source=source, text=text)
+    doc = TemplateDocument(data=data, source=source, text=text, original=original, extends=extends)
     for name, spec in doc.parameter_specs.items():
         problem = check_parameter(spec, spec["default"])
         if problem:

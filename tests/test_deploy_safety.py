@@ -1,0 +1,253 @@
+"""Deploys that cannot break a node: component checkers, rollback under traffic, drift,
+rollback by hand, locking, custom templates as untrusted input."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import yaml
+
+from mailclients import IMAPSFrom, message, smtp, wait_for_subject
+from rupost.errors import ConflictError, DeployError, TemplateError
+from rupost.templates import load_document
+from test_deploy import evidence, installed_state
+
+
+def standard_data(node) -> dict:
+    return yaml.safe_load(node.app.templates.show("standard")["body"])
+
+
+def doc_with(node, mutate):
+    data = standard_data(node)
+    mutate(data)
+    return load_document(yaml.safe_dump(data, sort_keys=False), "test-template")
+
+
+def deliver_one(node, mailbox):
+    address, password = mailbox(f"alive{uuid.uuid4().hex[:6]}")
+    subject = f"still flowing {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"]) as client:
+        assert client.send_message(message("someone@example.org", address, subject)) == {}
+    wait_for_subject(node.ports["imaps"], address, password, subject)
+
+
+@pytest.mark.parametrize("component, mutate, checker_says", [
+    ("postfix", lambda c: c["postfix"].setdefault("extra", {}).update(main="this line is not a parameter"),
+     "postfix: configuration check failed"),
+    ("dovecot", lambda c: c["dovecot"].update(extra="protocol imap {\n  unknown_thing = 1\n}"),
+     "Unknown setting: unknown_thing"),
+    ("nginx", lambda c: c["nginx"].setdefault("extra", {}).update(https_server="bogus_directive on;"),
+     'unknown directive "bogus_directive"'),
+    ("haproxy", lambda c: c["haproxy"].update(extra="frontend broken\n    bind 127.0.0.1:notaport"),
+     "haproxy: configuration check failed"),
+])
+def test_invalid_native_config_is_rejected_by_the_components_checker(node, mailbox, component, mutate,
+                                                                     checker_says):
+    state, before = installed_state(node), evidence(node)
+    doc = doc_with(node, lambda d: mutate(d["components"]))
+    with pytest.raises(DeployError) as err:
+        node.app.deploys.deploy(node.app.deploys.plan(node.parameters, document=doc))
+    assert checker_says in str(err.value) and "nothing was changed on this node" in str(err.value)
+    assert installed_state(node) == state and evidence(node) == before
+    deliver_one(node, mailbox)
+
+
+class Traffic:
+    """A bounded stream of messages; each has a unique subject and is retried on temporary failure,
+    so afterwards every accepted message must be in the mailbox exactly once."""
+
+    def __init__(self, node, address, count=40, pause=0.05):
+        self.node, self.address, self.count, self.pause = node, address, count, pause
+        self.accepted: list[str] = []
+        self.failures: list[str] = []
+        self.tag = uuid.uuid4().hex[:8]
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        for i in range(self.count):
+            subject = f"traffic {self.tag} {i:03d}"
+            for attempt in range(20):
+                try:
+                    with smtp(self.node.ports["smtp"]) as client:
+                        client.send_message(message("load@example.org", self.address, subject))
+                    self.accepted.append(subject)
+                    break
+                except Exception as exc:  # connection refused/reset during a reload: retry like an MTA
+                    self.failures.append(f"{subject}: {exc}")
+                    time.sleep(0.25)
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join(timeout=180)
+
+
+def count_subjects(node, address, password, tag, expected, timeout=60) -> dict:
+    deadline = time.monotonic() + timeout
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    imap.login(address, password)
+    try:
+        while True:
+            imap.select("INBOX")
+            _, data = imap.search(None, "SUBJECT", f'"traffic {tag}"')
+            ids = data[0].split()
+            if len(ids) >= expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        counts: dict[str, int] = {}
+        for msg_id in ids:
+            _, fetched = imap.fetch(msg_id, "(BODY[HEADER.FIELDS (SUBJECT)])")
+            subject = fetched[0][1].decode().split(":", 1)[1].strip()
+            counts[subject] = counts.get(subject, 0) + 1
+        return counts
+    finally:
+        imap.logout()
+
+
+def test_every_message_is_delivered_exactly_once_through_good_and_rolled_back_deploys(node, mailbox):
+    address, password = mailbox("traffic")
+    good = node.app.deploys.plan({**node.parameters, "message_size_limit": 41943040})
+    broken = doc_with(node, lambda d: d["components"]["nginx"]["mail_proxies"][0].update(upstream="127.0.0.1:9"))
+    with Traffic(node, address, count=40) as traffic:
+        time.sleep(0.5)
+        assert node.app.deploys.deploy(good).result == "applied"
+        with pytest.raises(DeployError, match="rolled back"):
+            node.app.deploys.deploy(node.app.deploys.plan({**node.parameters, "message_size_limit": 41943040},
+                                                          document=broken))
+    node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+    assert len(traffic.accepted) == 40, traffic.failures
+    counts = count_subjects(node, address, password, traffic.tag, 40)
+    assert sorted(counts) == sorted(traffic.accepted)
+    assert set(counts.values()) == {1}, {s: n for s, n in counts.items() if n != 1}
+
+
+def test_hand_edits_are_drift_and_need_force(node):
+    conf = node.layout.current / "dovecot" / "dovecot.conf"
+    original = conf.read_text()
+    try:
+        conf.write_text(original + "# tuned by hand\n")
+        drift = node.app.deploys.drift()
+        assert drift == [{"component": "dovecot", "path": "dovecot.conf", "state": "modified"}]
+        with pytest.raises(DeployError) as err:
+            node.app.deploys.deploy()
+        assert "dovecot/dovecot.conf (modified)" in str(err.value) and "--force" in str(err.value)
+        assert conf.read_text().endswith("# tuned by hand\n")  # not overwritten
+        result = node.app.deploys.deploy(force=True)
+        assert result.result == "applied" and "dovecot" in result.reloaded
+        assert conf.read_text() == original and node.app.deploys.drift() == []
+    finally:
+        if conf.read_text() != original:
+            conf.write_text(original)
+
+
+def test_missing_file_is_drift(node):
+    lookup = node.layout.current / "postfix" / "pgsql-aliases.cf"
+    saved = lookup.read_bytes()
+    lookup.unlink()
+    try:
+        assert {"component": "postfix", "path": "pgsql-aliases.cf", "state": "missing"} in node.app.deploys.drift()
+    finally:
+        lookup.write_bytes(saved)
+    assert node.app.deploys.drift() == []
+
+
+def test_rollback_by_hand_returns_to_the_exact_previous_files(node):
+    before = installed_state(node)
+    changed = node.app.deploys.deploy(node.app.deploys.plan({**node.parameters, "sogo_workers": 2}))
+    assert changed.result == "applied" and changed.reloaded == ["sogo"]
+    assert installed_state(node) != before
+    result = node.app.deploys.rollback()
+    assert result.result == "applied" and result.reloaded == ["sogo"]
+    after = installed_state(node)
+    assert after["files"] == before["files"] and after["generation"] == before["generation"]
+    with pytest.raises(DeployError, match="is not kept on this node"):
+        node.app.deploys.rollback(999999)
+    node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+
+
+def test_only_one_deploy_at_a_time(node):
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with node.app.deploys.lock("deploy"):
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(DeployError) as err:
+            node.app.deploys.deploy()
+        assert "another deploy is running on node node1: rupost deploy by test" in str(err.value)
+    finally:
+        release.set()
+        t.join()
+    assert node.app.deploys.deploy().result == "unchanged"
+
+
+CUSTOM = """
+apiVersion: rupost/v1
+kind: ConfigurationTemplate
+extends: standard
+metadata: {name: corp, version: 1.0.0, description: "standard with a smaller message limit"}
+parameters:
+  message_size_limit: {type: integer, default: 20971520, min: 1048576}
+components:
+  postfix:
+    extra:
+      main: "# corporate policy: nothing else"
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (CUSTOM.replace("# corporate policy: nothing else", "{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+     "components.postfix.extra.main"),
+    (CUSTOM.replace("extra:", "extras:"), "components.postfix.extras: unknown key"),
+    (CUSTOM.replace("default: 20971520", "default: big"), "parameters.message_size_limit.default: expected an integer"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b]\n",
+     "YAML anchors and aliases are not allowed"),
+    (CUSTOM + "#" * (300 * 1024), "template is larger than 256 KiB"),
+    (CUSTOM.replace("extends: standard", "extends: nonexistent"), "extends: template nonexistent does not exist"),
+    (CUSTOM.replace("name: corp,", "name: standard,"), "is the name of a builtin template"),
+    (CUSTOM.replace("metadata: {", "metadata: {builtin: true, "), "only templates shipped with RuPost are builtin"),
+])
+def test_untrusted_templates_are_rejected_and_nothing_is_stored(node, text, expected):
+    before = node.app.templates.list()
+    with pytest.raises((TemplateError, ConflictError)) as err:
+        node.app.templates.import_text(text, "upload.yaml")
+    assert expected in str(err.value)
+    assert node.app.templates.list() == before
+
+
+def test_custom_template_lifecycle(node, mailbox):
+    t = node.app.templates
+    imported = t.import_text(CUSTOM, "corp.yaml")
+    assert imported == {"name": "corp", "version": "1.0.0", "extends": "standard@1.0.0"}
+    with pytest.raises(ConflictError, match="versions are immutable"):
+        t.import_text(CUSTOM, "corp.yaml")
+    assert t.export("corp") == CUSTOM
+    diff = t.diff("standard", "corp")
+    assert "-    default: 52428800" in diff and "+    default: 20971520" in diff
+    t.activate("corp", "1.0.0")
+    try:
+        with pytest.raises(ConflictError, match="is the active template"):
+            t.remove("corp", "1.0.0")
+        plan = node.app.deploys.plan({"reject_unknown_sender_domain": False})
+        assert plan.changed == ["postfix", "nginx"]
+        assert "+message_size_limit = 20971520" in plan.diffs["postfix"]
+        assert "+# corporate policy: nothing else" in plan.diffs["postfix"]
+        assert node.app.deploys.deploy(plan).result == "applied"
+        deliver_one(node, mailbox)
+    finally:
+        t.activate("standard", "1.0.0")
+        node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+    with pytest.raises(ConflictError, match="is builtin"):
+        t.remove("standard", "1.0.0")
+    t.remove("corp", "1.0.0")
+    assert [x["name"] for x in t.list()] == ["standard"]
