@@ -96,4 +96,3 @@ class Layout:
     def ensure_base(self) -> None:
         for d in (self.etc, self.state, self.generations, self.run, self.logs):
             d.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.etc, 0o755)

@@ -98,3 +98,37 @@ def test_template_parameters_are_validated_before_they_are_stored(node):
     params = {p["name"]: p for p in json.loads(cli(node, "template", "parameters", "--json").output)}
     assert params["reject_unknown_sender_domain"]["value"] is False and params["reject_unknown_sender_domain"]["set"]
     assert params["message_size_limit"]["value"] == 52428800
+
+
+def test_template_import_validate_export_remove_from_files(node, tmp_path):
+    from test_deploy_safety import CUSTOM
+
+    path = tmp_path / "corp.yaml"
+    path.write_text(CUSTOM.replace("name: corp", "name: corpcli"))
+    assert "corpcli@1.0.0 is valid (extends standard@1.0.0)" in cli(node, "template", "validate", str(path)).output
+    assert cli(node, "template", "import", str(path)).exit_code == 0
+    r = cli(node, "template", "import", str(path))
+    assert r.exit_code == 1 and "versions are immutable" in r.output
+    out = tmp_path / "out.yaml"
+    assert cli(node, "template", "export", "corpcli@1.0.0", "-o", str(out)).exit_code == 0
+    assert out.read_text() == path.read_text()
+    assert "+    default: 20971520" in cli(node, "template", "diff", "standard", "corpcli").output
+    assert cli(node, "template", "remove", "corpcli@1.0.0").exit_code == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"\xff\xfe not text")
+    r = cli(node, "template", "validate", str(bad))
+    assert r.exit_code == 1 and "not UTF-8 text" in r.output
+
+
+def test_deploy_rollback_flag(node):
+    r = cli(node, "template", "set", "sogo_workers=2")
+    assert r.exit_code == 0
+    try:
+        assert "reloaded: sogo" in cli(node, "deploy").output
+    finally:
+        cli(node, "template", "set", "--unset", "sogo_workers", "reject_unknown_sender_domain=false")
+    r = cli(node, "deploy", "--rollback")
+    assert r.exit_code == 0 and "rollback by hand" in r.output and "reloaded: sogo" in r.output
+    assert cli(node, "deploy", "--plan").output.strip() == "no changes"
+    r = cli(node, "deploy", "--rollback", "abc")
+    assert r.exit_code == 2 and "is not a generation number" in r.output
