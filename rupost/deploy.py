@@ -377,7 +377,10 @@ class Deployer:
     def probe_host(self) -> str:
         return "127.0.0.1" if self.node.listen_address in ("*", "0.0.0.0", "::") else self.node.listen_address
 
-    def run_probes(self, patience: float = 30.0) -> list[probes.ProbeResult]:
+    def run_probes(self, patience: float = 10.0) -> list[probes.ProbeResult]:
+        """Every daemon already accepts connections (checked after its start or reload);
+        the patience only covers a worker that is still reloading. A failing probe
+        holds the rollback back by this long, so it stays short."""
         host = self.probe_host()
         checks = [(probes.probe_smtp, self.node.port("smtp")),
                   (probes.probe_submissions, self.node.port("submissions")),
