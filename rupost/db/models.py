@@ -85,6 +85,10 @@ class Node(MainBase):
     state: Mapped[str] = mapped_column(String(32), default="registered")
     applied_generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
     components: Mapped[dict] = mapped_column(JSONB, default=dict)
+    # "enabled", or "drained" by an administrator: the HA agent then reports the node down
+    admin_state: Mapped[str] = mapped_column(String(16), default="enabled")
+    # this node's postfix queue on shared storage: where an evacuator finds its mail
+    queue_directory: Mapped[str] = mapped_column(Text, default="")
     registered_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     last_heartbeat: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
@@ -136,6 +140,37 @@ class Generation(MainBase):
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
     node: Mapped[Node] = relationship()
+
+
+class Rollout(MainBase):
+    """A cluster-wide deploy: applied node by node, stopping at the first failure."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_name: Mapped[str] = mapped_column(String(128))
+    template_version: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict] = mapped_column(JSONB, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed
+    requested_by: Mapped[str] = mapped_column(String(128), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+
+class RolloutStep(MainBase):
+    __tablename__ = "rollout_steps"
+    __table_args__ = (UniqueConstraint("rollout_id", "node_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
+    node_name: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer)
+    # pending | requested | running | applied | failed | skipped
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(), onupdate=func.now())
 
 
 # ---------------------------------------------------------------- rupost_data
@@ -200,6 +235,23 @@ class MonitorEvent(LogsBase):
     node: Mapped[str] = mapped_column(String(128))
     component: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Evacuation(LogsBase):
+    """One run of the queue evacuator over a failed node's queue."""
+
+    __tablename__ = "evacuations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    failed_node: Mapped[str] = mapped_column(String(128), index=True)
+    by_node: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    found: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    remaining: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[str] = mapped_column(String(32), default="running")
     message: Mapped[str] = mapped_column(Text, default="")
 
 
