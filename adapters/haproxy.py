@@ -1,23 +1,71 @@
-"""HAProxy, the HA agent: holds the public ports and forwards with the PROXY protocol."""
+"""HAProxy, the HA agent.
+
+On every node it holds the public ports and balances across the cluster: the local
+mail stack first, the other nodes behind it (``balance first``), with one stick
+table keyed by the client's source address (idle expiry 30 minutes) shared by all
+services and synchronised between the nodes through ``peers``. A node's health is
+served on the health port (``/health``): it fails when the local components do not
+answer or when the node agent has drained the node, and the peers' health checks
+then route around it. Traffic a node forwards to another node enters that node on a
+*cluster port* that accepts the PROXY protocol and goes straight to its local stack,
+so the client's address survives every hop.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, listen_schema, snippet_schema
+from .base import (Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, listen_schema, snippet_schema,
+                   split_listen)
 
 _DURATION = {"type": "string", "pattern": r"^\d+(us|ms|s|m|h|d)?$"}
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"}
 
 SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["listeners"],
+    "required": ["cluster", "listeners", "health_checks"],
     "properties": {
         "maxconn": {"type": "integer", "minimum": 1},
         "extra": snippet_schema(),
         "timeouts": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"connect": _DURATION, "client": _DURATION, "server": _DURATION},
+            "properties": {"connect": _DURATION, "client": _DURATION, "server": _DURATION, "check": _DURATION},
+        },
+        "cluster": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["self", "address", "nodes", "peers_port", "health_port"],
+            "properties": {
+                "self": _NAME,
+                "address": {"type": "string", "pattern": r"^[0-9A-Za-z.:-]+$"},
+                "nodes": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "address", "id"],
+                        "properties": {"name": _NAME, "address": {"type": "string"},
+                                       "id": {"type": "integer", "minimum": 1}},
+                    },
+                },
+                "peers_port": _PORT,
+                "health_port": _PORT,
+                "stick_expire": _DURATION,
+                "check_interval": _DURATION,
+            },
+        },
+        "health_checks": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "address"],
+                "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9_-]+$"}, "address": listen_schema(),
+                               "send_proxy": {"type": "boolean"}},
+            },
         },
         "listeners": {
             "type": "array",
@@ -25,11 +73,12 @@ SCHEMA = {
             "items": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["name", "bind", "servers"],
+                "required": ["name", "bind", "local", "cluster_port"],
                 "properties": {
                     "name": {"type": "string", "pattern": r"^[a-z0-9_-]+$"},
                     "bind": listen_schema(),
-                    "servers": {"type": "array", "minItems": 1, "items": listen_schema()},
+                    "local": listen_schema(),
+                    "cluster_port": _PORT,
                     "send_proxy": {"enum": ["v1", "v2", "none"]},
                     "accept_proxy": {"type": "boolean"},
                 },
@@ -39,35 +88,77 @@ SCHEMA = {
 }
 
 _SEND_PROXY = {"v1": " send-proxy", "v2": " send-proxy-v2", "none": ""}
+PEERS_SECTION = "rupost"
+STICK_TABLE = "sticky_clients"
+LOCAL_HEALTH = "be_local_health"
 
 
 def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
-    t = {"connect": "5s", "client": "30m", "server": "30m", **model.get("timeouts", {})}
+    t = {"connect": "5s", "client": "30m", "server": "30m", "check": "2s", **model.get("timeouts", {})}
+    cl = model["cluster"]
+    nodes = sorted(cl["nodes"], key=lambda n: n["name"])
+    me = cl["self"]
+    if me not in [n["name"] for n in nodes]:
+        raise ValueError(f"cluster.self {me!r} is not in cluster.nodes")
     run = ctx.layout.run_dir("haproxy")
+    interval = cl.get("check_interval", "2s")
     out = [
         "# Generated by RuPost from the active configuration template. Do not edit.",
         "global",
-        f"    maxconn {model.get('maxconn', 20000)}",
+        f"    maxconn {model.get('maxconn', 8000)}",
         "    log stdout format raw daemon info",
         f"    stats socket {run}/admin.sock mode 600 level admin expose-fd listeners",
+        f"    localpeer {me}",
         "",
         "defaults",
         "    mode tcp",
         "    log global",
         "    option tcplog",
         "    option dontlognull",
+        "    option redispatch",  # a client stuck to a node that went down goes to a healthy one
+        "    retries 2",
         f"    timeout connect {t['connect']}",
         f"    timeout client {t['client']}",
         f"    timeout server {t['server']}",
+        f"    timeout check {t['check']}",
+        "",
+        f"peers {PEERS_SECTION}",
+        *(f"    peer {n['name']} {n['address']}:{cl['peers_port']}" for n in nodes),
+        "",
+        f"backend {STICK_TABLE}",
+        f"    stick-table type ip size 1m expire {cl.get('stick_expire', '30m')} peers {PEERS_SECTION}",
+        "",
+        "# this node's health, as its peers see it: every local component answers and",
+        "# the node agent has not drained the node (it disables these servers then)",
+        "frontend health",
+        "    mode http",
+        f"    bind {cl['address']}:{cl['health_port']}",
+        *([f"    bind 127.0.0.1:{cl['health_port']}"] if cl["address"] != "127.0.0.1" else []),
+        "    monitor-uri /health",
+        f"    monitor fail if {{ nbsrv({LOCAL_HEALTH}) lt {len(model['health_checks'])} }}",
+        "",
+        f"backend {LOCAL_HEALTH}",
+        *(f"    server {h['name']} {h['address']} check inter {interval} fall 1 rise 2"
+          + (" check-send-proxy" if h.get("send_proxy") else "") for h in model["health_checks"]),
     ]
     for listener in model["listeners"]:
         name = listener["name"]
         accept = " accept-proxy" if listener.get("accept_proxy") else ""
         send = _SEND_PROXY[listener.get("send_proxy", "v2")]
         out += ["", f"frontend fe_{name}", f"    bind {listener['bind']}{accept}", f"    default_backend be_{name}",
-                "", f"backend be_{name}"]
-        out += [f"    server {name}{i} {server}{send}"
-                for i, server in enumerate(listener["servers"], 1)]
+                "", f"frontend fe_cluster_{name}",
+                f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy",
+                f"    default_backend be_local_{name}",
+                "", f"backend be_{name}", "    balance first", f"    stick on src table {STICK_TABLE}",
+                "    option httpchk GET /health"]
+        for n in sorted(nodes, key=lambda n: (n["name"] != me, n["name"])):  # the local stack first
+            if n["name"] == me:
+                target, check_addr = listener["local"], "127.0.0.1"
+            else:
+                target, check_addr = f"{n['address']}:{listener['cluster_port']}", n["address"]
+            out.append(f"    server {n['name']} {target}{send} id {n['id']} check addr {check_addr} "
+                       f"port {cl['health_port']} inter {interval} fall 2 rise 2")
+        out += ["", f"backend be_local_{name}", f"    server local {listener['local']}{send}"]
     return "\n".join(out + [""] + extra_block(model.get("extra"))) + "\n"
 
 
@@ -86,10 +177,48 @@ class HAProxyAdapter(Adapter):
         self.run_checker(["haproxy", "-c", "-q", "-f", str(config_dir / "haproxy.cfg")])
 
     def process(self, ctx: RenderContext) -> ProcessSpec:
+        host = ctx.node.listen_address if ctx.node.listen_address not in ("*", "0.0.0.0", "::") else "127.0.0.1"
         return ProcessSpec(
             argv=["haproxy", "-W", "-db", "-f", str(ctx.config_dir(self.name) / "haproxy.cfg")],
             reload="usr2",
             prepare=lambda: self._prepare_dirs(ctx),
-            ports=[(ctx.node.address, ctx.node.port("smtp"))],
+            ports=[(host, ctx.node.port("smtp"))],
         )
 
+
+def admin_socket(ctx_layout) -> Path:
+    return ctx_layout.run_dir("haproxy") / "admin.sock"
+
+
+def runtime_command(layout, command: str, timeout: float = 5.0) -> str:
+    """One command on HAProxy's runtime API (the admin socket)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(admin_socket(layout)))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def stick_entries(layout) -> dict[str, int]:
+    """Client address -> server id, from this node's copy of the shared stick table."""
+    entries = {}
+    for line in runtime_command(layout, f"show table {STICK_TABLE}").splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        if "key" in fields and "server_id" in fields:
+            entries[fields["key"]] = int(fields["server_id"])
+    return entries
+
+
+def set_drained(layout, components: list[str], drained: bool) -> None:
+    """Drained: the health endpoint fails, so peers (and this node) send traffic elsewhere."""
+    state = "maint" if drained else "ready"
+    for name in components:
+        runtime_command(layout, f"set server {LOCAL_HEALTH}/{name} state {state}")

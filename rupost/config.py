@@ -27,6 +27,13 @@ DEFAULT_PORTS = {
     "panel": 5000,
     "peers": 10000,
     "health": 20025,
+    # cluster ports: traffic forwarded by a peer's HA agent enters here (PROXY protocol)
+    "cluster_smtp": 11025,
+    "cluster_submissions": 11465,
+    "cluster_imaps": 11993,
+    "cluster_sieve": 11190,
+    "cluster_http": 11080,
+    "cluster_https": 11443,
     "postfix_smtp": 10025,
     "postfix_submission": 10587,
     "dovecot_imap": 10143,
@@ -68,6 +75,9 @@ class NodeConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     service_backend: str = "auto"
     generations_kept: int = 5
+    # shared storage: empty means the default under the node root
+    mail_storage: str = ""
+    queue_directory: str = ""
 
     def port(self, name: str) -> int:
         return int(self.ports.get(name, DEFAULT_PORTS[name]))

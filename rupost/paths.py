@@ -24,10 +24,17 @@ def default_root() -> Path:
 @dataclass(frozen=True)
 class Layout:
     root: Path
+    # shared storage (NFS in a cluster): configurable per node in config.json
+    mail_storage_dir: Path | None = None
+    queue_dir: Path | None = None
 
     @classmethod
     def at(cls, root: str | os.PathLike | None = None) -> "Layout":
         return cls(Path(root) if root is not None else default_root())
+
+    def with_storage(self, mail_storage: str = "", queue_directory: str = "") -> "Layout":
+        return Layout(self.root, Path(mail_storage) if mail_storage else None,
+                      Path(queue_directory) if queue_directory else None)
 
     def _p(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -79,11 +86,11 @@ class Layout:
 
     @property
     def mail_storage(self) -> Path:
-        return self._p("var", "vmail")
+        return self.mail_storage_dir or self._p("var", "vmail")
 
     @property
     def postfix_queue(self) -> Path:
-        return self._p("var", "spool", "rupost", "postfix")
+        return self.queue_dir or self._p("var", "spool", "rupost", "postfix")
 
     @property
     def postfix_data(self) -> Path:

@@ -83,12 +83,39 @@ def test_libpq_connect_values_are_quoted():
     assert libpq_quote("p@ss word'\\") == "'p@ss word\\'\\\\'"
 
 
-def test_haproxy_sends_proxy_v2_and_binds_public_ports():
-    text = render_haproxy_cfg({"listeners": [{"name": "smtp", "bind": "*:25", "servers": ["127.0.0.1:10025"]},
-                                             {"name": "x", "bind": "127.0.0.1:1", "servers": ["127.0.0.1:2"],
-                                              "send_proxy": "none", "accept_proxy": True}]}, ctx())
-    assert "    bind *:25" in text and "    server smtp1 127.0.0.1:10025 send-proxy-v2" in text
-    assert "    bind 127.0.0.1:1 accept-proxy" in text and "    server x1 127.0.0.1:2\n" in text
+HAPROXY_MODEL = {
+    "cluster": {"self": "b", "address": "10.0.0.2", "peers_port": 10000, "health_port": 20025,
+                "nodes": [{"name": "b", "address": "10.0.0.2", "id": 2}, {"name": "a", "address": "10.0.0.1", "id": 1}]},
+    "health_checks": [{"name": "postfix", "address": "127.0.0.1:10588"},
+                      {"name": "nginx", "address": "127.0.0.1:10443", "send_proxy": True}],
+    "listeners": [{"name": "smtp", "bind": "*:25", "local": "127.0.0.1:10025", "cluster_port": 11025},
+                  {"name": "imaps", "bind": "*:993", "local": "127.0.0.1:10993", "cluster_port": 11993,
+                   "accept_proxy": True}],
+}
+
+
+def test_haproxy_cluster_balancing_local_first_with_shared_stickiness():
+    text = render_haproxy_cfg(HAPROXY_MODEL, ctx())
+    lines = text.splitlines()
+    assert "    localpeer b" in lines
+    assert lines.index("    peer a 10.0.0.1:10000") < lines.index("    peer b 10.0.0.2:10000")
+    assert "    stick-table type ip size 1m expire 30m peers rupost" in lines
+    backend = lines[lines.index("backend be_smtp"):]
+    # the local stack first, peers through their cluster port, one server id per node on every node
+    assert backend[4] == ("    server b 127.0.0.1:10025 send-proxy-v2 id 2 check addr 127.0.0.1 port 20025 "
+                          "inter 2s fall 2 rise 2")
+    assert backend[5].startswith("    server a 10.0.0.1:11025 send-proxy-v2 id 1 check addr 10.0.0.1 port 20025")
+    assert "    stick on src table sticky_clients" in backend
+    assert "    bind 10.0.0.2:11025 accept-proxy" in lines and "    bind *:993 accept-proxy" in lines
+    assert "    bind *:25" in lines
+    assert "    monitor fail if { nbsrv(be_local_health) lt 2 }" in lines
+    assert "    server nginx 127.0.0.1:10443 check inter 2s fall 1 rise 2 check-send-proxy" in lines
+
+
+def test_haproxy_refuses_a_node_missing_from_the_cluster():
+    model = {**HAPROXY_MODEL, "cluster": {**HAPROXY_MODEL["cluster"], "self": "c"}}
+    with pytest.raises(ValueError, match="cluster.self 'c' is not in cluster.nodes"):
+        render_haproxy_cfg(model, ctx())
 
 
 def test_memcached_options():

@@ -17,7 +17,7 @@ from ..paths import Layout
 
 class RuPost:
     def __init__(self, layout: Layout, config: node_config.NodeConfig, actor: str | None = None):
-        self.layout = layout
+        self.layout = layout.with_storage(config.mail_storage, config.queue_directory)
         self.config = config
         self.dbs = Databases(config.database)
         self.actor = actor or os.environ.get("SUDO_USER") or getpass.getuser()

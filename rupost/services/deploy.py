@@ -43,7 +43,7 @@ class DeployService:
             "parameters": parameters,
             "node": {"name": cfg.node_name, "fqdn": cfg.fqdn, "address": cfg.address,
                      "listen_address": cfg.listen_address, "ports": dict(cfg.ports)},
-            "cluster": {"nodes": app.nodes.list()},
+            "cluster": {"nodes": app.nodes.members()},
             "settings": {"mail_host": app.settings.mail_host()},
             "database": {"host": cfg.database.host, "port": cfg.database.port, "data": cfg.database.data,
                          "user": cfg.database.user},

@@ -16,10 +16,11 @@ class NodeService:
             node = s.scalar(select(Node).where(Node.name == cfg.node_name))
             if node is None:
                 node = Node(name=cfg.node_name, fqdn=cfg.fqdn, address=cfg.address, state="registered",
-                            components={})
+                            components={}, admin_state="enabled")
                 s.add(node)
             else:
                 node.fqdn, node.address = cfg.fqdn, cfg.address
+            node.queue_directory = str(self.app.layout.postfix_queue)
             node.last_heartbeat = utcnow()
             s.flush()
             return self._as_dict(node)
@@ -40,12 +41,20 @@ class NodeService:
             if generation is not None:
                 node.applied_generation = generation
 
+    def members(self) -> list[dict]:
+        """The nodes a configuration is rendered for: every registered node, by name
+        (state changes must not change rendered files: health checks route around a node)."""
+        with self.app.dbs.session("main") as s:
+            return [{"id": n.id, "name": n.name, "fqdn": n.fqdn, "address": n.address}
+                    for n in s.scalars(select(Node).order_by(Node.name))]
+
     def list(self) -> list[dict]:
         with self.app.dbs.session("main") as s:
             return [self._as_dict(n) for n in s.scalars(select(Node).order_by(Node.name))]
 
     @staticmethod
     def _as_dict(n: Node) -> dict:
-        return {"name": n.name, "fqdn": n.fqdn, "address": n.address, "state": n.state,
+        return {"id": n.id, "name": n.name, "fqdn": n.fqdn, "address": n.address, "state": n.state,
+                "admin_state": n.admin_state, "queue_directory": n.queue_directory,
                 "applied_generation": n.applied_generation, "components": n.components,
                 "last_heartbeat": n.last_heartbeat.isoformat() if n.last_heartbeat else None}
