@@ -1,7 +1,7 @@
 """HAProxy, the HA agent.
 
 On every node it holds the public ports and balances across the cluster: the local
-mail stack first, the other nodes behind it (``balance first``), with one stick
+mail stack first, the other nodes as backups behind it, with one stick
 table keyed by the client's source address (idle expiry 30 minutes) shared by all
 services and synchronised between the nodes through ``peers``. A node's health is
 served on the health port (``/health``): it fails when the local components do not
@@ -149,14 +149,16 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
                 "", f"frontend fe_cluster_{name}",
                 f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy",
                 f"    default_backend be_local_{name}",
-                "", f"backend be_{name}", "    balance first", f"    stick on src table {STICK_TABLE}",
+                "", f"backend be_{name}", "    balance roundrobin", f"    stick on src table {STICK_TABLE}",
                 "    option httpchk GET /health"]
         for n in sorted(nodes, key=lambda n: (n["name"] != me, n["name"])):  # the local stack first
             if n["name"] == me:
                 target, check_addr = listener["local"], "127.0.0.1"
             else:
                 target, check_addr = f"{n['address']}:{listener['cluster_port']}", n["address"]
-            out.append(f"    server {n['name']} {target}{send} id {n['id']} check addr {check_addr} "
+            # peers are backups: new clients stay local; a stuck client follows its table entry
+            backup = "" if n["name"] == me else " backup"
+            out.append(f"    server {n['name']} {target}{send} id {n['id']}{backup} check addr {check_addr} "
                        f"port {cl['health_port']} inter {interval} fall 2 rise 2")
         out += ["", f"backend be_local_{name}", f"    server local {listener['local']}{send}"]
     return "\n".join(out + [""] + extra_block(model.get("extra"))) + "\n"
@@ -217,8 +219,15 @@ def stick_entries(layout) -> dict[str, int]:
     return entries
 
 
-def set_drained(layout, components: list[str], drained: bool) -> None:
+def health_servers(layout) -> list[str]:
+    """Names of the local health checks, as the running HAProxy knows them."""
+    lines = runtime_command(layout, f"show servers state {LOCAL_HEALTH}").splitlines()
+    # format 1: "be_id be_name srv_id srv_name ..."; the first lines are the version and a header
+    return [line.split()[3] for line in lines[2:] if len(line.split()) > 3]
+
+
+def set_drained(layout, drained: bool) -> None:
     """Drained: the health endpoint fails, so peers (and this node) send traffic elsewhere."""
     state = "maint" if drained else "ready"
-    for name in components:
+    for name in health_servers(layout):
         runtime_command(layout, f"set server {LOCAL_HEALTH}/{name} state {state}")

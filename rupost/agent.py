@@ -21,6 +21,8 @@ class NodeAgent:
         self.state = "unknown"
         self.down_since: float | None = None
         self._stop = False
+        self.cert_levels: dict[str, str] = {}  # certificate -> last expiry level logged
+        self.certs_checked_at: float | None = None
 
     def log(self, component: str, state: str, message: str) -> None:
         from .db.models import MonitorEvent
@@ -40,20 +42,44 @@ class NodeAgent:
     def check_once(self) -> str:
         if not self.app.layout.current.exists():
             return self._set_state("not_deployed", "nothing deployed yet")
+        from adapters import MAIL_UNIT
+
         states = self.app.components.states()
-        down = [name for name, st in states.items() if not st["running"]]
+        for name in [n for n, st in states.items() if not st["running"] and n not in MAIL_UNIT]:
+            # the HA agent and the cache are not part of the unit: bring them back alone
+            self.log(name, "down", "restarting it")
+            self.app.components.start([name])
+            states = self.app.components.states()
+        down = [name for name in MAIL_UNIT if not states[name]["running"]]
         if not down:
             self.down_since = None
+            self.apply_admin_state()
             return self._set_state("in_service", "all components running", states)
         if self.down_since is None:
             self.down_since = time.monotonic()
-            stopped = self.app.deploys.deployer.stop_all()
+            stopped = self.app.deploys.deployer.stop_mail_unit()
             self._set_state("out_of_service", f"down: {', '.join(down)}; stopped together: "
                                               f"{', '.join(stopped) or '-'}", self.app.components.states())
             return self.state
         if time.monotonic() - self.down_since >= self.hold_down:
             return self._try_return()
         return self.state
+
+    def apply_admin_state(self) -> None:
+        """Drained by an administrator: make the HA agent's health endpoint fail. Applied
+        on every tick because a reload of HAProxy forgets runtime changes."""
+        from adapters.haproxy import set_drained
+
+        drained = self.app.nodes.admin_state() == "drained"
+        try:
+            set_drained(self.app.layout, drained)
+        except OSError as exc:
+            self.log("haproxy", "unreachable", f"admin socket: {exc}")
+            return
+        if drained != getattr(self, "_drained", False):
+            self.log("node", "drained" if drained else "enabled", "health endpoint reports "
+                     + ("down" if drained else "up"))
+            self._drained = drained
 
     def _try_return(self) -> str:
         deployer = self.app.deploys.deployer
@@ -63,7 +89,7 @@ class NodeAgent:
         except RuPostError as exc:
             failed = [exc]
         if failed:
-            deployer.stop_all()
+            deployer.stop_mail_unit()
             self.down_since = time.monotonic()
             self.log("node", "out_of_service", f"restart attempt failed: {failed[0]}")
             return self.state
@@ -81,12 +107,27 @@ class NodeAgent:
             self.log("database", "unreachable", str(exc))
         return state
 
+    def check_certificates(self, every: float = 3600.0) -> list[dict]:
+        """Log certificates expiring within 30/7 days to the monitor log, once per level change."""
+        from .services.certificates import CertificateService
+
+        if self.certs_checked_at is not None and time.monotonic() - self.certs_checked_at < every:
+            return []
+        self.certs_checked_at = time.monotonic()
+        warnings = CertificateService(self.app).expiry_warnings()
+        for w in warnings:
+            if self.cert_levels.get(w["name"]) != w["level"]:
+                self.log("certificate", f"expiry_{w['level']}", w["message"])
+        self.cert_levels = {w["name"]: w["level"] for w in warnings}
+        return warnings
+
     def run_forever(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.log("agent", "started", f"interval {self.interval}s")
         while not self._stop:
             try:
                 self.check_once()
+                self.check_certificates()
             except RuPostError as exc:
                 self.log("agent", "error", str(exc))
             deadline = time.monotonic() + self.interval

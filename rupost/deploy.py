@@ -401,7 +401,7 @@ class Deployer:
     def _rollback(self, previous: Path | None, to_reload: list[str], result: DeployResult,
                   failure: DeployError) -> None:
         if previous is None:
-            self.stop_all()
+            self.stop_mail_unit()
             self.layout.current.unlink(missing_ok=True)  # a failed first generation is not "live"
             result.result = "failed"
             result.step("rollback", False, "no previous generation: all mail components stopped")
@@ -412,20 +412,29 @@ class Deployer:
             self._start_or_reload(list(self.adapters), to_reload, result)
             self._probe_or_raise(result)
         except DeployError as second:
-            self.stop_all()
+            self.stop_mail_unit()
             result.result = "failed"
             result.step("rollback", False, str(second))
             raise DeployError(f"{failure}\nrollback to generation {previous.name} also failed: {second}; "
-                              "all mail components were stopped, the node is out of service") from None
+                              "the mail components were stopped, the node is out of service") from None
         result.result = "rolled_back"
         result.step("rollback", True, f"returned to generation {previous.name}")
         raise DeployError(f"{failure}\nrolled back to generation {int(previous.name)}: "
                           "the previous configuration is running and answers its probes") from None
 
-    def stop_all(self) -> list[str]:
+    def stop_mail_unit(self) -> list[str]:
+        """Stop the mail components together; HAProxy stays up and its health endpoint
+        reports the node down, so peers route around it."""
+        from adapters import MAIL_UNIT
+
+        return self.stop_all(MAIL_UNIT)
+
+    def stop_all(self, components=None) -> list[str]:
         ctx = self.live_context()
         stopped = []
         for name in reversed(list(self.adapters)):
+            if components is not None and name not in components:
+                continue
             if self.backend.is_running(name):
                 self.backend.stop(name, self.adapters[name].process(ctx))
                 stopped.append(name)

@@ -104,7 +104,7 @@ def test_haproxy_cluster_balancing_local_first_with_shared_stickiness():
     # the local stack first, peers through their cluster port, one server id per node on every node
     assert backend[4] == ("    server b 127.0.0.1:10025 send-proxy-v2 id 2 check addr 127.0.0.1 port 20025 "
                           "inter 2s fall 2 rise 2")
-    assert backend[5].startswith("    server a 10.0.0.1:11025 send-proxy-v2 id 1 check addr 10.0.0.1 port 20025")
+    assert backend[5].startswith("    server a 10.0.0.1:11025 send-proxy-v2 id 1 backup check addr 10.0.0.1 port 20025")
     assert "    stick on src table sticky_clients" in backend
     assert "    bind 10.0.0.2:11025 accept-proxy" in lines and "    bind *:993 accept-proxy" in lines
     assert "    bind *:25" in lines

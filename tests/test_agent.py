@@ -24,6 +24,32 @@ def lone_node(workdir, pg):
     inst.stop()
 
 
+def health(node) -> int:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", node.ports["health"], timeout=5)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def test_drained_node_reports_down_and_enable_brings_it_back(lone_node):
+    app = lone_node.app
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    assert agent.check_once() == "in_service" and wait_until(lambda: health(lone_node) == 200)
+    app.nodes.set_admin_state("agentnode", drained=True)
+    agent.check_once()
+    assert wait_until(lambda: health(lone_node) == 503)
+    assert all(state["running"] for state in app.components.states().values())  # drained, not stopped
+    app.nodes.set_admin_state("agentnode", drained=False)
+    agent.check_once()
+    assert wait_until(lambda: health(lone_node) == 200)
+
+
 def wait_until(predicate, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -42,13 +68,17 @@ def test_a_crashed_component_takes_the_node_out_of_service_then_back(lone_node):
     assert wait_until(lambda: not app.backend.is_running("dovecot"))
 
     assert agent.check_once() == "out_of_service"
-    # one unit: every other component was stopped too
-    assert not any(state["running"] for state in app.components.states().values())
+    # one unit: the other mail components were stopped too; the HA agent stays up and says "down"
+    states = app.components.states()
+    assert [n for n in ("dovecot", "postfix", "sogo", "nginx") if states[n]["running"]] == []
+    assert states["haproxy"]["running"] and states["memcached"]["running"]
+    assert health(lone_node) == 503
     assert app.nodes.list()[0]["state"] == "out_of_service"
 
     assert agent.check_once() == "in_service"  # hold-down 0: restart and probe at once
     assert all(state["running"] for state in app.components.states().values())
     assert app.backend.pid("dovecot") != dovecot_pid
+    assert wait_until(lambda: health(lone_node) == 200)
     log = app.layout.monitor_log.read_text()
     assert "out_of_service: down: dovecot" in log and "in_service: components restarted" in log
     assert app.nodes.list()[0]["state"] == "in_service"

@@ -99,6 +99,9 @@ def status(c, as_json):
     app = c.app
     data = {"node": app.config.node_name, "components": app.components.states(), "nodes": app.nodes.list(),
             "deploys": app.deploys.history(5), "drift": app.deploys.drift()}
+    from ..services.certificates import CertificateService
+
+    data["certificate_warnings"] = CertificateService(app).expiry_warnings()
     if as_json:
         emit(data, True)
         return
@@ -115,18 +118,22 @@ def status(c, as_json):
             click.echo(f"  {d['state']:9} {d['component']}/{d['path']}")
     else:
         click.echo("no drift: installed files match the live generation")
+    for w in data["certificate_warnings"]:
+        click.echo(f"CERTIFICATE {w['level'].upper()}: {w['message']}")
 
 
 @main.command()
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between health checks.")
+@click.option("--hold-down", default=30.0, show_default=True,
+              help="Seconds a node stays out of service before the agent restarts its components.")
 @pass_ctx
-def run(c, interval):
+def run(c, interval, hold_down):
     """Start the application: the node agent (heartbeats, supervision of the components)."""
     from ..agent import NodeAgent
 
-    NodeAgent(c.app, interval=interval).run_forever()
+    NodeAgent(c.app, interval=interval, hold_down=hold_down).run_forever()
 
 
 
 # command groups register themselves on `main` when imported
-from . import aliases, components, db, deploy, domains, mailboxes, templates  # noqa: E402,F401
+from . import aliases, certificates, components, db, deploy, domains, mailboxes, nodes, templates  # noqa: E402,F401

@@ -40,9 +40,16 @@ class ComponentService:
         return started
 
     def stop(self, names: list[str] | None = None) -> list[str]:
-        """Stop the named components; the mail components stop together (one unit)."""
-        self._check(names)
-        stopped = self.app.deploys.deployer.stop_all()
+        """Stop everything, or the named components; naming any mail component stops the
+        whole mail unit (they run together), HAProxy and memcached can stop alone."""
+        from adapters import MAIL_UNIT
+
+        if names:
+            self._check(names)
+            wanted = set(names) | (set(MAIL_UNIT) if set(names) & set(MAIL_UNIT) else set())
+            stopped = self.app.deploys.deployer.stop_all(wanted)
+        else:
+            stopped = self.app.deploys.deployer.stop_all()
         self.app.nodes.report("out_of_service", self.states())
         self.app.audit.record("components.stop", ",".join(stopped))
         return stopped

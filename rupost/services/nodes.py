@@ -1,9 +1,15 @@
 """Cluster nodes as recorded in the rupost database."""
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 
 from ..db.models import Node, utcnow
+from ..errors import ConflictError, NotFoundError
+
+# a node whose core has not reported for this long is considered dead
+HEARTBEAT_TIMEOUT = dt.timedelta(seconds=30)
 
 
 class NodeService:
@@ -51,6 +57,47 @@ class NodeService:
     def list(self) -> list[dict]:
         with self.app.dbs.session("main") as s:
             return [self._as_dict(n) for n in s.scalars(select(Node).order_by(Node.name))]
+
+    def _named(self, session, name: str) -> Node:
+        node = session.scalar(select(Node).where(Node.name == name))
+        if node is None:
+            known = ", ".join(session.scalars(select(Node.name).order_by(Node.name))) or "none"
+            raise NotFoundError(f"node {name} is not registered (nodes: {known})")
+        return node
+
+    def show(self, name: str) -> dict:
+        with self.app.dbs.session("main") as s:
+            return self._as_dict(self._named(s, name))
+
+    def set_admin_state(self, name: str, drained: bool) -> dict:
+        """Drain: the node's HA agent reports it down so clients go to the other nodes;
+        its mail components keep running (queued mail is still delivered)."""
+        with self.app.dbs.session("main") as s:
+            node = self._named(s, name)
+            node.admin_state = "drained" if drained else "enabled"
+            out = self._as_dict(node)
+        self.app.audit.record("node.drain" if drained else "node.enable", name)
+        return out
+
+    def admin_state(self) -> str:
+        with self.app.dbs.session("main") as s:
+            node = s.scalar(select(Node).where(Node.name == self.app.config.node_name))
+            return node.admin_state if node is not None else "enabled"
+
+    def remove(self, name: str, force: bool = False) -> None:
+        """Forget a node that left the cluster; refused while it still reports heartbeats."""
+        with self.app.dbs.session("main") as s:
+            node = self._named(s, name)
+            if not force and node.last_heartbeat and utcnow() - node.last_heartbeat < HEARTBEAT_TIMEOUT:
+                raise ConflictError(f"node {name} reported {int((utcnow() - node.last_heartbeat).total_seconds())} s "
+                                    "ago: stop its core first (or --force)")
+            s.delete(node)
+        self.app.audit.record("node.remove", name)
+
+    @staticmethod
+    def alive(node: dict) -> bool:
+        beat = node.get("last_heartbeat")
+        return bool(beat) and utcnow() - dt.datetime.fromisoformat(beat) < HEARTBEAT_TIMEOUT
 
     @staticmethod
     def _as_dict(n: Node) -> dict:

@@ -20,13 +20,15 @@ def pg_bindir() -> Path:
 class TempPostgres:
     """initdb + pg_ctl as the postgres OS user (PostgreSQL refuses to run as root)."""
 
-    def __init__(self, base: Path, port: int, superuser_password: str = "pgadmin"):
+    def __init__(self, base: Path, port: int, superuser_password: str = "pgadmin",
+                 listen: tuple[str, ...] = ("127.0.0.1",)):
         self.base = Path(base)
         self.data = self.base / "data"
         self.port = port
         self.password = superuser_password
         self.bin = pg_bindir()
         self.user = "postgres"
+        self.listen = listen
         # the standard socket directory too, so the wizard's "local server" path
         # (peer authentication as the postgres OS user) works against this cluster
         shared = Path("/var/run/postgresql")
@@ -55,8 +57,11 @@ class TempPostgres:
             self._run(self.bin / "initdb", "-D", self.data, "-U", "postgres", "--pwfile", pwfile,
                       "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8")
             pwfile.unlink()
+            if self.listen != ("127.0.0.1",):  # other hosts (network namespaces) log in with passwords
+                with open(self.data / "pg_hba.conf", "a") as fh:
+                    fh.write("host all all 0.0.0.0/0 scram-sha-256\n")
             with open(self.data / "postgresql.conf", "a") as fh:
-                fh.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                fh.write(f"\nlisten_addresses = '{','.join(self.listen)}'\nport = {self.port}\n"
                          f"unix_socket_directories = '{self.socket_dirs}'\nfsync = off\n"
                          "synchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\n")
         self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.base / "server.log", "-w", "-t", "60", "start")

@@ -1,0 +1,180 @@
+"""Several RuPost nodes on one machine: each in its own network namespace (veth pairs on
+a private bridge), one shared PostgreSQL in the root namespace, and a directory shared
+by all nodes standing in for NFS (mail storage, per-node queue directories).
+
+Each node's commands run inside its namespace (`ip netns exec`), so its daemons bind
+the standard ports on its own address, exactly as on separate hosts.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
+from ..paths import Layout
+from .instance import free_ports
+from .postgres import TempPostgres
+
+
+def run(*argv, check=True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))}: {(proc.stderr or proc.stdout).strip()}")
+    return proc
+
+
+@dataclass
+class ClusterNode:
+    name: str
+    netns: str
+    address: str
+    root: Path
+    database: DatabaseSettings
+    mail_storage: Path
+    queue_directory: Path
+    agent: subprocess.Popen | None = None
+    _app: object = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.at(self.root).with_storage(str(self.mail_storage), str(self.queue_directory))
+
+    def config(self) -> NodeConfig:
+        return NodeConfig(database=self.database, node_name=self.name, fqdn=f"{self.name}.cluster.test",
+                          address=self.address, listen_address=self.address, ports=dict(DEFAULT_PORTS),
+                          service_backend="direct", mail_storage=str(self.mail_storage),
+                          queue_directory=str(self.queue_directory))
+
+    def rupost(self, *args, check=True, timeout=300) -> subprocess.CompletedProcess:
+        """The rupost CLI run inside this node's network namespace."""
+        return run("ip", "netns", "exec", self.netns, sys.executable, "-m", "rupost.cli", "--root", self.root,
+                   *args, check=check, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    @property
+    def app(self):
+        """The service layer for reading state from the test process (root namespace)."""
+        if self._app is None:
+            from ..services import RuPost
+
+            self._app = RuPost.open(self.root, actor="cluster-test")
+        return self._app
+
+    def start_agent(self, interval: float = 1.0, hold_down: float = 5.0) -> None:
+        log = open(self.layout.logs / "agent.log", "ab")
+        self.agent = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, sys.executable, "-m", "rupost.cli", "--root", str(self.root), "run",
+             "--interval", str(interval), "--hold-down", str(hold_down)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop_agent(self) -> None:
+        if self.agent and self.agent.poll() is None:
+            os.killpg(self.agent.pid, signal.SIGTERM)
+            try:
+                self.agent.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.agent.pid, signal.SIGKILL)
+        self.agent = None
+
+
+class Cluster:
+    def __init__(self, size: int = 2, parameters: dict | None = None):
+        self.tag = uuid.uuid4().hex[:5]
+        self.base = Path(tempfile.mkdtemp(prefix="rpc", dir="/tmp"))
+        os.chmod(self.base, 0o755)
+        octet = 100 + int(self.tag, 16) % 100
+        self.subnet = f"10.{octet}.77"
+        self.bridge = f"rpbr{self.tag}"
+        self.gateway = f"{self.subnet}.254"
+        self.size = size
+        self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False}
+        self.shared = self.base / "shared"
+        self.nodes: list[ClusterNode] = []
+        self.pg: TempPostgres | None = None
+
+    # ------------------------------------------------------------ network
+    def _network_up(self) -> None:
+        run("ip", "link", "add", self.bridge, "type", "bridge")
+        run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        run("ip", "link", "set", self.bridge, "up")
+        for i in range(1, self.size + 1):
+            ns, host_if, ns_if = f"rpns{self.tag}{i}", f"rpv{self.tag}{i}", "eth0"
+            run("ip", "netns", "add", ns)
+            run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", ns)
+            run("ip", "link", "set", host_if, "master", self.bridge)
+            run("ip", "link", "set", host_if, "up")
+            run("ip", "-n", ns, "addr", "add", f"{self.subnet}.{i}/24", "dev", ns_if)
+            run("ip", "-n", ns, "link", "set", ns_if, "up")
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def _network_down(self) -> None:
+        for i in range(1, self.size + 1):
+            run("ip", "netns", "del", f"rpns{self.tag}{i}", check=False)
+            run("ip", "link", "del", f"rpv{self.tag}{i}", check=False)
+        run("ip", "link", "del", self.bridge, check=False)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> "Cluster":
+        try:
+            self._network_up()
+            self.pg = TempPostgres(self.base / "pg", free_ports(1)[0], listen=("127.0.0.1", self.gateway)).start()
+            db = DatabaseSettings(host=self.gateway, port=self.pg.port, user="rupost", password="cluster-db-pass")
+            self.pg.psql(f"CREATE ROLE rupost LOGIN CREATEDB PASSWORD '{db.password}'")
+            for name in (db.main, db.data, db.logs):
+                self.pg.psql(f"CREATE DATABASE {name} OWNER rupost")
+            (self.shared / "vmail").mkdir(parents=True)
+            for i in range(1, self.size + 1):
+                name = f"node{chr(ord('a') + i - 1)}"
+                queue = self.shared / "queues" / name
+                queue.mkdir(parents=True)
+                self.nodes.append(ClusterNode(name, f"rpns{self.tag}{i}", f"{self.subnet}.{i}", self.base / name, db,
+                                              self.shared / "vmail", queue))
+            from ..services import setup
+
+            for node in self.nodes:  # joining = the wizard against the same database
+                setup.install(node.layout, node.config())
+            self.nodes[0].app.settings.set("template_parameters", self.parameters)
+            for node in self.nodes:
+                node.rupost("deploy")
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop_agent()
+            if node.layout.current.exists():
+                node.rupost("components", "stop", check=False, timeout=120)
+            if node._app is not None:
+                node._app.close()
+        if self.pg is not None:
+            self.pg.destroy()
+        self._network_down()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def client_address(self, k: int) -> str:
+        """An extra address on the bridge for a test client (so clients differ by source IP)."""
+        address = f"{self.subnet}.{200 + k}"
+        run("ip", "addr", "replace", f"{address}/24", "dev", self.bridge)
+        return address
+
+    def node(self, name: str) -> ClusterNode:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
