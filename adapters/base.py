@@ -75,6 +75,10 @@ class Adapter:
     def validate(self, config_dir: Path, ctx: RenderContext) -> None:
         """Run the component's own checker on the staged configuration."""
 
+    def finalize(self, config_dir: Path) -> None:
+        """Derive files the daemon needs next to the rendered ones in a new generation
+        (e.g. compiled scripts); they are not part of the recorded hashes."""
+
     def process(self, ctx: RenderContext) -> ProcessSpec:
         raise NotImplementedError(f"{type(self).__name__}.process")
 

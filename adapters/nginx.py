@@ -32,6 +32,8 @@ SCHEMA = {
                 "protocols": {"type": "array", "items": {"enum": ["TLSv1.2", "TLSv1.3"]}, "minItems": 1},
                 "ciphers": {"type": "string", "pattern": r"^[A-Za-z0-9:+!_-]+$"},
                 "session_timeout": {"type": "string", "pattern": r"^\d+[smhd]?$"},
+                # server cipher order: testssl.sh rates a server without one HIGH
+                "prefer_server_ciphers": {"type": "boolean"},
             },
         },
         "mail_proxies": {
@@ -77,7 +79,7 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         f"ssl_dhparam {tls}/dhparam.pem;",
         f"ssl_protocols {' '.join(model['tls']['protocols'])};",
         f"ssl_ciphers {model['tls']['ciphers']};",
-        "ssl_prefer_server_ciphers off;",
+        f"ssl_prefer_server_ciphers {'on' if model['tls'].get('prefer_server_ciphers') else 'off'};",
         f"ssl_session_timeout {model['tls'].get('session_timeout', '1d')};",
         "ssl_session_tickets off;",
     ]

@@ -46,6 +46,9 @@ SCHEMA = {
         },
         "extra": {"type": "object", "additionalProperties": False,
                   "properties": {"main": snippet_schema(), "master": snippet_schema()}},
+        # small static tables (regexp/pcre/texthash), written as table-NAME in the config directory
+        "tables": {"type": "object", "propertyNames": {"pattern": r"^[a-z][a-z0-9_.-]*$"},
+                   "additionalProperties": snippet_schema()},
         "lookups": {
             "type": "object",
             "propertyNames": {"pattern": r"^[a-z][a-z0-9_-]*$"},
@@ -134,6 +137,8 @@ class PostfixAdapter(Adapter):
         extra = model.get("extra") or {}
         files = [RenderedFile("main.cf", render_main_cf(model["main"], extra.get("main"))),
                  RenderedFile("master.cf", render_master_cf(model["master"], extra.get("master")))]
+        for name, content in (model.get("tables") or {}).items():
+            files.append(RenderedFile(f"table-{name}", content.rstrip("\n") + "\n"))
         for name, table in model["lookups"].items():
             files.append(RenderedFile(f"pgsql-{name}.cf",
                                       render_pgsql_table(table["query"], ctx, table.get("result_format")),

@@ -21,6 +21,7 @@ class NodeAgent:
         self.state = "unknown"
         self.down_since: float | None = None
         self._stop = False
+        self._queue_hold = None  # this node's queue, held while its mail unit runs
         self.cert_levels: dict[str, str] = {}  # certificate -> last expiry level logged
         self.certs_checked_at: float | None = None
 
@@ -51,13 +52,16 @@ class NodeAgent:
             self.app.components.start([name])
             states = self.app.components.states()
         down = [name for name in MAIL_UNIT if not states[name]["running"]]
-        if not down:
+        if not down and self._hold_queue():
             self.down_since = None
             self.apply_admin_state()
             return self._set_state("in_service", "all components running", states)
+        if not down:  # running, but another node is evacuating our queue: must not run
+            down = ["queue under evacuation"]
         if self.down_since is None:
             self.down_since = time.monotonic()
             stopped = self.app.deploys.deployer.stop_mail_unit()
+            self._release_queue()
             self._set_state("out_of_service", f"down: {', '.join(down)}; stopped together: "
                                               f"{', '.join(stopped) or '-'}", self.app.components.states())
             return self.state
@@ -81,8 +85,29 @@ class NodeAgent:
                      + ("down" if drained else "up"))
             self._drained = drained
 
+    def _hold_queue(self) -> bool:
+        from .errors import ConflictError
+
+        if self._queue_hold is not None:
+            return True
+        try:
+            self._queue_hold = self.app.queues.hold()
+        except ConflictError as exc:
+            self.log("queue", "evacuating", str(exc))
+            return False
+        return True
+
+    def _release_queue(self) -> None:
+        if self._queue_hold is not None:
+            cm, _ = self._queue_hold
+            self._queue_hold = None
+            cm.__exit__(None, None, None)
+
     def _try_return(self) -> str:
         deployer = self.app.deploys.deployer
+        if not self._hold_queue():
+            self.down_since = time.monotonic()
+            return self.state
         try:
             self.app.components.start(None)
             failed = [p for p in deployer.run_probes(patience=20) if not p.ok]
@@ -90,6 +115,7 @@ class NodeAgent:
             failed = [exc]
         if failed:
             deployer.stop_mail_unit()
+            self._release_queue()
             self.down_since = time.monotonic()
             self.log("node", "out_of_service", f"restart attempt failed: {failed[0]}")
             return self.state

@@ -46,6 +46,8 @@ DEFAULT_PORTS = {
     "dovecot_imap_internal": 10144,
     "dovecot_sieve_internal": 14191,
     "postfix_submission_internal": 10588,
+    # loopback only: the queue evacuator hands a failed node's mail to this node here
+    "postfix_evacuation": 10589,
     "sogo": 20000,
     "memcached": 11211,
 }

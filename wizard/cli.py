@@ -45,18 +45,18 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--listen-address", default=None, help="Address the public ports listen on ('*' for all).")
 @click.option("--port", "ports", multiple=True, metavar="NAME=PORT", help="Override a listening port.")
 @click.option("--service-backend", type=click.Choice(["auto", "direct", "systemd"]), default=None)
+@click.option("--mail-storage", default=None, help="Mailbox storage directory (shared storage in a cluster).")
+@click.option("--queue-directory", default=None, help="This node's postfix queue (on shared storage in a cluster).")
+@click.option("--lang", type=click.Choice(["ru", "en"]), default=None,
+              help="Language of the dialog screens (default: English when LC_ALL/LANG starts with 'en', else Russian).")
 def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, root, node_name,
-         fqdn, address, listen_address, ports, service_backend):
+         fqdn, address, listen_address, ports, service_backend, mail_storage, queue_directory, lang):
     """Configure this RuPost node: databases, schema, builtin templates,
     certificates and DH parameters, node registration."""
     from rupost.services import setup
 
-    if not silent:
-        from wizard.dialogs import run_dialogs
-
-        sys.exit(run_dialogs(root))
     password = db_password if db_password is not None else os.environ.get(PASSWORD_ENV)
-    if not password:
+    if silent and not password:
         raise click.UsageError(f"the database password is required: --db-password or {PASSWORD_ENV}")
     layout = Layout.at(root)
     try:
@@ -73,7 +73,13 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
         ports={**previous.ports, **_parse_ports(ports)},
         service_backend=service_backend or previous.service_backend,
         generations_kept=previous.generations_kept,
+        mail_storage=mail_storage if mail_storage is not None else previous.mail_storage,
+        queue_directory=queue_directory if queue_directory is not None else previous.queue_directory,
     )
+    if not silent:
+        from wizard.dialogs import run_dialogs, start_values
+
+        sys.exit(run_dialogs(root, lang, start_values(cfg, previous, click.get_current_context())))
     try:
         report = setup.install(layout, cfg)
     except RuPostError as exc:

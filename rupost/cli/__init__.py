@@ -136,4 +136,4 @@ def run(c, interval, hold_down):
 
 
 # command groups register themselves on `main` when imported
-from . import aliases, certificates, components, db, deploy, domains, mailboxes, nodes, templates  # noqa: E402,F401
+from . import aliases, certificates, components, db, deploy, domains, mailboxes, mailqueues, nodes, templates  # noqa: E402,F401

@@ -60,6 +60,14 @@ def components_exec(c, name):
     os.execvpe(spec.argv[0], spec.argv, {**os.environ, **spec.env})
 
 
+@components.command("reopen-logs", hidden=True)
+@pass_ctx
+def components_reopen_logs(c):
+    """Make the running daemons reopen their log files in /var/log/rupost (logrotate's postrotate)."""
+    for name, result in c.app.components.reopen_logs().items():
+        click.echo(f"{name}: {result}")
+
+
 @components.command("reload-daemon", hidden=True)
 @click.argument("name")
 @click.option("--pid", type=int, required=True, help="The unit's $MAINPID.")

@@ -85,6 +85,12 @@ class RuPost:
         return ComponentService(self)
 
     @functools.cached_property
+    def queues(self):
+        from .queues import QueueService
+
+        return QueueService(self)
+
+    @functools.cached_property
     def nodes(self):
         from .nodes import NodeService
 

@@ -96,12 +96,13 @@ class DeployService:
         return self.deployer.drift()
 
     def deploy(self, plan: Plan | None = None, force: bool = False) -> DeployResult:
-        with self.lock("deploy"):
+        # the node's own queue must not be under evacuation while its postfix may start
+        with self.lock("deploy"), self.app.queues.ownership():
             return self._deploy(plan or self.plan(), force)
 
     def rollback(self, generation: int | None = None, force: bool = False) -> DeployResult:
         """Return this node to a kept generation (default: the newest applied one before the live one)."""
-        with self.lock("rollback"):
+        with self.lock("rollback"), self.app.queues.ownership():
             deployer = self.deployer
             live = (deployer.live_manifest() or {}).get("number")
             if generation is None:

@@ -121,3 +121,121 @@ def test_a_killed_component_takes_its_node_out_and_stuck_clients_reach_the_other
             node.stop_agent()
         a.rupost("components", "start")
         assert wait_until(lambda: health(a) == 200, 20)
+
+
+def maildir_queue_ids(storage, address: str, origin: str) -> list[str]:
+    """The queue id each delivered message got on `origin` (from its Received header)."""
+    import re
+
+    local, domain = address.split("@")
+    pattern = re.compile(rf"by {origin}\.cluster\.test \(Postfix\) with E?SMTP id (\w+)")
+    ids = []
+    for sub in ("new", "cur"):
+        for path in (storage / domain / local / "Maildir" / sub).glob("*"):
+            found = pattern.search(path.read_text(errors="replace"))
+            if found:
+                ids.append(found.group(1))
+    return ids
+
+
+def kill_node(node) -> None:
+    """A crash: every daemon of the node killed at once, nothing shut down cleanly."""
+    master = node.layout.postfix_queue / "pid" / "master.pid"  # postfix's master runs in its own session
+    if master.exists():
+        try:
+            os.killpg(int(master.read_text().split()[0]), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    for name in node.app.adapters:
+        pid = node.app.backend.pid(name)
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def evacuator(node):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(["ip", "netns", "exec", node.netns, sys.executable, "-m", "rupost.cli", "--root",
+                             str(node.root), "mailqueues", "evacuate", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_evacuation_delivers_a_dead_nodes_queue_exactly_once(cluster, users):
+    import json
+    import subprocess
+
+    from rupost.services.queues import count_queue
+
+    a, b = cluster.node("nodea"), cluster.node("nodeb")
+    domain = users["ann"][0].split("@")[1]
+    rcpt = f"evac@{domain}"
+    a.app.mailboxes.add(rcpt, "evac-password-1")
+    storage = a.layout.mail_storage
+    # an existing mailbox (its home holds dovecot's duplicate database)
+    send(b.address, cluster.client_address(4), rcpt, "welcome")
+    assert wait_until(lambda: (storage / domain / "evac" / "Maildir" / "new").is_dir(), 20)
+    total = 2000
+    queue = a.layout.postfix_queue
+    already = count_queue(queue)  # mail A had queued before (earlier tests)
+    os.kill(a.app.backend.pid("dovecot"), signal.SIGKILL)  # LMTP target gone: mail stays queued on A
+    subprocess.run(["ip", "netns", "exec", a.netns, "smtp-source", "-s", "20", "-m", str(total), "-l", "1024",
+                    "-f", "load@example.org", "-t", rcpt, f"127.0.0.1:{a.app.config.port('postfix_evacuation')}"],
+                   check=True, capture_output=True, timeout=300)
+    assert wait_until(lambda: count_queue(queue) == already + total, 60), f"{count_queue(queue)} queued on A"
+    kill_node(a)
+    try:
+        first = evacuator(b)
+        started = time.monotonic()
+        new = storage / domain / "evac" / "Maildir" / "new"
+        assert wait_until(lambda: len(os.listdir(new)) > 20, 120, interval=0.02)
+        os.killpg(first.pid, signal.SIGKILL)  # an evacuator killed half-way
+        print(f"\nfirst evacuator killed {time.monotonic() - started:.1f} s after it started")
+        first.wait()
+        partial = len(maildir_queue_ids(storage, rcpt, "nodea"))
+        assert 0 < count_queue(queue) < already + total
+
+        import sqlalchemy as sa
+
+        def running_evacuations():
+            with b.app.dbs.engine("logs").connect() as conn:
+                return conn.execute(sa.text("SELECT id FROM evacuations WHERE result = 'running' "
+                                            "AND id > :last"), {"last": last}).all()
+
+        with b.app.dbs.engine("logs").connect() as conn:
+            last = conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM evacuations")).scalar()
+        started = time.monotonic()
+        second, third = evacuator(b), evacuator(b)  # two evacuators at once
+        # while one of them works, the failed node cannot take its queue back
+        assert wait_until(running_evacuations, 30)
+        refused = a.rupost("components", "start", check=False)
+        assert refused.returncode == 1 and "is being evacuated" in refused.stderr + refused.stdout
+        outs = [json.loads(p.communicate(timeout=600)[0] or "[]") for p in (second, third)]
+        results = sorted(r["result"] for out in outs for r in out)
+        assert "done" in results and "incomplete" not in results and "failed" not in results, outs
+
+        assert count_queue(queue) == 0
+        print(f"the remaining {total - partial} evacuated in {time.monotonic() - started:.1f} s")
+        ids = wait_until(lambda: (lambda found: found if len(found) >= total else None)(
+            maildir_queue_ids(storage, rcpt, "nodea")), 60) or maildir_queue_ids(storage, rcpt, "nodea")
+        duplicates = len(ids) - len(set(ids))
+        print(f"delivered {len(ids)}, distinct {len(set(ids))}, duplicates {duplicates}")
+        assert len(set(ids)) == total, f"lost {total - len(set(ids))} messages"
+        # KNOWN GAP (issue 6 stays open): a message the killed evacuator had handed over
+        # (250 received) but not yet marked done in the queue is sent again by the next
+        # evacuator. Bounded by the evacuator's concurrency (20 in flight). Two evacuators
+        # at once and a node coming back during the evacuation add none.
+        assert duplicates <= 20, f"{duplicates} duplicates, more than the messages that can be in flight"
+        with a.app.dbs.session("logs") as s:
+            from sqlalchemy import select
+
+            from rupost.db.models import Evacuation
+
+            rows = s.scalars(select(Evacuation).where(Evacuation.failed_node == "nodea")).all()
+            assert any(r.result == "done" and r.remaining == 0 for r in rows)
+    finally:
+        a.rupost("components", "start", check=False)
+        assert wait_until(lambda: health(a) == 200, 30)
