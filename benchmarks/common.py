@@ -63,3 +63,37 @@ def timed(fn, repeat: int = 1, setup=None) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), times
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    """p50/p99/max in milliseconds and the sample count."""
+    return {"p50_ms": round(percentile(seconds, 50) * 1000, 3), "p99_ms": round(percentile(seconds, 99) * 1000, 3),
+            "max_ms": round(max(seconds) * 1000, 3), "samples": len(seconds)}
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1):
+    """Poll predicate() until it returns a true value or timeout passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def maildir_count(maildir: Path) -> int:
+    """Messages in a Maildir (new + cur), whatever has been read or not."""
+    total = 0
+    for sub in ("new", "cur"):
+        try:
+            total += sum(1 for _ in os.scandir(maildir / sub))
+        except FileNotFoundError:
+            pass
+    return total

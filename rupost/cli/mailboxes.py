@@ -82,3 +82,29 @@ def mailboxes_enable(c, address):
 def mailboxes_remove(c, address):
     c.app.mailboxes.remove(address)
     click.echo(f"mailbox {address} removed (its stored mail is kept on disk)")
+
+
+@mailboxes.command("import")
+@click.argument("csv_file", metavar="CSV", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--check", "check_only", is_flag=True, help="Check every row and report; create nothing.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes hashing passwords (default: one per CPU).")
+@json_option
+@pass_ctx
+def mailboxes_import(c, csv_file, check_only, workers, as_json):
+    """Create the mailboxes of a CSV file, all or nothing.
+
+    The first line names the columns: address,password (required), quota, name
+    (optional, any order). A bad row is reported with its line number and nothing
+    is created. Use - to read the file from stdin.
+    """
+    import sys
+
+    source = sys.stdin if csv_file == "-" else csv_file
+    result = c.app.mailboxes.import_csv(source, check_only=check_only, workers=workers)
+    if as_json:
+        emit(result, True)
+    elif check_only:
+        click.echo(f"{result['checked']} mailbox(es) checked, all valid; nothing created (--check)")
+    else:
+        click.echo(f"{result['imported']} mailbox(es) imported into {', '.join(result['domains'])}")

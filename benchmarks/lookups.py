@@ -1,0 +1,190 @@
+"""Lookup latency on a live node, through the same sockets the daemons use.
+
+- recipient: postfix's proxymap service (the node's own `private/proxymap` socket,
+  the request smtpd sends for `virtual_mailbox_maps`), i.e. proxymap -> the node's
+  `pgsql-mailboxes.cf` -> PostgreSQL view `lookup_mailboxes`; one connection kept open,
+  as smtpd keeps it.
+- auth: a PLAIN authentication on dovecot's `auth-client` socket (what imap-login
+  sends): passdb SQL query + SHA512-CRYPT verification, with the auth cache flushed
+  (`doveadm auth cache flush`) before each round so that every lookup reaches the
+  database.
+- passdb: a PASS request on dovecot's `auth-master` socket (what `doveadm auth lookup`
+  does): the passdb SQL query alone, no password verification; cache flushed.
+- userdb: a USER request on `auth-master` (what LMTP asks for each recipient), also with
+  the cache flushed.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import random
+import socket
+import subprocess
+import time
+
+from .common import summary_ms
+
+
+class ProxymapClient:
+    def __init__(self, queue_directory, timeout: float = 10):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(queue_directory / "private" / "proxymap"))
+        self.buf = b""
+        hello = self._read()
+        if hello.get("protocol") != "proxymap_protocol":
+            raise RuntimeError(f"unexpected proxymap greeting {hello!r}")
+
+    def _read(self) -> dict:
+        while self._incomplete():
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("proxymap closed the connection")
+            self.buf += chunk
+        fields, end = [], 0
+        while True:
+            nul = self.buf.index(b"\0", end)
+            if nul == end and len(fields) % 2 == 0:  # an empty name ends the record
+                self.buf = self.buf[end + 1:]
+                break
+            fields.append(self.buf[end:nul].decode())
+            end = nul + 1
+        return dict(zip(fields[0::2], fields[1::2]))
+
+    def _incomplete(self) -> bool:
+        # a record is name\0value\0...\0; an empty value also gives \0\0, so walk the pairs
+        pos = 0
+        while True:
+            try:
+                name_end = self.buf.index(b"\0", pos)
+            except ValueError:
+                return True
+            if name_end == pos:
+                return False
+            try:
+                pos = self.buf.index(b"\0", name_end + 1) + 1
+            except ValueError:
+                return True
+
+    def lookup(self, table: str, key: str) -> tuple[int, str]:
+        request = ["request", "lookup", "table", table, "flags", "0", "key", key]
+        self.sock.sendall(b"".join(x.encode() + b"\0" for x in request) + b"\0")
+        reply = self._read()
+        return int(reply["status"]), reply.get("value", "")
+
+    def close(self):
+        self.sock.close()
+
+
+class AuthClient:
+    """dovecot auth-client protocol (PLAIN) and auth-master (PASS, USER) requests."""
+
+    def __init__(self, base_dir, timeout: float = 10):
+        self.client = self._connect(base_dir / "auth-client", f"VERSION\t1\t2\nCPID\t{os.getpid()}\n", b"DONE", timeout)
+        self.master = self._connect(base_dir / "auth-master", "VERSION\t1\t0\n", b"SPID", timeout)
+        self.n = 0
+
+    @staticmethod
+    def _connect(path, hello: str, until: bytes, timeout: float):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        stream = sock.makefile("rwb")
+        stream.write(hello.encode())
+        stream.flush()
+        while not stream.readline().startswith(until):
+            pass
+        return stream
+
+    def auth(self, user: str, password: str) -> bool:
+        self.n += 1
+        resp = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        self.client.write(f"AUTH\t{self.n}\tPLAIN\tservice=imap\tsecured\tnologin\trip=127.0.0.1\t"
+                          f"lip=127.0.0.1\tresp={resp}\n".encode())
+        self.client.flush()
+        return self.client.readline().startswith(b"OK\t")
+
+    def passdb(self, user: str) -> bool:
+        """A passdb lookup without verifying a password (what `doveadm auth lookup` does)."""
+        self.n += 1
+        self.master.write(f"PASS\t{self.n}\t{user}\tservice=imap\n".encode())
+        self.master.flush()
+        return self.master.readline().startswith(b"PASS\t")
+
+    def user(self, user: str) -> bool:
+        self.n += 1
+        self.master.write(f"USER\t{self.n}\t{user}\tservice=lmtp\n".encode())
+        self.master.flush()
+        return self.master.readline().startswith(b"USER\t")
+
+
+def flush_auth_cache(inst) -> None:
+    conf = inst.layout.component_config("dovecot") / "dovecot.conf"
+    subprocess.run(["doveadm", "-c", str(conf), "auth", "cache", "flush"], check=True, capture_output=True,
+                   timeout=30)
+
+
+def measure(inst, mailboxes: int, domain: str, password: str, samples: int, seed: int = 11) -> dict:
+    """p50/p99 of recipient, auth and userdb lookups of random existing mailboxes u0..u{n-1}."""
+    rng = random.Random(seed + mailboxes)
+    users = [f"u{rng.randrange(mailboxes)}@{domain}" for _ in range(samples)]
+    table = f"pgsql:{inst.layout.component_config('postfix') / 'pgsql-mailboxes.cf'}"
+    pm = ProxymapClient(inst.layout.postfix_queue)
+    try:
+        for user in users[:20]:  # warm: proxymap's database connection is opened on first use
+            pm.lookup(table, user)
+        recipient = []
+        for user in users:
+            t0 = time.perf_counter()
+            status, _ = pm.lookup(table, user)
+            recipient.append(time.perf_counter() - t0)
+            if status != 0:
+                raise RuntimeError(f"proxymap did not find {user} (status {status})")
+        t0 = time.perf_counter()
+        status, _ = pm.lookup(table, f"nobody-{rng.random()}@{domain}")
+        unknown_s = time.perf_counter() - t0
+        if status != 1:
+            raise RuntimeError(f"proxymap found a mailbox that does not exist (status {status})")
+    finally:
+        pm.close()
+
+    auth_client = AuthClient(inst.layout.run_dir("dovecot"))
+    auth_s, passdb_s, userdb_s = [], [], []
+    round_size = min(mailboxes, 200)
+    for start in range(0, len(users), round_size):
+        batch = list(dict.fromkeys(users[start:start + round_size]))  # distinct: every lookup misses the cache
+        flush_auth_cache(inst)
+        for user in batch:
+            t0 = time.perf_counter()
+            ok = auth_client.auth(user, password)
+            auth_s.append(time.perf_counter() - t0)
+            if not ok:
+                raise RuntimeError(f"dovecot refused {user}")
+        flush_auth_cache(inst)
+        for user in batch:
+            t0 = time.perf_counter()
+            ok = auth_client.passdb(user)
+            passdb_s.append(time.perf_counter() - t0)
+            if not ok:
+                raise RuntimeError(f"dovecot passdb does not know {user}")
+        flush_auth_cache(inst)
+        for user in batch:
+            t0 = time.perf_counter()
+            ok = auth_client.user(user)
+            userdb_s.append(time.perf_counter() - t0)
+            if not ok:
+                raise RuntimeError(f"dovecot userdb does not know {user}")
+    return {"mailboxes": mailboxes, "recipient": blocks_ms(recipient), "unknown_recipient_ms": round(unknown_s * 1000, 3),
+            "auth": blocks_ms(auth_s), "passdb": blocks_ms(passdb_s), "userdb": blocks_ms(userdb_s)}
+
+
+def blocks_ms(seconds: list[float], blocks: int = 3) -> dict:
+    """p50 over all samples; p99 as the median of the p99s of `blocks` consecutive blocks (a burst
+    of load from another tenant of the machine spoils one block, not the figure); the worst
+    block's p99 is kept too."""
+    out = summary_ms(seconds)
+    size = len(seconds) // blocks
+    if size >= 100:
+        per = sorted(summary_ms(seconds[i * size:(i + 1) * size])["p99_ms"] for i in range(blocks))
+        out.update({"p99_all_ms": out["p99_ms"], "p99_ms": per[len(per) // 2], "p99_worst_block_ms": per[-1]})
+    return out
