@@ -92,7 +92,7 @@ def traffic_through_deploys(inst, deploys, count: int = 60) -> tuple[int, int]:
     from email.message import EmailMessage
 
     app = inst.app
-    address, password = f"traffic@bench.test", "traffic-password-1"
+    address, password = "traffic@bench.test", "traffic-password-1"
     app.mailboxes.add(address, password)
     tag, accepted = uuid.uuid4().hex[:8], []
 

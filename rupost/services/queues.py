@@ -195,7 +195,7 @@ class QueueService:
             "compatibility_level = 3.6",
             f"queue_directory = {queue_dir}",
             f"data_directory = {data}",
-            f"syslog_name = postfix-rupost/evacuator",
+            "syslog_name = postfix-rupost/evacuator",
             f"maillog_file = {logs}/postfix-evacuator.log",
             f"maillog_file_prefixes = {logs}",
             "inet_interfaces = loopback-only",
