@@ -13,6 +13,7 @@ and rollback once for all components; an adapter only knows its component:
 """
 from __future__ import annotations
 
+import abc
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +63,16 @@ class ProcessSpec:
     stop_timeout: float = 15.0
 
 
-class Adapter:
+class Adapter(abc.ABC):
     name: str = ""
     schema: dict = {"type": "object"}
 
     def check_model(self, model: dict) -> list[str]:
         return []
 
+    @abc.abstractmethod
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
-        raise NotImplementedError(f"{type(self).__name__}.render")
+        """Native files for this component's section of the rendered template."""
 
     def validate(self, config_dir: Path, ctx: RenderContext) -> None:
         """Run the component's own checker on the staged configuration."""
@@ -79,8 +81,9 @@ class Adapter:
         """Derive files the daemon needs next to the rendered ones in a new generation
         (e.g. compiled scripts); they are not part of the recorded hashes."""
 
+    @abc.abstractmethod
     def process(self, ctx: RenderContext) -> ProcessSpec:
-        raise NotImplementedError(f"{type(self).__name__}.process")
+        """How the service backend runs and reloads this component's daemon."""
 
     # ---- helpers for subclasses
     def run_checker(self, argv: list[str], *, env: dict | None = None, ok_warnings: bool = True) -> str:
