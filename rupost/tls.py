@@ -29,16 +29,8 @@ N///////////AgEC
 
 
 def ffdhe_default() -> tuple[str, int]:
-    import warnings
-
-    from cryptography.hazmat.primitives.serialization import load_pem_parameters
-
-    # cryptography deprecates finite-field DH for its own key exchange; here the
-    # group is only parsed to report its size, the TLS servers use it
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        params = load_pem_parameters(FFDHE3072_PEM.encode())
-    return FFDHE3072_PEM, params.parameter_numbers().p.bit_length()
+    p, _ = _parse_dh_pem(FFDHE3072_PEM)
+    return FFDHE3072_PEM, p.bit_length()
 
 
 def self_signed(common_name: str, alt_names: list[str], days: int = 3650) -> tuple[str, str, dt.datetime]:
@@ -347,23 +339,13 @@ def is_probable_prime(n: int, rounds: int = 24) -> bool:
 
 def validate_dhparam(text: str) -> tuple[str, int]:
     """Check PEM DH parameters: size >= 2048 and a safe prime; return (normalised PEM, bits)."""
-    import warnings
-
-    from cryptography.hazmat.primitives.asymmetric import dh
-
     if "-----BEGIN DH PARAMETERS-----" not in text and "-----BEGIN X9.42 DH PARAMETERS-----" not in text:
         raise ValueError("the file holds no PEM DH parameters (expected '-----BEGIN DH PARAMETERS-----', "
                          "as written by `openssl dhparam`)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            params = serialization.load_pem_parameters(text.encode())
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise ValueError(f"the DH parameters cannot be parsed: {exc}") from None
-    if not isinstance(params, dh.DHParameters):
-        raise ValueError("the file holds parameters that are not DH parameters")
-    numbers = params.parameter_numbers()
-    p, g = numbers.p, numbers.g
+    try:
+        p, g = _parse_dh_pem(text)
+    except ValueError as exc:
+        raise ValueError(f"the DH parameters cannot be parsed: {exc}") from None
     bits = p.bit_length()
     if bits < MIN_DH_BITS:
         raise ValueError(f"the DH prime has {bits} bits: at least {MIN_DH_BITS} are required "
@@ -376,6 +358,44 @@ def validate_dhparam(text: str) -> tuple[str, int]:
         raise ValueError(f"the DH modulus p ({bits} bits) is not a safe prime: (p-1)/2 is not prime, so small "
                          "subgroups can be forced; generate with `openssl dhparam` or use an RFC 7919 group")
     return pkcs3_dhparam_pem(p, g), bits
+
+
+def _parse_dh_pem(text: str) -> tuple[int, int]:
+    """(p, g) from PKCS#3 'DH PARAMETERS' or X9.42 'X9.42 DH PARAMETERS' PEM.
+
+    Parsed here rather than by cryptography: newer releases refuse to load weak
+    groups at all, and the administrator must be told *why* a file is refused."""
+    import base64
+    import re
+
+    match = re.search(r"-----BEGIN (?:X9\.42 )?DH PARAMETERS-----(.*?)-----END (?:X9\.42 )?DH PARAMETERS-----",
+                      text, re.S)
+    if not match:
+        raise ValueError("no PEM block")
+    try:
+        der = base64.b64decode("".join(match.group(1).split()), validate=True)
+    except ValueError:
+        raise ValueError("the PEM block is not valid base64") from None
+
+    def read(data: bytes, pos: int, tag: int) -> tuple[bytes, int]:
+        if pos + 2 > len(data) or data[pos] != tag:
+            raise ValueError("not a DER DH parameters structure")
+        length, pos = data[pos + 1], pos + 2
+        if length & 0x80:
+            count = length & 0x7F
+            if count == 0 or count > 4 or pos + count > len(data):
+                raise ValueError("bad DER length")
+            length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+        if pos + length > len(data):
+            raise ValueError("truncated DER")
+        return data[pos:pos + length], pos + length
+
+    body, end = read(der, 0, 0x30)
+    if end != len(der):
+        raise ValueError("trailing data after the DH parameters")
+    raw_p, pos = read(body, 0, 0x02)
+    raw_g, _ = read(body, pos, 0x02)
+    return int.from_bytes(raw_p, "big"), int.from_bytes(raw_g, "big")
 
 
 def _der_length(length: int) -> bytes:
