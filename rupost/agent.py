@@ -128,7 +128,9 @@ class NodeAgent:
             self.log("node", state, message)
             self.state = state
         try:
-            self.app.nodes.report(state, components or {})
+            # the agent's own mark: a rollout asks only nodes whose agent is running
+            self.app.nodes.report(state, {**(components or self.app.components.states()),
+                                          "_agent": dt.datetime.now(dt.timezone.utc).isoformat()})
         except RuPostError as exc:
             self.log("database", "unreachable", str(exc))
         return state
@@ -147,6 +149,26 @@ class NodeAgent:
         self.cert_levels = {w["name"]: w["level"] for w in warnings}
         return warnings
 
+    def _wait_for_notification(self, timeout: float) -> None:
+        """Sleep until the next tick, or until a rollout asks for this node (LISTEN/NOTIFY)."""
+        import psycopg
+
+        from .services.rollouts import CHANNEL
+
+        db = self.app.config.database
+        try:
+            if getattr(self, "_listen", None) is None:
+                self._listen = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
+                                               dbname=db.main, autocommit=True, connect_timeout=5)
+                self._listen.execute(f"LISTEN {CHANNEL}")
+            for _ in self._listen.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            self._listen = None  # periodic polling still serves the requests
+            deadline = time.monotonic() + timeout
+            while not self._stop and time.monotonic() < deadline:
+                time.sleep(0.2)
+
     def run_forever(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.log("agent", "started", f"interval {self.interval}s")
@@ -154,9 +176,9 @@ class NodeAgent:
             try:
                 self.check_once()
                 self.check_certificates()
+                if self.app.rollouts.serve_requests():
+                    self.log("node", "rollout", "applied a cluster-wide deploy step")
             except RuPostError as exc:
                 self.log("agent", "error", str(exc))
-            deadline = time.monotonic() + self.interval
-            while not self._stop and time.monotonic() < deadline:
-                time.sleep(0.2)
+            self._wait_for_notification(self.interval)
         self.log("agent", "stopped", "SIGTERM")

@@ -9,11 +9,12 @@ from . import emit, json_option, main, pass_ctx
 @main.command()
 @click.option("--plan", "plan_only", is_flag=True, help="Render, validate and show the diff; change nothing.")
 @click.option("--force", is_flag=True, help="Overwrite files that were changed by hand (drift).")
+@click.option("--this-node", is_flag=True, help="Only this node, not a cluster-wide rolling deploy.")
 @click.option("--rollback", "rollback", is_flag=False, flag_value="previous", default=None, metavar="[GENERATION]",
               help="Return to a kept generation (default: the previous applied one).")
 @json_option
 @pass_ctx
-def deploy(c, plan_only, force, rollback, as_json):
+def deploy(c, plan_only, force, this_node, rollback, as_json):
     """Deploy the active configuration template onto this node."""
     if rollback is not None:
         if rollback != "previous" and not rollback.isdigit():
@@ -36,6 +37,17 @@ def deploy(c, plan_only, force, rollback, as_json):
             for component in plan.changed:
                 click.echo(plan.diffs[component], nl=False)
             click.echo(f"components that would change: {', '.join(plan.changed)}")
+        return
+    if not this_node and len(c.app.nodes.list()) > 1:
+        rollout = c.app.rollouts.run(force)
+        if as_json:
+            emit(rollout, True)
+            return
+        for step in rollout["steps"]:
+            click.echo(f"  {step['node']}: {step['status']}"
+                       + (f" (generation {step['generation']})" if step["generation"] else "")
+                       + (f": {step['error']}" if step["error"] else ""))
+        click.echo(f"rollout {rollout['id']} of {rollout['template']}: {rollout['status']}")
         return
     _print_result(c.app.deploys.deploy(plan, force), as_json)
 

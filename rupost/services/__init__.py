@@ -85,6 +85,12 @@ class RuPost:
         return ComponentService(self)
 
     @functools.cached_property
+    def rollouts(self):
+        from .rollouts import RolloutService
+
+        return RolloutService(self)
+
+    @functools.cached_property
     def queues(self):
         from .queues import QueueService
 

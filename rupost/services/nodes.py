@@ -95,6 +95,12 @@ class NodeService:
         self.app.audit.record("node.remove", name)
 
     @staticmethod
+    def agent_alive(node: dict) -> bool:
+        """Its node agent (`rupost run`) reported within the heartbeat timeout."""
+        seen = (node.get("components") or {}).get("_agent")
+        return bool(seen) and utcnow() - dt.datetime.fromisoformat(seen) < HEARTBEAT_TIMEOUT
+
+    @staticmethod
     def alive(node: dict) -> bool:
         beat = node.get("last_heartbeat")
         return bool(beat) and utcnow() - dt.datetime.fromisoformat(beat) < HEARTBEAT_TIMEOUT

@@ -142,7 +142,7 @@ class Cluster:
                 setup.install(node.layout, node.config())
             self.nodes[0].app.settings.set("template_parameters", self.parameters)
             for node in self.nodes:
-                node.rupost("deploy")
+                node.rupost("deploy", "--this-node")
             return self
         except BaseException:
             self.stop()

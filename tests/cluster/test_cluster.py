@@ -239,3 +239,56 @@ def test_evacuation_delivers_a_dead_nodes_queue_exactly_once(cluster, users):
     finally:
         a.rupost("components", "start", check=False)
         assert wait_until(lambda: health(a) == 200, 30)
+
+
+ROLLING = """
+apiVersion: rupost/v1
+kind: ConfigurationTemplate
+extends: standard
+metadata: {{name: rolling, version: {version}}}
+parameters:
+  message_size_limit: {{type: integer, default: 31457280, min: 1048576}}
+components:
+  nginx:
+    mail_proxies:
+      - {{name: imaps, listen: "127.0.0.1:{{{{ node.ports.nginx_imaps }}}}", upstream: "{imap_upstream}"}}
+      - {{name: submissions, listen: "127.0.0.1:{{{{ node.ports.nginx_submissions }}}}", upstream: "127.0.0.1:{{{{ node.ports.postfix_submission }}}}"}}
+"""
+
+
+def live_template(node) -> str:
+    import json
+
+    manifest = json.loads((node.layout.current / "manifest.json").read_text())
+    return f"{manifest['template']}@{manifest['version']}"
+
+
+def test_a_deploy_rolls_across_the_nodes_and_a_failing_version_stops_at_the_first(cluster):
+    a, b = cluster.node("nodea"), cluster.node("nodeb")
+    good = ROLLING.format(version="1.0.0", imap_upstream="127.0.0.1:{{ node.ports.dovecot_imap }}")
+    bad = ROLLING.format(version="1.0.1", imap_upstream="127.0.0.1:9")  # IMAPS probe fails at runtime
+    a.app.templates.import_text(good, "rolling-good.yaml")
+    a.app.templates.import_text(bad, "rolling-bad.yaml")
+    for node in (a, b):
+        node.start_agent(interval=1, hold_down=300)
+    try:
+        assert wait_until(lambda: all(n["state"] == "in_service" and a.app.nodes.alive(n)
+                                      for n in a.app.nodes.list()), 20)
+        a.app.templates.activate("rolling", "1.0.0")
+        out = a.rupost("deploy")
+        assert "rollout" in out.stdout and ": done" in out.stdout, out.stdout
+        assert live_template(a) == live_template(b) == "rolling@1.0.0"
+        assert "message_size_limit = 31457280" in (b.layout.current / "postfix" / "main.cf").read_text()
+
+        a.app.templates.activate("rolling", "1.0.1")
+        out = a.rupost("deploy", check=False)
+        assert out.returncode == 1
+        assert "stopped at node nodea" in out.stderr and "rolled back" in out.stderr, out.stderr
+        assert "the nodes after it were not changed" in out.stderr
+        assert live_template(a) == live_template(b) == "rolling@1.0.0"
+    finally:
+        a.app.templates.activate("standard", "1.0.0")
+        a.rupost("deploy", check=False)
+        for node in (a, b):
+            node.stop_agent()
+    assert live_template(a) == live_template(b) == "standard@1.0.0"
