@@ -94,7 +94,8 @@ class Cluster:
         self.bridge = f"rpbr{self.tag}"
         self.gateway = f"{self.subnet}.254"
         self.size = size
-        self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False}
+        self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False,
+                                                                     "nfs_mail_storage": True}
         self.shared = self.base / "shared"
         self.nodes: list[ClusterNode] = []
         self.pg: TempPostgres | None = None
