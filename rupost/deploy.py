@@ -285,11 +285,7 @@ class Deployer:
         number, gen_dir = self._write_generation(plan)
         result = DeployResult(number, "failed")
         result.step("render", True, f"generation {number}: {', '.join(plan.changed)} changed")
-        try:
-            self._apply_generation(plan, gen_dir, previous, result, discard_invalid=True)
-        except DeployError as exc:
-            exc.result = result
-            raise
+        self._apply_generation(plan, gen_dir, previous, result, discard_invalid=True)
         return result
 
     def rollback_to(self, number: int, force: bool = False) -> DeployResult:
@@ -302,15 +298,21 @@ class Deployer:
         self.check_drift(plan, force)
         result = DeployResult(number, "failed")
         result.step("rollback by hand", True, f"to generation {number}: {', '.join(plan.changed) or 'no'} changes")
-        try:
-            self._apply_generation(plan, gen_dir, live, result, discard_invalid=False)
-        except DeployError as exc:
-            exc.result = result
-            raise
+        self._apply_generation(plan, gen_dir, live, result, discard_invalid=False)
         return result
 
     def _apply_generation(self, plan: Plan, gen_dir: Path, previous: Path | None, result: DeployResult,
                           discard_invalid: bool) -> None:
+        """Validate, switch, start/reload, probe, roll back on failure; a DeployError
+        carries `result` with every step for the generation record."""
+        try:
+            self._validate_switch_probe(plan, gen_dir, previous, result, discard_invalid)
+        except DeployError as exc:
+            exc.result = result
+            raise
+
+    def _validate_switch_probe(self, plan: Plan, gen_dir: Path, previous: Path | None, result: DeployResult,
+                               discard_invalid: bool) -> None:
         try:
             self._validate(plan, result)
         except ComponentCheckError as exc:
