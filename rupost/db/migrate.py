@@ -23,16 +23,19 @@ def alembic_config(dbs: Databases, kind: str) -> Config:
 
 
 def upgrade(dbs: Databases, kinds=KINDS) -> None:
+    # "heads": features land as independent branches off a common base (each
+    # area's tables in its own revision), so a database may have several heads
     for kind in kinds:
-        command.upgrade(alembic_config(dbs, kind), "head")
+        command.upgrade(alembic_config(dbs, kind), "heads")
 
 
 def status(dbs: Databases) -> list[dict]:
     rows = []
     for kind in KINDS:
-        head = ScriptDirectory.from_config(alembic_config(dbs, kind)).get_current_head()
+        heads = set(ScriptDirectory.from_config(alembic_config(dbs, kind)).get_heads())
         with dbs.engine(kind).connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
-        rows.append({"database": dbs.name(kind), "kind": kind, "current": current, "head": head,
-                     "up_to_date": current == head})
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        rows.append({"database": dbs.name(kind), "kind": kind,
+                     "current": ",".join(sorted(current)) or None, "head": ",".join(sorted(heads)),
+                     "up_to_date": current == heads})
     return rows
