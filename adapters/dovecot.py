@@ -112,8 +112,10 @@ class DovecotAdapter(Adapter):
     def finalize(self, config_dir: Path) -> None:
         # LMTP runs as the mail user and cannot save compiled global scripts next to
         # the root-owned generation files: compile them now
+        # with the instance's own configuration: a binary compiled under another
+        # extension set is "out of date" to LMTP, which then tries (and fails) to recompile
         for script in sorted((config_dir / "sieve").glob("*.sieve")):
-            self.run_checker(["sievec", str(script)])
+            self.run_checker(["sievec", "-c", str(config_dir / "dovecot.conf"), str(script)])
 
     def _prepare_dirs(self, ctx: RenderContext) -> None:
         for d in (ctx.layout.run_dir(self.name), ctx.layout.state / "dovecot", ctx.layout.logs):

@@ -232,14 +232,16 @@ class Deployer:
         manifest = {"number": number, "template": plan.template, "version": plan.version,
                     "parameters": plan.parameters, "hashes": plan.hashes}
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.rename(tmp_dir, gen_dir)
+        # finalize at the final path: compiled artefacts (Sieve binaries) record the
+        # location of their source and are "out of date" anywhere else
         try:
             for name, adapter in self.adapters.items():
-                if (tmp_dir / name).is_dir():
-                    adapter.finalize(tmp_dir / name)
+                if (gen_dir / name).is_dir():
+                    adapter.finalize(gen_dir / name)
         except ComponentCheckError as exc:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            shutil.rmtree(gen_dir, ignore_errors=True)
             raise DeployError(f"{exc}\nnothing was changed on this node") from None
-        os.rename(tmp_dir, gen_dir)
         return number, gen_dir
 
     def _switch(self, gen_dir: Path) -> None:

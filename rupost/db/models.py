@@ -255,4 +255,19 @@ class Evacuation(LogsBase):
     message: Mapped[str] = mapped_column(Text, default="")
 
 
+class EvacuatedMessage(LogsBase):
+    """Hand-over journal of one evacuated message (see rupost/evacuation_proxy.py):
+    `prepared` before the receiver got the final dot, `delivered` after its 250."""
+
+    __tablename__ = "evacuated_messages"
+
+    evacuation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_node: Mapped[str] = mapped_column(String(128), index=True)
+    queue_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    by_node: Mapped[str] = mapped_column(String(128))
+    reply: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(), onupdate=func.now())
+
+
 METADATA = {"main": MainBase.metadata, "data": DataBase.metadata, "logs": LogsBase.metadata}

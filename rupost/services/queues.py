@@ -28,9 +28,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from ..db.models import Evacuation, utcnow
+from ..db.models import EvacuatedMessage, Evacuation, Setting, utcnow
+from ..evacuation_proxy import HEADER, EvacuationProxy, HandOverJournal
 from ..errors import ConflictError, RuPostError
 
+EVACUATION_SECRET = "evacuation_secret"
 LOCK_CLASS = 0x52505155  # "RPQU": advisory-lock namespace of queue ownership
 QUEUE_SUBDIRS = ("maildrop", "incoming", "active", "deferred", "hold")
 EVACUATOR_SERVICES = """\
@@ -147,15 +149,20 @@ class QueueService:
             found = count_queue(queue_dir)
             record = self._journal(name, found)
             try:
-                remaining = self._run_instance(queue_dir, timeout)
+                remaining = self._run_instance(name, queue_dir, timeout)
                 result = "done" if remaining == 0 else "incomplete"
                 message = f"{found - remaining} of {found} delivered through {self.app.config.node_name}"
+                earlier = self.last_hand_over
+                if earlier["already_delivered"] or earlier["cut_off"]:
+                    message += (f"; of these, {earlier['already_delivered']} had been delivered by an earlier run "
+                                f"and {earlier['cut_off']} had their hand-over cut off "
+                                f"({earlier['found_in_mailbox']} recipients already had them)")
             except RuPostError as exc:
                 remaining, result, message = count_queue(queue_dir), "failed", str(exc)
             self._finish(record, found - remaining, remaining, result, message)
             self.app.audit.record("mailqueue.evacuate", name, found=found, remaining=remaining, result=result)
             return {"node": name, "found": found, "delivered": found - remaining, "remaining": remaining,
-                    "result": result, "message": message}
+                    "result": result, "message": message, "earlier_runs": dict(getattr(self, "last_hand_over", {}))}
         finally:
             conn.close()
 
@@ -179,8 +186,51 @@ class QueueService:
             row.delivered, row.remaining, row.result, row.message = delivered, remaining, result, message
             row.finished_at = utcnow()
 
-    def _run_instance(self, queue_dir: Path, timeout: float) -> int:
-        """A secondary postfix over the failed node's queue, relaying everything here."""
+    def evacuation_secret(self) -> bytes:
+        """The cluster's key for evacuation ids, created by the first evacuation ever."""
+        from sqlalchemy.dialects.postgresql import insert
+
+        with self.app.dbs.session("main") as s:
+            s.execute(insert(Setting).values(key=EVACUATION_SECRET, value=os.urandom(32).hex())
+                      .on_conflict_do_nothing(index_elements=["key"]))
+        with self.app.dbs.session("main") as s:
+            return bytes.fromhex(s.get(Setting, EVACUATION_SECRET).value)
+
+    def _run_instance(self, failed_node: str, queue_dir: Path, timeout: float) -> int:
+        """A secondary postfix over the failed node's queue, relaying everything here
+        through the evacuation relay (see rupost/evacuation_proxy.py)."""
+        listener = ("127.0.0.1", self.app.config.port("postfix_evacuation"))
+        self._settle_own_queue()
+        journal = PostgresHandOverJournal(self.app, failed_node)
+        try:
+            with EvacuationProxy(listener, failed_node, self.evacuation_secret(), journal) as relay:
+                return self._run_postfix(queue_dir, relay.port, timeout)
+        finally:
+            self.last_hand_over = journal.counts
+
+    def _settle_own_queue(self, limit: float = 120.0) -> None:
+        """Wait (bounded) until the mail this node's postfix was delivering when the run
+        began is out of its incoming and active queues. A killed evacuator may have
+        handed messages over just before it died; if their second copy reached the
+        mailbox while the first was still being delivered, the two deliveries would run
+        side by side and the Sieve duplicate check, which records an id when a delivery
+        completes, could not see the other one."""
+        own = Path(self.app.layout.postfix_queue)
+
+        def in_flight() -> set[str]:
+            names = set()
+            for sub in ("incoming", "active"):
+                for _, _, files in os.walk(own / sub):
+                    names.update(files)
+            return names
+
+        waiting = in_flight()
+        deadline = time.monotonic() + limit
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            waiting &= in_flight()
+
+    def _run_postfix(self, queue_dir: Path, relay_port: int, timeout: float) -> int:
         work = Path(tempfile.mkdtemp(prefix="evac-", dir=self.app.layout.state))
         os.chmod(work, 0o755)  # postfix's processes run as postfix and must reach data/
         conf, data = work / "conf", work / "data"
@@ -188,7 +238,6 @@ class QueueService:
         data.mkdir()
         pf = pwd.getpwnam("postfix")
         os.chown(data, pf.pw_uid, pf.pw_gid)
-        port = self.app.config.port("postfix_evacuation")
         logs = self.app.layout.logs
         (conf / "main.cf").write_text("\n".join([
             "# Generated by RuPost for one evacuation run.",
@@ -206,7 +255,9 @@ class QueueService:
             "relay_domains =",
             "alias_maps =",
             # every recipient, whatever its domain, goes to this node's evacuation listener
-            f"relayhost = [127.0.0.1]:{port}",
+            # through the relay, which learns each message's queue id from XFORWARD
+            f"relayhost = [127.0.0.1]:{relay_port}",
+            "smtp_send_xforward_command = yes",
             "default_transport = smtp",
             "relay_transport = smtp",
             "smtp_tls_security_level = none",
@@ -260,6 +311,61 @@ class QueueService:
                 except subprocess.TimeoutExpired:
                     master.kill()
             shutil.rmtree(work, ignore_errors=True)
+
+
+class PostgresHandOverJournal(HandOverJournal):
+    """The evacuation relay's journal in rupost_logs.evacuated_messages (shared by all
+    nodes, so a run on another node resumes where a killed one stopped)."""
+
+    def __init__(self, app, failed_node: str):
+        self.app, self.failed_node = app, failed_node
+        # what this run found of earlier runs' hand-overs (for the evacuation report)
+        self.counts = {"already_delivered": 0, "cut_off": 0, "found_in_mailbox": 0}
+
+    def state(self, evacuation_id: str) -> str | None:
+        with self.app.dbs.session("logs") as s:
+            row = s.get(EvacuatedMessage, evacuation_id)
+            state = row.state if row is not None else None
+        if state == "delivered":
+            self.counts["already_delivered"] += 1
+        elif state == "prepared":
+            self.counts["cut_off"] += 1
+        return state
+
+    def prepare(self, evacuation_id: str, queue_id: str) -> None:
+        from sqlalchemy.dialects.postgresql import insert
+
+        with self.app.dbs.session("logs") as s:
+            stmt = insert(EvacuatedMessage).values(
+                evacuation_id=evacuation_id, failed_node=self.failed_node, queue_id=queue_id, state="prepared",
+                by_node=self.app.config.node_name, reply="")
+            s.execute(stmt.on_conflict_do_update(index_elements=["evacuation_id"],
+                                                 set_={"state": "prepared", "by_node": stmt.excluded.by_node}))
+
+    def delivered(self, evacuation_id: str, reply: str) -> None:
+        with self.app.dbs.session("logs") as s:
+            row = s.get(EvacuatedMessage, evacuation_id)
+            if row is not None:
+                row.state, row.reply = "delivered", reply[:500]
+
+    def forget(self, evacuation_id: str) -> None:
+        with self.app.dbs.session("logs") as s:
+            row = s.get(EvacuatedMessage, evacuation_id)
+            if row is not None and row.state == "prepared":
+                s.delete(row)
+
+    def in_mailbox(self, recipient: str, evacuation_id: str) -> bool:
+        """Whether the recipient's mailbox (any folder) holds the message, searched by
+        its evacuation header with the local dovecot instance."""
+        conf = self.app.layout.current / "dovecot" / "dovecot.conf"
+        try:
+            proc = subprocess.run(["doveadm", "-c", str(conf), "search", "-u", recipient, "mailbox", "*",
+                                   "HEADER", HEADER, evacuation_id], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        found = proc.returncode == 0 and bool(proc.stdout.strip())
+        self.counts["found_in_mailbox"] += found
+        return found
 
 
 def _die_with_parent() -> None:
