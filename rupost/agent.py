@@ -178,7 +178,16 @@ class NodeAgent:
                 self.check_certificates()
                 if self.app.rollouts.serve_requests():
                     self.log("node", "rollout", "applied a cluster-wide deploy step")
+                caught_up = self.app.rollouts.reconcile()
+                if caught_up is not None:
+                    step = self.app.rollouts.step(caught_up, self.app.config.node_name)
+                    self.log("node", "rollout", f"caught up with rollout {caught_up}: {step['status']} "
+                                                f"{step['error']}".rstrip())
             except RuPostError as exc:
                 self.log("agent", "error", str(exc))
             self._wait_for_notification(self.interval)
+        try:
+            self.app.nodes.agent_stopped()
+        except RuPostError:
+            pass
         self.log("agent", "stopped", "SIGTERM")

@@ -47,6 +47,13 @@ class NodeService:
             if generation is not None:
                 node.applied_generation = generation
 
+    def agent_stopped(self) -> None:
+        """The agent's clean exit: rollouts stop waiting for it at once (they skip the
+        node, which catches up when its agent runs again)."""
+        with self.app.dbs.session("main") as s:
+            node = self.current(s)
+            node.components = {k: v for k, v in (node.components or {}).items() if k != "_agent"}
+
     def members(self) -> list[dict]:
         """The nodes a configuration is rendered for: every registered node, by name
         (state changes must not change rendered files: health checks route around a node)."""

@@ -7,6 +7,11 @@ result. The first failure stops the rollout: that node has rolled itself back (t
 deploy pipeline does that), and the nodes after it are skipped, so a version that
 fails on the first node never reaches the others. Nodes whose core is not alive are
 skipped and reported.
+
+Reconciliation: a node that missed a rollout (its agent was not running, or it joined
+the cluster later) applies the last completed rollout by itself when its agent runs
+again, unless it has deployed something newer since (an administrator's
+`deploy --this-node`), which is left alone.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import time
 
 from sqlalchemy import select, text
 
-from ..db.models import Rollout, RolloutStep, utcnow
+from ..db.models import Generation, Node, Rollout, RolloutStep, utcnow
 from ..errors import DeployError, RuPostError
 from . import settings as settings_keys
 
@@ -41,11 +46,11 @@ class RolloutService:
                 alive = node["name"] == me or app.nodes.agent_alive(node)
                 s.add(RolloutStep(rollout_id=rollout_id, node_name=node["name"], position=position,
                                   status="pending" if alive else "skipped",
-                                  error="" if alive else "its node agent is not running: it applies the "
-                                                         "configuration when it deploys next"))
+                                  error="" if alive else "its node agent is not running: it catches up "
+                                                         "when its agent runs again"))
         app.audit.record("rollout.start", f"{doc.name}@{doc.version}", rollout=rollout_id)
         for node in nodes:
-            step = self._step(rollout_id, node["name"])
+            step = self.step(rollout_id, node["name"])
             if step["status"] == "skipped":
                 continue
             if node["name"] == me:
@@ -53,7 +58,7 @@ class RolloutService:
             else:
                 self._request(rollout_id, node["name"])
                 self._wait(rollout_id, node["name"], step_timeout)
-            step = self._step(rollout_id, node["name"])
+            step = self.step(rollout_id, node["name"])
             if step["status"] != "applied":
                 self._finish(rollout_id, "failed", f"{node['name']}: {step['error']}")
                 raise DeployError(f"rollout {rollout_id} stopped at node {node['name']}: {step['error']}\n"
@@ -62,7 +67,7 @@ class RolloutService:
         return self.show(rollout_id)
 
     # ------------------------------------------------------------ steps
-    def _step(self, rollout_id: int, node: str) -> dict:
+    def step(self, rollout_id: int, node: str) -> dict:
         with self.app.dbs.session("main") as s:
             row = s.scalar(select(RolloutStep).where(RolloutStep.rollout_id == rollout_id,
                                                      RolloutStep.node_name == node))
@@ -84,7 +89,7 @@ class RolloutService:
     def _wait(self, rollout_id: int, node: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._step(rollout_id, node)["status"] in ("applied", "failed"):
+            if self.step(rollout_id, node)["status"] in ("applied", "failed"):
                 return
             time.sleep(0.5)
         self._set(rollout_id, node, status="failed", error=f"no answer from its agent within {int(timeout)} s")
@@ -125,6 +130,36 @@ class RolloutService:
             self._apply_here(rollout_id)
             served += 1
         return served
+
+    def reconcile(self) -> int | None:
+        """Catch up with the last completed rollout if this node missed it; returns the
+        rollout applied, or None when there was nothing to do."""
+        from sqlalchemy import func
+
+        me = self.app.config.node_name
+        with self.app.dbs.session("main") as s:
+            rollout = s.scalar(select(Rollout).where(Rollout.status == "done").order_by(Rollout.id.desc()).limit(1))
+            if rollout is None:
+                return None
+            step = s.scalar(select(RolloutStep).where(RolloutStep.rollout_id == rollout.id,
+                                                      RolloutStep.node_name == me))
+            if step is not None and step.status in ("applied", "failed", "running"):
+                return None  # applied; or a catch-up failed (rolled back): wait for the next rollout
+            newer = s.scalar(select(func.count()).select_from(Generation).join(Node)
+                             .where(Node.name == me, Generation.result == "applied",
+                                    Generation.finished_at > rollout.finished_at))
+            if newer:
+                return None
+            if step is None:  # the node joined after the rollout
+                position = s.scalar(select(func.coalesce(func.max(RolloutStep.position), -1))
+                                    .where(RolloutStep.rollout_id == rollout.id)) + 1
+                s.add(RolloutStep(rollout_id=rollout.id, node_name=me, position=position, status="pending"))
+            rollout_id = rollout.id
+        self._apply_here(rollout_id)
+        step = self.step(rollout_id, me)
+        self.app.audit.record("rollout.catch_up", str(rollout_id), node=me, status=step["status"],
+                              error=step["error"])
+        return rollout_id
 
     def show(self, rollout_id: int) -> dict:
         with self.app.dbs.session("main") as s:

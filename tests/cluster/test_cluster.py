@@ -286,6 +286,15 @@ def test_a_deploy_rolls_across_the_nodes_and_a_failing_version_stops_at_the_firs
         assert "stopped at node nodea" in out.stderr and "rolled back" in out.stderr, out.stderr
         assert "the nodes after it were not changed" in out.stderr
         assert live_template(a) == live_template(b) == "rolling@1.0.0"
+
+        # a node whose agent was down during a rollout catches up when its agent runs again
+        b.stop_agent()
+        a.app.templates.activate("standard", "1.0.0")
+        out = a.rupost("deploy")
+        assert "nodeb" in out.stdout and "skipped" in out.stdout, out.stdout
+        assert live_template(a) == "standard@1.0.0" and live_template(b) == "rolling@1.0.0"
+        b.start_agent(interval=1, hold_down=300)
+        assert wait_until(lambda: live_template(b) == "standard@1.0.0", 60), live_template(b)
     finally:
         a.app.templates.activate("standard", "1.0.0")
         a.rupost("deploy", check=False)
