@@ -26,7 +26,7 @@ import time
 import zlib
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from ..db.models import EvacuatedMessage, Evacuation, Setting, utcnow
 from ..evacuation_proxy import HEADER, EvacuationProxy, HandOverJournal
@@ -321,11 +321,14 @@ class PostgresHandOverJournal(HandOverJournal):
         self.app, self.failed_node = app, failed_node
         # what this run found of earlier runs' hand-overs (for the evacuation report)
         self.counts = {"already_delivered": 0, "cut_off": 0, "found_in_mailbox": 0}
+        # Earlier runs' entries, read once: while this run holds the failed node's queue
+        # nobody else writes entries for it, so one query replaces one per message.
+        with self.app.dbs.session("logs") as s:
+            self.earlier = dict(s.execute(select(EvacuatedMessage.evacuation_id, EvacuatedMessage.state)
+                                          .where(EvacuatedMessage.failed_node == failed_node)).all())
 
     def state(self, evacuation_id: str) -> str | None:
-        with self.app.dbs.session("logs") as s:
-            row = s.get(EvacuatedMessage, evacuation_id)
-            state = row.state if row is not None else None
+        state = self.earlier.get(evacuation_id)
         if state == "delivered":
             self.counts["already_delivered"] += 1
         elif state == "prepared":

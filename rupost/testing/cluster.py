@@ -179,3 +179,81 @@ def wait_until(predicate, timeout: float, interval: float = 0.2):
             return value
         time.sleep(interval)
     return None
+
+
+# ---------------------------------------------------------------- shared by the cluster tests and benchmarks
+def health(node) -> int:
+    """The HTTP status of a node's HA agent health endpoint (0: no answer)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(node.address, DEFAULT_PORTS["health"], timeout=3)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def send(node_address: str, source: str, rcpt: str, subject: str) -> None:
+    """One message through a node's public port 25, from a chosen client address."""
+    import smtplib
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "someone@example.org", rcpt, subject
+    msg.set_content("hello from the cluster harness\n")
+    with smtplib.SMTP(node_address, 25, timeout=15, source_address=(source, 0)) as client:
+        client.ehlo("client.example.org")
+        refused = client.send_message(msg)
+        if refused:
+            raise RuntimeError(f"refused: {refused}")
+
+
+def maildir_queue_ids(storage: Path, address: str, origin: str) -> list[str]:
+    """The queue id each delivered message got on `origin` (from its Received header)."""
+    import re
+
+    local, domain = address.split("@")
+    pattern = re.compile(rf"by {origin}\.cluster\.test \(Postfix\) with E?SMTP id (\w+)")
+    ids = []
+    for sub in ("new", "cur"):
+        for path in (storage / domain / local / "Maildir" / sub).glob("*"):
+            found = pattern.search(path.read_text(errors="replace"))
+            if found:
+                ids.append(found.group(1))
+    return ids
+
+
+def kill_node(node: ClusterNode) -> None:
+    """A crash: every daemon of the node killed at once, nothing shut down cleanly."""
+    master = node.layout.postfix_queue / "pid" / "master.pid"  # postfix's master runs in its own session
+    if master.exists():
+        try:
+            os.killpg(int(master.read_text().split()[0]), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    for name in node.app.adapters:
+        pid = node.app.backend.pid(name)
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def evacuator(node: ClusterNode) -> subprocess.Popen:
+    """`rupost mailqueues evacuate --json` started inside a node's namespace, in its own
+    process group (so it can be killed half-way with everything it started)."""
+    return subprocess.Popen(["ip", "netns", "exec", node.netns, sys.executable, "-m", "rupost.cli", "--root",
+                             str(node.root), "mailqueues", "evacuate", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def queue_on(node: ClusterNode, rcpt: str, total: int, size: int = 1024) -> None:
+    """`total` messages for `rcpt` accepted by the node's evacuation listener and left in its
+    queue (the caller has made delivery impossible, e.g. by killing its dovecot)."""
+    run("ip", "netns", "exec", node.netns, "smtp-source", "-s", "20", "-m", total, "-l", size,
+        "-f", "load@example.org", "-t", rcpt, f"127.0.0.1:{node.app.config.port('postfix_evacuation')}",
+        timeout=300)

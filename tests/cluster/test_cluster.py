@@ -1,36 +1,17 @@
 """Two nodes in network namespaces, one shared PostgreSQL, shared mail storage."""
 from __future__ import annotations
 
-import http.client
 import imaplib
 import os
 import signal
-import smtplib
 import time
 import uuid
 
 import pytest
 
 from adapters.haproxy import stick_entries
-from mailclients import insecure_tls, message
-from rupost.testing.cluster import wait_until
-
-
-def health(node) -> int:
-    conn = http.client.HTTPConnection(node.address, 20025, timeout=3)
-    try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
-
-
-def send(node_address: str, source: str, rcpt: str, subject: str) -> None:
-    with smtplib.SMTP(node_address, 25, timeout=15, source_address=(source, 0)) as client:
-        client.ehlo("client.example.org")
-        assert client.send_message(message("someone@example.org", rcpt, subject)) == {}
+from mailclients import insecure_tls
+from rupost.testing.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
 
 
 def imap_subjects(node_address: str, source: str, user: str, password: str) -> list[str]:
@@ -123,50 +104,8 @@ def test_a_killed_component_takes_its_node_out_and_stuck_clients_reach_the_other
         assert wait_until(lambda: health(a) == 200, 20)
 
 
-def maildir_queue_ids(storage, address: str, origin: str) -> list[str]:
-    """The queue id each delivered message got on `origin` (from its Received header)."""
-    import re
-
-    local, domain = address.split("@")
-    pattern = re.compile(rf"by {origin}\.cluster\.test \(Postfix\) with E?SMTP id (\w+)")
-    ids = []
-    for sub in ("new", "cur"):
-        for path in (storage / domain / local / "Maildir" / sub).glob("*"):
-            found = pattern.search(path.read_text(errors="replace"))
-            if found:
-                ids.append(found.group(1))
-    return ids
-
-
-def kill_node(node) -> None:
-    """A crash: every daemon of the node killed at once, nothing shut down cleanly."""
-    master = node.layout.postfix_queue / "pid" / "master.pid"  # postfix's master runs in its own session
-    if master.exists():
-        try:
-            os.killpg(int(master.read_text().split()[0]), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
-    for name in node.app.adapters:
-        pid = node.app.backend.pid(name)
-        if pid:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def evacuator(node):
-    import subprocess
-    import sys
-
-    return subprocess.Popen(["ip", "netns", "exec", node.netns, sys.executable, "-m", "rupost.cli", "--root",
-                             str(node.root), "mailqueues", "evacuate", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
 def test_evacuation_delivers_a_dead_nodes_queue_exactly_once(cluster, users):
     import json
-    import subprocess
 
     from rupost.services.queues import count_queue
 
@@ -182,9 +121,7 @@ def test_evacuation_delivers_a_dead_nodes_queue_exactly_once(cluster, users):
     queue = a.layout.postfix_queue
     already = count_queue(queue)  # mail A had queued before (earlier tests)
     os.kill(a.app.backend.pid("dovecot"), signal.SIGKILL)  # LMTP target gone: mail stays queued on A
-    subprocess.run(["ip", "netns", "exec", a.netns, "smtp-source", "-s", "20", "-m", str(total), "-l", "1024",
-                    "-f", "load@example.org", "-t", rcpt, f"127.0.0.1:{a.app.config.port('postfix_evacuation')}"],
-                   check=True, capture_output=True, timeout=300)
+    queue_on(a, rcpt, total)
     assert wait_until(lambda: count_queue(queue) == already + total, 60), f"{count_queue(queue)} queued on A"
     kill_node(a)
     try:
