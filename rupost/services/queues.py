@@ -335,27 +335,28 @@ class PostgresHandOverJournal(HandOverJournal):
             self.counts["cut_off"] += 1
         return state
 
-    def prepare(self, evacuation_id: str, queue_id: str) -> None:
-        from sqlalchemy.dialects.postgresql import insert
+    # Journal writes commit without waiting for the WAL flush: an entry lost in a
+    # PostgreSQL crash only means a later run checks the mailboxes, or sends again
+    # (a duplicate, never a loss); it saves an fsync per write on the hot path.
+    def _write(self, statement, params: dict) -> None:
+        with self.app.dbs.engine("logs").begin() as conn:
+            conn.execute(text("SET LOCAL synchronous_commit = off"))
+            conn.execute(text(statement), params)
 
-        with self.app.dbs.session("logs") as s:
-            stmt = insert(EvacuatedMessage).values(
-                evacuation_id=evacuation_id, failed_node=self.failed_node, queue_id=queue_id, state="prepared",
-                by_node=self.app.config.node_name, reply="")
-            s.execute(stmt.on_conflict_do_update(index_elements=["evacuation_id"],
-                                                 set_={"state": "prepared", "by_node": stmt.excluded.by_node}))
+    def prepare(self, evacuation_id: str, queue_id: str) -> None:
+        self._write("INSERT INTO evacuated_messages (evacuation_id, failed_node, queue_id, state, by_node, reply) "
+                    "VALUES (:id, :node, :qid, 'prepared', :by, '') ON CONFLICT (evacuation_id) "
+                    "DO UPDATE SET state = 'prepared', by_node = EXCLUDED.by_node, updated_at = now()",
+                    {"id": evacuation_id, "node": self.failed_node, "qid": queue_id,
+                     "by": self.app.config.node_name})
 
     def delivered(self, evacuation_id: str, reply: str) -> None:
-        with self.app.dbs.session("logs") as s:
-            row = s.get(EvacuatedMessage, evacuation_id)
-            if row is not None:
-                row.state, row.reply = "delivered", reply[:500]
+        self._write("UPDATE evacuated_messages SET state = 'delivered', reply = :reply, updated_at = now() "
+                    "WHERE evacuation_id = :id", {"id": evacuation_id, "reply": reply[:500]})
 
     def forget(self, evacuation_id: str) -> None:
-        with self.app.dbs.session("logs") as s:
-            row = s.get(EvacuatedMessage, evacuation_id)
-            if row is not None and row.state == "prepared":
-                s.delete(row)
+        self._write("DELETE FROM evacuated_messages WHERE evacuation_id = :id AND state = 'prepared'",
+                    {"id": evacuation_id})
 
     def in_mailbox(self, recipient: str, evacuation_id: str) -> bool:
         """Whether the recipient's mailbox (any folder) holds the message, searched by
