@@ -12,9 +12,12 @@ def all_adapters() -> dict[str, Adapter]:
     from .haproxy import HAProxyAdapter
     from .memcached import MemcachedAdapter
     from .nginx import NginxAdapter
+    from .opendkim import OpenDKIMAdapter
+    from .policy import PolicyAdapter
     from .postfix import PostfixAdapter
     from .sogo import SOGoAdapter
 
-    ordered = [MemcachedAdapter(), DovecotAdapter(), PostfixAdapter(), SOGoAdapter(), NginxAdapter(),
-               HAProxyAdapter()]
+    # the policy server before dovecot (auth policy), OpenDKIM before postfix (its milter)
+    ordered = [MemcachedAdapter(), PolicyAdapter(), OpenDKIMAdapter(), DovecotAdapter(), PostfixAdapter(),
+               SOGoAdapter(), NginxAdapter(), HAProxyAdapter()]
     return {adapter.name: adapter for adapter in ordered}

@@ -63,6 +63,12 @@ SCHEMA = {
                 "client_max_body_size": {"type": "integer", "minimum": 0},
                 "sogo_upstream": listen_schema(),
                 "sogo_workers_timeout": {"type": "string"},
+                # the policy server (host:port) SOGo's login is relayed through: blocked client
+                # addresses/accounts are refused and failed logins recorded; "" = SOGo directly
+                "login_guard": {"anyOf": [listen_schema(), {"const": ""}]},
+                # client autoconfiguration (Thunderbird, Outlook, Apple) proxied to the core's
+                # unix socket <root>/run/rupost/autoconfig.sock (`rupost autoconfig serve`)
+                "autoconfig": {"type": "boolean"},
             },
         },
     },
@@ -128,7 +134,12 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         "proxy_connect_timeout 10s;",
         "proxy_read_timeout 300s;",
         "proxy_buffering off;",
+        # SOGo's login answer carries a session cookie of more than 4 KiB
+        "proxy_buffer_size 64k;",
+        "proxy_buffers 8 64k;",
+        "proxy_busy_buffers_size 128k;",
     ]
+    autoconfig = bool(web.get("autoconfig"))
     out += [
         "}",
         "",
@@ -149,11 +160,15 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         *("    " + line for line in realip),
         "    real_ip_header proxy_protocol;",
         f"    upstream sogo {{ server {web['sogo_upstream']}; keepalive 8; }}",
+        *([f"    upstream rupost_autoconfig {{ server unix:{ctx.layout.run / 'autoconfig.sock'}; }}"]
+          if autoconfig else []),
         *("    " + line for line in extra_block(extra.get("http"))),
         "    server {",
         f"        listen {web['listen_http']} proxy_protocol;",
         f"        server_name {web['server_name']};",
-        f"        return 301 {https_base}$request_uri;",
+        *(["        " + line for line in autoconfig_locations("http")] +
+          ["        location / {", f"            return 301 {https_base}$request_uri;", "        }"]
+          if autoconfig else [f"        return 301 {https_base}$request_uri;"]),
         "    }",
         "    server {",
         f"        listen {web['listen_https']} ssl proxy_protocol;",
@@ -161,6 +176,7 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         f"        add_header Strict-Transport-Security \"max-age={web.get('hsts_max_age', 31536000)}\" always;",
         "        add_header X-Content-Type-Options nosniff always;",
         *("        " + line for line in extra_block(extra.get("https_server"))),
+        *("        " + line for line in (autoconfig_locations("https") if autoconfig else [])),
         "        location = / { return 302 /SOGo/; }",
         "        location = /.well-known/caldav { return 301 /SOGo/dav/; }",
         "        location = /.well-known/carddav { return 301 /SOGo/dav/; }",
@@ -172,6 +188,7 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         f"            alias {SOGO_STATIC}/;",
         "            expires max;",
         "        }",
+        *("        " + line for line in login_guard_location(web.get("login_guard"), sogo_headers)),
         "        location ^~ /SOGo {",
         "            proxy_pass http://sogo;",
         *("            " + line for line in sogo_headers),
@@ -181,6 +198,34 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
         "}",
     ]
     return "\n".join(out) + "\n"
+
+
+def login_guard_location(guard: str | None, sogo_headers: list[str]) -> list[str]:
+    """SOGo's login (POST /SOGo/connect) through the policy server, which checks the shared
+    block list, relays to SOGo and records a refused login."""
+    if not guard:
+        return []
+    return ["location = /SOGo/connect {",
+            f"    proxy_pass http://{guard}/sogo/connect;",
+            *("    " + line for line in sogo_headers if "Connection" not in line),
+            "    proxy_set_header X-Original-URI $request_uri;",
+            "}"]
+
+
+def autoconfig_locations(scheme: str) -> list[str]:
+    """Thunderbird autoconfig, Outlook autodiscover and the Apple profile, answered by the core."""
+    proxy = ["proxy_pass http://rupost_autoconfig;",
+             "proxy_set_header Host $host;",
+             "proxy_set_header X-Real-IP $remote_addr;",
+             f"proxy_set_header X-Forwarded-Proto {scheme};",
+             "proxy_connect_timeout 5s;",
+             "proxy_read_timeout 30s;",
+             "client_max_body_size 64k;"]
+    out = []
+    for match in ("= /mail/config-v1.1.xml", "= /.well-known/autoconfig/mail/config-v1.1.xml",
+                  "~* ^/autodiscover/autodiscover\\.xml$", "= /mobileconfig"):
+        out += [f"location {match} {{", *("    " + line for line in proxy), "}"]
+    return out
 
 
 class NginxAdapter(Adapter):

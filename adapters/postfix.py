@@ -119,6 +119,28 @@ def render_pgsql_table(query: str, ctx: RenderContext, result_format: str | None
     return "\n".join(lines) + "\n"
 
 
+_MILTER = re.compile(r"^(inet:[^\s,:]+:\d{1,5}|inet:\[[0-9A-Fa-f:.]+\]:\d{1,5}|unix:/[^\s,]+|local:/[^\s,]+)$")
+_MILTER_KEYS = ("smtpd_milters", "non_smtpd_milters")
+
+
+def check_milters(model: dict) -> list[str]:
+    """Every milter is inet:HOST:PORT or unix:/PATH (a typo would make postfix apply
+    milter_default_action to every message)."""
+    places = [(f"components.postfix.main.{k}", model["main"].get(k)) for k in _MILTER_KEYS]
+    for i, svc in enumerate(model["master"]):
+        places += [(f"components.postfix.master[{i}].options.{k}", (svc.get("options") or {}).get(k))
+                   for k in _MILTER_KEYS]
+    problems = []
+    for path, value in places:
+        if value in (None, "") or (isinstance(value, str) and "{" in value):
+            continue  # empty, or postfix's grouped syntax { milter, option=... }: left to postfix
+        entries = value if isinstance(value, list) else re.split(r"[\s,]+", str(value).strip())
+        for entry in entries:
+            if entry and not _MILTER.match(str(entry)):
+                problems.append(f"{path}: {entry!r} is not a milter address (inet:HOST:PORT or unix:/PATH)")
+    return problems
+
+
 class PostfixAdapter(Adapter):
     name = "postfix"
     schema = SCHEMA
@@ -131,6 +153,7 @@ class PostfixAdapter(Adapter):
             for key in (svc.get("options") or {}):
                 if key not in known and not key.startswith(("smtpd_", "smtp_", "lmtp_")):
                     problems.append(f"components.postfix.master[{i}].options.{key}: unknown key")
+        problems += check_milters(model)
         return problems
 
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:

@@ -16,6 +16,7 @@ from .errors import RuPostError
 class NodeAgent:
     def __init__(self, app, interval: float = 10.0, hold_down: float = 30.0):
         self.app = app
+        self.core = []  # the panel, autoconfig and push processes (rupost/core_processes.py)
         self.interval = interval
         self.hold_down = hold_down
         self.state = "unknown"
@@ -169,11 +170,21 @@ class NodeAgent:
             while not self._stop and time.monotonic() < deadline:
                 time.sleep(0.2)
 
-    def run_forever(self) -> None:
+    def _supervise_core(self) -> None:
+        for proc in self.core:
+            was = proc.proc is not None
+            if not proc.running and proc.ensure_running() and proc.running:
+                self.log(proc.name, "restarted" if was else "started", f"pid {proc.proc.pid}")
+
+    def run_forever(self, core_processes: bool = True) -> None:
+        from .core_processes import core_processes as make_core
+
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.log("agent", "started", f"interval {self.interval}s")
+        self.core = make_core(self.app.layout.root) if core_processes else []
         while not self._stop:
             try:
+                self._supervise_core()
                 self.check_once()
                 self.check_certificates()
                 if self.app.rollouts.serve_requests():
@@ -186,6 +197,8 @@ class NodeAgent:
             except RuPostError as exc:
                 self.log("agent", "error", str(exc))
             self._wait_for_notification(self.interval)
+        for proc in self.core:
+            proc.stop()
         try:
             self.app.nodes.agent_stopped()
         except RuPostError:

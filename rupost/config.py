@@ -50,6 +50,8 @@ DEFAULT_PORTS = {
     "postfix_evacuation": 10589,
     "sogo": 20000,
     "memcached": 11211,
+    # loopback only: the policy server (dovecot auth policy, webmail login guard)
+    "auth_policy": 10091,
 }
 
 

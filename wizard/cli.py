@@ -14,6 +14,7 @@ from rupost.errors import RuPostError
 from rupost.paths import Layout
 
 PASSWORD_ENV = "RUPOST_INSTALLER_DB_PASSWORD"
+ADMIN_PASSWORD_ENV = "RUPOST_INSTALLER_ADMIN_PASSWORD"
 
 
 def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
@@ -47,10 +48,12 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--service-backend", type=click.Choice(["auto", "direct", "systemd"]), default=None)
 @click.option("--mail-storage", default=None, help="Mailbox storage directory (shared storage in a cluster).")
 @click.option("--queue-directory", default=None, help="This node's postfix queue (on shared storage in a cluster).")
+@click.option("--admin-login", default=None, metavar="LOGIN",
+              help=f"Create this control panel superadmin if it does not exist (password: {ADMIN_PASSWORD_ENV}).")
 @click.option("--lang", type=click.Choice(["ru", "en"]), default=None,
               help="Language of the dialog screens (default: English when LC_ALL/LANG starts with 'en', else Russian).")
 def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, root, node_name,
-         fqdn, address, listen_address, ports, service_backend, mail_storage, queue_directory, lang):
+         fqdn, address, listen_address, ports, service_backend, mail_storage, queue_directory, admin_login, lang):
     """Configure this RuPost node: databases, schema, builtin templates,
     certificates and DH parameters, node registration."""
     from rupost.services import setup
@@ -87,7 +90,30 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
         sys.exit(1)
     for step in report.steps:
         click.echo(f"  ok  {step}")
+    if admin_login:
+        try:
+            click.echo(f"  ok  {_default_administrator(layout, admin_login)}")
+        except RuPostError as exc:
+            click.echo(f"rupost-wizard: error: {exc}", err=True)
+            sys.exit(1)
     click.echo("RuPost node configured. Next: rupost deploy")
+
+
+def _default_administrator(layout, login: str) -> str:
+    """The first control panel administrator (guide §2.11.1: "definition of the default administrator")."""
+    from rupost.services import RuPost
+
+    app = RuPost.open(layout.root, actor="rupost-wizard")
+    try:
+        if login in [a["login"] for a in app.admins.list()]:
+            return f"control panel administrator {login} kept"
+        password = os.environ.get(ADMIN_PASSWORD_ENV)
+        if not password:
+            raise RuPostError(f"--admin-login {login}: set its password in {ADMIN_PASSWORD_ENV}")
+        app.admins.add(login, password, "superadmin")
+        return f"control panel administrator {login} created (superadmin)"
+    finally:
+        app.close()
 
 
 if __name__ == "__main__":

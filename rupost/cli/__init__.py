@@ -126,14 +126,18 @@ def status(c, as_json):
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between health checks.")
 @click.option("--hold-down", default=30.0, show_default=True,
               help="Seconds a node stays out of service before the agent restarts its components.")
+@click.option("--core-processes/--no-core-processes", default=True, show_default=True,
+              help="Also run and supervise the control panel, the autoconfiguration server and the "
+                   "push dispatcher.")
 @pass_ctx
-def run(c, interval, hold_down):
-    """Start the application: the node agent (heartbeats, supervision of the components)."""
+def run(c, interval, hold_down, core_processes):
+    """Start the application: the node agent (heartbeats, supervision of the components) with
+    the control panel, the autoconfiguration server and the push dispatcher."""
     from ..agent import NodeAgent
 
-    NodeAgent(c.app, interval=interval, hold_down=hold_down).run_forever()
+    NodeAgent(c.app, interval=interval, hold_down=hold_down).run_forever(core_processes)
 
 
 
 # command groups register themselves on `main` when imported
-from . import aliases, certificates, components, db, deploy, domains, mailboxes, mailqueues, nodes, templates  # noqa: E402,F401
+from . import admins, aliases, autoconfig, backup, certificates, check, components, db, deploy, distribution_lists, domains, ldap_domains, ldap_filters, mailboxes, mailqueues, metrics, migrate, nodes, panel, push, scheduler, security, stats, templates  # noqa: E402,F401

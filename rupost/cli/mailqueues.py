@@ -30,3 +30,112 @@ def mailqueues_evacuate(c, node, timeout, as_json):
         else:
             click.echo(f"{r['node']}: {r['result']}: {r['delivered']} of {r['found']} delivered, "
                        f"{r['remaining']} remaining")
+
+
+# ---------------------------------------------------------------- queue contents (this node, or the cluster)
+_match_option = click.option("--all-matching", "match", multiple=True, metavar="FILTER",
+                             help="Every message matching FILTER: KEY=TEXT (substring), KEY~REGEX, "
+                                  "age>DURATION, age<DURATION or all; keys id, queue, sender, recipient, "
+                                  "reason, age. Repeat to combine (all must match).")
+_node_option = click.option("--node", default=None, help="Another registered node (default: this node).")
+
+
+def _queue_rows(messages):
+    from ..services.postqueue import format_age
+
+    return [{**m, "age": format_age(m["age"]), "recipients": ",".join(m["recipients"]),
+             "reason": (m["reason"][:60] + "...") if len(m["reason"]) > 63 else m["reason"]} for m in messages]
+
+
+@mailqueues.command("list")
+@_node_option
+@click.option("--cluster", is_flag=True, help="Every registered node (through the shared queue directories).")
+@click.option("--match", multiple=True, metavar="FILTER", help="Only messages matching FILTER (as --all-matching).")
+@json_option
+@pass_ctx
+def mailqueues_list(c, node, cluster, match, as_json):
+    """Messages in the mail queue: sender, recipients, size, age, reason."""
+    data = c.app.postqueue.list(node=node, cluster=cluster, match=list(match) or None)
+    if as_json:
+        emit(data, True)
+        return
+    for n in data["nodes"]:
+        if not n["reachable"]:
+            click.echo(f"node {n['node']}: NOT REACHABLE: {n['error']}")
+    if not data["messages"]:
+        reachable = [n["node"] for n in data["nodes"] if n["reachable"]]
+        click.echo(f"mail queue empty{' (matching the filter)' if match else ''}: {', '.join(reachable) or '-'}")
+        return
+    cols = (["node"] if cluster else []) + ["id", "queue", "sender", "recipients", "size", "age", "reason"]
+    emit(_queue_rows(data["messages"]), False, cols)
+    click.echo(f"{len(data['messages'])} message(s)")
+
+
+@mailqueues.command("show")
+@click.argument("queue_id")
+@_node_option
+@click.option("--headers", "headers_only", is_flag=True, help="Envelope and headers only, without the body.")
+@json_option
+@pass_ctx
+def mailqueues_show(c, queue_id, node, headers_only, as_json):
+    """One queued message: its queue entry, envelope and content (postcat -q)."""
+    data = c.app.postqueue.show(queue_id, node=node, headers_only=headers_only)
+    if as_json:
+        emit(data, True)
+        return
+    from ..services.postqueue import format_age
+
+    click.echo(f"{data['id']} on {data['node']}: {data['queue']}, {data['size']} bytes, "
+               f"age {format_age(data['age'])}, from <{data['sender']}> to {', '.join(data['recipients'])}")
+    if data["reason"]:
+        click.echo(f"reason: {data['reason']}")
+    click.echo(data["content"].rstrip("\n"))
+    if data["truncated"]:
+        click.echo("[... truncated]")
+
+
+def _queue_action(action: str, verb: str):
+    @mailqueues.command(action)
+    @click.argument("queue_ids", nargs=-1)
+    @_match_option
+    @_node_option
+    @json_option
+    @pass_ctx
+    def command(c, queue_ids, match, node, as_json):
+        result = c.app.postqueue.act(action, ids=list(queue_ids) or None, match=list(match) or None, node=node)
+        if as_json:
+            emit(result, True)
+            return
+        click.echo(f"{result['node']}: {verb} {result['count']} message(s)"
+                   + (f": {' '.join(result['done'])}" if result["done"] and len(result["done"]) <= 20 else ""))
+        if result["skipped"]:
+            click.echo(f"skipped {len(result['skipped'])} ({'already on hold' if action == 'hold' else 'not on hold'})")
+        if result["not_found"]:
+            click.echo(f"left the queue meanwhile: {' '.join(result['not_found'])}")
+
+    command.__doc__ = {
+        "hold": "Put messages on hold: no delivery is attempted until they are released.",
+        "release": "Release held messages: they are delivered again.",
+        "delete": "Delete messages from the queue (no bounce is sent).",
+        "requeue": "Requeue messages: they go through cleanup again (new queue ids) and are retried now.",
+    }[action]
+    return command
+
+
+for _action, _verb in (("hold", "held"), ("release", "released"), ("delete", "deleted"), ("requeue", "requeued")):
+    _queue_action(_action, _verb)
+
+
+@mailqueues.command("flush")
+@click.argument("queue_ids", nargs=-1)
+@_node_option
+@json_option
+@pass_ctx
+def mailqueues_flush(c, queue_ids, node, as_json):
+    """Attempt delivery of every deferred message now (or of the named ones)."""
+    result = c.app.postqueue.flush(list(queue_ids) or None, node=node)
+    if as_json:
+        emit(result, True)
+        return
+    click.echo(f"{result['node']}: delivery attempted for "
+               + ("every queued message" if result["ids"] == "all" else " ".join(result["ids"])))

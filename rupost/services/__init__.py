@@ -103,7 +103,95 @@ class RuPost:
         return NodeService(self)
 
     @functools.cached_property
+    def admins(self):
+        from .admins import AdminService
+        from .directories import ldap_bind_authenticator
+
+        service = AdminService(self)
+        # administrators from LDAP domains (groups mapped to roles: rupost ldap-domains admins)
+        service.register_authenticator(ldap_bind_authenticator(self))
+        return service
+
+    @functools.cached_property
+    def postqueue(self):
+        from .postqueue import PostqueueService
+
+        return PostqueueService(self)
+
+    @functools.cached_property
+    def checks(self):
+        from .checks import CheckService
+
+        return CheckService(self)
+
+    @functools.cached_property
+    def stats(self):
+        from .stats import StatsService
+
+        return StatsService(self)
+
+    @functools.cached_property
+    def directories(self):
+        from .directories import DirectoryService
+
+        return DirectoryService(self)
+
+    @functools.cached_property
+    def distribution_lists(self):
+        from .distribution_lists import DistributionListService
+
+        return DistributionListService(self)
+
+    @functools.cached_property
+    def ldap_filters(self):
+        from .distribution_lists import LdapFilterService
+
+        return LdapFilterService(self)
+
+    @functools.cached_property
     def settings(self):
         from .settings import SettingsService
 
         return SettingsService(self)
+
+    @functools.cached_property
+    def push(self):
+        from .push import PushService
+
+        return PushService(self)
+
+    @functools.cached_property
+    def autoconfig(self):
+        from .autoconfig import AutoconfigService
+
+        return AutoconfigService(self)
+
+    @functools.cached_property
+    def migration(self):
+        from .migration import MigrationService
+
+        return MigrationService(self)
+
+    @functools.cached_property
+    def backups(self):
+        from .backup import BackupService
+
+        return BackupService(self)
+
+    @functools.cached_property
+    def blocklist(self):
+        from .blocklist import BlocklistService
+
+        return BlocklistService(self)
+
+    @functools.cached_property
+    def dkim(self):
+        from .dkim import DkimService
+
+        return DkimService(self)
+
+    @functools.cached_property
+    def dns_records(self):
+        from .dns_records import DnsRecordService
+
+        return DnsRecordService(self)

@@ -1,11 +1,11 @@
 """Aliases: an address in a served domain forwarded to one or more destinations."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import validation
-from ..db.models import Alias, Mailbox
+from ..db.models import Alias, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, ValidationError
 
 
@@ -46,6 +46,22 @@ class AliasService:
             if domain:
                 query = query.where(Alias.domain_id == self.app.domains.get(s, domain).id)
             return [self._as_dict(a) for a in s.scalars(query)]
+
+    def page(self, search: str | None = None, domains: list[str] | None = None, limit: int = 50,
+             offset: int = 0) -> dict:
+        """One page of aliases by address, filtered and counted in SQL (`domains`: None for all)."""
+        conditions = []
+        if domains is not None:
+            conditions.append(Alias.domain_id.in_(select(Domain.id).where(Domain.name.in_(domains))))
+        if search:
+            text = search.strip().lower()
+            conditions.append(Alias.address.contains(text, autoescape=True)
+                              | Alias.destinations.contains(text, autoescape=True))
+        with self.app.dbs.session("data") as s:
+            total = s.scalar(select(func.count()).select_from(Alias).where(*conditions))
+            rows = s.scalars(select(Alias).where(*conditions).order_by(Alias.address)
+                             .limit(max(1, min(limit, 500))).offset(max(0, offset)))
+            return {"rows": [self._as_dict(a) for a in rows], "total": total}
 
     def remove(self, address: str) -> None:
         local, domain = validation.address(address)

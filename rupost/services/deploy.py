@@ -45,6 +45,7 @@ class DeployService:
                      "listen_address": cfg.listen_address, "ports": dict(cfg.ports)},
             "cluster": {"nodes": app.nodes.members()},
             "settings": {"mail_host": app.settings.mail_host()},
+            "directories": app.directories.template_context(),
             "database": {"host": cfg.database.host, "port": cfg.database.port, "data": cfg.database.data,
                          "user": cfg.database.user},
             "paths": {

@@ -40,6 +40,29 @@ class DomainService:
             return [self._as_dict(d, mailbox_counts.get(d.id, 0), alias_counts.get(d.id, 0))
                     for d in s.scalars(select(Domain).order_by(Domain.name))]
 
+    def page(self, search: str | None = None, domains: list[str] | None = None, limit: int = 50,
+             offset: int = 0, with_counts: bool = True) -> dict:
+        """One page of domains by name with their counts, filtered in SQL (`domains`: None for all;
+        `with_counts=False`: mailbox and alias counts are not computed, None)."""
+        conditions = []
+        if domains is not None:
+            conditions.append(Domain.name.in_(domains))
+        if search:
+            conditions.append(Domain.name.contains(search.strip().lower(), autoescape=True))
+        with self.app.dbs.session("data") as s:
+            total = s.scalar(select(func.count()).select_from(Domain).where(*conditions))
+            page = list(s.scalars(select(Domain).where(*conditions).order_by(Domain.name)
+                                  .limit(max(1, min(limit, 500))).offset(max(0, offset))))
+            if not with_counts:
+                return {"rows": [self._as_dict(d, None, None) for d in page], "total": total}
+            ids = [d.id for d in page]
+            mailbox_counts = dict(s.execute(select(Mailbox.domain_id, func.count()).where(
+                Mailbox.domain_id.in_(ids)).group_by(Mailbox.domain_id)).all())
+            alias_counts = dict(s.execute(select(Alias.domain_id, func.count()).where(
+                Alias.domain_id.in_(ids)).group_by(Alias.domain_id)).all())
+            return {"rows": [self._as_dict(d, mailbox_counts.get(d.id, 0), alias_counts.get(d.id, 0)) for d in page],
+                    "total": total}
+
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.app.dbs.session("data") as s:
             self.get(s, name).enabled = enabled
@@ -58,6 +81,6 @@ class DomainService:
         self.app.audit.record("domain.remove", name)
 
     @staticmethod
-    def _as_dict(d: Domain, mailboxes: int, aliases: int) -> dict:
+    def _as_dict(d: Domain, mailboxes: int | None, aliases: int | None) -> dict:
         return {"name": d.name, "description": d.description, "enabled": d.enabled, "mailboxes": mailboxes,
                 "aliases": aliases}

@@ -8,7 +8,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import validation
@@ -68,6 +68,35 @@ class MailboxService:
             if search:
                 query = query.where(Mailbox.address.contains(search.lower(), autoescape=True))
             return [self._as_dict(m) for m in s.scalars(query)]
+
+    PAGE_SORTS = {"address": Mailbox.address, "name": Mailbox.display_name, "quota": Mailbox.quota_bytes,
+                  "enabled": Mailbox.enabled, "created": Mailbox.created_at}
+
+    def page(self, search: str | None = None, domains: list[str] | None = None, sort: str = "address",
+             descending: bool = False, limit: int = 50, offset: int = 0) -> dict:
+        """One page of mailboxes, filtered, sorted and counted in SQL. `domains` limits the
+        result to those domains (None: all); `search` matches the address or the display name."""
+        if sort not in self.PAGE_SORTS:
+            raise ValidationError(f"cannot sort mailboxes by {sort!r} (use {', '.join(self.PAGE_SORTS)})")
+        conditions = []
+        if domains is not None:
+            conditions.append(Mailbox.domain_id.in_(select(Domain.id).where(Domain.name.in_(domains))))
+        if search:
+            conditions.append(Mailbox.address.contains(search.strip().lower(), autoescape=True)
+                              | Mailbox.display_name.icontains(search.strip(), autoescape=True))
+        column = self.PAGE_SORTS[sort]
+        order = [column.desc() if descending else column.asc()] + ([Mailbox.address] if sort != "address" else [])
+        limit, offset = max(1, min(limit, 500)), max(0, offset)
+        count_all = select(func.count()).select_from(Mailbox).where(*conditions)
+        with self.app.dbs.session("data") as s:
+            if not search:  # the page walks the address index; the count is a separate fast scan
+                rows = s.scalars(select(Mailbox).where(*conditions).order_by(*order).limit(limit).offset(offset))
+                return {"rows": [self._as_dict(m) for m in rows], "total": s.scalar(count_all)}
+            # a substring search reads every row once: the matches are counted in the same scan
+            found = s.execute(select(Mailbox, func.count().over().label("total")).where(*conditions)
+                              .order_by(*order).limit(limit).offset(offset)).all()
+            total = found[0].total if found else s.scalar(count_all)
+            return {"rows": [self._as_dict(r.Mailbox) for r in found], "total": total}
 
     def set_password(self, address: str, password: str) -> None:
         password_hash = hash_password(password)

@@ -13,6 +13,9 @@ from ..errors import TemplateError
 from . import errors as schema_errors
 
 COMPONENTS = ("memcached", "dovecot", "postfix", "sogo", "nginx", "haproxy")
+# Components added after the first release: a template without their section (e.g. one
+# pinned at import before they existed) gets an empty one, i.e. the adapter's defaults.
+OPTIONAL_COMPONENTS = ("policy", "opendkim")
 
 PARAMETER_TYPES = {"integer": int, "string": str, "boolean": bool, "list": list}
 
@@ -61,7 +64,7 @@ DOCUMENT_SCHEMA = {
             "type": "object",
             "additionalProperties": False,
             "required": list(COMPONENTS),
-            "properties": {name: {"type": "object"} for name in COMPONENTS},
+            "properties": {name: {"type": "object"} for name in COMPONENTS + OPTIONAL_COMPONENTS},
         },
     },
 }
@@ -217,6 +220,8 @@ def load_document(text: str, source: str = "<template>", resolve_base=None) -> T
         original, extends = text, f"{base.name}@{base.version}"
         data, text = merged, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
     schema_errors.raise_if(schema_errors.validate(data, DOCUMENT_SCHEMA, ""), f"{source}: invalid template")
+    for name in OPTIONAL_COMPONENTS:
+        data["components"].setdefault(name, {})
     doc = TemplateDocument(data=data, source=source, text=text, original=original, extends=extends)
     for name, spec in doc.parameter_specs.items():
         problem = check_parameter(spec, spec["default"])

@@ -1,0 +1,92 @@
+"""The RuPost policy server (rupost/policy/server.py): dovecot's auth policy endpoint,
+the webmail login guard for nginx and postfix's outbound rate limit, all backed by the
+block list and counters shared by every node in the ``rupost`` database.
+
+It has no native configuration language: we render its settings as JSON."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rupost.errors import ComponentCheckError
+
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, listen_schema, split_listen
+
+_SECONDS = {"type": "integer", "minimum": 1, "maximum": 30 * 86400}
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "listen": listen_schema(),
+        # postfix's check_policy_service socket (outbound rate limit); empty: none
+        "postfix_socket": {"type": "string", "pattern": r"^(/[^\s]*)?$"},
+        # where the webmail login is relayed after the block-list check
+        "sogo_upstream": {"anyOf": [listen_schema(), {"const": ""}]},
+        "limits": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "ip_failures": {"type": "integer", "minimum": 0, "maximum": 100000},
+                "account_failures": {"type": "integer", "minimum": 0, "maximum": 100000},
+                "window": _SECONDS,
+                "block_time": _SECONDS,
+                "exempt": {"type": "array", "items": {"type": "string", "pattern": r"^[0-9A-Fa-f.:]+(/\d{1,3})?$"}},
+            },
+        },
+        "sender_rate": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"limit": {"type": "integer", "minimum": 0}, "window": _SECONDS},
+        },
+    },
+}
+
+class PolicyAdapter(Adapter):
+    name = "policy"
+    schema = SCHEMA
+
+    def check_model(self, model: dict) -> list[str]:
+        import ipaddress
+
+        problems = []
+        for i, net in enumerate((model.get("limits") or {}).get("exempt", [])):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                problems.append(f"components.policy.limits.exempt[{i}]: {net!r} is not an address or network")
+        return problems
+
+    def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
+        listen = model.get("listen") or f"127.0.0.1:{ctx.node.port('auth_policy')}"
+        config = {"listen": listen, "postfix_socket": model.get("postfix_socket", ""),
+                  "sogo_upstream": model.get("sogo_upstream", ""), "limits": model.get("limits") or {},
+                  "sender_rate": model.get("sender_rate") or {}}
+        return [RenderedFile("policy.json", json.dumps(config, indent=2, sort_keys=True) + "\n")]
+
+    def validate(self, config_dir: Path, ctx: RenderContext) -> None:
+        from rupost.services.blocklist import Limits
+
+        try:
+            config = json.loads((config_dir / "policy.json").read_text())
+            Limits(**config["limits"])
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ComponentCheckError(self.name, f"policy.json: {exc}") from None
+
+    def process(self, ctx: RenderContext) -> ProcessSpec:
+        conf = ctx.config_dir(self.name) / "policy.json"
+        try:
+            listen = json.loads(conf.read_text())["listen"]
+        except (OSError, ValueError, KeyError):
+            listen = f"127.0.0.1:{ctx.node.port('auth_policy')}"
+        host, port = split_listen(listen)
+        return ProcessSpec(
+            argv=[sys.executable, "-m", "rupost.policy", "--root", str(ctx.layout.root), "--config", str(conf)],
+            env={"PYTHONUNBUFFERED": "1"},
+            reload="restart",
+            prepare=lambda: ctx.layout.run_dir(self.name).mkdir(parents=True, exist_ok=True),
+            ports=[(host if host not in ("*", "0.0.0.0") else "127.0.0.1", port)],
+            stop_timeout=5.0,
+        )

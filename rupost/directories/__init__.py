@@ -1,0 +1,1 @@
+"""Directory (LDAP) access for RuPost: attribute profiles, connections, filters, schema."""

@@ -1,0 +1,224 @@
+"""Request plumbing shared by every area: who is logged in, CSRF, roles, audit, errors.
+
+- Every request gets ``g.rp``: a view of the service layer whose actor is the
+  logged-in administrator and whose audit records carry source ``panel`` and the
+  client address, so everything done in the panel is journaled like the CLI.
+- Every POST must carry the session's CSRF token (``csrf_token`` form field).
+- ``@requires(level)`` guards a view: ``any`` (every logged-in administrator),
+  ``global`` (not a domain administrator: node-wide pages), ``write`` (may change
+  something: superadmin or domain admin; the view checks the domain), ``super``.
+"""
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+import time
+
+from flask import abort, flash, g, redirect, render_template, request, session, url_for
+
+from ..errors import RuPostError
+from ..services.audit import AuditService
+
+LEVELS = ("any", "global", "write", "super")
+
+
+class PanelAudit(AuditService):
+    """Audit records of panel actions: source ``panel``, the client address in the details."""
+
+    def __init__(self, app, address: str):
+        super().__init__(app)
+        self.address = address
+
+    def record(self, action: str, target: str = "", source: str = "panel", **details) -> None:
+        details.setdefault("address", self.address)
+        super().record(action, target, source=source, **details)
+
+
+def services_for(base, actor: str, address: str):
+    """The service layer acting as `actor`: shares the engines, adapters and backend of `base`."""
+    from ..services import RuPost
+
+    view = object.__new__(RuPost)
+    view.layout, view.config, view.dbs, view.actor = base.layout, base.config, base.dbs, actor
+    for shared in ("adapters", "backend"):
+        if shared in base.__dict__:
+            view.__dict__[shared] = base.__dict__[shared]
+    view.__dict__["audit"] = PanelAudit(view, address)
+    # authenticators registered at start (e.g. an LDAP bind) serve every request
+    admins = view.__dict__["admins"] = type(base.admins)(view)
+    admins.authenticators += [a for a in base.admins.authenticators if a.name != "local"]
+    return view
+
+
+def base_services():
+    from flask import current_app
+
+    return current_app.extensions["rupost"]
+
+
+def client_address() -> str:
+    return request.remote_addr or "?"
+
+
+def csrf_token() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def requires(level: str):
+    assert level in LEVELS
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            admin = g.get("admin")
+            if admin is None:
+                return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+            if level == "global" and admin.role == "domain_admin":
+                abort(403)
+            if level == "write" and not admin.can_write:
+                abort(403)
+            if level == "super" and not admin.is_superadmin:
+                abort(403)
+            return view(*args, **kwargs)
+
+        wrapper.panel_level = level
+        return wrapper
+
+    return decorate
+
+
+def check_domain(name: str, write: bool = False) -> None:
+    """403 unless the administrator may see (or change) this domain: domain scoping of every view."""
+    admin = g.admin
+    allowed = admin.may_change_domain(name) if write else admin.may_see_domain(name)
+    if not allowed:
+        abort(403)
+
+
+def check_address(address: str, write: bool = False) -> str | None:
+    """The domain part of an address the administrator may see or change (403 otherwise).
+    An address that does not parse is 404 to look at; for a change it is let through to the
+    service, which refuses it with its own message before changing anything."""
+    from .. import validation
+
+    try:
+        _, domain = validation.address(address)
+    except RuPostError:
+        if write:
+            return None
+        abort(404)
+    check_domain(domain, write)
+    return domain
+
+
+def attempt(action, success: str | None = None) -> bool:
+    """Run a service call; flash its success or its error message. True when it succeeded."""
+    from .i18n import gettext as _
+
+    try:
+        result = action()
+    except RuPostError as exc:
+        flash(str(exc), "error")
+        return False
+    if success:
+        flash(_(success).format(result=result) if "{result" in success else _(success), "ok")
+    return True
+
+
+def fail(message: str) -> None:
+    """Show a problem found by the panel itself (the service layer's come through attempt)."""
+    flash(message, "error")
+
+
+def page_args(default_size: int = 50) -> tuple[int, int]:
+    """(page, size) from the query string, bounded."""
+    def number(name, default, low, high):
+        try:
+            return max(low, min(high, int(request.args.get(name, default))))
+        except ValueError:
+            return default
+
+    return number("page", 1, 1, 10_000_000), number("size", default_size, 10, 200)
+
+
+def render(template: str, **context):
+    return render_template(template, **context)
+
+
+def _session_expired(now: float) -> bool:
+    timeout = base_services().admins.setting("panel.session_timeout_minutes") * 60
+    seen = session.get("seen", 0)
+    started = session.get("started", 0)
+    return now - seen > timeout or now - started > 12 * 3600
+
+
+def install(app) -> None:
+    @app.before_request
+    def load_administrator():
+        g.admin = None
+        base = base_services()
+        address = client_address()
+        g.rp = services_for(base, "anonymous", address)
+        if request.endpoint == "static":
+            return None
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            sent = request.form.get("csrf_token", "")
+            expected = session.get("csrf", "")
+            if not expected or not sent or not hmac.compare_digest(sent, expected):
+                return render_template("error.html", code=400,
+                                       message="csrf"), 400
+        login = session.get("login")
+        if login:
+            now = time.time()
+            if _session_expired(now):
+                g.rp.admins.logout(login, address, reason="session timeout")
+                session.clear()
+                from .i18n import gettext as _
+
+                flash(_("Your session has expired; log in again."), "error")
+                return redirect(url_for("auth.login"))
+            admin = base.admins.identity(login)
+            if admin is None or (admin.sessions_after and session.get("started", 0) < admin.sessions_after):
+                # removed or disabled since it logged in, logged out elsewhere, or its password was reset
+                session.clear()
+                return redirect(url_for("auth.login"))
+            session["seen"] = now
+            g.admin = admin
+            g.rp = services_for(base, admin.login, address)
+        return None
+
+    @app.after_request
+    def security_headers(response):
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'")
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        if request.endpoint != "static":
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.context_processor
+    def panel_context():
+        return {"admin": g.get("admin"),
+                "navigation": [n for n in app.config.get("RUPOST_NAVIGATION", ())
+                               if g.get("admin") is not None and _nav_visible(n, g.admin)]}
+
+    app.jinja_env.globals["csrf_token"] = csrf_token  # a global: imported macros see it too
+    for code in (400, 403, 404, 405, 413, 500):
+        app.register_error_handler(code, functools.partial(_error_page, code))
+
+
+def _nav_visible(entry, admin) -> bool:
+    _, _, level = entry
+    return not ((level == "global" and admin.role == "domain_admin") or (level == "super" and not admin.is_superadmin))
+
+
+def _error_page(code, exc):
+    return render_template("error.html", code=code, message=str(code)), code

@@ -1,0 +1,1 @@
+"""The node's policy server (auth failure rate limiting, outbound rate limit)."""

@@ -1,0 +1,310 @@
+"""The RuPost policy server: one process per node, run by the service backend as the
+``policy`` component (adapters/policy.py renders its configuration).
+
+It answers three clients, all from the shared tables in the ``rupost`` database:
+
+- **dovecot's auth policy** (``auth_policy_server_url``): ``POST /dovecot?command=allow``
+  before each authentication (IMAP, ManageSieve, and SMTP submission, which authenticates
+  through dovecot's SASL) gets ``{"status": -1}`` when the client address or the account is
+  blocked; ``POST /dovecot?command=report`` after it records a failure, which may block.
+- **nginx** (``auth_request`` on the webmail login): ``GET /check`` with the client address
+  in ``X-Real-IP`` answers 204 or 403; ``POST /sogo/connect`` is SOGo's login, relayed to
+  SOGo by this server so that a failed webmail login is recorded like any other.
+- **postfix** (``check_policy_service`` on the submission services, a unix socket):
+  the outbound rate limit per authenticated sender, counted in ``sender_messages``.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import signal
+import socketserver
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from sqlalchemy import text
+
+from ..errors import RuPostError
+from ..services.blocklist import BlocklistService, Limits
+
+log = logging.getLogger("rupost.policy")
+
+MAX_BODY = 64 * 1024
+
+
+class PolicyApp:
+    """The WSGI application (usable without a server in tests)."""
+
+    def __init__(self, app, config: dict):
+        self.app = app
+        self.config = config
+        self.blocklist = BlocklistService(app, Limits(**config.get("limits", {})), source="policy")
+        self.sogo_upstream = config.get("sogo_upstream", "")
+        rate = config.get("sender_rate", {})
+        self.rate_limit = int(rate.get("limit", 0))
+        self.rate_window = int(rate.get("window", 3600))
+
+    # ------------------------------------------------------------ WSGI
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if path == "/dovecot" and method == "POST":
+                return self._json(start_response, self.dovecot(environ))
+            if path == "/check":
+                return self.check(environ, start_response)
+            if path == "/sogo/connect":
+                return self.sogo_connect(environ, start_response)
+            if path == "/health":
+                return self._reply(start_response, "200 OK", b"ok\n", "text/plain")
+            return self._reply(start_response, "404 Not Found", b"not found\n", "text/plain")
+        except (RuPostError, ValueError) as exc:
+            log.error("%s %s: %s", method, path, exc)
+            return self._reply(start_response, "500 Internal Server Error", f"{exc}\n".encode(), "text/plain")
+
+    @staticmethod
+    def _reply(start_response, status: str, body: bytes, ctype: str, headers=()):
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body))), *headers])
+        return [body]
+
+    def _json(self, start_response, data: dict):
+        return self._reply(start_response, "200 OK", json.dumps(data).encode(), "application/json")
+
+    @staticmethod
+    def _body(environ) -> bytes:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY:
+            raise ValueError(f"request body of {length} bytes is too large")
+        return environ["wsgi.input"].read(length) if length > 0 else b""
+
+    # ------------------------------------------------------------ dovecot
+    def dovecot(self, environ) -> dict:
+        command = parse_qs(environ.get("QUERY_STRING", "")).get("command", [""])[0]
+        try:
+            request = json.loads(self._body(environ) or b"{}")
+        except ValueError:
+            raise ValueError("dovecot auth policy request is not JSON") from None
+        ip, login = str(request.get("remote", "")), str(request.get("login", ""))
+        protocol = str(request.get("protocol", ""))
+        if command == "allow":
+            block = self.blocklist.is_blocked(ip, login)
+            if block:
+                log.info("refused %s login %r from %s: %s %s is blocked until %s", protocol, login, ip,
+                         block["kind"], block["value"], block["expires_at"].isoformat())
+                return {"status": -1, "msg": "Too many failed authentications, try again later"}
+            return {"status": 0, "msg": ""}
+        if command == "report":
+            if not request.get("success") and not request.get("policy_reject"):
+                for block in self.blocklist.record_failure(ip, login, protocol):
+                    log.info("blocked %s %s: %s", block["kind"], block["value"], block["reason"])
+            return {"status": 0, "msg": ""}
+        raise ValueError(f"unknown dovecot auth policy command {command!r}")
+
+    # ------------------------------------------------------------ nginx / SOGo
+    def check(self, environ, start_response):
+        ip = environ.get("HTTP_X_REAL_IP", "")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        account = query.get("account", [""])[0]
+        if self.blocklist.is_blocked(ip, account):
+            return self._reply(start_response, "403 Forbidden", b"blocked\n", "text/plain")
+        return self._reply(start_response, "204 No Content", b"", "text/plain")
+
+    def sogo_connect(self, environ, start_response):
+        """SOGo's login (POST /SOGo/connect, JSON userName/password): refused while the client
+        address or the account is blocked, relayed to SOGo otherwise; a refused login
+        (SOGo answers 403) is recorded as a failure."""
+        ip = environ.get("HTTP_X_REAL_IP", "")
+        body = self._body(environ)
+        try:
+            account = str(json.loads(body or b"{}").get("userName", ""))
+        except (ValueError, AttributeError):
+            account = ""
+        block = self.blocklist.is_blocked(ip, account)
+        if block:
+            log.info("refused webmail login %r from %s: %s %s is blocked", account, ip, block["kind"], block["value"])
+            return self._reply(start_response, "403 Forbidden",
+                               json.dumps({"LDAPPasswordPolicyError": 65535, "blocked": True}).encode(),
+                               "application/json")
+        host, _, port = self.sogo_upstream.rpartition(":")
+        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k.startswith("HTTP_")}
+        headers.pop("Connection", None)
+        headers["Content-Type"] = environ.get("CONTENT_TYPE", "application/json")
+        headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.request(environ.get("REQUEST_METHOD", "POST"), environ.get("HTTP_X_ORIGINAL_URI", "/SOGo/connect"),
+                         body=body, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+            status = f"{resp.status} {resp.reason}"
+            passed = [(k, v) for k, v in resp.getheaders()
+                      if k.lower() not in ("connection", "transfer-encoding", "content-length", "keep-alive")]
+        finally:
+            conn.close()
+        if resp.status in (401, 403) and environ.get("REQUEST_METHOD") == "POST":
+            self.blocklist.record_failure(ip, account, "webmail")
+        start_response(status, passed + [("Content-Length", str(len(payload)))])
+        return [payload]
+
+    # ------------------------------------------------------------ postfix
+    def postfix_policy(self, attrs: dict) -> str:
+        """Postfix policy delegation: the outbound rate limit per authenticated sender."""
+        if self.rate_limit <= 0:
+            return "DUNNO"
+        sender = (attrs.get("sasl_username") or attrs.get("sender") or "").strip().lower()
+        if not sender:
+            return "DUNNO"
+        with self.app.dbs.engine("main").begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": "rupost-rate:" + sender})
+            count = conn.execute(text("SELECT count(*) FROM sender_messages WHERE sender = :s "
+                                      "AND at > now() - make_interval(secs => :w)"),
+                                 {"s": sender, "w": self.rate_window}).scalar()
+            if count >= self.rate_limit:
+                log.info("rate limit: %s sent %d messages in %d s (limit %d)", sender, count, self.rate_window,
+                         self.rate_limit)
+                return (f"450 4.7.1 Sending rate limit exceeded: at most {self.rate_limit} messages "
+                        f"per {self.rate_window} s, try again later")
+            conn.execute(text("INSERT INTO sender_messages (sender) VALUES (:s)"), {"s": sender})
+        return "DUNNO"
+
+    def expire(self) -> None:
+        self.blocklist.expire()
+        if self.rate_limit > 0:
+            with self.app.dbs.engine("main").begin() as conn:
+                conn.execute(text("DELETE FROM sender_messages WHERE at <= now() - make_interval(secs => :w)"),
+                             {"w": self.rate_window})
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+        pass
+
+
+class _PostfixPolicyHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        policy: PolicyApp = self.server.policy
+        attrs: dict = {}
+        while True:
+            line = self.rfile.readline(8192)
+            if not line:
+                return
+            line = line.decode("utf-8", "replace").rstrip("\r\n")
+            if line:
+                name, _, value = line.partition("=")
+                attrs[name] = value
+                continue
+            try:
+                action = policy.postfix_policy(attrs)
+            except RuPostError as exc:
+                log.error("postfix policy: %s", exc)
+                action = "DUNNO"
+            self.wfile.write(f"action={action}\n\n".encode())
+            self.wfile.flush()
+            attrs = {}
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+DKIM_SYNC_INTERVAL = 15.0
+
+
+def dkim_sync(app) -> None:
+    """Keys generated or rotated on another node reach this node's OpenDKIM: when the
+    KeyTable written here no longer matches the database, rewrite it and signal OpenDKIM."""
+    from ..services import dkim
+
+    while True:
+        time.sleep(DKIM_SYNC_INTERVAL)
+        try:
+            keys = dkim.active_keys(app.dbs)
+            key_dir = dkim.state_dir(app.layout) / "keys"
+            wanted = dkim.table_files(keys, key_dir)["key.table"]
+            try:
+                current = (dkim.state_dir(app.layout) / "key.table").read_text()
+            except OSError:
+                current = None
+            if current != wanted:
+                result = app.dkim.apply()
+                log.info("DKIM keys changed in the database: files rewritten%s",
+                         ", OpenDKIM re-read them" if result["reloaded"] else "")
+        except (RuPostError, OSError) as exc:
+            log.error("DKIM key sync: %s", exc)
+
+
+def serve(root: str, config_path: str) -> None:
+    from ..services import RuPost
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s rupost-policy %(levelname)s %(message)s")
+    config = json.loads(Path(config_path).read_text())
+    app = RuPost.open(root, actor="policy")
+    policy = PolicyApp(app, config)
+    host, _, port = config["listen"].rpartition(":")
+    httpd = make_server(host, int(port), policy, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    servers = [httpd]
+    sock_path = config.get("postfix_socket")
+    if sock_path:
+        Path(sock_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(sock_path).unlink(missing_ok=True)
+        unix = _UnixServer(sock_path, _PostfixPolicyHandler)
+        unix.policy = policy
+        os.chmod(sock_path, 0o666)  # postfix's smtpd (user postfix) connects; it only asks for a verdict
+        servers.append(unix)
+        threading.Thread(target=unix.serve_forever, daemon=True).start()
+
+    def stop(*_):
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def housekeeping():
+        while True:
+            time.sleep(max(5, min(60, policy.blocklist.limits.window // 2 or 60)))
+            try:
+                policy.expire()
+            except RuPostError as exc:
+                log.error("expiring old entries: %s", exc)
+
+    threading.Thread(target=housekeeping, daemon=True).start()
+    threading.Thread(target=dkim_sync, args=(app,), daemon=True).start()
+    log.info("listening on %s (dovecot auth policy, nginx checks)%s", config["listen"],
+             f" and {sock_path} (postfix policy)" if sock_path else "")
+    try:
+        httpd.serve_forever(poll_interval=0.5)
+    finally:
+        for server in servers:
+            server.server_close()
+        if sock_path:
+            Path(sock_path).unlink(missing_ok=True)
+        app.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="rupost-policy", description="RuPost policy server")
+    parser.add_argument("--root", default=os.environ.get("RUPOST_ROOT", "/"))
+    parser.add_argument("--config", required=True)
+    args = parser.parse_args(argv)
+    serve(args.root, args.config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,441 @@
+"""Administrators of the control panel: accounts, roles, login, lockout, TOTP.
+
+Roles
+    ``superadmin``    everything.
+    ``domain_admin``  mailboxes and aliases of the domains listed on its account only
+                      (it does not see other domains at all); no templates, deploys,
+                      certificates, administrators or settings.
+    ``readonly``      sees everything a superadmin sees, changes nothing.
+
+Authentication goes through a chain of ``Authenticator`` objects (the local one is
+always first). An authenticator answers "these credentials belong to this
+administrator" (an ``AdminIdentity``) or "not mine / wrong" (``None``); it raises a
+RuPostError only when it could not check at all (a directory is unreachable).
+
+Plugging in LDAP administrators (the directories engineer): write a class
+
+    class LdapBindAuthenticator(Authenticator):
+        name = "ldap"
+        def authenticate(self, login, password):
+            # bind as the user; read its groups; map group DNs to a role and domains
+            # (e.g. {"cn=mail-admins,...": ("superadmin", [])}); None if no group maps
+            return AdminIdentity(login=login, role=role, domains=tuple(domains), source="ldap", ...)
+
+and register it with ``app.admins.register_authenticator(LdapBindAuthenticator(...))``
+(the panel's app factory calls ``configure_authenticators`` hooks, see
+``rupost/panel/__init__.py``). On each successful login the service keeps a
+``panel_admins`` row for the identity (source ``ldap``, no password) up to date, so
+every panel request re-reads the role from the database and a role removed in the
+directory takes effect at the next login. ``AdminService.login`` applies the lockout,
+the TOTP second factor and the audit record whatever authenticator answered.
+
+Lockout: after ``lockout_user_failures`` failed logins for one login name, or
+``lockout_address_failures`` from one client address, within ``lockout_minutes``,
+further attempts for that login / from that address are refused for
+``lockout_minutes`` without checking the password. Counters live in
+``panel_lockouts`` (PostgreSQL), so every worker and every node sees them.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+import re
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
+
+from .. import validation
+from ..db.models import AuditRecord, Domain, Setting, utcnow
+from ..db.panel_models import PanelAdmin, PanelLockout
+from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
+from ..passwords import hash_password, verify_password
+
+ROLES = ("superadmin", "domain_admin", "readonly")
+LANGUAGES = ("ru", "en")
+_LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+# checked when the login is unknown, so that an unknown login costs as much as a wrong password
+_DUMMY_HASH = "{SHA512-CRYPT}$6$rounds=5000$rupostdummysalt$" + "x" * 86
+
+DEFAULTS = {
+    "panel.session_timeout_minutes": 30,
+    "panel.lockout_user_failures": 5,
+    "panel.lockout_address_failures": 20,
+    "panel.lockout_minutes": 15,
+}
+
+
+class AuthenticationError(RuPostError):
+    """Wrong login, password or second factor (the message does not say which)."""
+
+
+class LockedOutError(AuthenticationError):
+    """Too many failed logins for this login or from this address."""
+
+
+class AuthenticationUnavailable(AuthenticationError):
+    """No authenticator could check the password (e.g. every directory is unreachable)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdminIdentity:
+    login: str
+    role: str
+    domains: tuple[str, ...] = ()
+    source: str = "local"
+    language: str = "ru"
+    totp: bool = False
+    sessions_after: float | None = None  # epoch seconds: sessions started earlier are void
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in ("superadmin", "domain_admin")
+
+    @property
+    def is_superadmin(self) -> bool:
+        return self.role == "superadmin"
+
+    @property
+    def domain_scope(self) -> list[str] | None:
+        """The domains this administrator may see, or None for all of them."""
+        return list(self.domains) if self.role == "domain_admin" else None
+
+    def may_see_domain(self, name: str) -> bool:
+        return self.role != "domain_admin" or name in self.domains
+
+    def may_change_domain(self, name: str) -> bool:
+        return self.role == "superadmin" or (self.role == "domain_admin" and name in self.domains)
+
+
+class Authenticator(abc.ABC):
+    """One way of checking an administrator's credentials (local accounts, an LDAP bind...)."""
+
+    name: str = "?"
+
+    @abc.abstractmethod
+    def authenticate(self, login: str, password: str) -> AdminIdentity | None:
+        """The identity when the credentials are right; None when they are wrong or the login
+        is not an administrator here. Raise RuPostError only when the check could not be made."""
+
+
+class LocalAuthenticator(Authenticator):
+    """Accounts in ``panel_admins`` with a SHA512-CRYPT password (source ``local``)."""
+
+    name = "local"
+
+    def __init__(self, service: "AdminService"):
+        self.service = service
+
+    def authenticate(self, login: str, password: str) -> AdminIdentity | None:
+        with self.service.app.dbs.session("main") as s:
+            row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == login, PanelAdmin.source == "local"))
+            stored = row.password_hash if row is not None and row.enabled else _DUMMY_HASH
+            ok = verify_password(password, stored)
+            if row is None or not row.enabled or not ok:
+                return None
+            return _identity(row)
+
+
+def _identity(row: PanelAdmin) -> AdminIdentity:
+    return AdminIdentity(login=row.login, role=row.role, domains=tuple(row.domains or ()), source=row.source,
+                         language=row.language or "ru", totp=bool(row.totp_secret),
+                         sessions_after=row.sessions_after.timestamp() if row.sessions_after else None)
+
+
+def check_login_name(login: str) -> str:
+    login = (login or "").strip()
+    if not _LOGIN.match(login):
+        raise ValidationError(f"invalid administrator login {login[:64]!r}: use letters, digits, '.', '_', '-', '@' "
+                              "(max 128, starting with a letter or digit)")
+    return login
+
+
+class AdminService:
+    def __init__(self, app):
+        self.app = app
+        self.authenticators: list[Authenticator] = [LocalAuthenticator(self)]
+
+    def register_authenticator(self, authenticator: Authenticator) -> None:
+        self.authenticators.append(authenticator)
+
+    # ------------------------------------------------------------------ settings
+    def setting(self, key: str) -> int:
+        with self.app.dbs.session("main") as s:
+            row = s.get(Setting, key)
+            value = row.value if row is not None else None
+        return int(value) if isinstance(value, (int, float, str)) and str(value).isdigit() else DEFAULTS[key]
+
+    def secret_key(self) -> str:
+        """The key signing panel session cookies: one per installation, so every worker and every
+        node accepts the same sessions; created on first use."""
+        import secrets
+
+        with self.app.dbs.session("main") as s:
+            s.execute(pg_insert(Setting).values(key="panel.secret_key", value=secrets.token_hex(32))
+                      .on_conflict_do_nothing(index_elements=["key"]))
+        with self.app.dbs.session("main") as s:
+            return s.get(Setting, "panel.secret_key").value
+
+    # ------------------------------------------------------------------ accounts
+    def _validate(self, role: str, domains, language: str = "ru") -> list[str]:
+        if role not in ROLES:
+            raise ValidationError(f"invalid role {role!r}: use {', '.join(ROLES)}")
+        if language not in LANGUAGES:
+            raise ValidationError(f"invalid language {language!r}: use {', '.join(LANGUAGES)}")
+        names = sorted({validation.domain_name(d) for d in (domains or ()) if d.strip()})
+        if role == "domain_admin":
+            if not names:
+                raise ValidationError("a domain_admin needs at least one domain (--domain NAME)")
+            with self.app.dbs.session("data") as s:
+                known = set(s.scalars(select(Domain.name).where(Domain.name.in_(names))))
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise NotFoundError(f"domain(s) {', '.join(missing)} do not exist (rupost domains add NAME)")
+        elif names:
+            raise ValidationError(f"only a domain_admin is limited to domains; a {role} sees all of them")
+        return names
+
+    def add(self, login: str, password: str | None, role: str, domains=(), language: str = "ru",
+            source: str = "local") -> dict:
+        login = check_login_name(login)
+        names = self._validate(role, domains, language)
+        if source not in ("local", "ldap"):
+            raise ValidationError(f"invalid source {source!r}: use local or ldap")
+        if source == "local" and not password:
+            raise ValidationError("a local administrator needs a password")
+        password_hash = hash_password(password) if source == "local" else ""
+        try:
+            with self.app.dbs.session("main") as s:
+                row = PanelAdmin(login=login, source=source, password_hash=password_hash, role=role, domains=names,
+                                 language=language, enabled=True)
+                s.add(row)
+                s.flush()
+                out = self._as_dict(row)
+        except IntegrityError:
+            raise ConflictError(f"administrator {login} already exists") from None
+        self.app.audit.record("admin.add", login, role=role, domains=names, source=source)
+        return out
+
+    def _row(self, s, login: str) -> PanelAdmin:
+        row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == (login or "").strip()))
+        if row is None:
+            raise NotFoundError(f"administrator {login!r} does not exist (rupost admins list)")
+        return row
+
+    def list(self) -> list[dict]:
+        with self.app.dbs.session("main") as s:
+            return [self._as_dict(r) for r in s.scalars(select(PanelAdmin).order_by(PanelAdmin.login))]
+
+    def show(self, login: str) -> dict:
+        with self.app.dbs.session("main") as s:
+            return self._as_dict(self._row(s, login))
+
+    def identity(self, login: str) -> AdminIdentity | None:
+        """The current identity of a logged-in administrator (None if removed or disabled)."""
+        with self.app.dbs.session("main") as s:
+            row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == login))
+            return _identity(row) if row is not None and row.enabled else None
+
+    def _superadmins_left(self, s, excluding: int) -> int:
+        return s.scalar(select(func.count()).select_from(PanelAdmin).where(
+            PanelAdmin.role == "superadmin", PanelAdmin.enabled, PanelAdmin.id != excluding))
+
+    def remove(self, login: str) -> None:
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            if row.role == "superadmin" and row.enabled and not self._superadmins_left(s, row.id):
+                raise ConflictError(f"{login} is the last superadmin; add another one before removing it")
+            s.delete(row)
+        self.app.audit.record("admin.remove", login)
+
+    def set_password(self, login: str, password: str) -> None:
+        password_hash = hash_password(password)
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            if row.source != "local":
+                raise ValidationError(f"{login} is an LDAP administrator: its password is the directory's")
+            row.password_hash, row.sessions_after = password_hash, utcnow()
+        self.app.audit.record("admin.passwd", login)
+
+    def change_own_password(self, login: str, current: str, new: str) -> None:
+        """An administrator's own password change: the current password is checked first."""
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            if row.source != "local":
+                raise ValidationError(f"{login} is an LDAP administrator: its password is the directory's")
+            if not verify_password(current or "", row.password_hash):
+                raise AuthenticationError("the current password is wrong")
+        self.set_password(login, new)
+
+    def set_role(self, login: str, role: str, domains=()) -> dict:
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            names = self._validate(role, domains, row.language)
+            if row.role == "superadmin" and role != "superadmin" and not self._superadmins_left(s, row.id):
+                raise ConflictError(f"{login} is the last superadmin; add another one before changing its role")
+            row.role, row.domains = role, names
+            out = self._as_dict(row)
+        self.app.audit.record("admin.set_role", login, role=role, domains=names)
+        return out
+
+    def set_enabled(self, login: str, enabled: bool) -> None:
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            if not enabled and row.role == "superadmin" and not self._superadmins_left(s, row.id):
+                raise ConflictError(f"{login} is the last superadmin; add another one before disabling it")
+            row.enabled = enabled
+            if not enabled:
+                row.sessions_after = utcnow()
+        self.app.audit.record("admin.enable" if enabled else "admin.disable", login)
+
+    def set_language(self, login: str, language: str) -> None:
+        if language not in LANGUAGES:
+            raise ValidationError(f"invalid language {language!r}: use {', '.join(LANGUAGES)}")
+        with self.app.dbs.session("main") as s:
+            self._row(s, login).language = language
+
+    def sync_identity(self, identity: AdminIdentity) -> None:
+        """Keep the row of an administrator authenticated elsewhere (LDAP) in step with its groups."""
+        with self.app.dbs.session("main") as s:
+            s.execute(pg_insert(PanelAdmin).values(
+                login=identity.login, source=identity.source, password_hash="", role=identity.role,
+                domains=list(identity.domains), language=identity.language, enabled=True)
+                .on_conflict_do_update(index_elements=["login"], set_={
+                    "role": identity.role, "domains": list(identity.domains)},
+                    where=PanelAdmin.source == identity.source))
+
+    # ---------------------------------------------------------------------- TOTP
+    @staticmethod
+    def new_totp_secret() -> str:
+        import pyotp
+
+        return pyotp.random_base32()
+
+    @staticmethod
+    def totp_uri(login: str, secret: str) -> str:
+        import pyotp
+
+        return pyotp.TOTP(secret).provisioning_uri(name=login, issuer_name="RuPost")
+
+    def enable_totp(self, login: str, secret: str, code: str) -> None:
+        """Store the second factor only once the administrator proved the app generates codes."""
+        import pyotp
+
+        if not re.fullmatch(r"[A-Z2-7]{16,64}", secret or ""):
+            raise ValidationError("invalid TOTP secret")
+        if not pyotp.TOTP(secret).verify((code or "").strip(), valid_window=1):
+            raise ValidationError("the code does not match: check the clock of the phone and try again")
+        with self.app.dbs.session("main") as s:
+            self._row(s, login).totp_secret = secret
+        self.app.audit.record("admin.totp_enable", login)
+
+    def disable_totp(self, login: str) -> None:
+        with self.app.dbs.session("main") as s:
+            self._row(s, login).totp_secret = None
+        self.app.audit.record("admin.totp_disable", login)
+
+    def _totp_ok(self, login: str, code: str | None) -> bool:
+        import pyotp
+
+        with self.app.dbs.session("main") as s:
+            secret = s.scalar(select(PanelAdmin.totp_secret).where(PanelAdmin.login == login))
+        return bool(secret) and bool(code) and pyotp.TOTP(secret).verify(code.strip(), valid_window=1)
+
+    # --------------------------------------------------------------------- login
+    def login(self, login: str, password: str, address: str, totp_code: str | None = None) -> AdminIdentity:
+        """Check the credentials through the authenticators, with lockout and an audit record."""
+        login = (login or "").strip()[:128]
+        address = (address or "?")[:255]
+        now = utcnow()
+        locked = self._locked(login, address, now)
+        if locked:
+            self._audit(login, "panel.login.locked", address=address, until=locked.isoformat())
+            raise LockedOutError(f"too many failed logins: try again after {locked:%H:%M} UTC")
+        identity, reason, unavailable = None, "wrong login or password", None
+        if login and password and _LOGIN.match(login):
+            for authenticator in self.authenticators:
+                try:
+                    identity = authenticator.authenticate(login, password)
+                except RuPostError as exc:  # could not check (directory down): try the next one
+                    unavailable = f"{authenticator.name}: {exc}"
+                    continue
+                if identity is not None:
+                    break
+        if identity is None and unavailable:
+            # an outage is not a wrong password: journaled, not counted towards a lockout
+            self._audit(login or "?", "panel.login.failed", address=address, reason=unavailable)
+            raise AuthenticationUnavailable(f"the password could not be checked: {unavailable}")
+        if identity is not None and identity.source != "local":
+            self.sync_identity(identity)
+            stored = self.identity(identity.login)  # the stored row decides (it may be disabled)
+            # a directory password never opens a local account of the same name
+            identity = stored if stored is not None and stored.source == identity.source else None
+        if identity is not None and identity.totp and not self._totp_ok(identity.login, totp_code):
+            identity, reason = None, "wrong or missing second factor code"
+        if identity is None:
+            self._failed(login, address, now)
+            self._audit(login or "?", "panel.login.failed", address=address, reason=reason)
+            raise AuthenticationError("wrong login, password or code")
+        with self.app.dbs.session("main") as s:
+            s.execute(delete(PanelLockout).where(PanelLockout.kind == "user", PanelLockout.key == login))
+            row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == identity.login))
+            row.last_login_at = now
+        self._audit(identity.login, "panel.login", address=address, role=identity.role, source=identity.source)
+        return identity
+
+    def logout(self, login: str, address: str, reason: str = "logout") -> None:
+        """End the administrator's panel sessions (a copied session cookie is void too)."""
+        if reason == "logout":
+            with self.app.dbs.session("main") as s:
+                row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == login))
+                if row is not None:
+                    row.sessions_after = utcnow()
+        self._audit(login, "panel.logout", address=address, reason=reason)
+
+    def _audit(self, actor: str, action: str, **details) -> None:
+        with self.app.dbs.session("logs") as s:
+            s.add(AuditRecord(actor=actor[:128], source="panel", action=action, target=actor, details=details))
+
+    def _locked(self, login: str, address: str, now: dt.datetime) -> dt.datetime | None:
+        with self.app.dbs.session("main") as s:
+            until = s.scalar(select(func.max(PanelLockout.locked_until)).where(
+                ((PanelLockout.kind == "user") & (PanelLockout.key == login))
+                | ((PanelLockout.kind == "address") & (PanelLockout.key == address))))
+        return until if until is not None and until > now else None
+
+    def _failed(self, login: str, address: str, now: dt.datetime) -> None:
+        minutes = self.setting("panel.lockout_minutes")
+        window_start = now - dt.timedelta(minutes=minutes)
+        limits = {"user": self.setting("panel.lockout_user_failures"),
+                  "address": self.setting("panel.lockout_address_failures")}
+        with self.app.dbs.session("main") as s:
+            for kind, key in (("user", login or "?"), ("address", address)):
+                stale = PanelLockout.first_failure_at < window_start
+                failures = s.execute(pg_insert(PanelLockout).values(
+                    kind=kind, key=key, failures=1, first_failure_at=now, locked_until=None)
+                    .on_conflict_do_update(index_elements=["kind", "key"], set_={
+                        "failures": case((stale, 1), else_=PanelLockout.failures + 1),
+                        "first_failure_at": case((stale, now), else_=PanelLockout.first_failure_at)})
+                    .returning(PanelLockout.failures)).scalar()
+                if failures >= limits[kind]:
+                    lock = s.get(PanelLockout, (kind, key))
+                    lock.locked_until, lock.failures, lock.first_failure_at = \
+                        now + dt.timedelta(minutes=minutes), 0, now
+
+    def lockouts(self) -> list[dict]:
+        with self.app.dbs.session("main") as s:
+            rows = s.scalars(select(PanelLockout).where(PanelLockout.locked_until > utcnow())
+                             .order_by(PanelLockout.locked_until.desc()))
+            return [{"kind": r.kind, "key": r.key, "locked_until": r.locked_until.isoformat()} for r in rows]
+
+    def unlock(self, kind: str, key: str) -> None:
+        with self.app.dbs.session("main") as s:
+            s.execute(delete(PanelLockout).where(PanelLockout.kind == kind, PanelLockout.key == key))
+        self.app.audit.record("admin.unlock", f"{kind}:{key}")
+
+    @staticmethod
+    def _as_dict(r: PanelAdmin) -> dict:
+        return {"login": r.login, "source": r.source, "role": r.role, "domains": list(r.domains or ()),
+                "language": r.language, "totp": bool(r.totp_secret), "enabled": r.enabled,
+                "last_login_at": r.last_login_at.isoformat() if r.last_login_at else None}

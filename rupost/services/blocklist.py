@@ -1,0 +1,204 @@
+"""Authentication failure rate limiting with a block list shared by all nodes.
+
+Every failed authentication (IMAP and submission through dovecot's auth policy, the
+webmail, the control panel) is recorded in ``auth_failures``. When one client address
+reaches ``ip_failures`` failures, or one account ``account_failures`` failures, inside
+``window`` seconds, a row in ``auth_blocks`` blocks it for ``block_time`` seconds. The
+table lives in the ``rupost`` database, so a block made on one node holds on every
+node. Times are the database server's (``now()``): nodes with skewed clocks agree.
+
+The limits come from the active template's parameters (``auth_ip_failure_limit``,
+``auth_account_failure_limit``, ``auth_failure_window``, ``auth_block_time``,
+``auth_rate_limit``, ``auth_rate_limit_exempt``); a template without them gets the
+defaults below.
+"""
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+
+from ..errors import NotFoundError, ValidationError
+
+# Webmail's own IMAP and SMTP connections reach dovecot and postfix from the loopback
+# address without the PROXY protocol: blocking it would lock every webmail user out.
+# Real clients always arrive with their own address (HAProxy -> PROXY protocol).
+INTERNAL_HOPS = ("127.0.0.1/32", "::1/128")
+
+PARAMETER_NAMES = {
+    "auth_rate_limit": "enabled",
+    "auth_ip_failure_limit": "ip_failures",
+    "auth_account_failure_limit": "account_failures",
+    "auth_failure_window": "window",
+    "auth_block_time": "block_time",
+    "auth_rate_limit_exempt": "exempt",
+}
+
+
+@dataclass
+class Limits:
+    enabled: bool = True
+    ip_failures: int = 10
+    account_failures: int = 30
+    window: int = 600  # seconds
+    block_time: int = 900  # seconds
+    exempt: list[str] = field(default_factory=list)  # client networks never blocked (CIDR)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict) -> "Limits":
+        values = {attr: parameters[name] for name, attr in PARAMETER_NAMES.items() if name in parameters}
+        return cls(**values)
+
+    def is_exempt(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        for net in (*INTERNAL_HOPS, *self.exempt):
+            try:
+                if address in ipaddress.ip_network(net, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
+
+
+def normalize_ip(value: str) -> str:
+    text_value = (value or "").strip()
+    if not text_value:
+        return ""
+    try:
+        address = ipaddress.ip_address(text_value)
+    except ValueError:
+        raise ValidationError(f"{value!r} is not an IP address") from None
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def normalize_account(value: str) -> str:
+    account = (value or "").strip().lower()
+    if len(account) > 320 or any(c.isspace() or ord(c) < 32 for c in account):
+        raise ValidationError(f"{value!r} is not an account name")
+    return account
+
+
+class BlocklistService:
+    LIMITS_TTL = 60.0  # seconds a long-running caller (the panel) keeps the parameters it read
+
+    def __init__(self, app, limits: Limits | None = None, source: str = "cli"):
+        self.app = app
+        self._fixed = limits
+        self._limits, self._read_at = None, 0.0
+        self.source = source  # who records failures, for the audit journal (cli, policy, panel)
+
+    @property
+    def limits(self) -> Limits:
+        if self._fixed is not None:
+            return self._fixed
+        if self._limits is None or time.monotonic() - self._read_at > self.LIMITS_TTL:
+            try:
+                params = {p["name"]: p["value"] for p in self.app.templates.parameters()}
+            except NotFoundError:
+                params = {}
+            self._limits, self._read_at = Limits.from_parameters(params), time.monotonic()
+        return self._limits
+
+    def _node(self) -> str:
+        return getattr(self.app.config, "node_name", "")
+
+    # ------------------------------------------------------------ recording
+    def record_failure(self, ip: str, account: str, protocol: str) -> list[dict]:
+        """Record one failed authentication; returns the blocks it caused (may be empty)."""
+        ip, account = normalize_ip(ip), normalize_account(account)
+        limits = self.limits
+        if not limits.enabled or (not ip and not account):
+            return []
+        created = []
+        with self.app.dbs.engine("main").begin() as conn:
+            conn.execute(text("INSERT INTO auth_failures (ip, account, protocol, node) "
+                              "VALUES (:ip, :account, :protocol, :node)"),
+                         {"ip": ip, "account": account, "protocol": (protocol or "")[:32], "node": self._node()})
+            checks = []
+            if ip and not limits.is_exempt(ip):
+                checks.append(("ip", ip, limits.ip_failures))
+            if account:
+                checks.append(("account", account, limits.account_failures))
+            for kind, value, limit in checks:
+                if limit <= 0:
+                    continue
+                count = conn.execute(text(
+                    f"SELECT count(*) FROM auth_failures WHERE {kind} = :v "
+                    "AND at > now() - make_interval(secs => :w)"), {"v": value, "w": limits.window}).scalar()
+                if count >= limit:
+                    reason = (f"{count} failed authentications in {limits.window} s "
+                              f"(limit {limit}; last: {protocol or '-'} from {ip or '-'} as {account or '-'})")
+                    row = conn.execute(text(
+                        "INSERT INTO auth_blocks (kind, value, reason, expires_at) "
+                        "VALUES (:k, :v, :r, now() + make_interval(secs => :t)) "
+                        "ON CONFLICT (kind, value) DO UPDATE SET reason = EXCLUDED.reason, "
+                        "expires_at = GREATEST(auth_blocks.expires_at, EXCLUDED.expires_at), "
+                        "created_at = CASE WHEN auth_blocks.expires_at <= now() THEN now() "
+                        "ELSE auth_blocks.created_at END "
+                        "RETURNING kind, value, reason, created_at, expires_at"),
+                        {"k": kind, "v": value, "r": reason, "t": limits.block_time}).mappings().one()
+                    created.append(dict(row))
+        if created:
+            for block in created:
+                self.app.audit.record("security.block", f"{block['kind']} {block['value']}", source=self.source,
+                                      reason=block["reason"], expires_at=block["expires_at"].isoformat())
+        return created
+
+    def is_blocked(self, ip: str = "", account: str = "") -> dict | None:
+        """The active block covering this client address or account, or None."""
+        ip, account = normalize_ip(ip), normalize_account(account)
+        if not self.limits.enabled or (not ip and not account):
+            return None
+        if ip and self.limits.is_exempt(ip):
+            ip = ""
+        with self.app.dbs.engine("main").connect() as conn:
+            row = conn.execute(text(
+                "SELECT kind, value, reason, created_at, expires_at FROM auth_blocks "
+                "WHERE expires_at > now() AND ((kind = 'ip' AND value = :ip) OR (kind = 'account' AND value = :acc)) "
+                "ORDER BY expires_at DESC LIMIT 1"), {"ip": ip or None, "acc": account or None}).mappings().first()
+        return dict(row) if row else None
+
+    # ------------------------------------------------------------ administration
+    def list(self, include_expired: bool = False) -> list[dict]:
+        where = "" if include_expired else "WHERE expires_at > now()"
+        with self.app.dbs.engine("main").connect() as conn:
+            rows = conn.execute(text(
+                f"SELECT kind, value, reason, created_at, expires_at, expires_at > now() AS active "
+                f"FROM auth_blocks {where} ORDER BY created_at")).mappings().all()
+        return [dict(r) for r in rows]
+
+    def unblock(self, value: str) -> dict:
+        """Lift the block on an address or an account, and forget its recorded failures
+        (otherwise the next failure would block it again at once)."""
+        value = (value or "").strip()
+        try:
+            kind, value = "ip", normalize_ip(value)
+        except ValidationError:
+            kind, value = "account", normalize_account(value)
+        if not value:
+            raise ValidationError("name a client address or an account to unblock")
+        with self.app.dbs.engine("main").begin() as conn:
+            row = conn.execute(text("DELETE FROM auth_blocks WHERE kind = :k AND value = :v "
+                                    "RETURNING kind, value, expires_at > now() AS active"),
+                               {"k": kind, "v": value}).mappings().first()
+            forgotten = conn.execute(text(f"DELETE FROM auth_failures WHERE {kind} = :v"), {"v": value}).rowcount
+        if row is None:
+            raise NotFoundError(f"{value} is not on the block list (rupost security blocks list)")
+        self.app.audit.record("security.unblock", f"{kind} {value}")
+        return {"kind": kind, "value": value, "was_active": row["active"], "failures_forgotten": forgotten}
+
+    def expire(self) -> dict:
+        """Delete expired blocks and failures older than the window (run periodically by the
+        policy server; harmless to run by hand)."""
+        with self.app.dbs.engine("main").begin() as conn:
+            blocks = conn.execute(text("DELETE FROM auth_blocks WHERE expires_at <= now()")).rowcount
+            failures = conn.execute(text("DELETE FROM auth_failures WHERE at <= now() - make_interval(secs => :w)"),
+                                    {"w": self.limits.window}).rowcount
+        return {"blocks": blocks, "failures": failures}

@@ -1,0 +1,309 @@
+"""Self-diagnosis: every check of a node, once, and the state changes written to the monitor log.
+
+A check is a function ``fn(app) -> list[CheckResult]`` in a registry (``register_check``), so
+other parts of the core add theirs (the user directory, for instance) without touching this
+module. ``CheckService.run`` runs them all; with ``record=True`` (``rupost check`` and the
+scheduler) every result whose status differs from the last recorded one is written as one line
+to the monitor log (``/var/log/rupost/monitor.log`` under the node root, the same format as the
+node agent's) and as a ``monitor_events`` row in ``rupost_logs``. The last states live in
+``/var/lib/rupost/monitor-checks.json`` so the CLI and the scheduler share them.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from ..errors import RuPostError
+
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2}
+
+# thresholds, overridable by cluster settings of the same name (rupost settings in the rupost DB)
+DEFAULTS = {
+    "monitor_disk_warning_percent": 90,
+    "monitor_disk_critical_percent": 95,
+    "monitor_queue_warning": 500,
+    "monitor_queue_critical": 5000,
+    # the queue "grows" when it rose at each of this many consecutive checks, by at least this much in all
+    "monitor_queue_growth_samples": 4,
+    "monitor_queue_growth_min": 50,
+}
+
+
+@dataclass
+class CheckResult:
+    check: str   # the check's name: component, probe, disk, database, certificate, queue, ...
+    target: str  # what it looked at: dovecot, imaps, /var/vmail, rupost_logs, ...
+    status: str  # ok | warning | critical
+    detail: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.check}:{self.target}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+CheckFn = Callable[[object], list[CheckResult]]
+CHECKS: dict[str, CheckFn] = {}
+
+
+def register_check(name: str, fn: CheckFn) -> None:
+    """Add (or replace) a check; it is run by `rupost check` and by the scheduler."""
+    CHECKS[name] = fn
+
+
+def setting(app, key: str):
+    try:
+        value = app.settings.get(key)
+    except RuPostError:
+        value = None
+    return DEFAULTS[key] if value is None else value
+
+
+# ------------------------------------------------------------------------- the checks
+def check_components(app) -> list[CheckResult]:
+    if not app.layout.current.exists():
+        return [CheckResult("component", "node", CRITICAL, "nothing is deployed on this node: run rupost deploy")]
+    out = []
+    for name, state in app.components.states().items():
+        if state["running"]:
+            out.append(CheckResult("component", name, OK, f"running (pid {state['pid']})"))
+        elif not app.layout.component_config(name).exists():
+            out.append(CheckResult("component", name, WARNING,
+                                   f"{name} is not in the live generation (installed after the last deploy): "
+                                   "run rupost deploy"))
+        else:
+            out.append(CheckResult("component", name, CRITICAL,
+                                   f"{name} is not running (`rupost components start`; log: "
+                                   f"{app.layout.log_file(name)})"))
+    return out
+
+
+def check_probes(app) -> list[CheckResult]:
+    if not app.layout.current.exists():
+        return []
+    return [CheckResult("probe", p.name, OK if p.ok else CRITICAL, p.detail)
+            for p in app.deploys.deployer.run_probes(patience=0)]
+
+
+def check_disks(app) -> list[CheckResult]:
+    """Space and inodes of the file systems holding mail storage, queue, logs and state
+    (one result per file system, naming what it holds)."""
+    layout = app.layout
+    warn, crit = setting(app, "monitor_disk_warning_percent"), setting(app, "monitor_disk_critical_percent")
+    paths = [("mail storage", layout.mail_storage), ("mail queue", layout.postfix_queue),
+             ("logs", layout.logs), ("state", layout.state)]
+    out, by_dev = [], {}
+    for label, path in paths:
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            st = os.statvfs(probe)
+            dev = os.stat(probe).st_dev
+        except OSError as exc:
+            out.append(CheckResult("disk", str(path), CRITICAL, f"{label}: cannot be read: {exc}"))
+            continue
+        if dev in by_dev:
+            by_dev[dev][0].append(label)
+            continue
+        used = 100.0 * (st.f_blocks - st.f_bfree) / st.f_blocks if st.f_blocks else 0.0
+        inodes = 100.0 * (st.f_files - st.f_ffree) / st.f_files if st.f_files else 0.0
+        free_mib = st.f_bavail * st.f_frsize // 2**20
+        worst = max(used, inodes)
+        status = CRITICAL if worst >= crit else WARNING if worst >= warn else OK
+        by_dev[dev] = ([label], CheckResult("disk", str(path), status, ""), used, inodes, free_mib)
+    for labels, result, used, inodes, free_mib in by_dev.values():
+        result.detail = (f"{' + '.join(labels)}: {used:.0f}% used, {free_mib} MiB free, inodes {inodes:.0f}% used "
+                         f"(warning at {warn}%, critical at {crit}%)")
+        out.append(result)
+    return out
+
+
+def check_databases(app) -> list[CheckResult]:
+    out = []
+    for kind in ("main", "data", "logs"):
+        name = app.dbs.name(kind)
+        start = time.monotonic()
+        try:
+            app.dbs.check(kind)
+            out.append(CheckResult("database", name, OK,
+                                   f"answers ({(time.monotonic() - start) * 1000:.0f} ms)"))
+        except RuPostError as exc:
+            out.append(CheckResult("database", name, CRITICAL, str(exc)))
+    return out
+
+
+def check_certificates(app) -> list[CheckResult]:
+    from .certificates import CertificateService
+
+    warnings = CertificateService(app).expiry_warnings()
+    if not warnings:
+        return [CheckResult("certificate", "all", OK, "no certificate expires within 30 days")]
+    return [CheckResult("certificate", w["name"], WARNING if w["level"] == "warning" else CRITICAL, w["message"])
+            for w in warnings]
+
+
+def check_queue(app, state: dict | None = None) -> list[CheckResult]:
+    if not app.layout.current.exists():
+        return []
+    counts = app.postqueue.summary()
+    total = counts["total"]
+    warn, crit = setting(app, "monitor_queue_warning"), setting(app, "monitor_queue_critical")
+    detail = (f"{total} queued ({counts['active']} active, {counts['deferred']} deferred, "
+              f"{counts['hold']} on hold, {counts['incoming'] + counts['maildrop']} incoming)")
+    status = CRITICAL if total >= crit else WARNING if total >= warn else OK
+    if state is not None:
+        samples = state.setdefault("queue_samples", [])
+        samples.append([int(time.time()), total])
+        n = int(setting(app, "monitor_queue_growth_samples"))
+        del samples[:-max(n, 2)]
+        rising = len(samples) >= n and all(b[1] > a[1] for a, b in zip(samples, samples[1:]))
+        growth = samples[-1][1] - samples[0][1]
+        if rising and growth >= setting(app, "monitor_queue_growth_min"):
+            status = max(status, WARNING, key=SEVERITY.get)
+            minutes = max(1, (samples[-1][0] - samples[0][0]) // 60)
+            detail += f"; growing: +{growth} over the last {len(samples)} checks ({minutes} min)"
+    else:
+        detail += " (growth is tracked by the scheduler and rupost check)"
+    return [CheckResult("queue", app.config.node_name, status, detail + f" (warning at {warn}, critical at {crit})")]
+
+
+def check_directories(app) -> list[CheckResult]:
+    """Each enabled external user directory (LDAP/AD domains) answers: server, bind, base DN."""
+    service = getattr(app, "directories", None)
+    if service is None:
+        return []
+    out = []
+    for d in service.list():
+        if not d.get("enabled", True):
+            continue
+        report = service.test(d["name"], sample=1)
+        if report.get("ok"):
+            out.append(CheckResult("directory", d["name"], OK, f"answers ({report.get('server_used', '')})"))
+        else:
+            down = [s["uri"] for s in report.get("servers", []) if not s.get("reachable")]
+            detail = report.get("error") or "not reachable"
+            if down:
+                detail += f" (unreachable: {', '.join(down)})"
+            # one server of several down is a warning while another one answers
+            status = WARNING if report.get("bind") and report.get("base_dn") else CRITICAL
+            out.append(CheckResult("directory", d["name"], status, detail))
+    return out
+
+
+register_check("component", check_components)
+register_check("probe", check_probes)
+register_check("disk", check_disks)
+register_check("database", check_databases)
+register_check("certificate", check_certificates)
+register_check("directory", check_directories)
+register_check("queue", check_queue)
+
+
+# ------------------------------------------------------------------------- the service
+class CheckService:
+    def __init__(self, app):
+        self.app = app
+
+    @property
+    def state_file(self):
+        return self.app.layout.state / "monitor-checks.json"
+
+    @contextlib.contextmanager
+    def _state(self):
+        """The last recorded states, locked against a concurrent run (scheduler and CLI)."""
+        path = self.state_file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path.with_suffix(".lock"), "a")
+        except OSError as exc:
+            raise RuPostError(f"cannot record check states in {path.parent}: {exc.strerror} "
+                              "(run as root, or use --no-record)") from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = json.loads(path.read_text())
+                if not isinstance(state, dict):
+                    raise ValueError
+            except (OSError, ValueError):
+                state = {}
+            yield state
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+
+    def run(self, record: bool = True, only: list[str] | None = None) -> list[CheckResult]:
+        unknown = [n for n in (only or []) if n not in CHECKS]
+        if unknown:
+            from ..errors import ValidationError
+
+            raise ValidationError(f"unknown check(s): {', '.join(unknown)} (checks: {', '.join(CHECKS)})")
+        names = only or list(CHECKS)
+        if not record:
+            return self._run_checks(names, None)
+        with self._state() as state:
+            results = self._run_checks(names, state)
+            self._record_changes(results, state)
+        return results
+
+    def _run_checks(self, names: list[str], state: dict | None) -> list[CheckResult]:
+        results = []
+        for name in names:
+            fn = CHECKS[name]
+            try:
+                if fn is check_queue:
+                    results.extend(check_queue(self.app, state))
+                else:
+                    results.extend(fn(self.app))
+            except RuPostError as exc:
+                results.append(CheckResult(name, "-", CRITICAL, f"the check could not run: {exc}"))
+            except Exception as exc:  # a broken check must not hide the others
+                results.append(CheckResult(name, "-", CRITICAL,
+                                           f"the check failed: {exc.__class__.__name__}: {exc}"))
+        return results
+
+    def _record_changes(self, results: list[CheckResult], state: dict) -> None:
+        last = state.setdefault("states", {})
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        for r in results:
+            before = last.get(r.key, {}).get("status")
+            if before == r.status or (before is None and r.status == OK):
+                last.setdefault(r.key, {"status": r.status, "since": now})
+                continue
+            message = r.detail if r.status != OK else f"recovered ({before} before): {r.detail}"
+            self.log(f"{r.check}:{r.target}" if r.check != "component" else r.target, r.status, message)
+            last[r.key] = {"status": r.status, "since": now}
+
+    def log(self, component: str, state: str, message: str) -> None:
+        """One line in the monitor log (the node agent's format) and a monitor_events row."""
+        from ..db.models import MonitorEvent
+
+        node = self.app.config.node_name
+        line = f"{dt.datetime.now().isoformat(timespec='seconds')} {node} {component} {state}: {message}\n"
+        self.app.layout.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.app.layout.monitor_log, "a") as fh:
+            fh.write(line)
+        try:
+            with self.app.dbs.session("logs") as s:
+                s.add(MonitorEvent(node=node, component=component[:64], state=state[:32], message=message))
+        except RuPostError:
+            pass  # the file has it; the database may be what is down
+
+    def last_states(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text()).get("states", {})
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def worst(results: list[CheckResult]) -> str:
+        return max((r.status for r in results), key=SEVERITY.get, default=OK)

@@ -1,0 +1,223 @@
+"""Mail queue commands against the node's real postfix queue.
+
+Mail stays in the queue because it goes to an address literal in TEST-NET-1
+(192.0.2.1, RFC 5737): never a mail server, so every attempt is deferred (connection
+refused, or a connect timeout where such packets are dropped)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+
+from click.testing import CliRunner
+
+from mailclients import message, smtps
+from rupost.cli import main as rupost
+from rupost.db.models import Node
+
+UNREACHABLE = "192.0.2.1"
+
+
+def cli(node, *args):
+    return CliRunner().invoke(rupost, ["--root", str(node.root), "mailqueues", *args], catch_exceptions=False)
+
+
+def raw_queue(node) -> list[dict]:
+    """The queue as postfix itself reports it, independent of the code under test."""
+    conf = node.layout.component_config("postfix")
+    out = subprocess.run(["postqueue", "-c", str(conf), "-j"], capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def of_sender(node, sender) -> dict[str, dict]:
+    return {m["queue_id"]: m for m in raw_queue(node) if m["sender"] == sender}
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.3)
+
+
+def queue_outbound(node, mailbox, count: int, local="qsender") -> tuple[str, list[str]]:
+    """Submit `count` messages to unreachable recipients; return (sender, [queue ids in send order])."""
+    sender, password = mailbox(local)
+    rcpts = [f"far{i}-{uuid.uuid4().hex[:6]}@[{UNREACHABLE}]" for i in range(count)]
+    with smtps(node.ports["submissions"]) as client:
+        client.login(sender, password)
+        for rcpt in rcpts:
+            assert client.send_message(message(sender, rcpt, f"queued {rcpt}")) == {}
+
+    def all_deferred():
+        msgs = of_sender(node, sender)
+        by_rcpt = {m["recipients"][0]["address"]: m for m in msgs.values()}
+        if len(by_rcpt) == count and all(m["queue_name"] == "deferred" for m in msgs.values()):
+            return [by_rcpt[r]["queue_id"] for r in rcpts]
+        return None
+
+    return sender, wait_for(all_deferred, what="the messages to be deferred")
+
+
+def test_list_shows_sender_recipients_size_age_and_reason(node, mailbox):
+    sender, ids = queue_outbound(node, mailbox, 2, "lister")
+    try:
+        result = cli(node, "list", "--json", "--match", f"sender={sender}")
+        assert result.exit_code == 0, result.output
+        listed = {m["id"]: m for m in json.loads(result.output)["messages"]}
+        assert set(listed) == set(ids)
+        raw = of_sender(node, sender)
+        for qid in ids:
+            m = listed[qid]
+            assert m["sender"] == sender and m["queue"] == "deferred" and m["node"] == "node1"
+            assert m["recipients"] == [raw[qid]["recipients"][0]["address"]]
+            assert m["size"] == raw[qid]["message_size"] > 0
+            assert m["age"] >= 0 and UNREACHABLE in m["reason"]
+        table = cli(node, "list", "--match", f"sender={sender}")
+        assert table.exit_code == 0 and all(qid in table.output for qid in ids)
+        assert "SENDER" in table.output and "REASON" in table.output
+    finally:
+        cli(node, "delete", "--all-matching", f"sender={sender}")
+
+
+def test_hold_release_delete_requeue_change_the_real_queue(node, mailbox):
+    sender, (first, second, third) = queue_outbound(node, mailbox, 3, "actions")
+    hold_dir = node.layout.postfix_queue / "hold"
+    try:
+        # hold: the message moves to postfix's hold queue
+        result = cli(node, "hold", first)
+        assert result.exit_code == 0 and f"held 1 message(s): {first}" in result.output, result.output
+        assert of_sender(node, sender)[first]["queue_name"] == "hold"
+        assert (hold_dir / first).exists()
+        # a flush does not deliver held mail (it stays held), and deferred mail stays queued
+        assert cli(node, "flush").exit_code == 0
+        assert of_sender(node, sender)[first]["queue_name"] == "hold"
+
+        # release: back to the deferred queue
+        result = cli(node, "release", first)
+        assert result.exit_code == 0, result.output
+        assert of_sender(node, sender)[first]["queue_name"] in ("deferred", "active", "incoming")
+        assert not (hold_dir / first).exists()
+        # releasing a message that is not held is an error that changes nothing
+        result = cli(node, "release", second)
+        assert result.exit_code == 1 and "not on hold" in result.output
+        assert of_sender(node, sender)[second]["queue_name"] == "deferred"
+
+        # delete: gone from the queue, the others stay
+        result = cli(node, "delete", second)
+        assert result.exit_code == 0 and f"deleted 1 message(s): {second}" in result.output, result.output
+        assert second not in of_sender(node, sender)
+        assert {first, third} <= set(of_sender(node, sender))
+
+        # requeue: the message goes through cleanup again under a new queue id and is retried
+        third_rcpt = of_sender(node, sender)[third]["recipients"][0]["address"]
+        result = cli(node, "requeue", third)
+        assert result.exit_code == 0 and "requeued 1 message(s)" in result.output, result.output
+
+        def requeued():
+            msgs = of_sender(node, sender)
+            new = [qid for qid, m in msgs.items() if m["recipients"][0]["address"] == third_rcpt]
+            return new if new and third not in msgs and all(msgs[q]["queue_name"] == "deferred" for q in new) \
+                else None
+
+        new_ids = wait_for(requeued, what="the requeued message under a new id")
+        assert len(new_ids) == 1 and new_ids[0] != third
+        log = node.layout.log_file("postfix").read_text()
+        assert f"orig_id={third}" in log  # postfix's own record of the requeue
+
+        # --all-matching: every message of this sender, by a regular expression on the recipient
+        result = cli(node, "hold", "--all-matching", f"sender={sender}", "--all-matching", r"recipient~^far\d-")
+        assert result.exit_code == 0 and "held 2 message(s)" in result.output, result.output
+        assert {m["queue_name"] for m in of_sender(node, sender).values()} == {"hold"}
+        result = cli(node, "release", "--all-matching", f"sender={sender}", "--json")
+        assert json.loads(result.output)["count"] == 2
+        result = cli(node, "delete", "--all-matching", f"sender={sender}", "--all-matching", "age>0s", "--json")
+        assert json.loads(result.output)["count"] == 2
+        assert of_sender(node, sender) == {}
+    finally:
+        cli(node, "delete", "--all-matching", f"sender={sender}")
+
+
+def test_show_prints_the_envelope_and_the_message(node, mailbox):
+    sender, (qid,) = queue_outbound(node, mailbox, 1, "shower")
+    try:
+        result = cli(node, "show", qid)
+        assert result.exit_code == 0, result.output
+        assert f"sender: {sender}" in result.output  # envelope record
+        assert "Subject: queued far0-" in result.output and "hello from the tests" in result.output
+        headers = cli(node, "show", qid, "--headers")
+        assert "Subject: queued" in headers.output and "hello from the tests" not in headers.output
+        data = json.loads(cli(node, "show", qid, "--json").output)
+        assert data["id"] == qid and data["sender"] == sender
+    finally:
+        cli(node, "delete", qid)
+
+
+def test_bad_filters_and_ids_are_refused_and_change_nothing(node, mailbox):
+    sender, (qid,) = queue_outbound(node, mailbox, 1, "badfilter")
+    try:
+        cases = [
+            (["hold", "--all-matching", "colour=red"], "unknown key 'colour'"),
+            (["hold", "--all-matching", "sender~(unclosed"], "bad regular expression"),
+            (["delete", "--all-matching", "age>soon"], "invalid duration"),
+            (["delete", "--all-matching", "sender>3"], "only age compares"),
+            (["delete", "--all-matching", "sender="], "the value is empty"),
+            (["delete", "--all-matching", "queue=nowhere"], "unknown queue"),
+            (["delete", "no such id!"], "invalid queue id"),
+            (["delete", "ABCDEF12345"], "not in the mail queue"),
+            (["delete"], "name the messages"),
+            (["delete", qid, "--all-matching", "all"], "name the messages"),
+            (["hold", qid, "--node", "nosuchnode"], "not registered"),
+            (["list", "--node", "nosuchnode"], "not registered"),
+        ]
+        for args, expected in cases:
+            result = cli(node, *args)
+            assert result.exit_code == 1, (args, result.output)
+            assert expected in result.output, (args, result.output)
+        assert of_sender(node, sender)[qid]["queue_name"] == "deferred"
+    finally:
+        cli(node, "delete", qid)
+
+
+def test_cluster_list_reads_shared_queue_directories_and_marks_the_unreachable(node, mailbox, tmp_path):
+    """Another node's queue on shared storage is read through its queue directory; a node whose
+    queue directory is not mounted here is reported, not fatal; actions stay with the owner."""
+    sender, (qid,) = queue_outbound(node, mailbox, 1, "cluster")
+    shared = tmp_path / "node2-queue"
+    # a copy of the queue stands for node2's queue directory on the shared storage
+    subprocess.run(["cp", "-a", str(node.layout.postfix_queue), str(shared)], check=True)
+    names = [f"qn2-{uuid.uuid4().hex[:6]}", f"qn3-{uuid.uuid4().hex[:6]}"]
+    with node.app.dbs.session("main") as s:
+        s.add(Node(name=names[0], fqdn="n2.rupost.test", address="127.0.0.2", state="in_service",
+                   components={}, admin_state="enabled", queue_directory=str(shared)))
+        s.add(Node(name=names[1], fqdn="n3.rupost.test", address="127.0.0.3", state="in_service",
+                   components={}, admin_state="enabled", queue_directory="/nonexistent/rupost-queue"))
+    try:
+        result = cli(node, "list", "--cluster", "--json", "--match", f"sender={sender}")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        seen = {(m["node"], m["id"]) for m in data["messages"]}
+        assert ("node1", qid) in seen and (names[0], qid) in seen
+        status = {n["node"]: n for n in data["nodes"]}
+        assert status["node1"]["reachable"] and status[names[0]]["reachable"]
+        assert not status[names[1]]["reachable"] and "not reachable" in status[names[1]]["error"]
+        table = cli(node, "list", "--cluster")
+        assert f"node {names[1]}: NOT REACHABLE" in table.output
+        # one node only, and the owner-only rule for actions
+        result = cli(node, "list", "--node", names[1])
+        assert result.exit_code == 1 and "not reachable" in result.output
+        result = cli(node, "delete", qid, "--node", names[0])
+        assert result.exit_code == 1 and f"on {names[0]}" in result.output
+        assert (shared / "deferred").exists() and of_sender(node, sender)[qid]
+    finally:
+        with node.app.dbs.session("main") as s:
+            for n in s.query(Node).filter(Node.name.in_(names)):
+                s.delete(n)
+        shutil.rmtree(shared, ignore_errors=True)
+        cli(node, "delete", qid)
