@@ -118,6 +118,27 @@ def listen_schema() -> dict:
     return {"type": "string", "pattern": r"^(\*|[0-9.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"}
 
 
+def ldap_directory_schema(required: list[str], uri_pattern: str = r"^ldaps?://[^\s]+$", **extra) -> dict:
+    """One LDAP directory as a component sees it (dovecot's passdbs, SOGo's sources): the
+    connection and bind common to all, plus the component's own fields."""
+    return {"type": "array", "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,63}$"},
+            "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": uri_pattern}},
+            "starttls": {"type": "boolean"},
+            "ca_pem": {"type": "string"},
+            "bind_dn": {"type": "string"},
+            "bind_password": {"type": "string"},
+            "base": {"type": "string"},
+            "filter": {"type": "string"},
+            **extra,
+        },
+    }}
+
+
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)

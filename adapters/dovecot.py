@@ -9,7 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, scalar_schema, snippet_schema
+from .base import (Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, ldap_directory_schema,
+                   scalar_schema, snippet_schema)
 
 _SECTION_VALUE = {"anyOf": [scalar_schema(), {"type": "array"}, {"type": "object"}]}
 
@@ -27,24 +28,10 @@ SCHEMA = {
         "push_notification": {"type": "boolean"},
         # one LDAP passdb with auth binds per LDAP domain (rupost.services.directories),
         # tried after the passdbs of `settings`, only for users of its mail domains
-        "ldap_passdbs": {"type": "array", "items": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name", "uris", "bind_dn", "bind_password", "base", "filter", "domains"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,63}$"},
-                "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^ldaps?://[^\s]+$"}},
-                "starttls": {"type": "boolean"},
-                "tls": {"type": "boolean"},
-                "ca_pem": {"type": "string"},
-                "bind_dn": {"type": "string"},
-                "bind_password": {"type": "string"},
-                "base": {"type": "string"},
-                "filter": {"type": "string"},
-                "domains": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                "timeout": {"type": "integer"},
-            },
-        }},
+        "ldap_passdbs": ldap_directory_schema(
+            ["name", "uris", "bind_dn", "bind_password", "base", "filter", "domains"],
+            tls={"type": "boolean"}, timeout={"type": "integer"},
+            domains={"type": "array", "minItems": 1, "items": {"type": "string"}}),
         "sql": {
             "type": "object",
             "additionalProperties": False,

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, listen_schema, snippet_schema,
-                   split_listen)
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, listen_schema, snippet_schema
 
 _DURATION = {"type": "string", "pattern": r"^\d+(us|ms|s|m|h|d)?$"}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from rupost.errors import ComponentCheckError
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, listen_schema, split_listen
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, ldap_directory_schema, listen_schema, split_listen
 
 _PLIST_VALUE = {"anyOf": [{"type": ["string", "integer", "boolean", "number"]}, {"type": "array"},
                           {"type": "object"}]}
@@ -41,23 +41,10 @@ SCHEMA = {
         "gal": {"type": "boolean"},
         # authentication of directory users by a bind, one source per LDAP domain
         # (rupost.services.directories); identities still come from the SQL source
-        "ldap_sources": {"type": "array", "items": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name", "uris", "bind_dn", "bind_password", "base", "domains"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,63}$"},
-                "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^ldaps?://[^\s/]+$"}},
-                "starttls": {"type": "boolean"},
-                "ca_pem": {"type": "string"},
-                "bind_dn": {"type": "string"},
-                "bind_password": {"type": "string"},
-                "base": {"type": "string"},
-                "object_class": {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9-]*$"},
-                "filter": {"type": "string"},
-                "domains": {"type": "array", "items": {"type": "string"}},
-            },
-        }},
+        "ldap_sources": ldap_directory_schema(
+            ["name", "uris", "bind_dn", "bind_password", "base", "domains"], uri_pattern=r"^ldaps?://[^\s/]+$",
+            object_class={"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9-]*$"},
+            domains={"type": "array", "items": {"type": "string"}}),
         "defaults": {
             "type": "object",
             "propertyNames": {"pattern": r"^(SOGo|WO|NGImap4|NGMime|OCS|Sx|GCS)[A-Za-z0-9]*$"},

@@ -25,16 +25,9 @@ def lone_node(workdir, pg):
 
 
 def health(node) -> int:
-    import http.client
+    from rupost.testing.cluster import health as health_of
 
-    conn = http.client.HTTPConnection("127.0.0.1", node.ports["health"], timeout=5)
-    try:
-        conn.request("GET", "/health")
-        return conn.getresponse().status
-    except OSError:
-        return 0
-    finally:
-        conn.close()
+    return health_of(node, "127.0.0.1", node.ports["health"])
 
 
 def test_drained_node_reports_down_and_enable_brings_it_back(lone_node):

@@ -182,11 +182,11 @@ def wait_until(predicate, timeout: float, interval: float = 0.2):
 
 
 # ---------------------------------------------------------------- shared by the cluster tests and benchmarks
-def health(node) -> int:
+def health(node, host: str | None = None, port: int | None = None) -> int:
     """The HTTP status of a node's HA agent health endpoint (0: no answer)."""
     import http.client
 
-    conn = http.client.HTTPConnection(node.address, DEFAULT_PORTS["health"], timeout=3)
+    conn = http.client.HTTPConnection(host or node.address, port or DEFAULT_PORTS["health"], timeout=5)
     try:
         conn.request("GET", "/health")
         return conn.getresponse().status
