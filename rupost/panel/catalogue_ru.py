@@ -128,6 +128,7 @@ RU = {
     "Node": "Узел",
     "Node drained: clients go to the other nodes.": "Узел выведен из балансировки: клиенты идут на другие узлы.",
     "Node enabled.": "Узел включён.",
+    "Evacuate the queues of failed nodes": "Доставить очереди отказавших узлов",
     "Nodes": "Узлы",
     "None.": "Нет.",
     "Nothing found.": "Ничего не найдено.",

@@ -406,6 +406,24 @@ def test_plan_and_deploy_in_the_background(superadmin, node):
     assert [r for r in audit_rows(node, "deploy") if r.source == "panel"]
 
 
+def test_evacuation_runs_in_the_background_and_reports(superadmin, readonly, node):
+    import time
+
+    assert "Evacuate the queues of failed nodes" in text(superadmin.get("/nodes/")) or \
+        "Доставить очереди отказавших узлов" in text(superadmin.get("/nodes/"))
+    assert readonly.post("/nodes/evacuate").status_code == 403
+    r = superadmin.post("/nodes/evacuate")
+    assert r.status_code == 302 and "/jobs/" in r.headers["Location"]
+    job_path = r.headers["Location"].replace("https://localhost", "")
+    for _ in range(120):
+        page = text(superadmin.get(job_path))
+        if 'http-equiv="refresh"' not in page:
+            break
+        time.sleep(0.5)
+    # a lone node: no other node can have failed
+    assert "job-result" in page and "no failed node has mail in its queue" in page, page[-3000:]
+
+
 def test_open_redirect_is_refused(client, admin_factory):
     login = admin_factory("readonly")
     r = client.post("/login", {"login": login, "password": PASSWORD, "next": "//evil.example/x"})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, redirect, url_for
 
+from .. import jobs
 from ..web import attempt, render, requires
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
@@ -29,3 +30,21 @@ def change(name, action):
     attempt(lambda: g.rp.nodes.set_admin_state(name, action == "drain"),
             "Node drained: clients go to the other nodes." if action == "drain" else "Node enabled.")
     return redirect(url_for("nodes.index"))
+
+
+@bp.route("/evacuate", methods=["POST"])
+@requires("super")
+def evacuate():
+    """Deliver the queues of failed nodes through this node (what the evacuator timer runs)."""
+
+    def work(rp, progress):
+        progress(5, "looking for failed nodes with mail in their queue")
+        reports = rp.queues.evacuate()
+        if not reports:
+            return {"result": "no failed node has mail in its queue"}
+        return {"result": "; ".join(f"{r['node']}: {r['result']}" for r in reports),
+                "steps": [{"step": f"evacuate {r['node']}", "ok": r["result"] in ("done", "skipped"),
+                           "detail": r.get("message", "")} for r in reports]}
+
+    job_id = jobs.submit(g.rp, "evacuate", work)
+    return redirect(url_for("jobs.show", job_id=job_id))
