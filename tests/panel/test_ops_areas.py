@@ -3,10 +3,7 @@ filter preview) and directories. Flask test client against the session's node; t
 test changes the node's real postfix queue (mail to TEST-NET-1 stays deferred)."""
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import time
 import uuid
 
 from sqlalchemy import select
@@ -14,6 +11,7 @@ from sqlalchemy import select
 from mailclients import message, smtps
 from rupost.db.models import AuditRecord
 from rupost.testing.instance import free_ports
+from test_postqueue import raw_queue as postfix_queue, wait_for
 
 UNREACHABLE = "192.0.2.1"
 PAGES = ["/mailqueues/", "/lists/", "/directories/"]
@@ -32,21 +30,8 @@ def audit_rows(node, action, target=None):
 
 
 def raw_queue(node) -> dict[str, dict]:
-    """The queue as postfix reports it, independent of the code under test."""
-    conf = node.layout.component_config("postfix")
-    out = subprocess.run(["postqueue", "-c", str(conf), "-j"], capture_output=True, text=True, check=True).stdout
-    return {m["queue_id"]: m for m in map(json.loads, filter(None, out.splitlines()))}
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
+    """The queue as postfix reports it (tests/test_postqueue.py), by queue id."""
+    return {m["queue_id"]: m for m in postfix_queue(node)}
 
 
 def queue_one(node, mailbox) -> tuple[str, str]:
