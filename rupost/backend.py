@@ -124,7 +124,78 @@ class DirectBackend:
             if proc.returncode != 0:
                 raise ServiceError(f"{component}: reload failed: {(proc.stderr or proc.stdout).strip()}")
         else:
-            os.kill(pid, _SIGNALS[spec.reload])
+            signal_reload(component, pid, spec.reload)
+
+
+def signal_reload(component: str, pid: int, how: str, timeout: float = 30.0) -> None:
+    """Signal the master process to reload and return once the reload has taken effect.
+
+    A signal only asks: until the master has started workers with the new configuration
+    and the old workers have closed their listening sockets, a new connection can still
+    reach an old worker. A probe run in that window would pass with the old configuration
+    and let a broken one stay live, so we wait for (1) at least one child the master did
+    not have before and (2) no pre-reload child still holding a TCP listening socket.
+    A master that does neither within ``timeout`` (for instance nginx refusing the new
+    configuration and keeping its old workers) is a failed reload."""
+    before = set(_children(pid))
+    os.kill(pid, _SIGNALS[how])
+    deadline = time.monotonic() + timeout
+    while True:
+        now = set(_children(pid))
+        if now - before:
+            listening = _tcp_listening_inodes()
+            if not any(_holds_socket(child, listening) for child in before & now):
+                return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{component}: the reload did not take effect within {timeout:.0f} s "
+                               "(no new worker, or old workers still accepting connections); "
+                               f"see its log")
+        if _proc_start_time(pid) is None:
+            raise ServiceError(f"{component}: the master process {pid} exited during the reload; see its log")
+        time.sleep(0.02)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _tcp_listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _holds_socket(pid: int, inodes: set[str]) -> bool:
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    except OSError:  # the process is gone
+        return False
+    return False
 
 
 class SystemdBackend:

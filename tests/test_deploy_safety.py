@@ -251,3 +251,19 @@ def test_custom_template_lifecycle(node, mailbox):
         t.remove("standard", "1.0.0")
     t.remove("corp", "1.0.0")
     assert [x["name"] for x in t.list()] == ["standard"]
+
+
+@pytest.mark.parametrize("component", ["nginx", "haproxy", "dovecot"])
+def test_a_signal_reload_returns_only_when_no_old_worker_accepts_connections(node, component):
+    """A probe right after reload() must reach the new configuration: the old workers of a
+    signalled master keep their listening sockets for a moment after the signal."""
+    from rupost.backend import _children, _holds_socket, _tcp_listening_inodes
+
+    backend = node.app.backend
+    master = backend.pid(component)
+    before = set(_children(master))
+    backend.reload(component, node.app.components.process_spec(component))
+    after = set(_children(master))
+    listening = _tcp_listening_inodes()
+    assert after - before, f"{component}: no worker started by the reload"
+    assert not [pid for pid in before & after if _holds_socket(pid, listening)]

@@ -75,15 +75,15 @@ def components_reopen_logs(c):
 def components_reload_daemon(c, name, pid):
     """Reload the component the way its daemon wants it (ExecReload of
     rupost-component@.service); exits 1 for components that must restart."""
-    import os
-    import signal
     import subprocess
+
+    from ..backend import signal_reload
 
     spec = c.app.components.process_spec(name)
     if spec.reload == "command":
         sys.exit(subprocess.run(spec.reload_argv).returncode)
     if spec.reload in ("hup", "usr2"):
-        os.kill(pid, signal.SIGHUP if spec.reload == "hup" else signal.SIGUSR2)
+        signal_reload(name, pid, spec.reload)  # ServiceError: exit 1 with its message
         return
     click.echo(f"{name} cannot reload in place; restart it", err=True)
     sys.exit(1)
