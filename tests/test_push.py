@@ -85,6 +85,35 @@ def dispatcher(node):
             node.app.push.remove(e["name"])
 
 
+def deploy_if_asked(node, added: subprocess.CompletedProcess) -> None:
+    """The first endpoint asks for a deploy (dovecot loads the push plugins only then)."""
+    if "rupost deploy" in added.stderr:
+        assert not node.app.push.live_on_this_node()
+        assert node.app.deploys.deploy(node.app.deploys.plan(node.parameters)).result == "applied"
+    assert node.app.push.live_on_this_node() and node.app.push.deploy_hint() == ""
+
+
+def lmtp_plugins(node) -> str:
+    conf = (node.app.layout.current / "dovecot" / "dovecot.conf").read_text()
+    block = conf.split("protocol lmtp {", 1)[1].split("}", 1)[0]
+    return next(line for line in block.splitlines() if "mail_plugins" in line)
+
+
+def test_the_push_plugins_are_loaded_only_while_an_endpoint_exists(node, receiver):
+    for e in node.app.push.endpoints():
+        node.app.push.remove(e["name"])
+    node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+    assert "push_notification" not in lmtp_plugins(node) and not node.app.push.live_on_this_node()
+    added = cli(node, "add", "t-plugin", receiver.url("/plugin"))
+    assert added.returncode == 0 and "run `rupost deploy`" in added.stderr
+    deploy_if_asked(node, added)
+    assert "push_notification_lua" in lmtp_plugins(node)
+    removed = cli(node, "remove", "t-plugin")
+    assert removed.returncode == 0 and "unloads dovecot's push plugins" in removed.stderr
+    node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+    assert "push_notification" not in lmtp_plugins(node) and node.app.push.deploy_hint() == ""
+
+
 def send(node, to, subject):
     client = smtp(node.ports["smtp"])
     client.send_message(message("sender@example.org", to, subject))
@@ -97,6 +126,7 @@ def test_delivered_mail_produces_a_post(node, domain, mailbox, receiver, dispatc
     r = cli(node, "add", f"t-ok-{tag}", receiver.url(f"/ok/{tag}"), "--domain", domain, "--secret-stdin",
             stdin="s3cret-token\n")
     assert r.returncode == 0, r.stderr
+    deploy_if_asked(node, r)
     send(node, address, "push me please")
     got = receiver.wait_for(lambda q: q["path"] == f"/ok/{tag}" and q["json"].get("event") == "MessageNew")
     event = got[0]["json"]
@@ -120,7 +150,9 @@ def test_failed_posts_are_retried_and_logged(node, domain, mailbox, receiver, di
     address, _ = mailbox("retry")
     tag = domain.split(".")[0]
     dead_port = free_ports(1)[0]  # nothing listens there
-    assert cli(node, "add", f"t-flaky-{tag}", receiver.url("/flaky"), "--domain", domain).returncode == 0
+    flaky = cli(node, "add", f"t-flaky-{tag}", receiver.url("/flaky"), "--domain", domain)
+    assert flaky.returncode == 0
+    deploy_if_asked(node, flaky)
     assert cli(node, "add", f"t-dead-{tag}", f"http://127.0.0.1:{dead_port}/x", "--domain", domain).returncode == 0
     send(node, address, "retry me")
 

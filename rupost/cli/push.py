@@ -26,6 +26,13 @@ def push_add(c, name, url, domains, secret_stdin):
     e = c.app.push.add(name, url, list(domains), secret)
     click.echo(f"push endpoint {e['name']} added: {e['url']}"
                + (f" (domains: {', '.join(e['domains'])})" if e["domains"] else " (all domains)"))
+    _hint(c)
+
+
+def _hint(c) -> None:
+    hint = c.app.push.deploy_hint()
+    if hint:
+        click.echo(hint, err=True)
 
 
 @push.command("list")
@@ -42,6 +49,7 @@ def push_list(c, as_json):
 def push_remove(c, name):
     c.app.push.remove(name)
     click.echo(f"push endpoint {name} removed")
+    _hint(c)
 
 
 @push.command("test")

@@ -46,6 +46,7 @@ class DeployService:
             "cluster": {"nodes": app.nodes.members()},
             "settings": {"mail_host": app.settings.mail_host()},
             "directories": app.directories.template_context(),
+            "push": app.push.template_context(),
             "database": {"host": cfg.database.host, "port": cfg.database.port, "data": cfg.database.data,
                          "user": cfg.database.user},
             "paths": {

@@ -92,6 +92,27 @@ class PushService:
             raise NotFoundError(f"no push endpoint named {name!r} (known: {known})")
         return row
 
+    def template_context(self) -> dict:
+        """``push.enabled`` for templates: dovecot loads its push plugins (which fetch each new
+        message's headers and snippet and spool an event) only when someone will receive the
+        events, so a node without endpoints pays nothing per delivery."""
+        with self.app.dbs.session("main") as s:
+            return {"enabled": s.scalar(select(PushEndpoint.id).where(PushEndpoint.enabled).limit(1)) is not None}
+
+    def live_on_this_node(self) -> bool:
+        """Whether this node's live generation loads dovecot's push plugins."""
+        return (self.app.layout.current / "dovecot" / "push.lua").is_file()
+
+    def deploy_hint(self) -> str:
+        """What the administrator must do so that the live configuration matches the endpoints."""
+        wanted, live = self.template_context()["enabled"], self.live_on_this_node()
+        if wanted and not live:
+            return ("dovecot does not load its push plugins yet (they are loaded only while an endpoint "
+                    "exists): run `rupost deploy` (in a cluster, a rolling deploy) to start sending events")
+        if live and not wanted:
+            return "no endpoint left: `rupost deploy` unloads dovecot's push plugins (no cost per delivery)"
+        return ""
+
     def endpoints(self) -> list[dict]:
         with self.app.dbs.session("main") as s:
             return [self._as_dict(r) for r in s.scalars(select(PushEndpoint).order_by(PushEndpoint.name))]
