@@ -222,6 +222,11 @@ class BareStack:
                            timeout=60)
         self._started.clear()
 
+    def pid(self, daemon: str) -> int:
+        """The master process of the bare postfix or dovecot."""
+        path = self.d / ("spool/pid/master.pid" if daemon == "postfix" else "dovecot/run/master.pid")
+        return int(path.read_text().split()[0])
+
     # ---------------------------------------------------------------- counting
     def maildir(self, local: str) -> Path:
         return self.d / "vmail" / self.domain / local / "Maildir"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rupost.passwords import hash_password
 
-from . import bulk, deploy, imap, lookups, smtp
+from . import bulk, cpu, deploy, imap, lookups, smtp
 from .bare import BareStack
 from .common import bulk_mailboxes, node_instance
 
@@ -44,6 +44,7 @@ class Ctx:
     figures: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
     bare: BareStack | None = None
+    pg: object = None
 
     def users(self, domain: str) -> list[str]:
         return [f"u{i}@{domain}" for i in range(self.cfg["smtp_sessions"])]
@@ -99,54 +100,105 @@ def smtp_throughput(ctx: Ctx) -> dict:
     bare_dirs = [bare.maildir(u) for u in local]
     args = dict(messages=cfg["smtp_messages"], size=cfg["smtp_size"])
     runs = {"full": [], "bare": [], "sink": []}
-    for _ in range(cfg["smtp_rounds"]):  # interleaved, so noise hits every target alike
-        runs["full"].append(smtp.send_and_count(inst.ports["smtp"], ctx.users(DOMAIN), full_dirs, **args))
-        runs["bare"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.domain), bare_dirs, **args))
-        runs["sink"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.sink_domain), None,
-                                                counter=bare.sink_count, **args))
-    # before/after of the fix found by profiling (docs/benchmarks.md): the alias query as
-    # '%u@%d', which postfix suppresses for the '@domain' and bare-domain keys it also tries
-    fixed = alias_query_fix(inst)
-    if fixed is not None:
-        try:
-            for _ in range(cfg["smtp_rounds"]):
-                runs.setdefault("full_alias_fix", []).append(
-                    smtp.send_and_count(inst.ports["smtp"], ctx.users(DOMAIN), full_dirs, **args))
-                runs["bare"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.domain), bare_dirs, **args))
-        finally:
-            inst.app.deploys.deploy(inst.app.deploys.plan(dict(inst.parameters)))
+    groups = cpu_groups(ctx)
+    cpu_ms: dict[str, list[dict]] = {"full": [], "bare": []}
+
+    def measured(target: str, port: int, users: list[str], dirs) -> dict:
+        before = groups.usage() if groups else {}
+        result = smtp.send_and_count(port, users, dirs, **args)
+        if groups:
+            time.sleep(1)  # the last deliveries' bookkeeping (LMTP, qmgr) belongs to this run
+            used = cpu.per_message_ms(before, groups.usage(), result["delivered"])
+            prefix = "bare-" if target == "bare" else "full-"
+            cpu_ms[target].append({k[len(prefix):]: v for k, v in used.items() if k.startswith(prefix)})
+        return result
+
+    try:
+        for _ in range(cfg["smtp_rounds"]):  # interleaved, so noise hits every target alike
+            runs["full"].append(measured("full", inst.ports["smtp"], ctx.users(DOMAIN), full_dirs))
+            runs["bare"].append(measured("bare", bare.smtp_port, ctx.users(bare.domain), bare_dirs))
+            runs["sink"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.sink_domain), None,
+                                                    counter=bare.sink_count, **args))
+    finally:
+        if groups:
+            groups.close()
+    # before/after of the lookup functions (docs/benchmarks.md): the same template with the
+    # postfix lookups as plain view queries, aliases and lists as two tables
+    before = view_lookups(inst)
+    try:
+        for _ in range(cfg["smtp_rounds"]):
+            runs.setdefault("full_view_lookups", []).append(
+                smtp.send_and_count(inst.ports["smtp"], ctx.users(DOMAIN), full_dirs, **args))
+            runs["bare"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.domain), bare_dirs, **args))
+    finally:
+        inst.app.deploys.deploy(inst.app.deploys.plan(dict(inst.parameters)))
     ctx.details["smtp"] = runs
     med = {k: statistics.median(r["msgs_s"] for r in v) for k, v in runs.items()}
-    med.setdefault("full_alias_fix", med["full"])  # the template as shipped already has it
-    return {"smtp_full_alias_fix_msgs_s": round(med["full_alias_fix"], 1),
-            "smtp_ratio_alias_fix": round(med["full_alias_fix"] / med["bare"], 3),
-            "smtp_full_msgs_s": round(med["full"], 1), "smtp_bare_msgs_s": round(med["bare"], 1),
+    return {"smtp_full_msgs_s": round(med["full"], 1), "smtp_bare_msgs_s": round(med["bare"], 1),
             "smtp_sink_msgs_s": round(med["sink"], 1), "smtp_ratio": round(med["full"] / med["bare"], 3),
             "smtp_full_vs_sink": round(med["full"] / med["sink"], 3),
+            "smtp_full_view_lookups_msgs_s": round(med["full_view_lookups"], 1),
+            "smtp_ratio_view_lookups": round(med["full_view_lookups"] / med["bare"], 3),
             "smtp_messages": cfg["smtp_messages"], "smtp_message_bytes": cfg["smtp_size"],
-            "smtp_sessions": cfg["smtp_sessions"]}
+            "smtp_sessions": cfg["smtp_sessions"], "template_lookup_variant": before,
+            **cpu_figures(cpu_ms)}
 
 
-ALIAS_QUERY_FIX = "SELECT destinations FROM lookup_aliases WHERE address = '%u@%d'"
+def cpu_groups(ctx: Ctx):
+    """CPU accounting of the full path (each component, and PostgreSQL) and of the bare stack."""
+    groups = cpu.CpuGroups("rupost-bench")
+    if not groups.available:
+        return None
+    inst = ctx.inst
+    for name in inst.app.adapters:
+        pid = inst.app.backend.pid(name)
+        if pid:
+            groups.add(f"full-{name}", [pid])
+    groups.add("full-postgres", [int((ctx.pg.data / "postmaster.pid").read_text().split()[0])])
+    groups.add("bare-postfix", [ctx.bare.pid("postfix")])
+    groups.add("bare-dovecot", [ctx.bare.pid("dovecot")])
+    return groups
 
 
-def alias_query_fix(inst):
-    """Deploy the active template with the alias lookup as '%u@%d'; None if it already is."""
+def cpu_figures(cpu_ms: dict[str, list[dict]]) -> dict:
+    """Median CPU ms per message: full path, bare, their ratio, and the full path by component."""
+    if not cpu_ms["full"] or not cpu_ms["bare"]:
+        return {}
+    full = statistics.median(sum(r.values()) for r in cpu_ms["full"])
+    bare = statistics.median(sum(r.values()) for r in cpu_ms["bare"])
+    parts = {name: round(statistics.median(r.get(name, 0) for r in cpu_ms["full"]), 3) for name in cpu_ms["full"][0]}
+    return {"smtp_cpu_ms_per_msg_full": round(full, 3), "smtp_cpu_ms_per_msg_bare": round(bare, 3),
+            "smtp_cpu_ratio": round(bare / full, 3),
+            "smtp_cpu_ms_per_msg_by_component": {k: v for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v}}
+
+
+VIEW_LOOKUPS = {
+    "domains": "SELECT 1 FROM lookup_domains WHERE name = '%s'",
+    "mailboxes": "SELECT 1 FROM lookup_mailboxes WHERE address = '%s'",
+    "aliases": "SELECT destinations FROM lookup_aliases WHERE address = '%u@%d'",
+    "lists": "SELECT members FROM lookup_lists WHERE address = '%u@%d'",
+}
+
+
+def view_lookups(inst) -> str:
+    """Deploy the active template with the postfix lookups as view queries (as shipped before
+    data migration 0004_data_lookup_functions): aliases and lists as two tables."""
     import yaml
 
     from rupost.templates import load_document
 
     app = inst.app
     data = yaml.safe_load(app.templates.show("standard")["body"])
-    lookup = data["components"]["postfix"]["lookups"]["aliases"]
-    if lookup["query"] == ALIAS_QUERY_FIX:
-        return None
-    lookup["query"] = ALIAS_QUERY_FIX
-    document = load_document(yaml.safe_dump(data, sort_keys=False), "bench-alias-query")
+    postfix = data["components"]["postfix"]
+    postfix["lookups"].update({name: {"query": q} for name, q in VIEW_LOOKUPS.items()})
+    config_dir = "{{ paths.config.postfix }}"
+    postfix["main"]["virtual_alias_maps"] = (f"proxy:pgsql:{config_dir}/pgsql-aliases.cf, "
+                                             f"proxy:pgsql:{config_dir}/pgsql-lists.cf")
+    document = load_document(yaml.safe_dump(data, sort_keys=False), "bench-view-lookups")
     result = app.deploys.deploy(app.deploys.plan(dict(inst.parameters), document=document))
     if result.result != "applied":
-        raise RuntimeError(f"the alias-query variant was not applied: {result.result}")
-    return document
+        raise RuntimeError(f"the view-lookups variant was not applied: {result.result}")
+    return "view queries, aliases + lists as two tables"
 
 
 def imap_sessions(ctx: Ctx) -> dict:
@@ -247,12 +299,15 @@ def print_table(f: dict, v: dict, section_s: dict) -> None:
     print(f"{'figure':<32} {'value':>12}  {'target':>8}  verdict")
     print("-" * 68)
     for key, value in f.items():
-        if key in ("targets", "details", "machine", "section_seconds"):
+        if key in ("targets", "details", "machine", "section_seconds") or isinstance(value, (dict, str)):
             continue
         t = v.get(key)
         mark = "" if t is None else ("met" if t["met"] else "MISSED")
         print(f"{key:<32} {value!s:>12}  {t['target'] if t else '':>8}  {mark}")
     print("-" * 68)
+    for key, value in f.items():
+        if isinstance(value, dict) and key not in ("targets", "details", "machine", "section_seconds"):
+            print(f"{key}: " + ", ".join(f"{k} {x}" for k, x in value.items()))
     print("section seconds: " + ", ".join(f"{k} {s:.0f}" for k, s in section_s.items()))
 
 
@@ -274,7 +329,7 @@ def main(argv=None) -> dict:
             t0 = time.perf_counter()
             inst.deploy()
             section_s["node"] = time.perf_counter() - t0
-            ctx = Ctx(inst, work, args.quick, cfg)
+            ctx = Ctx(inst, work, args.quick, cfg, pg=_pg)
             for section in SECTIONS:
                 t0 = time.perf_counter()
                 print(f"[{time.perf_counter() - started:6.0f} s] {section.__name__} ...", flush=True)

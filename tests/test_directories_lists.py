@@ -258,3 +258,13 @@ def test_cli_ldap_domain_add_test_and_updater(node, ad, tmp_path):
     assert r.exit_code == 1 and "--force" in r.output
     r = runner.invoke(main, root + ["ldap-domains", "remove", name, "--force"])
     assert r.exit_code == 0 and "1 mailbox(es) disabled" in r.output
+
+
+def test_an_alias_cannot_take_a_list_address(node, ad, bound, mailbox):
+    """Aliases and lists answer through one lookup (lookup_virtual): one address, one meaning."""
+    _, mail_domain = bound
+    local, _ = mailbox("aliased")
+    address = f"team-{uuid.uuid4().hex[:6]}@{mail_domain}"
+    node.app.distribution_lists.add(address, members=[local])
+    with pytest.raises(ConflictError, match="already a distribution list"):
+        node.app.aliases.add(address, [local])

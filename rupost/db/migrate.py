@@ -29,13 +29,28 @@ def upgrade(dbs: Databases, kinds=KINDS) -> None:
         command.upgrade(alembic_config(dbs, kind), "heads")
 
 
+def _applied(script: ScriptDirectory, current: set[str]) -> set[str]:
+    """Every revision the recorded ones stand on. Alembic records only the tips: a revision
+    another one depends on (``depends_on``) is applied but no longer listed itself."""
+    seen, todo = set(), list(current)
+    while todo:
+        rev = script.get_revision(todo.pop())
+        if rev is None or rev.revision in seen:
+            continue
+        seen.add(rev.revision)
+        for parent in (rev.down_revision, rev.dependencies):
+            todo.extend([parent] if isinstance(parent, str) else list(parent or ()))
+    return seen
+
+
 def status(dbs: Databases) -> list[dict]:
     rows = []
     for kind in KINDS:
-        heads = set(ScriptDirectory.from_config(alembic_config(dbs, kind)).get_heads())
+        script = ScriptDirectory.from_config(alembic_config(dbs, kind))
+        heads = set(script.get_heads())
         with dbs.engine(kind).connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
         rows.append({"database": dbs.name(kind), "kind": kind,
                      "current": ",".join(sorted(current)) or None, "head": ",".join(sorted(heads)),
-                     "up_to_date": current == heads})
+                     "up_to_date": heads <= _applied(script, current)})
     return rows

@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import validation
+from ..db.directory_models import DistributionList
 from ..db.models import Alias, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, ValidationError
 
@@ -30,6 +31,8 @@ class AliasService:
                 domain = self.app.domains.get(s, domain_name)
                 if s.scalar(select(Mailbox.id).where(Mailbox.address == full)):
                     raise ConflictError(f"{full} is already a mailbox")
+                if s.scalar(select(DistributionList.id).where(DistributionList.address == full)):
+                    raise ConflictError(f"{full} is already a distribution list")
                 alias = Alias(domain_id=domain.id, address=full, destinations=",".join(dict.fromkeys(targets)),
                               enabled=True)
                 s.add(alias)
