@@ -94,6 +94,11 @@ def test_template_parameters_are_validated_before_they_are_stored(node):
     assert r.exit_code == 1 and "parameters.message_size_limit: expected an integer, got 'tiny'" in r.output
     r = cli(node, "template", "set", "no_such=1")
     assert r.exit_code == 1 and "parameters.no_such: unknown parameter" in r.output
+    r = cli(node, "template", "set", "sogo_workers=[2")
+    assert r.exit_code == 2 and "sogo_workers: '[2' is not valid YAML" in r.output
+    # a string parameter is taken as typed: "[host]:port" is not YAML, and junk is named
+    r = cli(node, "template", "set", "relayhost=[10.0.0.1]:25 -o x")
+    assert r.exit_code == 1 and "parameters.relayhost" in r.output and "does not match" in r.output
     assert node.app.settings.get("template_parameters") == before
     params = {p["name"]: p for p in json.loads(cli(node, "template", "parameters", "--json").output)}
     assert params["reject_unknown_sender_domain"]["value"] is False and params["reject_unknown_sender_domain"]["set"]

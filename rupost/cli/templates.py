@@ -113,14 +113,22 @@ def template_parameters(c, as_json):
 @click.option("--unset", multiple=True, metavar="NAME", help="Return a parameter to its default.")
 @pass_ctx
 def template_set(c, assignments, unset):
-    """Set parameters of the active template (VALUE is YAML: 10, true, [a, b]); then rupost deploy."""
+    """Set parameters of the active template (VALUE: as typed for string parameters, YAML for the
+    others: 10, true, [a, b]); then rupost deploy."""
     import yaml
 
+    types = {p["name"]: p["type"] for p in c.app.templates.parameters()}
     updates = {}
     for item in assignments:
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r}: expected NAME=VALUE")
-        updates[name] = yaml.safe_load(value) if value else ""
+        if types.get(name) == "string" or not value:
+            updates[name] = value  # as typed: "[10.0.0.1]:25" is a host, not YAML
+            continue
+        try:
+            updates[name] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise click.BadParameter(f"{name}: {value!r} is not valid YAML ({str(exc).splitlines()[0]})") from None
     c.app.templates.set_parameters(updates, list(unset))
     click.echo("parameters stored; run rupost deploy --plan to see the effect")
