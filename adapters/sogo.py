@@ -135,6 +135,10 @@ def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
             "displayName": "RuPost users",
             "userPasswordAlgorithm": "sha512-crypt",
             "prependPasswordScheme": True,
+            # calendar resources (rupost resources): kind location/thing makes the row a
+            # SOGo resource, which accepts invitations by itself up to its booking limit
+            "KindFieldName": "kind",
+            "MultipleBookingsFieldName": "multiple_bookings",
         }],
     })
     if model.get("sieve_server"):
@@ -231,6 +235,17 @@ class SOGoAdapter(Adapter):
             # idle workers ignore SIGTERM for ~30 s; the process group is killed after this
             stop_timeout=3.0,
         )
+
+
+def sogo_tool_command(conf_dir: Path, args: list[str]) -> tuple[list[str], dict]:
+    """argv and environment of ``sogo-tool`` reading the same configuration as sogod
+    (the generation's sogo directory over /etc/sogo, as the sogo user)."""
+    argv = ["unshare", "--mount", "--propagation", "private", "--",
+            "sh", "-c", 'mount --bind "$0" /etc/sogo && exec "$@"', str(conf_dir),
+            "setpriv", f"--reuid={SOGoAdapter.user}", f"--regid={SOGoAdapter.user}", "--init-groups",
+            "--inh-caps=-all", "/usr/sbin/sogo-tool", *args]
+    env = {**os.environ, "GNUSTEP_CONFIG_FILE": str(conf_dir / "GNUstep.conf"), "LDAPCONF": str(conf_dir / "ldap.conf")}
+    return argv, env
 
 
 def render_gnustep_conf(ctx: RenderContext) -> str:

@@ -140,4 +140,4 @@ def run(c, interval, hold_down, core_processes):
 
 
 # command groups register themselves on `main` when imported
-from . import admins, aliases, autoconfig, backup, certificates, check, components, db, deploy, distribution_lists, domains, ldap_domains, ldap_filters, mailboxes, mailqueues, metrics, migrate, nodes, panel, push, scheduler, security, stats, templates  # noqa: E402,F401
+from . import admins, aliases, autoconfig, backup, certificates, check, components, db, deploy, distribution_lists, domains, impersonation, ldap_domains, ldap_filters, mailboxes, mailqueues, metrics, migrate, nodes, panel, push, resources, scheduler, security, stats, templates  # noqa: E402,F401

@@ -17,8 +17,9 @@ def distribution_lists():
 @click.argument("address")
 @click.option("--member", "members", multiple=True, help="Static member address (repeatable; local or external).")
 @click.option("--filter", "filter_name", default=None, help="Named LDAP filter: members are the users it matches.")
-@click.option("--sender-policy", default="anyone", show_default=True, type=click.Choice(["anyone", "internal"]),
-              help="Who may write to the list: anyone, or authenticated users only.")
+@click.option("--sender-policy", default="anyone", show_default=True,
+              type=click.Choice(["anyone", "internal", "members"]),
+              help="Who may write to the list: anyone, authenticated users only, or its members only.")
 @click.option("--name", "display_name", default="")
 @click.option("--max-drop-share", type=float, default=None,
               help="Largest share of members one update may drop (default: the global setting).")
@@ -52,7 +53,7 @@ def show(c, address):
 
 @distribution_lists.command("set")
 @click.argument("address")
-@click.option("--sender-policy", default=None, type=click.Choice(["anyone", "internal"]))
+@click.option("--sender-policy", default=None, type=click.Choice(["anyone", "internal", "members"]))
 @click.option("--filter", "filter_name", default=None)
 @click.option("--no-filter", is_flag=True, help="Make it a static list (drops the filter's members).")
 @click.option("--max-drop-share", type=float, default=None)

@@ -10,8 +10,12 @@ It answers three clients, all from the shared tables in the ``rupost`` database:
 - **nginx** (``auth_request`` on the webmail login): ``GET /check`` with the client address
   in ``X-Real-IP`` answers 204 or 403; ``POST /sogo/connect`` is SOGo's login, relayed to
   SOGo by this server so that a failed webmail login is recorded like any other.
-- **postfix** (``check_policy_service`` on the submission services, a unix socket):
-  the outbound rate limit per authenticated sender, counted in ``sender_messages``.
+- **postfix** (``check_policy_service``, a unix socket): at DATA on the submission
+  services, the outbound rate limit per authenticated sender, counted in
+  ``sender_messages``; at RCPT, through the restriction class ``smtpd_rupost_list_members``
+  (only for lists with sender policy "members"), whether the sender is a list member.
+- **dovecot's post-login script** (``POST /impersonation``): records each mailbox opened
+  by an impersonation account in ``rupost_logs.impersonation_uses``.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import RuPostError
 from ..services.blocklist import BlocklistService, Limits
@@ -62,6 +67,8 @@ class PolicyApp:
                 return self.check(environ, start_response)
             if path == "/sogo/connect":
                 return self.sogo_connect(environ, start_response)
+            if path == "/impersonation" and method == "POST":
+                return self.impersonation(environ, start_response)
             if path == "/health":
                 return self._reply(start_response, "200 OK", b"ok\n", "text/plain")
             return self._reply(start_response, "404 Not Found", b"not found\n", "text/plain")
@@ -156,9 +163,29 @@ class PolicyApp:
         start_response(status, passed + [("Content-Length", str(len(payload)))])
         return [payload]
 
+    # ------------------------------------------------------------ impersonation
+    def impersonation(self, environ, start_response):
+        """dovecot's post-login script: a mailbox was opened by an impersonation account.
+        Answers 204 once the use is in rupost_logs; anything else keeps the session closed."""
+        from ..services.impersonation import record_use
+
+        form = parse_qs(self._body(environ).decode("utf-8", "replace"))
+        field = lambda name: (form.get(name) or [""])[0]
+        try:
+            record_use(self.app, account=field("account"), target=field("target"), remote_ip=field("ip"),
+                       mechanism=field("mechanism"), protocol=field("protocol") or "imap")
+        except SQLAlchemyError as exc:
+            log.error("impersonation use of %r on %r not recorded: %s", field("account"), field("target"), exc)
+            return self._reply(start_response, "503 Service Unavailable", b"not recorded\n", "text/plain")
+        return self._reply(start_response, "204 No Content", b"", "text/plain")
+
     # ------------------------------------------------------------ postfix
     def postfix_policy(self, attrs: dict) -> str:
-        """Postfix policy delegation: the outbound rate limit per authenticated sender."""
+        """Postfix policy delegation: at RCPT, the sender policy "members" of a distribution
+        list (postfix's restriction class smtpd_rupost_list_members, named by the
+        lookup_list_policies view); at DATA, the outbound rate limit per authenticated sender."""
+        if attrs.get("protocol_state", "").upper() == "RCPT":
+            return self.list_policy(attrs)
         if self.rate_limit <= 0:
             return "DUNNO"
         sender = (attrs.get("sasl_username") or attrs.get("sender") or "").strip().lower()
@@ -176,6 +203,39 @@ class PolicyApp:
                         f"per {self.rate_window} s, try again later")
             conn.execute(text("INSERT INTO sender_messages (sender) VALUES (:s)"), {"s": sender})
         return "DUNNO"
+
+    def list_policy(self, attrs: dict) -> str:
+        """Sender policy "members": the envelope sender (or, on submission, the logged-in
+        user) must be a current member of the list. Anything else: 550 naming the policy."""
+        recipient = (attrs.get("recipient") or "").strip().lower()
+        local, at, domain = recipient.rpartition("@")
+        if not at:
+            return "DUNNO"
+        candidates = [recipient]
+        if "+" in local:  # the recipient delimiter: list+tag@domain is the list
+            candidates.append(f"{local.split('+', 1)[0]}@{domain}")
+        senders = [a for a in dict.fromkeys([(attrs.get("sasl_username") or "").strip().lower(),
+                                             (attrs.get("sender") or "").strip().lower()]) if a]
+        try:
+            row = self._list_row(senders, candidates)
+        except SQLAlchemyError as exc:
+            log.error("list policy for %s: %s", recipient, exc)
+            return "451 4.3.0 The distribution list's sender policy cannot be checked now, try again later"
+        if row is None or row.sender_policy != "members" or row.member:
+            return "DUNNO"
+        log.info("list policy: %s refused for sender %r (login %r): not a member", row.address,
+                 attrs.get("sender", ""), attrs.get("sasl_username", ""))
+        return (f"550 5.7.1 <{row.address}>: only members of this distribution list may send to it "
+                "(sender policy: members)")
+
+    def _list_row(self, senders: list[str], candidates: list[str]):
+        with self.app.dbs.engine("data").connect() as conn:
+            return conn.execute(text(
+                "SELECT l.address, l.sender_policy, EXISTS (SELECT 1 FROM distribution_list_members m "
+                "WHERE m.list_id = l.id AND m.address = ANY(CAST(:senders AS text[]))) AS member "
+                "FROM distribution_lists l WHERE l.address = ANY(CAST(:candidates AS text[])) "
+                "ORDER BY length(l.address) DESC LIMIT 1"),
+                {"senders": senders, "candidates": candidates}).first()
 
     def expire(self) -> None:
         self.blocklist.expire()

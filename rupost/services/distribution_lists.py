@@ -22,7 +22,9 @@ from ..directories import ldap as dl
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from .directories import DROP_CHECK_MINIMUM, settings_of
 
-POLICIES = ("anyone", "internal")
+# anyone; internal: authenticated senders only (postfix check_recipient_access);
+# members: the list's current members only (the RuPost policy server, rupost/policy/server.py)
+POLICIES = ("anyone", "internal", "members")
 _FILTER_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 MAX_STATIC_MEMBERS = 100_000
 
@@ -160,11 +162,8 @@ class DistributionListService:
     @staticmethod
     def _policy(policy: str) -> str:
         policy = (policy or "anyone").strip().lower()
-        if policy == "members":
-            raise ValidationError("sender policy 'members' is not available yet; use anyone or internal "
-                                  "(see docs/directories.md)")
         if policy not in POLICIES:
-            raise ValidationError(f"invalid sender policy {policy!r}: use anyone or internal")
+            raise ValidationError(f"invalid sender policy {policy!r}: use anyone, internal or members")
         return policy
 
     @staticmethod
