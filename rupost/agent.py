@@ -151,9 +151,11 @@ class NodeAgent:
         return warnings
 
     def _wait_for_notification(self, timeout: float) -> None:
-        """Sleep until the next tick, or until a rollout asks for this node (LISTEN/NOTIFY)."""
+        """Sleep until the next tick, or until a rollout or a queue request asks for this node
+        (LISTEN/NOTIFY)."""
         import psycopg
 
+        from .services.postqueue import CHANNEL as QUEUE_CHANNEL
         from .services.rollouts import CHANNEL
 
         db = self.app.config.database
@@ -162,6 +164,7 @@ class NodeAgent:
                 self._listen = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
                                                dbname=db.main, autocommit=True, connect_timeout=5)
                 self._listen.execute(f"LISTEN {CHANNEL}")
+                self._listen.execute(f"LISTEN {QUEUE_CHANNEL}")  # queue requests from other nodes
             for _ in self._listen.notifies(timeout=timeout, stop_after=1):
                 pass
         except psycopg.Error:
@@ -169,6 +172,19 @@ class NodeAgent:
             deadline = time.monotonic() + timeout
             while not self._stop and time.monotonic() < deadline:
                 time.sleep(0.2)
+
+    def serve_queue_requests(self) -> int:
+        """Queue actions other nodes asked of this node's queue (services/postqueue.py)."""
+        try:
+            served = self.app.postqueue.serve_requests()
+        except Exception as exc:  # noqa: BLE001 - e.g. a database not upgraded yet: the agent keeps running
+            problem = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            if problem != getattr(self, "_queue_problem", None):  # once, not at every tick
+                self.log("queue", "error", f"serving queue requests: {problem}")
+            self._queue_problem = problem
+            return 0
+        self._queue_problem = None
+        return served
 
     def _supervise_core(self) -> None:
         for proc in self.core:
@@ -183,6 +199,7 @@ class NodeAgent:
         self.log("agent", "started", f"interval {self.interval}s")
         self.core = make_core(self.app.layout.root) if core_processes else []
         while not self._stop:
+            self.serve_queue_requests()
             try:
                 self._supervise_core()
                 self.check_once()

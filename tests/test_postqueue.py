@@ -206,14 +206,17 @@ def test_cluster_list_reads_shared_queue_directories_and_marks_the_unreachable(n
         assert ("node1", qid) in seen and (names[0], qid) in seen
         status = {n["node"]: n for n in data["nodes"]}
         assert status["node1"]["reachable"] and status[names[0]]["reachable"]
-        assert not status[names[1]]["reachable"] and "not reachable" in status[names[1]]["error"]
+        assert not status[names[1]]["reachable"] and "did not answer" in status[names[1]]["error"]
+        assert status[names[0]]["via"] == "shared storage" and status["node1"]["via"] == "local"
         table = cli(node, "list", "--cluster")
         assert f"node {names[1]}: NOT REACHABLE" in table.output
-        # one node only, and the owner-only rule for actions
+        # one node only; its queue is not shared here and its agent does not run: asking its core fails
         result = cli(node, "list", "--node", names[1])
-        assert result.exit_code == 1 and "not reachable" in result.output
+        assert result.exit_code == 1 and f"node {names[1]} did not answer" in result.output
+        # actions are run by the node that owns the queue (its agent), never on the shared copy
         result = cli(node, "delete", qid, "--node", names[0])
-        assert result.exit_code == 1 and f"on {names[0]}" in result.output
+        assert result.exit_code == 1 and f"node {names[0]} did not answer" in result.output, result.output
+        assert "agent (`rupost run`) is not running" in result.output and "nothing was changed" in result.output
         assert (shared / "deferred").exists() and of_sender(node, sender)[qid]
     finally:
         with node.app.dbs.session("main") as s:
@@ -221,3 +224,197 @@ def test_cluster_list_reads_shared_queue_directories_and_marks_the_unreachable(n
                 s.delete(n)
         shutil.rmtree(shared, ignore_errors=True)
         cli(node, "delete", qid)
+
+
+# ---------------------------------------------------------------- relayed requests (another node's core asks)
+class Serving:
+    """A node agent's side of the relay, as `rupost run` does it: its liveness mark in `nodes`
+    and a loop serving the queue requests (in a thread, with its own core). `name` other than
+    node1: a node of that name registered for the test, whose core works on this node's postfix
+    (its queue directory is recorded as not reachable, so reading it goes through the relay too)."""
+
+    def __init__(self, node, name: str = "node1"):
+        self.node, self.name = node, name
+        self.created = name != "node1"
+        if self.created:
+            with node.app.dbs.session("main") as s:
+                s.add(Node(name=name, fqdn=f"{name}.rupost.test", address="127.0.0.9", state="in_service",
+                           components={}, admin_state="enabled", queue_directory=f"/nonexistent/{name}/queue"))
+        self.saved = node.app.nodes.show(name)["components"]
+
+    def alive(self, yes: bool = True) -> None:
+        import datetime as dt
+
+        components = {k: v for k, v in (self.saved or {}).items() if k != "_agent"}
+        if yes:
+            components["_agent"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        with self.node.app.dbs.session("main") as s:
+            s.query(Node).filter(Node.name == self.name).update({"components": components})
+
+    def start(self) -> "Serving":
+        import threading
+
+        self.stop_flag = threading.Event()
+        self.app = other_core(self.node, self.name, "node-agent")
+
+        def loop():
+            while not self.stop_flag.is_set():
+                self.app.postqueue.serve_requests()
+                self.stop_flag.wait(0.1)
+
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        self.thread.join(30)
+        self.app.close()
+
+    def restore(self) -> None:
+        with self.node.app.dbs.session("main") as s:
+            if self.created:
+                s.query(Node).filter(Node.name == self.name).delete()
+            else:
+                s.query(Node).filter(Node.name == "node1").update({"components": self.saved})
+
+
+def other_core(node, name: str, actor: str):
+    """The service layer of another node of the cluster (another node name, same database)."""
+    from dataclasses import replace
+
+    from rupost.services import RuPost
+
+    return RuPost(node.layout, replace(node.app.config, node_name=name), actor=actor)
+
+
+def request_rows(node, **where):
+    from sqlalchemy import select
+
+    from rupost.db.queue_request_models import QueueRequest
+
+    with node.app.dbs.session("main") as s:
+        query = select(QueueRequest).order_by(QueueRequest.id)
+        for key, value in where.items():
+            query = query.where(getattr(QueueRequest, key) == value)
+        return list(s.scalars(query))
+
+
+def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, mailbox):
+    """The relay protocol against this node's real queue: another core (node name `peer`)
+    asks; this node's serving loop runs the action through its own postfix and audits it
+    naming who asked from where; forged requests are refused by the executing side; a request
+    nobody picks up expires and is never run later."""
+    import datetime as dt
+
+    import pytest
+    from sqlalchemy import func, select
+
+    from rupost.db.models import AuditRecord
+    from rupost.db.queue_request_models import QueueRequest
+    from rupost.errors import ServiceError, ValidationError
+
+    sender, (first, second) = queue_outbound(node, mailbox, 2, "relayed")
+    peer_name = f"peer-{uuid.uuid4().hex[:6]}"
+    peer = other_core(node, peer_name, "alice")
+    serving = Serving(node)
+    serving.alive()
+    serving.start()
+    try:
+        result = peer.postqueue.act("hold", ids=[first], node="node1")
+        assert result["node"] == "node1" and result["done"] == [first]
+        assert of_sender(node, sender)[first]["queue_name"] == "hold"
+        with node.app.dbs.session("logs") as s:
+            record = s.scalars(select(AuditRecord).where(AuditRecord.action == "mailqueue.hold",
+                                                         AuditRecord.target == first)).all()[-1]
+            assert record.actor == "alice" and record.source == "cli"
+            assert record.details["requested_from"] == peer_name and record.details["node"] == "node1"
+        assert cli(node, "list", "--json", "--match", f"id={first}").output.count('"hold"') == 1
+        result = peer.postqueue.act("release", match=[f"sender={sender}"], node="node1")
+        assert result["done"] == [first] and result["skipped"] == [second]
+        assert of_sender(node, sender)[first]["queue_name"] != "hold"
+        # errors of the executing node come back with their kind and the node's name
+        with pytest.raises(ValidationError, match=f"node node1: not on hold: {second}"):
+            peer.postqueue.act("release", ids=[second], node="node1")
+        # bad input is refused by the requester before anything is asked
+        asked = len(request_rows(node, requested_from=peer_name))
+        for call, expected in ((lambda: peer.postqueue.act("delete", ids=["../etc"], node="node1"), "invalid queue id"),
+                               (lambda: peer.postqueue.act("delete", match=["colour=red"], node="node1"), "unknown key"),
+                               (lambda: peer.postqueue.act("delete", node="node1"), "name the messages"),
+                               (lambda: peer.postqueue.act("delete", ids=[first], node="node1", timeout=0),
+                                "invalid timeout")):
+            with pytest.raises(ValidationError, match=expected):
+                call()
+        assert len(request_rows(node, requested_from=peer_name)) == asked
+        # listing through the core when the queue directory is not reachable from the requester
+        with node.app.dbs.session("main") as s:
+            s.query(Node).filter(Node.name == "node1").update({"queue_directory": "/nonexistent/queue"})
+        try:
+            listed = peer.postqueue.list(node="node1", match=[f"sender={sender}"])
+            assert {m["id"] for m in listed["messages"]} == {first, second}
+            assert listed["nodes"][0]["via"] == "relay"
+            shown = peer.postqueue.show(second, node="node1", headers_only=True)
+            assert shown["id"] == second and "Subject: queued far" in shown["content"]
+        finally:
+            with node.app.dbs.session("main") as s:
+                s.query(Node).filter(Node.name == "node1").update(
+                    {"queue_directory": str(node.layout.postfix_queue)})
+        # forged rows (written to the database directly) are checked again by the executing node
+        with node.app.dbs.session("main") as s:
+            later = func.now() + dt.timedelta(seconds=60)
+            forged = [QueueRequest(node_name="node1", action=a, arguments=args, requested_by="mallory",
+                                   requested_from=peer_name, source="cli", address="", error="", expires_at=later)
+                      for a, args in (("exec", {"ids": [first]}), ("delete", {"ids": ["../../etc/passwd"]}),
+                                      ("delete", {"match": ["sender~("]}), ("delete", {"ids": [first], "argv": ["-d"]}),
+                                      ("delete", {"ids": "ALL"}))]
+            s.add_all(forged)
+            s.flush()
+            forged_ids = [r.id for r in forged]
+        wait_for(lambda: all(r.status == "failed" for r in request_rows(node, requested_by="mallory")), 20,
+                 "the forged requests to be refused")
+        errors = [r.error for r in request_rows(node, requested_by="mallory") if r.id in forged_ids]
+        assert "unknown queue action 'exec'" in errors[0] and "invalid queue id" in errors[1]
+        assert "bad regular expression" in errors[2] and "unexpected arguments argv" in errors[3]
+        assert "ids must be a list" in errors[4]
+        assert set(of_sender(node, sender)) == {first, second}
+
+        # nobody serves: the requester reports the node by name within its timeout, and the
+        # expired request is not run when the node comes back
+        serving.stop()
+        started = time.monotonic()
+        with pytest.raises(ServiceError, match=r"node node1 did not answer within 2 s") as failure:
+            peer.postqueue.act("delete", ids=[first], node="node1", timeout=2)
+        assert "nothing was changed there" in str(failure.value) and time.monotonic() - started < 10
+        expired = request_rows(node, requested_from=peer_name, action="delete")[-1]
+        assert expired.status == "expired"
+        serving.start()
+        peer.postqueue.act("hold", ids=[second], node="node1")  # served: the loop is running again
+        assert first in of_sender(node, sender) and request_rows(node, id=expired.id)[0].status == "expired"
+        # a node whose agent is not running is reported at once
+        serving.alive(False)
+        with pytest.raises(ServiceError, match=r"node node1 did not answer: its node agent \(`rupost run`\) is not"):
+            peer.postqueue.flush(node="node1")
+        # deletion through the relay, and the real queue is empty of this sender
+        serving.alive()
+        assert peer.postqueue.act("delete", match=[f"sender={sender}"], node="node1")["count"] == 2
+        assert of_sender(node, sender) == {}
+        # request rows older than a day are purged by the agents; recent ones are kept
+        with node.app.dbs.session("main") as s:
+            long_ago = func.now() - dt.timedelta(hours=25)
+            old = QueueRequest(node_name="node1", action="flush", arguments={}, status="done", requested_by="x",
+                               requested_from=peer_name, source="cli", address="", error="", created_at=long_ago,
+                               expires_at=long_ago)
+            s.add(old)
+            s.flush()
+            old_id = old.id
+        agent = other_core(node, "node1", "node-agent")
+        try:
+            agent.postqueue.serve_requests()
+        finally:
+            agent.close()
+        assert request_rows(node, id=old_id) == [] and request_rows(node, id=expired.id)
+    finally:
+        serving.stop()
+        serving.restore()
+        peer.close()
+        cli(node, "delete", "--all-matching", f"sender={sender}")

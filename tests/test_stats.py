@@ -221,3 +221,65 @@ def wait_until_text(path, text, timeout=20.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_mail_sent_out_to_another_server_counts_as_sent(node, domain, mailbox, workdir):
+    """Outbound mail relayed to an external SMTP server (postfix's smtp-sink on loopback, reached
+    through the template parameter transport_routes) counts as sent, once, across parser restarts."""
+    import os
+    import subprocess
+
+    from rupost.testing.instance import free_ports
+
+    port = free_ports(1)[0]
+    dumps = workdir / f"sink-{uuid.uuid4().hex[:6]}"
+    dumps.mkdir()
+    os.chmod(dumps, 0o777)
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-d", f"{dumps}/", f"127.0.0.1:{port}", "50"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    outside = f"sink{uuid.uuid4().hex[:6]}.test"
+    user, password = mailbox("sender")
+    try:
+        result = node.app.deploys.deploy(node.app.deploys.plan(
+            {**node.parameters, "transport_routes": f"{outside}=[127.0.0.1]:{port}"}))
+        assert result.result == "applied"
+        table = (node.layout.current / "postfix" / "table-transport").read_text()
+        assert table == f"{outside} smtp:[127.0.0.1]:{port}\n"
+        node.app.stats.ingest()  # what was logged before is counted already
+        total = 3
+        with smtps(node.ports["submissions"]) as client:
+            client.login(user, password)
+            for i in range(total):
+                assert client.send_message(message(user, f"partner{i}@{outside}", f"outbound {i}")) == {}
+        deadline = time.monotonic() + 60
+        while len(list(dumps.iterdir())) < total and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert len(list(dumps.iterdir())) == total, sink.stderr.read1().decode() if sink.poll() is not None else ""
+        expected = {**ZERO, "received": total, "sent": total}
+        wait_for_totals(node, domain, expected)
+        log = node.layout.log_file("postfix").read_text()
+        assert log.count(f"relay=127.0.0.1[127.0.0.1]:{port}") >= total and "status=sent" in log
+        # a restarted parser counts nothing twice
+        assert totals(node, domain, fresh_parser=True) == expected
+        out = CliRunner().invoke(rupost, ["--root", str(node.root), "stats", "--hours", "2", "--domain", domain,
+                                          "--json"], catch_exceptions=False)
+        assert out.exit_code == 0 and json.loads(out.output)["totals"]["sent"] == total, out.output
+        table = CliRunner().invoke(rupost, ["--root", str(node.root), "stats", "--hours", "2"]).output
+        assert "SENT" in table and domain in table
+    finally:
+        os.killpg(sink.pid, 9)
+        sink.wait()
+        node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+        queue_cli(node, "delete", "--all-matching", f"sender={user}")
+
+
+def test_outbound_routing_parameters_are_checked(node):
+    """relayhost and transport_routes take postfix next-hop syntax only: anything else is refused
+    before it is stored."""
+    before = node.app.settings.get("template_parameters")
+    runner = CliRunner()
+    for assignment in ("transport_routes=partner.example", "transport_routes=a.example=[10.0.0.1]:25 x",
+                       "relayhost=smtp.example.org;rm", "relayhost=mx one.example"):
+        result = runner.invoke(rupost, ["--root", str(node.root), "template", "set", assignment])
+        assert result.exit_code != 0 and "does not match" in result.output, (assignment, result.output)
+    assert node.app.settings.get("template_parameters") == before

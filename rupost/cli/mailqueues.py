@@ -37,7 +37,11 @@ _match_option = click.option("--all-matching", "match", multiple=True, metavar="
                              help="Every message matching FILTER: KEY=TEXT (substring), KEY~REGEX, "
                                   "age>DURATION, age<DURATION or all; keys id, queue, sender, recipient, "
                                   "reason, age. Repeat to combine (all must match).")
-_node_option = click.option("--node", default=None, help="Another registered node (default: this node).")
+_node_option = click.option("--node", default=None,
+                            help="Another registered node (default: this node); actions are run by that "
+                                 "node's agent, asked through the database.")
+_timeout_option = click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600),
+                               help="Seconds to wait for another node's answer.")
 
 
 def _queue_rows(messages):
@@ -49,13 +53,17 @@ def _queue_rows(messages):
 
 @mailqueues.command("list")
 @_node_option
-@click.option("--cluster", is_flag=True, help="Every registered node (through the shared queue directories).")
+@click.option("--cluster", is_flag=True, help="Every registered node (through the shared queue directories, "
+                                              "or else through each node's agent).")
 @click.option("--match", multiple=True, metavar="FILTER", help="Only messages matching FILTER (as --all-matching).")
+@_timeout_option
 @json_option
 @pass_ctx
-def mailqueues_list(c, node, cluster, match, as_json):
+def mailqueues_list(c, node, cluster, match, timeout, as_json):
     """Messages in the mail queue: sender, recipients, size, age, reason."""
-    data = c.app.postqueue.list(node=node, cluster=cluster, match=list(match) or None)
+    if node and cluster:
+        raise click.UsageError("--node and --cluster exclude each other")
+    data = c.app.postqueue.list(node=node, cluster=cluster, match=list(match) or None, timeout=timeout)
     if as_json:
         emit(data, True)
         return
@@ -75,11 +83,12 @@ def mailqueues_list(c, node, cluster, match, as_json):
 @click.argument("queue_id")
 @_node_option
 @click.option("--headers", "headers_only", is_flag=True, help="Envelope and headers only, without the body.")
+@_timeout_option
 @json_option
 @pass_ctx
-def mailqueues_show(c, queue_id, node, headers_only, as_json):
+def mailqueues_show(c, queue_id, node, headers_only, timeout, as_json):
     """One queued message: its queue entry, envelope and content (postcat -q)."""
-    data = c.app.postqueue.show(queue_id, node=node, headers_only=headers_only)
+    data = c.app.postqueue.show(queue_id, node=node, headers_only=headers_only, timeout=timeout)
     if as_json:
         emit(data, True)
         return
@@ -99,10 +108,12 @@ def _queue_action(action: str, verb: str):
     @click.argument("queue_ids", nargs=-1)
     @_match_option
     @_node_option
+    @_timeout_option
     @json_option
     @pass_ctx
-    def command(c, queue_ids, match, node, as_json):
-        result = c.app.postqueue.act(action, ids=list(queue_ids) or None, match=list(match) or None, node=node)
+    def command(c, queue_ids, match, node, timeout, as_json):
+        result = c.app.postqueue.act(action, ids=list(queue_ids) or None, match=list(match) or None, node=node,
+                                     timeout=timeout)
         if as_json:
             emit(result, True)
             return
@@ -113,7 +124,7 @@ def _queue_action(action: str, verb: str):
         if result["not_found"]:
             click.echo(f"left the queue meanwhile: {' '.join(result['not_found'])}")
 
-    command.__doc__ = {
+    command.help = {
         "hold": "Put messages on hold: no delivery is attempted until they are released.",
         "release": "Release held messages: they are delivered again.",
         "delete": "Delete messages from the queue (no bounce is sent).",
@@ -129,11 +140,12 @@ for _action, _verb in (("hold", "held"), ("release", "released"), ("delete", "de
 @mailqueues.command("flush")
 @click.argument("queue_ids", nargs=-1)
 @_node_option
+@_timeout_option
 @json_option
 @pass_ctx
-def mailqueues_flush(c, queue_ids, node, as_json):
+def mailqueues_flush(c, queue_ids, node, timeout, as_json):
     """Attempt delivery of every deferred message now (or of the named ones)."""
-    result = c.app.postqueue.flush(list(queue_ids) or None, node=node)
+    result = c.app.postqueue.flush(list(queue_ids) or None, node=node, timeout=timeout)
     if as_json:
         emit(result, True)
         return
