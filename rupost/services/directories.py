@@ -164,39 +164,45 @@ class DirectoryService:
         return out
 
     def update(self, name: str, **changes) -> dict:
-        """Change connection settings (e.g. rotate the service account password)."""
+        """Change connection settings (e.g. rotate the service account password).
+
+        A setting given as None is kept as it is; an empty service account password is
+        kept too (the panel's password field left empty). Everything else given is
+        validated like ``add`` (an empty URI list, base DN or bind DN is refused, an empty
+        filter clears it) before anything is written. The audit record names the
+        settings that really changed (never the password itself)."""
+        def given(key):
+            return changes.get(key) is not None
+
         with self.app.dbs.session("main") as s:
             row = self._row(s, name)
             current = settings_of(row)
-            merged = {
-                "uris": changes.get("uris") or current.uris, "base_dn": changes.get("base_dn") or current.base_dn,
-                "bind_dn": changes.get("bind_dn") or current.bind_dn,
-                "bind_password": changes.get("bind_password") or current.bind_password,
-                "security": changes.get("security") or current.security,
-                "ca_pem": current.ca_pem if changes.get("ca_pem") is None else changes["ca_pem"],
-                "user_filter": current.user_filter if changes.get("user_filter") is None else changes["user_filter"],
-                "group_filter": current.group_filter if changes.get("group_filter") is None
-                else changes["group_filter"],
-                "timeout": changes.get("timeout") or current.timeout,
-            }
-            settings = self._validated(row.name, row.kind, merged["uris"], merged["base_dn"], merged["bind_dn"],
+            merged = {key: changes[key] if given(key) else getattr(current, key)
+                      for key in ("uris", "base_dn", "bind_dn", "security", "ca_pem", "user_filter", "group_filter",
+                                  "timeout")}
+            merged["bind_password"] = changes.get("bind_password") or current.bind_password
+            before = self._as_dict(row)
+            settings = self._validated(row.name, row.kind, list(merged["uris"]), merged["base_dn"], merged["bind_dn"],
                                        merged["bind_password"], merged["security"], merged["ca_pem"],
                                        merged["user_filter"], merged["group_filter"], merged["timeout"],
                                        bool(changes.get("allow_plain")) or row.security == "plain")
-            if changes.get("mail_domains") is not None:
+            if given("mail_domains"):
                 domains = self._check_mail_domains(changes["mail_domains"])
                 taken = self._bound_elsewhere(s, domains, row.name)
                 if taken:
                     raise ConflictError(f"mail domain {taken[0][0]} is already bound to LDAP domain {taken[0][1]}")
                 row.mail_domains = domains
+            password_changed = settings.bind_password != row.bind_password
+            ca_changed = settings.ca_pem != row.ca_pem
             for key in ("uris", "security", "ca_pem", "bind_dn", "bind_password", "base_dn", "user_filter",
                         "group_filter", "timeout"):
                 setattr(row, key, getattr(settings, key))
-            if changes.get("enabled") is not None:
+            if given("enabled"):
                 row.enabled = bool(changes["enabled"])
             out = self._as_dict(row)
-        self.app.audit.record("ldap_domain.update", out["name"],
-                              changed=sorted(k for k, v in changes.items() if v is not None))
+        changed = sorted(k for k in out if k not in ("ca", "last_sync", "last_sync_at") and out[k] != before[k])
+        changed = sorted(changed + ["bind_password"] * password_changed + ["ca_pem"] * ca_changed)
+        self.app.audit.record("ldap_domain.update", out["name"], changed=changed)
         return out
 
     def remove(self, name: str, force: bool = False) -> dict:

@@ -94,7 +94,8 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
     browser.find_element(By.ID, "login").send_keys(login)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     click_and_wait(browser, browser.find_element(By.ID, "submit"))
-    shot(browser, "02-dashboard", "Обзор", "node1", "Сертификаты", "Последние развёртывания")
+    shot(browser, "02-dashboard", "Обзор", "node1", "Сертификаты", "Последние развёртывания", "Почтовые очереди",
+         "Почтовое хранилище", "Использование квот")
 
     domain = f"b{uuid.uuid4().hex[:8]}.test"
     browser.get(f"{base}/domains/")
@@ -134,9 +135,20 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
                                                                 "rupost-control-panel-builtin"),
                              ("11-audit", f"/audit/?target={domain}", "domain.add"),
                              ("12-admins", "/admins/", login), ("13-settings", "/settings/", "Настройки"),
-                             ("14-aliases", "/aliases/", "Псевдонимы")]:
+                             ("14-aliases", "/aliases/", "Псевдонимы"),
+                             ("16-directories", "/directories/", "LDAP-фильтры")]:
         browser.get(base + path)
         shot(browser, name, text)
+    directory = f"b{uuid.uuid4().hex[:6]}"  # the edit page of an LDAP domain (added without a connection check)
+    node.app.directories.add(directory, "ad", ["ldaps://dc1.corp.test"], "ou=Users,dc=corp,dc=test",
+                             "cn=rupost,dc=corp,dc=test", "browser-secret", check=False)
+    try:
+        browser.get(f"{base}/directories/{directory}/edit")
+        shot(browser, "17-directory-edit", "Удалить этот LDAP-домен", f"LDAP-домен {directory}")
+        browser.get(f"{base}/admins/#ldap-admins")  # scrolled to the section
+        shot(browser, "18-ldap-admins", "Администраторы из LDAP", directory)
+    finally:
+        node.app.directories.remove(directory, force=True)
 
     click_and_wait(browser, browser.find_element(By.XPATH, "//button[text()='English']"))
     browser.get(f"{base}/")

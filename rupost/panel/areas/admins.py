@@ -18,7 +18,30 @@ def _domains() -> list[str]:
 @requires("global")
 def index():
     return render("admins.html", admins=g.rp.admins.list(), lockouts=g.rp.admins.lockouts(), roles=ROLES,
-                  languages=LANGUAGES)
+                  languages=LANGUAGES, mappings=g.rp.directories.admin_map_list(),
+                  directories=[d["name"] for d in g.rp.directories.list()])
+
+
+# ------------------------------------------------ LDAP administrators: directory group or user -> role
+# (what `rupost ldap-domains admins add/list/remove` does; the password is checked by a bind)
+@bp.route("/ldap-mappings/add", methods=["POST"])
+@requires("super")
+def mapping_add():
+    form = request.form
+    attempt(lambda: g.rp.directories.admin_map_add(form.get("directory", "")[:200], form.get("kind", "")[:16],
+                                                   form.get("value", "")[:2000], form.get("role", ""), _domains()),
+            "LDAP administrator mapping added.")
+    return redirect(url_for("admins.index") + "#ldap-admins")
+
+
+@bp.route("/ldap-mappings/remove", methods=["POST"])
+@requires("super")
+def mapping_remove():
+    form = request.form
+    attempt(lambda: g.rp.directories.admin_map_remove(form.get("directory", "")[:200], form.get("kind", "")[:16],
+                                                      form.get("value", "")[:2000]),
+            "LDAP administrator mapping removed.")
+    return redirect(url_for("admins.index") + "#ldap-admins")
 
 
 @bp.route("/add", methods=["POST"])

@@ -1,12 +1,32 @@
-"""The dashboard: a picture of the installation, not a log dump."""
+"""The dashboard: a picture of the installation, not a log dump.
+
+Node-wide tiles (not for domain administrators): nodes in/out of service, mail queue sizes
+per node (``postqueue`` service, cached for ``QUEUE_TTL`` seconds: a node whose queue cannot
+be read says so), mail storage disk use (the file system of the mail storage path, as
+``rupost check`` measures it). For everyone: quota use over the mailboxes they may see
+(``quota_usage`` service: SQL over the last measurement, which runs in the background).
+Everything is bounded: the page does the same work at 100 and at 100,000 mailboxes."""
 from __future__ import annotations
 
-from flask import Blueprint, g
+import os
+import threading
+import time
+
+from flask import Blueprint, g, redirect, url_for
+from sqlalchemy.exc import SQLAlchemyError
 
 from ...errors import RuPostError
 from ...services.certificates import CertificateService
+from ...services.quota_usage import QuotaUsageService
+from .. import jobs
 from ..charts import line_chart
 from ..web import render, requires
+
+QUEUE_TTL = 15.0  # seconds a reading of the queues serves the dashboard
+QUEUE_RELAY_TIMEOUT = 2  # seconds another node's core gets to answer for its queue (then: not readable)
+QUEUE_NAMES = ("active", "incoming", "deferred", "hold")
+_queue_cache: dict = {}
+_queue_lock = threading.Lock()
 
 bp = Blueprint("dashboard", __name__)
 NAV = ("Dashboard", "dashboard.index", "any")
@@ -17,11 +37,13 @@ NAV = ("Dashboard", "dashboard.index", "any")
 def index():
     rp, admin = g.rp, g.admin
     scope = admin.domain_scope
+    quota = _quota(rp, scope, start_measurement=admin.role != "domain_admin")
     summary = {"domains": rp.domains.page(None, scope, limit=1, with_counts=False)["total"],
-               "mailboxes": rp.mailboxes.page(None, scope, limit=1)["total"],
+               # the quota tile counted them already (one scan of the mailboxes, not two)
+               "mailboxes": quota["mailboxes"] if quota else rp.mailboxes.page(None, scope, limit=1)["total"],
                "aliases": rp.aliases.page(None, scope, limit=1)["total"]}
     context = {"summary": summary, "nodes": [], "deploys": [], "certificates": [], "warnings": [],
-               "errors": [], "monitor": [], "stats": None}
+               "errors": [], "monitor": [], "stats": None, "queues": [], "storage": None}
     if admin.role != "domain_admin":
         nodes = rp.nodes.list()
         for node in nodes:
@@ -33,9 +55,84 @@ def index():
                        warnings=CertificateService(rp).expiry_warnings(),
                        monitor=rp.audit.monitor_events(10),
                        errors=[r for r in rp.audit.page(limit=200, with_total=False)["rows"]
-                               if r["action"].endswith(".failed") or r["action"].endswith(".locked")][:10])
+                               if r["action"].endswith(".failed") or r["action"].endswith(".locked")][:10],
+                       queues=_queues(rp), storage=_storage(rp))
     context["stats"] = _stats(rp, scope)
+    context["quota"] = quota
     return render("dashboard.html", **context)
+
+
+@bp.route("/quota/measure", methods=["POST"])
+@requires("super")
+def measure_quota():
+    """Measure every mailbox's use now (what the dashboard otherwise does when it is stale)."""
+    def work(rp, progress):
+        progress(2, "asking dovecot for the use of every mailbox (doveadm quota get -A)")
+        r = QuotaUsageService(rp).measure(progress=progress, wait=3600)
+        return {"result": f"{r['measured']} of {r['mailboxes']} mailbox(es) measured in {r['seconds']} s"
+                          + ("" if r["complete"] else " (incomplete: " + ("deadline reached" if r["timed_out"]
+                                                                          else "; ".join(r["errors"][:3])) + ")")}
+
+    rp = g.rp
+    rp.audit.record("quota_usage.measure", "all")
+    return redirect(url_for("jobs.show", job_id=jobs.submit(rp, "quota-measure", work)))
+
+
+def _queues(rp) -> list[dict]:
+    """Counts per queue of every node; cached briefly (postqueue reads every queue file)."""
+    with _queue_lock:
+        cached = _queue_cache.get("value")
+        if cached is not None and time.monotonic() - _queue_cache["at"] < QUEUE_TTL:
+            return cached
+    try:
+        listing = rp.postqueue.list(cluster=True, timeout=QUEUE_RELAY_TIMEOUT)
+    except RuPostError as exc:
+        value = [{"node": rp.config.node_name, "reachable": False, "error": str(exc), "counts": {}}]
+    else:
+        counts = {n["node"]: {q: 0 for q in QUEUE_NAMES} for n in listing["nodes"]}
+        for m in listing["messages"]:
+            per = counts.setdefault(m["node"], {q: 0 for q in QUEUE_NAMES})
+            queue = m["queue"] if m["queue"] in QUEUE_NAMES else "incoming"  # maildrop: not yet picked up
+            per[queue] += 1
+        value = [{"node": n["node"], "reachable": n["reachable"], "error": n["error"],
+                  "counts": {**counts[n["node"]], "total": sum(counts[n["node"]].values())} if n["reachable"]
+                  else {}} for n in listing["nodes"]]
+    with _queue_lock:
+        _queue_cache.update(value=value, at=time.monotonic())
+    return value
+
+
+def _storage(rp) -> dict:
+    """Space and inodes of the file system holding the mail storage (like `rupost check`)."""
+    path = rp.layout.mail_storage
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError as exc:
+        return {"path": str(path), "error": str(exc)}
+    size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    return {"path": str(path), "error": "", "size": size, "used": used, "free": free,
+            "percent": round(100.0 * used / size, 1) if size else 0.0,
+            "inodes_percent": round(100.0 * (st.f_files - st.f_ffree) / st.f_files, 1) if st.f_files else 0.0}
+
+
+def _quota(rp, scope, start_measurement: bool) -> dict | None:
+    service = QuotaUsageService(rp)
+    try:
+        summary = service.summary(scope, top=10)
+    except (RuPostError, SQLAlchemyError):  # e.g. the database not upgraded yet (rupost db upgrade)
+        return None
+    summary["refreshing"] = False
+    if start_measurement and service.stale(summary["last_run"]):
+        try:
+            service.dovecot_conf()
+        except RuPostError:
+            return summary  # nothing deployed here yet: nothing to measure
+        summary["refreshing"] = service.refresh_in_background()
+    return summary
 
 
 def _safe(call, default):
