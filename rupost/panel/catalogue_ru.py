@@ -250,6 +250,8 @@ RU = {
     "started": "начато",
     "superadmin": "главный администратор",
     "this node": "этот узел",
+    "this node ({name})": "этот узел ({name})",
+    "all nodes": "все узлы",
     "to YYYY-MM-DD": "по ГГГГ-ММ-ДД",
     "unlimited": "без ограничения",
     "until": "до",
@@ -356,10 +358,65 @@ RU = {
     "dynamic": "динамический",
     "filter": "фильтр",
     "internal": "только внутренние",
+    "members only": "только участники списка",
     "none (static list)": "нет (постоянный список)",
     "not reachable": "недоступен",
     "ok": "в порядке",
     "reachable": "доступен",
     "static": "постоянный",
     "{count} user(s) match": "подходит пользователей: {count}",
+    # dashboard tiles; directory, LDAP filter and LDAP administrator editing
+    "(+ {n} mailbox(es) without a limit)": "(+ ящиков без ограничения: {n})",
+    "Add an LDAP domain first (Directories).": "Сначала добавьте LDAP-домен (раздел «Каталоги»).",
+    "Edit": "Изменить",
+    "Group DN or login": "DN группы или логин",
+    "Its mailboxes are disabled; their mail stays on disk. Named LDAP filters on it must be removed first.":
+        "Его почтовые ящики отключаются, письма остаются на диске. Именованные LDAP-фильтры на нём "
+        "нужно удалить заранее.",
+    "LDAP administrator mapping added.": "Сопоставление LDAP-администратора добавлено.",
+    "LDAP administrator mapping removed.": "Сопоставление LDAP-администратора удалено.",
+    "LDAP administrators": "Администраторы из LDAP",
+    "LDAP domain removed. Run a deploy to stop authenticating against it.":
+        "LDAP-домен удалён. Выполните развёртывание, чтобы прекратить проверку паролей по нему.",
+    "LDAP domain saved. Run a deploy to apply it to authentication.":
+        "LDAP-домен сохранён. Выполните развёртывание, чтобы применить его к проверке паролей.",
+    "LDAP filter removed.": "LDAP-фильтр удалён.",
+    "LDAP filter saved. The dynamic lists using it change at their next update.":
+        "LDAP-фильтр сохранён. Динамические списки с ним изменятся при следующем обновлении.",
+    "Mail storage": "Почтовое хранилище",
+    "Mailbox": "Почтовый ящик",
+    "Measure now": "Измерить сейчас",
+    "Measured": "Измерено",
+    "Members of a directory group, or one directory user, log in with their directory password and get the role.":
+        "Участники группы каталога или отдельный пользователь каталога входят со своим паролем каталога "
+        "и получают эту роль.",
+    "Messages": "Сообщений",
+    "Named LDAP filters choose the members of dynamic distribution lists.":
+        "Именованные LDAP-фильтры определяют участников динамических списков рассылки.",
+    "Not measured yet.": "Ещё не измерялось.",
+    "Quota use": "Использование квот",
+    "Quota use is not available: the database is not upgraded (rupost db upgrade).":
+        "Использование квот недоступно: база данных не обновлена (rupost db upgrade).",
+    "Remove this LDAP domain": "Удалить этот LDAP-домен",
+    "Service account password (empty: keep the stored one)":
+        "Пароль служебной учётной записи (пусто — оставить сохранённый)",
+    "Type the name of the LDAP domain to confirm": "Введите имя LDAP-домена для подтверждения",
+    "Type the name of the LDAP domain to confirm its removal.":
+        "Для удаления LDAP-домена введите его имя в поле подтверждения.",
+    "Used": "Занято",
+    "a new measurement is running": "выполняется новое измерение",
+    "also when it has mailboxes (they are disabled)": "даже если у него есть почтовые ящики (они будут отключены)",
+    "enabled (used for authentication and synced)": "включён (проверяет пароли и синхронизируется)",
+    "free": "свободно",
+    "group": "группа",
+    "incoming": "входящие",
+    "in delivery": "в доставке",
+    "incomplete": "не полностью",
+    "inodes used": "занято индексных дескрипторов",
+    "of the disk used": "диска занято",
+    "on hold": "задержано",
+    "queue not readable": "очередь недоступна",
+    "quota allotted": "выделено квот",
+    "used by {measured} measured mailbox(es) of {count}": "занято в измеренных ящиках: {measured} из {count}",
+    "{n} mailbox(es) at 90% of their quota or more.": "Ящиков, заполненных на 90% квоты и более: {n}.",
 }

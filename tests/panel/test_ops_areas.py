@@ -213,6 +213,13 @@ def test_static_list_made_in_the_panel_is_seen_by_the_service(superadmin, node, 
     r = superadmin.post("/lists/add", {"address": address}, follow_redirects=True)
     assert "already exists" in text(r)
     assert len(node.app.distribution_lists.show(address)["members"]) == 3
+    # the "members" sender policy is offered and stored
+    assert 'value="members"' in text(superadmin.get("/lists/"))
+    board = f"board@{domain}"
+    assert superadmin.post("/lists/add", {"address": board, "members": f"ann@{domain}",
+                                          "sender_policy": "members"}).status_code == 302
+    assert node.app.distribution_lists.show(board)["sender_policy"] == "members"
+    superadmin.post(f"/lists/{board}/remove")
     assert address in text(superadmin.get(f"/lists/?q=sales@{domain}"))
     superadmin.post(f"/lists/{address}/remove")
     assert node.app.distribution_lists.list(domain) == []
