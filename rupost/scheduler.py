@@ -65,6 +65,8 @@ def load_jobs() -> dict[str, Job]:
         register_job("stats", 60, _stats)
     if "checks" not in JOBS:
         register_job("checks", 60, _checks)
+    if "quota-usage" not in JOBS:
+        register_job("quota-usage", 900, _quota_usage)
     if not SYSTEMD_TIMERS.exists():
         # where systemd is not PID 1 its timers (rupost-mailqueue-evacuator.timer,
         # rupost-distribution-lists-updater.timer) do not run: the scheduler runs their jobs
@@ -88,6 +90,21 @@ def _update_lists(app):
 
     scheduled_sync(app)
     return scheduled_update(app)
+
+
+def _quota_usage(app):
+    """Measure every mailbox's storage use (dashboard quota tiles) when the last measurement is stale."""
+    from .errors import ConflictError
+    from .services.quota_usage import QuotaUsageService
+
+    service = QuotaUsageService(app)
+    last = service.last_run()
+    if not service.stale(last):
+        return {"measured_at": last["measured_at"], "skipped": "still fresh"}
+    try:
+        return service.measure()
+    except ConflictError:  # another node of the cluster measures right now
+        return {"skipped": "a measurement runs elsewhere"}
 
 
 class Scheduler:

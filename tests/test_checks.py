@@ -245,3 +245,17 @@ def test_an_unreachable_directory_is_reported_by_name(node):
     finally:
         node.app.directories.remove(name, force=True)
     assert name not in check(node, "--only", "directory").output
+
+
+def test_scheduler_measures_quota_use_when_stale(node, mailbox):
+    from rupost.services.quota_usage import QuotaUsageService
+
+    address, _ = mailbox("measured")
+    runner = CliRunner()
+    result = runner.invoke(rupost, ["--root", str(node.root), "scheduler", "--once", "--only", "quota-usage"])
+    assert result.exit_code == 0 and "quota-usage: ok" in result.output, result.output
+    service = QuotaUsageService(node.app)
+    last = service.last_run()
+    assert last and not service.stale(last) and not last.get("error")
+    again = runner.invoke(rupost, ["--root", str(node.root), "scheduler", "--once", "--only", "quota-usage"])
+    assert again.exit_code == 0 and service.last_run()["measured_at"] == last["measured_at"]
