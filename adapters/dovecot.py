@@ -39,6 +39,7 @@ SCHEMA = {
             "additionalProperties": False,
             "required": ["separator", "password_query", "log_url"],
             "properties": {
+                "enabled": {"type": "boolean"},
                 "separator": {"type": "string", "pattern": r"^[*%#!~^]$"},
                 "password_query": {"type": "string"},
                 "log_url": {"type": "string", "pattern": r"^http://[A-Za-z0-9.:\[\]-]+/[A-Za-z0-9/_-]*$"},
@@ -219,8 +220,9 @@ class DovecotAdapter(Adapter):
         conf += render_settings(model["settings"]) + extra_block(model.get("extra"))
         ldap_lines, ldap_files = render_ldap_passdbs(model.get("ldap_passdbs") or [], ctx)
         conf += ldap_lines
-        if model.get("impersonation"):
-            imp_lines, imp_files = render_impersonation(model["impersonation"], ctx)
+        impersonation = model.get("impersonation")
+        if impersonation and impersonation.get("enabled", True):
+            imp_lines, imp_files = render_impersonation(impersonation, ctx)
             conf += imp_lines
             ldap_files += imp_files
         push_files = []

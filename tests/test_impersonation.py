@@ -30,6 +30,14 @@ def other_domain(node):
     return name
 
 
+def _make_live(node):
+    """The master passdb and the post-login hook are rendered only while an account exists:
+    the first account asks for a deploy."""
+    if node.app.impersonation.deploy_hint():
+        assert node.app.deploys.deploy(node.app.deploys.plan(node.parameters)).result == "applied"
+    assert node.app.impersonation.live_on_this_node() and node.app.impersonation.deploy_hint() == ""
+
+
 def _login(node, user, password, source="127.0.0.1"):
     imap = IMAPSFrom("127.0.0.1", node.ports["imaps"], source)
     try:
@@ -49,6 +57,7 @@ def test_impersonation_opens_listed_domains_only_and_records_each_use(node, doma
     secret = f"Svc-{uuid.uuid4().hex}"
     created = service.add(account, secret, [domain], description="migration")
     assert created["domains"] == [domain]
+    _make_live(node)
     target, target_pw = mailbox("target")
     subject = f"for the target {uuid.uuid4().hex}"
     with smtp(node.ports["smtp"]) as client:
@@ -129,11 +138,14 @@ def test_impersonation_input_errors(node, domain):
     assert all(a["name"] not in ("svc-nodomain", "svc-baddomain", "svc-short") for a in service.list())
 
 
-def test_postlogin_script_refuses_the_session_when_the_use_cannot_be_recorded(node, tmp_path):
+def test_postlogin_script_refuses_the_session_when_the_use_cannot_be_recorded(node, domain, tmp_path):
     """The rendered script: an ordinary login goes straight on; an impersonated one goes
     on only once the policy server has recorded it."""
     import os
     import subprocess
+
+    ImpersonationService(node.app).add(f"hook{uuid.uuid4().hex[:6]}", "hook-secret-123", [domain])
+    _make_live(node)
 
     script = node.layout.current / "dovecot" / "postlogin.sh"
     marker = tmp_path / "started"
@@ -164,6 +176,7 @@ def test_cli(node, domain, mailbox):
     r = runner.invoke(main, root + ["impersonation", "add", name, "--domain", domain, "--password-stdin"],
                       input="cli-secret-123\n")
     assert r.exit_code == 0 and f"USER@DOMAIN*{name}" in r.output, r.output
+    _make_live(node)
     r = runner.invoke(main, root + ["impersonation", "add", name, "--domain", domain, "--password-stdin"],
                       input="cli-secret-123\n")
     assert r.exit_code == 1 and "already exists" in r.output
@@ -174,3 +187,25 @@ def test_cli(node, domain, mailbox):
     assert r.exit_code == 0 and name in r.output
     r = runner.invoke(main, root + ["impersonation", "remove", name])
     assert r.exit_code == 0
+
+
+def test_the_hook_and_master_passdb_are_rendered_only_while_an_account_exists(node, domain):
+    from click.testing import CliRunner
+
+    from rupost.cli import main
+
+    service = ImpersonationService(node.app)
+    for account in service.list():
+        service.remove(account["name"])
+    node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+    conf = (node.layout.current / "dovecot" / "dovecot.conf").read_text()
+    assert "master = yes" not in conf and "rupost-postlogin" not in conf and not service.live_on_this_node()
+    runner = CliRunner()
+    root = ["--root", str(node.root)]
+    r = runner.invoke(main, root + ["impersonation", "add", "lonely", "--domain", domain, "--password-stdin"],
+                      input="lonely-secret-123\n")
+    assert r.exit_code == 0 and "run `rupost deploy`" in r.output
+    _make_live(node)
+    assert "master = yes" in (node.layout.current / "dovecot" / "dovecot.conf").read_text()
+    r = runner.invoke(main, root + ["impersonation", "remove", "lonely"])
+    assert r.exit_code == 0 and "`rupost deploy` removes it" in r.output

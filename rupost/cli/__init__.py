@@ -65,6 +65,12 @@ def _cell(value) -> str:
     return "" if value is None else str(value)
 
 
+def echo_deploy_hint(hint: str) -> None:
+    """A data change that needs a deploy to take effect (rupost.services.features) says so on stderr."""
+    if hint:
+        click.echo(hint, err=True)
+
+
 def read_password(stdin: bool, prompt: str = "Password") -> str:
     if stdin:
         return sys.stdin.readline().rstrip("\n")

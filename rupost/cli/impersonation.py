@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from . import emit, json_option, main, pass_ctx, read_password
+from . import echo_deploy_hint, emit, json_option, main, pass_ctx, read_password
 
 
 def _service(c):
@@ -28,6 +28,7 @@ def add(c, name, domains, description, password_stdin):
     out = _service(c).add(name, read_password(password_stdin), list(domains), description)
     click.echo(f"impersonation account {out['name']} added for {', '.join(out['domains'])}; "
                f"log in as USER@DOMAIN*{out['name']}")
+    echo_deploy_hint(_service(c).deploy_hint())
 
 
 @impersonation.command("list")
@@ -49,6 +50,7 @@ def set_(c, name, domains, new_password, password_stdin, enabled):
     out = _service(c).set(name, password=password, domains=list(domains) or None, enabled=enabled)
     click.echo(f"impersonation account {out['name']}: {', '.join(out['domains'])}, "
                f"{'enabled' if out['enabled'] else 'disabled'}")
+    echo_deploy_hint(_service(c).deploy_hint())
 
 
 @impersonation.command("uses")
@@ -68,3 +70,4 @@ def uses(c, name, target, limit, as_json):
 def remove(c, name):
     _service(c).remove(name)
     click.echo(f"impersonation account {name} removed")
+    echo_deploy_hint(_service(c).deploy_hint())

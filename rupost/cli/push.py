@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from . import emit, json_option, main, pass_ctx
+from . import echo_deploy_hint, emit, json_option, main, pass_ctx
 
 
 @main.group()
@@ -26,13 +26,7 @@ def push_add(c, name, url, domains, secret_stdin):
     e = c.app.push.add(name, url, list(domains), secret)
     click.echo(f"push endpoint {e['name']} added: {e['url']}"
                + (f" (domains: {', '.join(e['domains'])})" if e["domains"] else " (all domains)"))
-    _hint(c)
-
-
-def _hint(c) -> None:
-    hint = c.app.push.deploy_hint()
-    if hint:
-        click.echo(hint, err=True)
+    echo_deploy_hint(c.app.push.deploy_hint())
 
 
 @push.command("list")
@@ -49,7 +43,7 @@ def push_list(c, as_json):
 def push_remove(c, name):
     c.app.push.remove(name)
     click.echo(f"push endpoint {name} removed")
-    _hint(c)
+    echo_deploy_hint(c.app.push.deploy_hint())
 
 
 @push.command("test")

@@ -161,6 +161,12 @@ class RuPost:
         return PushService(self)
 
     @functools.cached_property
+    def impersonation(self):
+        from .impersonation import ImpersonationService
+
+        return ImpersonationService(self)
+
+    @functools.cached_property
     def autoconfig(self):
         from .autoconfig import AutoconfigService
 

@@ -47,6 +47,7 @@ class DeployService:
             "settings": {"mail_host": app.settings.mail_host()},
             "directories": app.directories.template_context(),
             "push": app.push.template_context(),
+            "impersonation": app.impersonation.template_context(),
             "database": {"host": cfg.database.host, "port": cfg.database.port, "data": cfg.database.data,
                          "user": cfg.database.user},
             "paths": {

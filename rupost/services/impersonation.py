@@ -21,6 +21,7 @@ from .. import validation
 from ..db.resource_models import ImpersonationAccount, ImpersonationUse
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..passwords import hash_password
+from . import features
 
 SEPARATOR = "*"  # auth_master_user_separator of the builtin template
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
@@ -67,6 +68,20 @@ class ImpersonationService:
             raise ConflictError(f"impersonation account {name} already exists") from None
         self.app.audit.record("impersonation.add", name, domains=names)
         return out
+
+    def template_context(self) -> dict:
+        """``impersonation.enabled`` for templates: the master passdb and the post-login hook
+        (a script around every IMAP session) are rendered only while an account exists."""
+        with self.app.dbs.session("data") as s:
+            found = s.scalar(select(ImpersonationAccount.id).where(ImpersonationAccount.enabled).limit(1))
+        return {"enabled": found is not None}
+
+    def live_on_this_node(self) -> bool:
+        return features.live_on_this_node(self.app, "dovecot", "postlogin.sh")
+
+    def deploy_hint(self) -> str:
+        return features.deploy_hint("impersonation (dovecot master users)", self.template_context()["enabled"],
+                                    self.live_on_this_node())
 
     def _get(self, session, name: str) -> ImpersonationAccount:
         row = session.scalar(select(ImpersonationAccount).where(

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from .. import __version__, validation
 from ..db.ops_models import PushDelivery, PushEndpoint
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
+from . import features
 
 MAX_ATTEMPTS = 5
 MAX_AGE = 3600.0
@@ -101,17 +102,11 @@ class PushService:
 
     def live_on_this_node(self) -> bool:
         """Whether this node's live generation loads dovecot's push plugins."""
-        return (self.app.layout.current / "dovecot" / "push.lua").is_file()
+        return features.live_on_this_node(self.app, "dovecot", "push.lua")
 
     def deploy_hint(self) -> str:
-        """What the administrator must do so that the live configuration matches the endpoints."""
-        wanted, live = self.template_context()["enabled"], self.live_on_this_node()
-        if wanted and not live:
-            return ("dovecot does not load its push plugins yet (they are loaded only while an endpoint "
-                    "exists): run `rupost deploy` (in a cluster, a rolling deploy) to start sending events")
-        if live and not wanted:
-            return "no endpoint left: `rupost deploy` unloads dovecot's push plugins (no cost per delivery)"
-        return ""
+        return features.deploy_hint("dovecot's push plugin", self.template_context()["enabled"],
+                                    self.live_on_this_node())
 
     def endpoints(self) -> list[dict]:
         with self.app.dbs.session("main") as s:
