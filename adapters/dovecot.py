@@ -189,9 +189,10 @@ def render_impersonation(imp: dict, ctx: RenderContext) -> tuple[list[str], list
     the post-login script service wrapped around every IMAP session."""
     conf_dir = ctx.config_dir("dovecot")
     lines = [f"auth_master_user_separator = {imp['separator']}",
+             # the target is then looked up in the userdb only (it must exist and be enabled
+             # there): a passdb lookup would miss directory users, whose passdb is an LDAP bind
              "passdb {", "  driver = sql", f"  args = {conf_dir / 'dovecot-sql-master.conf.ext'}", "  master = yes",
-             # then the target is looked up in the ordinary passdbs: it must exist
-             "  result_success = continue", "}",
+             "}",
              "service imap {", "  executable = imap rupost-postlogin", "}",
              "service rupost-postlogin {", f"  executable = script-login {conf_dir / 'postlogin.sh'}",
              "  user = $default_internal_user", "  unix_listener rupost-postlogin {", "  }", "}"]

@@ -437,3 +437,31 @@ def test_every_ldap_passdb_names_one_ca_bundle_regression_libldap_global_tls():
     with pytest.raises(ValueError, match="line break"):
         render_ldap_passdbs([{**base, "name": "x", "uris": ["ldaps://a"], "domains": ["a.test"],
                               "bind_password": "a\nb"}], ctx)
+
+
+def test_impersonation_account_opens_a_directory_users_mailbox(node, ad, ad_bound):
+    """A directory user's passdb is an LDAP bind, which cannot look a user up without the
+    password: the master login must rely on the userdb (the materialised mailbox)."""
+    from test_impersonation import _login as imp_login, _make_live
+
+    name, mail_domain = ad_bound
+    login = _login("imp")
+    primary = f"{login}@{mail_domain}"
+    ad.add_user(login, primary, "Imp-target-1")
+    node.app.directories.sync(name)
+    subject = f"for the archive {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"]) as client:
+        client.send_message(message("someone@example.org", primary, subject))
+    wait_for_subject(node.ports["imaps"], primary, "Imp-target-1", subject)
+    account = f"arch{uuid.uuid4().hex[:6]}"
+    node.app.impersonation.add(account, "Archive-secret-1", [mail_domain])
+    _make_live(node)
+    imap = imp_login(node, f"{primary}*{account}", "Archive-secret-1")
+    try:
+        imap.select("INBOX")
+        _, found = imap.search(None, "SUBJECT", f'"{subject}"')
+        assert found[0].split()
+    finally:
+        imap.logout()
+    assert [u["target"] for u in node.app.impersonation.uses(account)] == [primary]
+    node.app.impersonation.remove(account)
