@@ -133,3 +133,20 @@ def served(node):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def audit_rows(node, action, target=None):
+    """The audit records of one action (and target), oldest first."""
+    from sqlalchemy import select
+
+    from rupost.db.models import AuditRecord
+
+    with node.app.dbs.session("logs") as s:
+        query = select(AuditRecord).where(AuditRecord.action == action)
+        if target is not None:
+            query = query.where(AuditRecord.target == target)
+        return list(s.scalars(query.order_by(AuditRecord.id)))
+
+
+def text(response) -> str:
+    return response.get_data(as_text=True)

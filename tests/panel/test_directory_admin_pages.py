@@ -9,13 +9,14 @@ import uuid
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from mailclients import message, smtps, wait_for_subject
-from rupost.db.models import AuditRecord, Node
+from rupost.db.models import Node
 from rupost.panel.areas import dashboard
 from rupost.services.quota_usage import QuotaUsageService
 from rupost.testing.instance import free_ports
+from .conftest import audit_rows, text
 
 NEW_ENDPOINTS = [("/directories/{d}/edit", {"uris": "ldap://x.test"}), ("/directories/{d}/remove", {"confirm": "{d}"}),
                  ("/directories/filters/add", {"name": "f-x", "ldap_domain": "{d}", "filter": "(cn=*)"}),
@@ -25,18 +26,6 @@ NEW_ENDPOINTS = [("/directories/{d}/edit", {"uris": "ldap://x.test"}), ("/direct
                  ("/quota/measure", {})]
 INJECTIONS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>', "*)(uid=*", "(cn=*)(|(uid=*",
               "x)(objectClass=*", "\\2a)(|(cn=*", "'; DROP TABLE ldap_domains; --", "../../etc/passwd"]
-
-
-def text(response) -> str:
-    return response.get_data(as_text=True)
-
-
-def audit_rows(node, action, target=None):
-    with node.app.dbs.session("logs") as s:
-        query = select(AuditRecord).where(AuditRecord.action == action)
-        if target is not None:
-            query = query.where(AuditRecord.target == target)
-        return list(s.scalars(query.order_by(AuditRecord.id)))
 
 
 def flashed_errors(page: str) -> list[str]:

@@ -6,27 +6,14 @@ from __future__ import annotations
 import re
 import uuid
 
-from sqlalchemy import select
 
 from mailclients import message, smtps
-from rupost.db.models import AuditRecord
 from rupost.testing.instance import free_ports
 from test_postqueue import raw_queue as postfix_queue, wait_for
+from .conftest import audit_rows, text
 
 UNREACHABLE = "192.0.2.1"
 PAGES = ["/mailqueues/", "/lists/", "/directories/"]
-
-
-def text(response) -> str:
-    return response.get_data(as_text=True)
-
-
-def audit_rows(node, action, target=None):
-    with node.app.dbs.session("logs") as s:
-        query = select(AuditRecord).where(AuditRecord.action == action)
-        if target is not None:
-            query = query.where(AuditRecord.target == target)
-        return list(s.scalars(query.order_by(AuditRecord.id)))
 
 
 def raw_queue(node) -> dict[str, dict]:

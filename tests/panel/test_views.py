@@ -6,30 +6,16 @@ import re
 import uuid
 
 import pytest
-from sqlalchemy import select
 
-from rupost.db.models import AuditRecord
 from rupost.services.certificates import CertificateService
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, audit_rows, text
 
 PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/templates/", "/templates/plan", "/jobs/", "/nodes/",
          "/certificates/", "/audit/", "/admins/", "/settings/", "/account",
          "/templates/view/standard/1", "/certificates/show/rupost-builtin"]
 GLOBAL_PAGES = ["/templates/", "/templates/plan", "/jobs/", "/nodes/", "/certificates/", "/audit/", "/admins/",
                 "/settings/"]
-
-
-def audit_rows(node, action, target=None):
-    with node.app.dbs.session("logs") as s:
-        query = select(AuditRecord).where(AuditRecord.action == action)
-        if target is not None:
-            query = query.where(AuditRecord.target == target)
-        return list(s.scalars(query.order_by(AuditRecord.id)))
-
-
-def text(response) -> str:
-    return response.get_data(as_text=True)
 
 
 def test_every_page_renders_for_superadmin_and_readonly(node, superadmin, readonly):
