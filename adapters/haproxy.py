@@ -151,6 +151,12 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
                 "", f"backend be_{name}", "    balance roundrobin", f"    stick on src table {STICK_TABLE}",
                 "    option httpchk GET /health"]
         for n in sorted(nodes, key=lambda n: (n["name"] != me, n["name"])):  # the local stack first
+            if n["name"] == me and len(nodes) == 1:
+                # alone, there is nowhere else to send a client: a health check could only
+                # refuse it (for seconds after every SOGo restart, say) where postfix would
+                # have queued the mail; drains and failures still show on /health
+                out.append(f"    server {n['name']} {listener['local']}{send} id {n['id']}")
+                continue
             if n["name"] == me:
                 target, check_addr = listener["local"], "127.0.0.1"
             else:

@@ -26,6 +26,9 @@ def workdir():
     base = Path(tempfile.mkdtemp(prefix="rpt", dir="/tmp"))
     os.chmod(base, 0o755)
     yield base
+    if os.environ.get("RUPOST_KEEP_TEST_ROOT"):  # for a post-mortem: logs of every daemon stay
+        print(f"\ntest root kept: {base}")
+        return
     shutil.rmtree(base, ignore_errors=True)
 
 

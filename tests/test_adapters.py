@@ -112,6 +112,17 @@ def test_haproxy_cluster_balancing_local_first_with_shared_stickiness():
     assert "    server nginx 127.0.0.1:10443 check inter 2s fall 1 rise 2 check-send-proxy" in lines
 
 
+def test_haproxy_alone_never_refuses_a_client_by_health_check():
+    """One node: no other server to send a client to, so no check can take the listener down
+    (a restarting SOGo would otherwise refuse SMTP for seconds); /health still reports."""
+    model = {**HAPROXY_MODEL, "cluster": {**HAPROXY_MODEL["cluster"], "nodes": [{"name": "b", "address": "10.0.0.2",
+                                                                                "id": 2}]}}
+    lines = render_haproxy_cfg(model, ctx()).splitlines()
+    backend = lines[lines.index("backend be_smtp"):]
+    assert backend[4] == "    server b 127.0.0.1:10025 send-proxy-v2 id 2"
+    assert "    monitor fail if { nbsrv(be_local_health) lt 2 }" in lines
+
+
 def test_haproxy_refuses_a_node_missing_from_the_cluster():
     model = {**HAPROXY_MODEL, "cluster": {**HAPROXY_MODEL["cluster"], "self": "c"}}
     with pytest.raises(ValueError, match="cluster.self 'c' is not in cluster.nodes"):
