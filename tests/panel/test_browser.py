@@ -58,13 +58,25 @@ def png_check(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def click_and_wait(driver, element) -> None:
-    """Click something that loads a new page, and wait until the new page has loaded."""
+def click_and_wait(driver, by: str, value: str) -> None:
+    """Click something that loads a new page, and wait until the new page has loaded.
+    The element is looked up again if the page was still settling (Chromium then reports a
+    node that "does not belong to the document")."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element("tag name", "html")
-    element.click()
+    for attempt in range(3):
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        old = driver.find_element("tag name", "html")
+        try:
+            driver.find_element(by, value).click()
+            break
+        except StaleElementReferenceException:
+            pass
+        except WebDriverException as exc:
+            if "does not belong to the document" not in str(exc) or attempt == 2:
+                raise
     WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
@@ -88,12 +100,12 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
     shot(browser, "01-login", "Панель управления RuPost", "Войти")
     browser.find_element(By.ID, "login").send_keys(login)
     browser.find_element(By.ID, "password").send_keys("wrong-password")
-    click_and_wait(browser, browser.find_element(By.ID, "submit"))
+    click_and_wait(browser, By.ID, "submit")
     assert "Неверное имя, пароль или код" in browser.find_element(By.TAG_NAME, "body").text
     browser.find_element(By.ID, "login").clear()
     browser.find_element(By.ID, "login").send_keys(login)
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
-    click_and_wait(browser, browser.find_element(By.ID, "submit"))
+    click_and_wait(browser, By.ID, "submit")
     shot(browser, "02-dashboard", "Обзор", "node1", "Сертификаты", "Последние развёртывания", "Почтовые очереди",
          "Почтовое хранилище", "Использование квот")
 
@@ -101,7 +113,7 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
     browser.get(f"{base}/domains/")
     browser.find_element(By.ID, "domain-name").send_keys(domain)
     browser.find_element(By.ID, "domain-description").send_keys("<b>browser</b> test")
-    click_and_wait(browser, browser.find_element(By.ID, "domain-add"))
+    click_and_wait(browser, By.ID, "domain-add")
     shot(browser, "03-domains", "Домен добавлен", domain, "<b>browser</b> test")
     assert domain in [d["name"] for d in node.app.domains.list()]
 
@@ -113,7 +125,7 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
     quota = browser.find_element(By.ID, "mailbox-quota")
     quota.clear()
     quota.send_keys("1G")
-    click_and_wait(browser, browser.find_element(By.ID, "mailbox-add"))
+    click_and_wait(browser, By.ID, "mailbox-add")
     shot(browser, "04-mailbox", "Почтовый ящик создан", f"anna@{domain}", "Анна Иванова", "1 GiB")
     assert node.app.mailboxes.show(f"anna@{domain}")["quota_bytes"] == 1024 ** 3
     browser.get(f"{base}/mailboxes/?q=anna&domain={domain}")
@@ -121,9 +133,9 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
 
     browser.get(f"{base}/templates/")
     shot(browser, "06-templates", "Шаблоны и развёртывание", "standard")
-    click_and_wait(browser, browser.find_element(By.ID, "plan-link"))
+    click_and_wait(browser, By.ID, "plan-link")
     shot(browser, "07-plan", "План")
-    click_and_wait(browser, browser.find_element(By.XPATH, "//button[text()='Развернуть']"))
+    click_and_wait(browser, By.XPATH, "//button[text()='Развернуть']")
     for _ in range(300):  # the job page refreshes itself every 2 s while the deploy runs
         if browser.find_elements(By.ID, "job-result") or browser.find_elements(By.ID, "job-error"):
             break
@@ -150,8 +162,8 @@ def test_login_domain_mailbox_plan_deploy_dashboard(browser, served, admin_facto
     finally:
         node.app.directories.remove(directory, force=True)
 
-    click_and_wait(browser, browser.find_element(By.XPATH, "//button[text()='English']"))
+    click_and_wait(browser, By.XPATH, "//button[text()='English']")
     browser.get(f"{base}/")
     shot(browser, "15-dashboard-en", "Dashboard", "Certificates", "Last deploys")
-    click_and_wait(browser, browser.find_element(By.ID, "logout"))
+    click_and_wait(browser, By.ID, "logout")
     assert "/login" in browser.current_url
