@@ -20,7 +20,7 @@ import time
 import uuid
 
 from .common import bulk_mailboxes, node_instance, summary_ms
-from .lookups import ProxymapClient
+from .lookups import ProxymapClient, timed_lookups
 
 
 def load_directory(server, users: int, departments: int, mail_domain: str) -> None:
@@ -42,16 +42,7 @@ def lookups(inst, table_name: str, keys: list[str]) -> dict:
     table = f"pgsql:{inst.layout.component_config('postfix') / f'pgsql-{table_name}.cf'}"
     pm = ProxymapClient(inst.layout.postfix_queue)
     try:
-        for key in keys[:20]:
-            pm.lookup(table, key)
-        times = []
-        for key in keys:
-            t0 = time.perf_counter()
-            status, _ = pm.lookup(table, key)
-            times.append(time.perf_counter() - t0)
-            if status != 0:
-                raise RuntimeError(f"{table_name}: {key} not found (status {status})")
-        return summary_ms(times)
+        return summary_ms(timed_lookups(pm, table, keys))
     finally:
         pm.close()
 

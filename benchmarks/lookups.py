@@ -124,6 +124,21 @@ def flush_auth_cache(inst) -> None:
                    timeout=30)
 
 
+def timed_lookups(pm: "ProxymapClient", table: str, keys: list[str]) -> list[float]:
+    """Seconds per lookup of each key (each must be found), after 20 warm-up lookups:
+    proxymap opens its database connection on first use."""
+    for key in keys[:20]:
+        pm.lookup(table, key)
+    times = []
+    for key in keys:
+        t0 = time.perf_counter()
+        status, _ = pm.lookup(table, key)
+        times.append(time.perf_counter() - t0)
+        if status != 0:
+            raise RuntimeError(f"proxymap did not find {key} in {table} (status {status})")
+    return times
+
+
 def measure(inst, mailboxes: int, domain: str, password: str, samples: int, seed: int = 11) -> dict:
     """p50/p99 of recipient, auth and userdb lookups of random existing mailboxes u0..u{n-1}."""
     rng = random.Random(seed + mailboxes)
@@ -131,15 +146,7 @@ def measure(inst, mailboxes: int, domain: str, password: str, samples: int, seed
     table = f"pgsql:{inst.layout.component_config('postfix') / 'pgsql-mailboxes.cf'}"
     pm = ProxymapClient(inst.layout.postfix_queue)
     try:
-        for user in users[:20]:  # warm: proxymap's database connection is opened on first use
-            pm.lookup(table, user)
-        recipient = []
-        for user in users:
-            t0 = time.perf_counter()
-            status, _ = pm.lookup(table, user)
-            recipient.append(time.perf_counter() - t0)
-            if status != 0:
-                raise RuntimeError(f"proxymap did not find {user} (status {status})")
+        recipient = timed_lookups(pm, table, users)
         t0 = time.perf_counter()
         status, _ = pm.lookup(table, f"nobody-{rng.random()}@{domain}")
         unknown_s = time.perf_counter() - t0
