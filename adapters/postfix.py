@@ -70,6 +70,34 @@ def known_parameters() -> frozenset[str]:
     return frozenset(line.split(" =", 1)[0] for line in out.splitlines() if " =" in line)
 
 
+@functools.lru_cache(maxsize=1)
+def default_proxy_read_maps() -> str:
+    return subprocess.run(["postconf", "-d", "-h", "proxy_read_maps"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+_PROXY_TABLE = re.compile(r"proxy:[a-z0-9_]+:[^\s,{}]+")
+
+
+def with_master_proxy_tables(main: dict, services: list[dict]) -> dict:
+    """proxymap serves only the tables named in main.cf (`proxy_read_maps`, by default the
+    main.cf parameters that hold tables); a table that only a master.cf `-o` override names
+    would make that smtpd exit fatally at its first connection, after every checker passed.
+    Such tables are added to `proxy_read_maps`."""
+    in_main = set(_PROXY_TABLE.findall(" ".join(format_value(v) for v in main.values())))
+    missing = []
+    for svc in services:
+        if svc.get("enabled", True):
+            for value in (svc.get("options") or {}).values():
+                for table in _PROXY_TABLE.findall(format_value(value)):
+                    if table not in in_main and table not in missing:
+                        missing.append(table)
+    if not missing:
+        return main
+    base = main.get("proxy_read_maps") or default_proxy_read_maps()
+    return {**main, "proxy_read_maps": " ".join([format_value(base)] + missing)}
+
+
 def format_value(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -158,7 +186,8 @@ class PostfixAdapter(Adapter):
 
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
         extra = model.get("extra") or {}
-        files = [RenderedFile("main.cf", render_main_cf(model["main"], extra.get("main"))),
+        main = with_master_proxy_tables(model["main"], model["master"])
+        files = [RenderedFile("main.cf", render_main_cf(main, extra.get("main"))),
                  RenderedFile("master.cf", render_master_cf(model["master"], extra.get("master")))]
         for name, content in (model.get("tables") or {}).items():
             files.append(RenderedFile(f"table-{name}", content.rstrip("\n") + "\n"))

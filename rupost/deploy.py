@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,6 +386,19 @@ class Deployer:
                 raise DeployError(f"{name} failed after {action}: {detail}" + (f"\n{tail}" if tail else ""))
             result.step(f"{action} {name}", True)
 
+    def _restart(self, components: list[str], result: DeployResult) -> None:
+        ctx = self.live_context()
+        for name in components:
+            spec = self.adapters[name].process(ctx)
+            try:
+                if self.backend.is_running(name):
+                    self.backend.stop(name, spec)
+            except Exception as exc:
+                result.step(f"stop {name}", False, str(exc))
+                raise DeployError(f"{name}: {exc}") from None
+            result.step(f"stop {name}", True)
+        self._start_or_reload(components, [], result)
+
     def probe_host(self) -> str:
         return "127.0.0.1" if self.node.listen_address in ("*", "0.0.0.0", "::") else self.node.listen_address
 
@@ -398,7 +412,9 @@ class Deployer:
                   (probes.probe_imaps, self.node.port("imaps")),
                   (probes.probe_https, self.node.port("https")),
                   (probes.probe_caldav, self.node.port("https"))]
-        return [probes.retry(check, host, port, attempts_for=patience) for check, port in checks]
+        # side by side: a failing probe waits out its patience, and a rollback waits for all of them
+        with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+            return list(pool.map(lambda c: probes.retry(c[0], host, c[1], attempts_for=patience), checks))
 
     def _probe_or_raise(self, result: DeployResult) -> None:
         failed = []
@@ -420,8 +436,15 @@ class Deployer:
                               "all mail components were stopped") from None
         self._switch(previous)
         try:
-            self._start_or_reload(list(self.adapters), to_reload, result)
-            self._probe_or_raise(result)
+            try:
+                self._start_or_reload(list(self.adapters), to_reload, result)
+                self._probe_or_raise(result)
+            except DeployError:
+                # A daemon can keep state from the failed generation through a reload (postfix's
+                # master throttles a service whose processes died at start-up for a minute):
+                # a restart with the previous files starts from a clean slate.
+                self._restart(to_reload, result)
+                self._probe_or_raise(result)
         except DeployError as second:
             self.stop_mail_unit()
             result.result = "failed"

@@ -57,6 +57,25 @@ def test_postfix_lookup_tables_carry_the_database_and_are_private():
     assert "dbname = rupost_data" in table.content
 
 
+def test_postfix_proxymap_serves_tables_only_master_cf_names():
+    """proxymap refuses a table main.cf does not name: an smtpd whose -o override names one
+    would exit at its first connection (seen when a custom template moved a check to master.cf)."""
+    services = [{"name": "127.0.0.1:2525", "type": "inet", "command": "smtpd", "options": {
+        "smtpd_recipient_restrictions": "check_recipient_access proxy:pgsql:/c/pgsql-x.cf, reject",
+        "smtpd_sender_restrictions": "check_sender_access proxy:pgsql:/c/pgsql-main.cf"}},
+        {"name": "off", "type": "unix", "command": "smtpd", "enabled": False,
+         "options": {"smtpd_client_restrictions": "check_client_access proxy:pgsql:/c/pgsql-off.cf"}}]
+    main = {"virtual_alias_maps": "proxy:pgsql:/c/pgsql-main.cf"}
+    files = PostfixAdapter().render({"main": main, "master": services, "lookups": {}}, ctx())
+    main_cf = next(f for f in files if f.path == "main.cf").content
+    line = next(x for x in main_cf.splitlines() if x.startswith("proxy_read_maps = "))
+    assert line.startswith("proxy_read_maps = $local_recipient_maps ") and "$smtpd_recipient_restrictions" in line
+    assert line.endswith(" proxy:pgsql:/c/pgsql-x.cf")  # once; neither main's own table nor a disabled service's
+    services[0]["options"].pop("smtpd_recipient_restrictions")
+    files = PostfixAdapter().render({"main": main, "master": services, "lookups": {}}, ctx())
+    assert "proxy_read_maps" not in next(f for f in files if f.path == "main.cf").content
+
+
 def test_postfix_unknown_parameter_is_reported_with_path():
     problems = PostfixAdapter().check_model({"main": {"smtpd_tls_cert_fle": "x", "myhostname": "m"},
                                              "master": [], "lookups": {}})

@@ -126,6 +126,22 @@ def test_every_message_is_delivered_exactly_once_through_good_and_rolled_back_de
     assert set(counts.values()) == {1}, {s: n for s, n in counts.items() if n != 1}
 
 
+def test_rollback_restarts_a_daemon_the_failed_generation_left_throttled(node, mailbox):
+    """Every checker passes, but each smtpd dies at its first connection (proxymap refuses the
+    list-policy table, which the template's own proxy_read_maps leaves out); postfix's master
+    then throttles smtpd for a minute, and a reload back to the previous files keeps the
+    throttle: the rollback restarts postfix."""
+    broken = doc_with(node, lambda d: d["components"]["postfix"]["main"].update(
+        proxy_read_maps="$virtual_alias_maps $virtual_mailbox_maps $virtual_mailbox_domains"))
+    with pytest.raises(DeployError) as err:
+        node.app.deploys.deploy(node.app.deploys.plan(node.parameters, document=broken))
+    assert "probe failed: smtp" in str(err.value) and "rolled back to generation" in str(err.value)
+    steps = [s["step"] for s in err.value.result.steps]
+    assert "stop postfix" in steps and "start postfix" in steps, steps
+    assert all(p.ok for p in node.app.deploys.deployer.run_probes())
+    deliver_one(node, mailbox)
+
+
 def test_hand_edits_are_drift_and_need_force(node):
     conf = node.layout.current / "dovecot" / "dovecot.conf"
     original = conf.read_text()
