@@ -1,9 +1,9 @@
 """Lookup latency on a live node, through the same sockets the daemons use.
 
 - recipient: postfix's proxymap service (the node's own `private/proxymap` socket,
-  the request smtpd sends for `virtual_mailbox_maps`), i.e. proxymap -> the node's
-  `pgsql-mailboxes.cf` -> PostgreSQL view `lookup_mailboxes`; one connection kept open,
-  as smtpd keeps it.
+  the request smtpd sends for every RCPT TO), i.e. proxymap -> the node's
+  `pgsql-recipients.cf` -> PostgreSQL function `lookup_recipient` (a mailbox, else an
+  alias or list); one connection kept open, as smtpd keeps it.
 - auth: a PLAIN authentication on dovecot's `auth-client` socket (what imap-login
   sends): passdb SQL query + SHA512-CRYPT verification, with the auth cache flushed
   (`doveadm auth cache flush`) before each round so that every lookup reaches the
@@ -143,7 +143,7 @@ def measure(inst, mailboxes: int, domain: str, password: str, samples: int, seed
     """p50/p99 of recipient, auth and userdb lookups of random existing mailboxes u0..u{n-1}."""
     rng = random.Random(seed + mailboxes)
     users = [f"u{rng.randrange(mailboxes)}@{domain}" for _ in range(samples)]
-    table = f"pgsql:{inst.layout.component_config('postfix') / 'pgsql-mailboxes.cf'}"
+    table = f"pgsql:{inst.layout.component_config('postfix') / 'pgsql-recipients.cf'}"
     pm = ProxymapClient(inst.layout.postfix_queue)
     try:
         recipient = timed_lookups(pm, table, users)

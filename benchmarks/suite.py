@@ -28,10 +28,10 @@ from .common import bulk_mailboxes, node_instance
 PASSWORD = "bench-password"
 DOMAIN = "bench.test"
 
-FULL = {"smtp_messages": 5000, "smtp_size": 10240, "smtp_sessions": 20, "smtp_rounds": 2,
+FULL = {"smtp_messages": 2500, "smtp_size": 10240, "smtp_sessions": 20, "smtp_rounds": 4,
         "lookup_samples": 2000, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
         "imap_rounds": 3, "bulk": 10_000, "deploy_safety": True}
-QUICK = {**FULL, "smtp_messages": 2000, "smtp_rounds": 1, "lookup_samples": 500, "deploy_repeat": 1,
+QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "deploy_repeat": 1,
          "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False}
 
 
@@ -113,10 +113,15 @@ def smtp_throughput(ctx: Ctx) -> dict:
             cpu_ms[target].append({k[len(prefix):]: v for k, v in used.items() if k.startswith(prefix)})
         return result
 
+    full = lambda: measured("full", inst.ports["smtp"], ctx.users(DOMAIN), full_dirs)  # noqa: E731
+    plain = lambda: measured("bare", bare.smtp_port, ctx.users(bare.domain), bare_dirs)  # noqa: E731
     try:
-        for _ in range(cfg["smtp_rounds"]):  # interleaved, so noise hits every target alike
-            runs["full"].append(measured("full", inst.ports["smtp"], ctx.users(DOMAIN), full_dirs))
-            runs["bare"].append(measured("bare", bare.smtp_port, ctx.users(bare.domain), bare_dirs))
+        for i in range(cfg["smtp_rounds"]):
+            # a pair per round, back to back, in ABBA order: the load of the shared machine
+            # changes within seconds, so each ratio compares two runs under the same load
+            first, second = (("full", full), ("bare", plain)) if i % 2 == 0 else (("bare", plain), ("full", full))
+            for name, run in (first, second):
+                runs[name].append(run())
             runs["sink"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.sink_domain), None,
                                                     counter=bare.sink_count, **args))
     finally:
@@ -126,19 +131,25 @@ def smtp_throughput(ctx: Ctx) -> dict:
     # postfix lookups as plain view queries, aliases and lists as two tables
     before = view_lookups(inst)
     try:
-        for _ in range(cfg["smtp_rounds"]):
+        for _ in range(max(1, cfg["smtp_rounds"] // 2)):
             runs.setdefault("full_view_lookups", []).append(
                 smtp.send_and_count(inst.ports["smtp"], ctx.users(DOMAIN), full_dirs, **args))
-            runs["bare"].append(smtp.send_and_count(bare.smtp_port, ctx.users(bare.domain), bare_dirs, **args))
+            runs.setdefault("bare_view_lookups", []).append(
+                smtp.send_and_count(bare.smtp_port, ctx.users(bare.domain), bare_dirs, **args))
     finally:
         inst.app.deploys.deploy(inst.app.deploys.plan(dict(inst.parameters)))
     ctx.details["smtp"] = runs
     med = {k: statistics.median(r["msgs_s"] for r in v) for k, v in runs.items()}
+
+    def paired(a: str, b: str) -> float:
+        return round(statistics.median(x["msgs_s"] / y["msgs_s"] for x, y in zip(runs[a], runs[b])), 3)
+
     return {"smtp_full_msgs_s": round(med["full"], 1), "smtp_bare_msgs_s": round(med["bare"], 1),
-            "smtp_sink_msgs_s": round(med["sink"], 1), "smtp_ratio": round(med["full"] / med["bare"], 3),
+            "smtp_sink_msgs_s": round(med["sink"], 1), "smtp_ratio": paired("full", "bare"),
+            "smtp_ratio_rounds": [round(x["msgs_s"] / y["msgs_s"], 3) for x, y in zip(runs["full"], runs["bare"])],
             "smtp_full_vs_sink": round(med["full"] / med["sink"], 3),
             "smtp_full_view_lookups_msgs_s": round(med["full_view_lookups"], 1),
-            "smtp_ratio_view_lookups": round(med["full_view_lookups"] / med["bare"], 3),
+            "smtp_ratio_view_lookups": paired("full_view_lookups", "bare_view_lookups"),
             "smtp_messages": cfg["smtp_messages"], "smtp_message_bytes": cfg["smtp_size"],
             "smtp_sessions": cfg["smtp_sessions"], "template_lookup_variant": before,
             **cpu_figures(cpu_ms)}
