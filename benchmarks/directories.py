@@ -8,8 +8,10 @@
   fills every list (first run), of a run with nothing to change, and of a run after 5%
   of the users changed department.
 - lookups: p50/p99 of the recipient lookups postfix makes, through the node's own
-  proxymap socket: ``pgsql-mailboxes.cf`` (a mailbox) and ``pgsql-aliases.cf`` (virtual aliases: a list
-  address expanded to its members), with 100 and with 100,000 mailboxes present.
+  proxymap socket: ``pgsql-mailboxes.cf`` (a mailbox), ``pgsql-recipients.cf`` (smtpd's
+  check that a list address exists: no mailbox, then the list) and ``pgsql-aliases.cf``
+  (cleanup's expansion of a list address to its members), with 100 and with 100,000
+  mailboxes present.
 """
 from __future__ import annotations
 
@@ -95,12 +97,14 @@ def run(users: int = 50_000, lists: int = 1000, samples: int = 2000, big: int = 
             bulk_mailboxes(inst, 100, "look.bench")
             out["lookup_100"] = {
                 "mailbox": lookups(inst, "mailboxes", [f"u{rng.randrange(100)}@look.bench" for _ in range(samples)]),
+                "list_exists": lookups(inst, "recipients", keys_lists),
                 "list": lookups(inst, "aliases", keys_lists)}
             bulk_mailboxes(inst, big, "look.bench")
             with app.dbs.engine("data").connect() as conn:
                 conn.exec_driver_sql("ANALYZE")
             out[f"lookup_{big}"] = {
                 "mailbox": lookups(inst, "mailboxes", [f"u{rng.randrange(big)}@look.bench" for _ in range(samples)]),
+                "list_exists": lookups(inst, "recipients", keys_lists),
                 "list": lookups(inst, "aliases", keys_lists)}
         finally:
             server.destroy()

@@ -32,6 +32,12 @@ def _proc_start_time(pid: int) -> str | None:
     return fields[19]
 
 
+# The environment of every daemon (the systemd unit sets the same, a test compares them).
+# TZ named: glibc otherwise stats /etc/localtime for every timestamp (each log line).
+DAEMON_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+              "TZ": ":/etc/localtime"}
+
+
 class DirectBackend:
     name = "direct"
 
@@ -75,9 +81,7 @@ class DirectBackend:
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         if shutil.which(spec.argv[0]) is None:
             raise ServiceError(f"{component}: {spec.argv[0]} is not installed")
-        # TZ named: glibc otherwise stats /etc/localtime for every timestamp (each log line)
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-               "TZ": ":/etc/localtime", **spec.env}
+        env = {**DAEMON_ENV, **spec.env}
         with open(self.layout.log_file(component), "ab") as log:
             proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd="/", env=env, user=spec.user,

@@ -143,11 +143,12 @@ def test_verify_catches_broken_units(analyze, tmp_path, breakage):
 
 # ------------------------------------------------------------ unit contents
 def test_component_unit_matches_the_systemd_backend():
-    from rupost.backend import SystemdBackend
+    from rupost.backend import DAEMON_ENV, SystemdBackend
 
     template = SystemdBackend.unit("sogo").replace("@sogo.", "@.")
     cp = parse_unit(UNITS / template)
     svc = cp["Service"]
+    assert set(svc["Environment"].split()) == {f"{k}={v}" for k, v in DAEMON_ENV.items() if k != "PATH"}
     assert svc["ExecStart"] == "/usr/bin/rupost components exec %i"
     assert svc["ExecReload"] == "/usr/bin/rupost components reload-daemon %i --pid $MAINPID"
     assert svc["Type"] == "simple"

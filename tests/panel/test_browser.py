@@ -63,8 +63,19 @@ def click_and_wait(driver, by: str, value: str) -> None:
     The element is looked up again if the page was still settling (Chromium then reports a
     node that "does not belong to the document")."""
     from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def detached(exc: Exception) -> bool:
+        return isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+
+    def replaced(_driver) -> bool:  # selenium's staleness_of, also for Chromium's other wording
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException as exc:
+            if detached(exc):
+                return True
+            raise
 
     for attempt in range(3):
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
@@ -72,12 +83,10 @@ def click_and_wait(driver, by: str, value: str) -> None:
         try:
             driver.find_element(by, value).click()
             break
-        except StaleElementReferenceException:
-            pass
         except WebDriverException as exc:
-            if "does not belong to the document" not in str(exc) or attempt == 2:
+            if not detached(exc) or attempt == 2:
                 raise
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 60).until(replaced)
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
