@@ -142,6 +142,24 @@ def test_rollback_restarts_a_daemon_the_failed_generation_left_throttled(node, m
     deliver_one(node, mailbox)
 
 
+def test_a_deploy_refuses_databases_older_than_the_code(node, monkeypatch):
+    """The template's lookups call functions the data migrations create: deployed against
+    an older schema, every message would be deferred. (The outdated schema is simulated:
+    the node's databases are shared by the whole test module.)"""
+    from rupost.db import migrate
+
+    real = migrate.status(node.app.dbs)
+    assert all(row["up_to_date"] for row in real)
+    behind = [dict(row, up_to_date=False, current="0001_data") if row["kind"] == "data" else row for row in real]
+    monkeypatch.setattr(migrate, "status", lambda dbs: behind)
+    service = type(node.app.deploys)(node.app)  # a fresh service: the check is made once per process
+    state = installed_state(node)
+    with pytest.raises(DeployError) as err:
+        service.deploy(service.plan(node.parameters))
+    assert "rupost db upgrade" in str(err.value) and "(at 0001_data)" in str(err.value)
+    assert installed_state(node) == state
+
+
 def test_hand_edits_are_drift_and_need_force(node):
     conf = node.layout.current / "dovecot" / "dovecot.conf"
     original = conf.read_text()

@@ -21,6 +21,23 @@ LOCK_CLASS = 0x52505354  # "RPST": the advisory-lock namespace of RuPost deploys
 class DeployService:
     def __init__(self, app):
         self.app = app
+        self._schema_current = False
+
+    def require_current_schema(self) -> None:
+        """The template's lookups call functions and views the data migrations create: a node
+        whose package is newer than its databases would deploy lookups that fail on every
+        message (postfix then defers all mail). Checked once per process: a schema does not
+        go back."""
+        if self._schema_current:
+            return
+        from ..db import migrate
+
+        behind = [row for row in migrate.status(self.app.dbs) if not row["up_to_date"]]
+        if behind:
+            names = ", ".join(f"{row['database']} (at {row['current'] or 'nothing'})" for row in behind)
+            raise DeployError(f"the databases are older than this version of RuPost: {names}; "
+                              "run 'rupost db upgrade' first. Nothing was changed on this node")
+        self._schema_current = True
 
     @property
     def deployer(self) -> Deployer:
@@ -99,6 +116,7 @@ class DeployService:
         return self.deployer.drift()
 
     def deploy(self, plan: Plan | None = None, force: bool = False) -> DeployResult:
+        self.require_current_schema()
         # the node's own queue must not be under evacuation while its postfix may start
         with self.lock("deploy"), self.app.queues.ownership():
             return self._deploy(plan or self.plan(), force)
