@@ -387,15 +387,12 @@ class Deployer:
             result.step(f"{action} {name}", True)
 
     def _restart(self, components: list[str], result: DeployResult) -> None:
-        ctx = self.live_context()
-        for name in components:
-            spec = self.adapters[name].process(ctx)
-            try:
-                if self.backend.is_running(name):
-                    self.backend.stop(name, spec)
-            except Exception as exc:
-                result.step(f"stop {name}", False, str(exc))
-                raise DeployError(f"{name}: {exc}") from None
+        try:
+            stopped = self.stop_all(components)
+        except Exception as exc:  # a daemon that will not stop fails the rollback, not the process
+            result.step(f"stop {', '.join(components)}", False, str(exc))
+            raise DeployError(f"stopping {', '.join(components)}: {exc}") from None
+        for name in stopped:
             result.step(f"stop {name}", True)
         self._start_or_reload(components, [], result)
 
