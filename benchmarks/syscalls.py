@@ -1,0 +1,125 @@
+"""System calls and context switches per delivered message, by process: full path vs bare.
+
+    python3 -m benchmarks.syscalls [--messages N] [--json FILE]
+
+Throughput and CPU time on a shared 2-core machine move by ±30 % from one round to the
+next; how many system calls and context switches each process makes per message hardly
+moves at all, so a change to the template (one lookup less, one plugin less) shows here
+when it is lost in the noise of `benchmarks/run`. Each stack gets a warm-up of 300
+messages, then `perf record -a` counts every `raw_syscalls:sys_enter` and
+`sched:sched_switch` while N messages (default 1,000, 20 sessions, 10 KiB) go through it;
+the counts are divided by N and grouped by process name (postfix's `master` includes its
+children between fork and exec). Needs `perf` (Debian package linux-perf) and root; it
+talks only to loopback.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from rupost.passwords import hash_password
+
+from . import smtp, suite
+from .bare import BareStack
+from .common import bulk_mailboxes, node_instance
+
+WARM_UP = 300
+_EVENT = re.compile(r"\s*(.+?)\s+(raw_syscalls:sys_enter|sched:sched_switch):\s*(.*)")
+_PREV_COMM = re.compile(r"prev_comm=(.+?) prev_pid=")
+
+
+def count_events(perf_data: Path) -> tuple[collections.Counter, collections.Counter]:
+    """(system calls, context switches) by process name in a `perf record` file."""
+    out = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "comm,event,trace"],
+                         capture_output=True, text=True, check=True).stdout
+    calls, switches = collections.Counter(), collections.Counter()
+    for line in out.splitlines():
+        match = _EVENT.match(line)
+        if not match:
+            continue
+        comm, event, rest = match.groups()
+        if event == "sched:sched_switch":
+            prev = _PREV_COMM.match(rest)
+            switches[prev.group(1) if prev else comm] += 1
+        else:
+            calls[comm] += 1
+    return calls, switches
+
+
+def record(send, messages: int, work: Path, label: str) -> dict[str, dict[str, float]]:
+    data = work / f"{label}.perf"
+    recorder = subprocess.Popen(["perf", "record", "-q", "-a", "-c", "1", "-e", "raw_syscalls:sys_enter",
+                                 "-e", "sched:sched_switch", "-o", str(data)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)  # perf is attached to every CPU before the first message
+        send(messages)
+        time.sleep(1)  # the last deliveries' clean-up (LMTP session end, status updates)
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+    calls, switches = count_events(data)
+    for noise in ("perf", "python3"):  # the recorder and the harness itself
+        calls.pop(noise, None)
+        switches.pop(noise, None)
+    return {name: {"syscalls": round(calls[name] / messages, 1), "switches": round(switches[name] / messages, 1)}
+            for name in sorted(set(calls) | set(switches), key=lambda n: -calls[n])}
+
+
+def run(messages: int) -> dict:
+    if shutil.which("perf") is None:
+        raise SystemExit("perf is not installed (apt-get install linux-perf)")
+    with node_instance("syscalls") as (inst, pg):
+        inst.deploy()
+        work = Path(tempfile.mkdtemp(prefix="rpsys", dir="/tmp"))
+        os.chmod(work, 0o755)
+        ctx = suite.Ctx(inst, work, True, dict(suite.QUICK))
+        bulk_mailboxes(inst, 100, suite.DOMAIN)
+        local = [u.split("@")[0] for u in ctx.users(suite.DOMAIN)]
+        bare = BareStack(work / "bare", local, hash_password(suite.PASSWORD),
+                         inst.layout.current / "tls" / "mail.crt", inst.layout.current / "tls" / "mail.key").start()
+        try:
+            stacks = {
+                "full": (inst.ports["smtp"], ctx.users(suite.DOMAIN),
+                         [inst.layout.mail_storage / suite.DOMAIN / u / "Maildir" for u in local]),
+                "bare": (bare.smtp_port, ctx.users(bare.domain), [bare.maildir(u) for u in local]),
+            }
+            result = {}
+            for label, (port, users, maildirs) in stacks.items():
+                def send(n, port=port, users=users, maildirs=maildirs):
+                    return smtp.send_and_count(port, users, maildirs, messages=n, size=10240)
+                send(WARM_UP)
+                result[label] = record(send, messages, work, label)
+            return result
+        finally:
+            bare.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = run(max(100, min(args.messages, 5000)))
+    for label, procs in result.items():
+        total_calls = sum(p["syscalls"] for p in procs.values())
+        total_switches = sum(p["switches"] for p in procs.values())
+        print(f"== {label}: {total_calls:.0f} system calls, {total_switches:.0f} context switches per message")
+        for name, figures in list(procs.items())[:16]:
+            print(f"  {figures['syscalls']:8.1f}  {figures['switches']:7.1f}  {name}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
