@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import subprocess
 import time
 import uuid
 
@@ -164,3 +165,40 @@ def test_quota_is_reported(node, mailbox):
     _, data = imap.getquotaroot("INBOX")
     imap.logout()
     assert b"STORAGE 0 10240" in data[1][0]
+
+
+def test_lookup_tables_answer_every_address_that_receives_mail(node, domain, mailbox):
+    """postfix probes substrings of an address (domain, parents, "localpart@", "@domain") only
+    when a table has no answer for the full address, each probe one more proxymap round
+    trip: the list-policy table answers DUNNO ("found, no action") and the alias table a
+    mailbox's own address ("expand into itself once"); unknown addresses answer nothing, so
+    "list+tag@" still falls back to the list and "user+tag@" to the user."""
+    a, a_password = mailbox("frank")
+    crew = f"crew@{domain}"
+    helpdesk = f"helpdesk@{domain}"
+    node.app.distribution_lists.add(crew, members=[a], sender_policy="internal")
+    node.app.aliases.add(helpdesk, [a, "outside@example.org"])
+    config = node.layout.current / "postfix"
+
+    def answer(table: str, key: str) -> str:
+        done = subprocess.run(["postmap", "-c", str(config), "-q", key, f"pgsql:{config}/pgsql-{table}.cf"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode in (0, 1) and not done.stderr, done.stderr  # 1: not found
+        return done.stdout.strip()
+
+    assert answer("list_policies", a) == "DUNNO"
+    assert answer("list_policies", helpdesk) == "DUNNO"
+    assert answer("list_policies", crew) == "permit_sasl_authenticated, reject"
+    for unknown in (f"crew+tag@{domain}", f"nobody@{domain}", "someone@example.org"):
+        assert answer("list_policies", unknown) == ""
+        assert answer("aliases", unknown) == ""
+    assert answer("aliases", a) == a
+    assert answer("aliases", helpdesk) == f"{a},outside@example.org"
+    assert answer("aliases", crew) == a
+    assert answer("aliases", domain) == answer("aliases", f"@{domain}") == ""
+
+    # and mail still flows: to the list and to the user with a tag (expanded like the user)
+    subject = f"tagged {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"]) as client:
+        assert client.send_message(message("someone@example.org", a.replace("@", "+news@"), subject)) == {}
+    wait_for_subject(node.ports["imaps"], a, a_password, subject)
