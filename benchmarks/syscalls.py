@@ -9,7 +9,9 @@ when it is lost in the noise of `benchmarks/run`. Each stack gets a warm-up of 3
 messages, then `perf record -a` counts every `raw_syscalls:sys_enter` and
 `sched:sched_switch` while N messages (default 1,000, 20 sessions, 10 KiB) go through it;
 the counts are divided by N and grouped by process name (postfix's `master` includes its
-children between fork and exec). Needs `perf` (Debian package linux-perf) and root; it
+children between fork and exec). Only the stack's own processes count (the daemons' process
+trees and what they fork during the run, plus the smtp-source clients): other tenants of a
+shared machine run processes with the same names. Needs `perf` (Debian package linux-perf) and root; it
 talks only to loopback.
 """
 from __future__ import annotations
@@ -33,32 +35,69 @@ from .bare import BareStack
 from .common import bulk_mailboxes, node_instance
 
 WARM_UP = 300
-_EVENT = re.compile(r"\s*(.+?)\s+(raw_syscalls:sys_enter|sched:sched_switch):\s*(.*)")
-_PREV_COMM = re.compile(r"prev_comm=(.+?) prev_pid=")
+_EVENT = re.compile(r"\s*(.+?)\s+(\d+)\s+(raw_syscalls:sys_enter|sched:sched_switch|sched:sched_process_fork):\s*(.*)")
+_PREV = re.compile(r"prev_comm=(.+?) prev_pid=(\d+)")
+_FORK = re.compile(r"pid=(\d+) child_comm=.* child_pid=(\d+)")
 
 
-def count_events(perf_data: Path) -> tuple[collections.Counter, collections.Counter]:
-    """(system calls, context switches) by process name in a `perf record` file."""
-    out = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "comm,event,trace"],
+def descendants(roots: set[int]) -> set[int]:
+    """The processes (and their threads) running now under `roots`, roots included."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    threads = set()  # a context switch names the thread (HAProxy runs one per core)
+    for pid in found:
+        try:
+            threads.update(int(task.name) for task in Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            pass
+    return found | threads
+
+
+def count_events(perf_data: Path, members: set[int]) -> tuple[collections.Counter, collections.Counter]:
+    """(system calls, context switches) by process name in a `perf record` file, counting only
+    `members` and whatever they fork during the recording: this machine is shared, and other
+    tenants' postfix and dovecot processes have the same names."""
+    out = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "comm,pid,event,trace"],
                          capture_output=True, text=True, check=True).stdout
+    members = set(members)
     calls, switches = collections.Counter(), collections.Counter()
     for line in out.splitlines():
         match = _EVENT.match(line)
         if not match:
             continue
-        comm, event, rest = match.groups()
-        if event == "sched:sched_switch":
-            prev = _PREV_COMM.match(rest)
-            switches[prev.group(1) if prev else comm] += 1
-        else:
+        comm, pid, event, rest = match.groups()
+        if event == "sched:sched_process_fork":
+            fork = _FORK.search(rest)
+            if fork and int(fork.group(1)) in members:
+                members.add(int(fork.group(2)))
+        elif event == "sched:sched_switch":
+            prev = _PREV.search(rest)
+            if prev and int(prev.group(2)) in members:
+                switches[prev.group(1)] += 1
+        elif int(pid) in members:
             calls[comm] += 1
     return calls, switches
 
 
-def record(send, messages: int, work: Path, label: str) -> dict[str, dict[str, float]]:
+def record(send, messages: int, roots: set[int], work: Path, label: str) -> dict[str, dict[str, float]]:
     data = work / f"{label}.perf"
+    # the harness's own pid only as a parent: the smtp-source clients it forks count, the other
+    # stack's daemons (also its children under the direct backend) do not
+    members = descendants(roots) | {os.getpid()}
     recorder = subprocess.Popen(["perf", "record", "-q", "-a", "-c", "1", "-e", "raw_syscalls:sys_enter",
-                                 "-e", "sched:sched_switch", "-o", str(data)],
+                                 "-e", "sched:sched_switch", "-e", "sched:sched_process_fork", "-o", str(data)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1)  # perf is attached to every CPU before the first message
@@ -67,10 +106,10 @@ def record(send, messages: int, work: Path, label: str) -> dict[str, dict[str, f
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
-    calls, switches = count_events(data)
-    for noise in ("perf", "python3"):  # the recorder and the harness itself
-        calls.pop(noise, None)
-        switches.pop(noise, None)
+    calls, switches = count_events(data, members)
+    for harness in ("python3", "perf"):
+        calls.pop(harness, None)
+        switches.pop(harness, None)
     return {name: {"syscalls": round(calls[name] / messages, 1), "switches": round(switches[name] / messages, 1)}
             for name in sorted(set(calls) | set(switches), key=lambda n: -calls[n])}
 
@@ -93,12 +132,15 @@ def run(messages: int) -> dict:
                          [inst.layout.mail_storage / suite.DOMAIN / u / "Maildir" for u in local]),
                 "bare": (bare.smtp_port, ctx.users(bare.domain), [bare.maildir(u) for u in local]),
             }
+            roots = {"full": {pid for pid in (inst.app.backend.pid(name) for name in inst.app.adapters) if pid}
+                     | {int((pg.data / "postmaster.pid").read_text().split()[0])},
+                     "bare": {bare.pid("postfix"), bare.pid("dovecot")}}
             result = {}
             for label, (port, users, maildirs) in stacks.items():
                 def send(n, port=port, users=users, maildirs=maildirs):
                     return smtp.send_and_count(port, users, maildirs, messages=n, size=10240)
                 send(WARM_UP)
-                result[label] = record(send, messages, work, label)
+                result[label] = record(send, messages, roots[label], work, label)
             return result
         finally:
             bare.stop()
