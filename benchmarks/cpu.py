@@ -24,7 +24,7 @@ def _root() -> tuple[Path, str] | None:
     return None
 
 
-def _children_map() -> dict[int, list[int]]:
+def children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -36,7 +36,7 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def _tree(root: int, kids: dict[int, list[int]]) -> list[int]:
+def process_tree(root: int, kids: dict[int, list[int]]) -> list[int]:
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -72,9 +72,9 @@ class CpuGroups:
             group = self.root / f"{self.prefix}-{name}"
             group.mkdir(exist_ok=True)
             self.groups[name] = group
-        kids = _children_map()
+        kids = children_map()
         for pid in pids:
-            for member in _tree(pid, kids):
+            for member in process_tree(pid, kids):
                 try:
                     (group / "cgroup.procs").write_text(str(member))
                 except OSError:  # exited meanwhile, or a kernel thread

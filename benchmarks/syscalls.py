@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rupost.passwords import hash_password
 
-from . import smtp, suite
+from . import cpu, smtp, suite
 from .bare import BareStack
 from .common import bulk_mailboxes, node_instance
 
@@ -42,20 +42,8 @@ _FORK = re.compile(r"pid=(\d+) child_comm=.* child_pid=(\d+)")
 
 def descendants(roots: set[int]) -> set[int]:
     """The processes (and their threads) running now under `roots`, roots included."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, []))
+    kids = cpu.children_map()
+    found = {pid for root in roots for pid in cpu.process_tree(root, kids)}
     threads = set()  # a context switch names the thread (HAProxy runs one per core)
     for pid in found:
         try:
