@@ -101,4 +101,3 @@ def test_policy_server_list_decision(node, domain, mailbox):
     assert ask(recipient=address, sender="").startswith("550 5.7.1")  # bounces to a members-only list
     assert ask(recipient=f"nobody@{domain}", sender="x@example.org") == "DUNNO"
     assert ask(recipient="not-an-address", sender="x@example.org") == "DUNNO"
-
