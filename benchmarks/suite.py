@@ -93,8 +93,7 @@ def crypt_cost(ctx: Ctx) -> dict:
 def smtp_throughput(ctx: Ctx) -> dict:
     cfg, inst = ctx.cfg, ctx.inst
     local = [u.split("@")[0] for u in ctx.users(DOMAIN)]
-    ctx.bare = BareStack(ctx.work / "bare", local, hash_password(PASSWORD),
-                         inst.layout.current / "tls" / "mail.crt", inst.layout.current / "tls" / "mail.key")
+    ctx.bare = bare_stack(inst, ctx.work, local)
     bare = ctx.bare.start()  # ctx.bare is set first: main() stops whatever start() got running
     full_dirs = [inst.layout.mail_storage / DOMAIN / u / "Maildir" for u in local]
     bare_dirs = [bare.maildir(u) for u in local]
@@ -156,17 +155,27 @@ def smtp_throughput(ctx: Ctx) -> dict:
             **cpu_figures(cpu_ms)}
 
 
+def bare_stack(inst, work: Path, local: list[str]) -> BareStack:
+    """The bare baseline (not started yet) for the mailboxes `local`@bare.test, with the node's
+    certificate."""
+    return BareStack(work / "bare", local, hash_password(PASSWORD),
+                     inst.layout.current / "tls" / "mail.crt", inst.layout.current / "tls" / "mail.key")
+
+
+def full_path_pids(inst, pg) -> dict[str, int]:
+    """The main process of each running component of the node, and PostgreSQL's postmaster."""
+    pids = {name: inst.app.backend.pid(name) for name in inst.app.adapters}
+    pids["postgres"] = int((pg.data / "postmaster.pid").read_text().split()[0])
+    return {name: pid for name, pid in pids.items() if pid}
+
+
 def cpu_groups(ctx: Ctx):
     """CPU accounting of the full path (each component, and PostgreSQL) and of the bare stack."""
     groups = cpu.CpuGroups("rupost-bench")
     if not groups.available:
         return None
-    inst = ctx.inst
-    for name in inst.app.adapters:
-        pid = inst.app.backend.pid(name)
-        if pid:
-            groups.add(f"full-{name}", [pid])
-    groups.add("full-postgres", [int((ctx.pg.data / "postmaster.pid").read_text().split()[0])])
+    for name, pid in full_path_pids(ctx.inst, ctx.pg).items():
+        groups.add(f"full-{name}", [pid])
     groups.add("bare-postfix", [ctx.bare.pid("postfix")])
     groups.add("bare-dovecot", [ctx.bare.pid("dovecot")])
     return groups

@@ -28,10 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rupost.passwords import hash_password
-
 from . import cpu, smtp, suite
-from .bare import BareStack
 from .common import bulk_mailboxes, node_instance
 
 WARM_UP = 300
@@ -112,16 +109,14 @@ def run(messages: int) -> dict:
         ctx = suite.Ctx(inst, work, True, dict(suite.QUICK))
         bulk_mailboxes(inst, 100, suite.DOMAIN)
         local = [u.split("@")[0] for u in ctx.users(suite.DOMAIN)]
-        bare = BareStack(work / "bare", local, hash_password(suite.PASSWORD),
-                         inst.layout.current / "tls" / "mail.crt", inst.layout.current / "tls" / "mail.key").start()
+        bare = suite.bare_stack(inst, work, local).start()
         try:
             stacks = {
                 "full": (inst.ports["smtp"], ctx.users(suite.DOMAIN),
                          [inst.layout.mail_storage / suite.DOMAIN / u / "Maildir" for u in local]),
                 "bare": (bare.smtp_port, ctx.users(bare.domain), [bare.maildir(u) for u in local]),
             }
-            roots = {"full": {pid for pid in (inst.app.backend.pid(name) for name in inst.app.adapters) if pid}
-                     | {int((pg.data / "postmaster.pid").read_text().split()[0])},
+            roots = {"full": set(suite.full_path_pids(inst, pg).values()),
                      "bare": {bare.pid("postfix"), bare.pid("dovecot")}}
             result = {}
             for label, (port, users, maildirs) in stacks.items():
