@@ -1,6 +1,7 @@
 """Adapters: template section in, native text out (table-driven, no daemons)."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,29 @@ def test_postfix_lookup_tables_carry_the_database_and_are_private():
     assert table.mode == 0o640 and table.group == "postfix"
     assert "query = SELECT 1 FROM lookup_domains WHERE name = '%s'" in table.content
     assert "dbname = rupost_data" in table.content
+
+
+def test_postfix_lookup_table_reaches_the_database_over_a_unix_socket(pg, tmp_path):
+    """A socket directory on a port other than 5432, a password that needs quoting: postfix's
+    "unix:/dir" form would look for .s.PGSQL.5432 and fail every lookup with 451 4.3.0."""
+    role, password = "rp_socket_probe", "s3cret:/@%&?'"
+    pg.psql(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD '{password.replace(chr(39), chr(39) * 2)}'")
+    hba = pg.data / "pg_hba.conf"
+    if role not in hba.read_text():  # peer authentication is the default for local connections
+        hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
+        pg._run(pg.bin / "pg_ctl", "-D", pg.data, "reload")
+    node = NodeConfig(database=DatabaseSettings(host=str(pg.base), port=pg.port, user=role, password=password,
+                                                data="postgres"))
+    files = PostfixAdapter().render({"main": {}, "master": [], "lookups": {
+        "probe": {"query": "SELECT current_user || ' ' || current_database() || ' %s'"}}},
+        RenderContext(Layout.at(tmp_path), node, node.database, tmp_path / "gen"))
+    table = tmp_path / "pgsql-probe.cf"
+    table.write_text(next(f for f in files if f.path == "pgsql-probe.cf").content)
+    (tmp_path / "main.cf").write_text("")
+    answer = subprocess.run(["postmap", "-c", str(tmp_path), "-q", "key", f"pgsql:{table}"],
+                            capture_output=True, text=True)
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == f"{role} postgres key"
 
 
 def test_postfix_proxymap_serves_tables_only_master_cf_names():
