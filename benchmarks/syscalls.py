@@ -1,4 +1,4 @@
-"""System calls and context switches per delivered message, by process: full path vs bare.
+"""System calls, context switches and CPU time per delivered message, by process: full vs bare.
 
     python3 -m benchmarks.syscalls [--messages N] [--json FILE]
 
@@ -8,10 +8,13 @@ moves at all, so a change to the template (one lookup less, one plugin less) sho
 when it is lost in the noise of `benchmarks/run`. Each stack gets a warm-up of 300
 messages, then `perf record -a` counts every `raw_syscalls:sys_enter` and
 `sched:sched_switch` while N messages (default 1,000, 20 sessions, 10 KiB) go through it;
-the counts are divided by N and grouped by process name (postfix's `master` includes its
+the counts, and the CPU time between each thread's switches in and out, are divided by N
+and grouped by process name (postfix's `master` includes its
 children between fork and exec). Only the stack's own processes count (the daemons' process
 trees and what they fork during the run, plus the smtp-source clients): other tenants of a
-shared machine run processes with the same names. Needs `perf` (Debian package linux-perf) and root; it
+shared machine run processes with the same names. perf drops events when every system call
+is recorded, and an interval between two switches counts only when both were recorded, so
+the CPU figures are a lower bound (compare full and bare of one run). Needs `perf` (Debian package linux-perf) and root; it
 talks only to loopback.
 """
 from __future__ import annotations
@@ -32,8 +35,9 @@ from . import cpu, smtp, suite
 from .common import bulk_mailboxes, node_instance
 
 WARM_UP = 300
-_EVENT = re.compile(r"\s*(.+?)\s+(\d+)\s+(raw_syscalls:sys_enter|sched:sched_switch|sched:sched_process_fork):\s*(.*)")
-_PREV = re.compile(r"prev_comm=(.+?) prev_pid=(\d+)")
+_EVENT = re.compile(r"\s*(.+?)\s+(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+"
+                    r"(raw_syscalls:sys_enter|sched:sched_switch|sched:sched_process_fork):\s*(.*)")
+_PREV = re.compile(r"prev_comm=(.+?) prev_pid=(\d+) .*next_pid=(\d+)")
 _FORK = re.compile(r"pid=(\d+) child_comm=.* child_pid=(\d+)")
 
 
@@ -50,30 +54,42 @@ def descendants(roots: set[int]) -> set[int]:
     return found | threads
 
 
-def count_events(perf_data: Path, members: set[int]) -> tuple[collections.Counter, collections.Counter]:
-    """(system calls, context switches) by process name in a `perf record` file, counting only
-    `members` and whatever they fork during the recording: this machine is shared, and other
-    tenants' postfix and dovecot processes have the same names."""
-    out = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "comm,pid,event,trace"],
+def count_events(perf_data: Path, members: set[int]) -> tuple[collections.Counter, collections.Counter,
+                                                              collections.Counter]:
+    """(system calls, context switches, CPU seconds) by process name in a `perf record` file,
+    counting only `members` and whatever they fork during the recording: this machine is
+    shared, and other tenants' postfix and dovecot processes have the same names. A thread's
+    CPU time is the time between the switch that put it on a CPU and the switch that took it
+    off (kernel work on its behalf included), so it needs no sampling; an interval counts only
+    when both switches were recorded (perf drops events now and then, and a gap would
+    charge a second of idle CPU to whichever thread the next recorded switch names)."""
+    out = subprocess.run(["perf", "script", "-i", str(perf_data), "-F", "comm,pid,cpu,time,event,trace"],
                          capture_output=True, text=True, check=True).stdout
     members = set(members)
-    calls, switches = collections.Counter(), collections.Counter()
+    calls, switches, cpu_s = collections.Counter(), collections.Counter(), collections.Counter()
+    on_cpu: dict[int, tuple[float, int]] = {}  # CPU -> (when, which thread) was switched in
     for line in out.splitlines():
         match = _EVENT.match(line)
         if not match:
             continue
-        comm, pid, event, rest = match.groups()
+        comm, pid, cpu_no, stamp, event, rest = match.groups()
         if event == "sched:sched_process_fork":
             fork = _FORK.search(rest)
             if fork and int(fork.group(1)) in members:
                 members.add(int(fork.group(2)))
         elif event == "sched:sched_switch":
             prev = _PREV.search(rest)
-            if prev and int(prev.group(2)) in members:
+            if not prev:
+                continue
+            since = on_cpu.get(int(cpu_no))
+            on_cpu[int(cpu_no)] = (float(stamp), int(prev.group(3)))
+            if int(prev.group(2)) in members:
                 switches[prev.group(1)] += 1
+                if since is not None and since[1] == int(prev.group(2)):
+                    cpu_s[prev.group(1)] += float(stamp) - since[0]
         elif int(pid) in members:
             calls[comm] += 1
-    return calls, switches
+    return calls, switches, cpu_s
 
 
 def record(send, messages: int, roots: set[int], work: Path, label: str) -> dict[str, dict[str, float]]:
@@ -91,12 +107,13 @@ def record(send, messages: int, roots: set[int], work: Path, label: str) -> dict
     finally:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
-    calls, switches = count_events(data, members)
+    calls, switches, cpu_s = count_events(data, members)
     for harness in ("python3", "perf"):
-        calls.pop(harness, None)
-        switches.pop(harness, None)
-    return {name: {"syscalls": round(calls[name] / messages, 1), "switches": round(switches[name] / messages, 1)}
-            for name in sorted(set(calls) | set(switches), key=lambda n: -calls[n])}
+        for counter in (calls, switches, cpu_s):
+            counter.pop(harness, None)
+    return {name: {"syscalls": round(calls[name] / messages, 1), "switches": round(switches[name] / messages, 1),
+                   "cpu_ms": round(cpu_s[name] * 1000 / messages, 3)}
+            for name in sorted(set(calls) | set(switches), key=lambda n: -cpu_s[n])}
 
 
 def run(messages: int) -> dict:
@@ -139,9 +156,12 @@ def main() -> None:
     for label, procs in result.items():
         total_calls = sum(p["syscalls"] for p in procs.values())
         total_switches = sum(p["switches"] for p in procs.values())
-        print(f"== {label}: {total_calls:.0f} system calls, {total_switches:.0f} context switches per message")
+        total_cpu = sum(p["cpu_ms"] for p in procs.values())
+        print(f"== {label}: {total_calls:.0f} system calls, {total_switches:.0f} context switches, "
+              f"{total_cpu:.2f} ms CPU per message")
+        print("  syscalls  switches  CPU ms  process")
         for name, figures in list(procs.items())[:16]:
-            print(f"  {figures['syscalls']:8.1f}  {figures['switches']:7.1f}  {name}")
+            print(f"  {figures['syscalls']:8.1f}  {figures['switches']:8.1f}  {figures['cpu_ms']:6.3f}  {name}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 

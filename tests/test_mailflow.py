@@ -172,7 +172,8 @@ def test_lookup_tables_answer_every_address_that_receives_mail(node, domain, mai
     when a table has no answer for the full address, each probe one more proxymap round
     trip: the list-policy table answers DUNNO ("found, no action") and the alias table a
     mailbox's own address ("expand into itself once"); unknown addresses answer nothing, so
-    "list+tag@" still falls back to the list and "user+tag@" to the user."""
+    "list+tag@" still falls back to the list and "user+tag@" to the user. Port 25's
+    recipient-access table answers every address, tagged ones as their owner."""
     a, a_password = mailbox("frank")
     crew = f"crew@{domain}"
     helpdesk = f"helpdesk@{domain}"
@@ -196,6 +197,14 @@ def test_lookup_tables_answer_every_address_that_receives_mail(node, domain, mai
     assert answer("aliases", helpdesk) == f"{a},outside@example.org"
     assert answer("aliases", crew) == a
     assert answer("aliases", domain) == answer("aliases", f"@{domain}") == ""
+    # port 25's one lookup per recipient: found for every address, so never a probe
+    restricted = "permit_sasl_authenticated, reject"
+    for key, verdict in ((a, "DUNNO"), (a.replace("@", "+news@"), "DUNNO"), (helpdesk, "DUNNO"),
+                         (crew, restricted), (f"crew+tag@{domain}", restricted),
+                         (f"nobody@{domain}", "550 5.1.1 User unknown in virtual mailbox table"),
+                         (f"nobody+tag@{domain}", "550 5.1.1 User unknown in virtual mailbox table"),
+                         ("someone@example.org", "DUNNO")):
+        assert answer("recipient_access", key) == verdict, key
 
     # and mail still flows: to the list and to the user with a tag (expanded like the user)
     subject = f"tagged {uuid.uuid4().hex}"
