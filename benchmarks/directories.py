@@ -8,8 +8,8 @@
   fills every list (first run), of a run with nothing to change, and of a run after 5%
   of the users changed department.
 - lookups: p50/p99 of the recipient lookups postfix makes, through the node's own
-  proxymap socket: ``pgsql-mailboxes.cf`` (a mailbox), ``pgsql-recipients.cf`` (smtpd's
-  check that a list address exists: no mailbox, then the list) and ``pgsql-aliases.cf``
+  proxymap socket: ``pgsql-mailboxes.cf`` (a mailbox), ``pgsql-recipients.cf`` (the
+  submission smtpds' check that a list address exists: no mailbox, then the list) and ``pgsql-aliases.cf``
   (cleanup's expansion of a list address to its members), with 100 and with 100,000
   mailboxes present.
 """

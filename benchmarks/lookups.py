@@ -1,9 +1,10 @@
 """Lookup latency on a live node, through the same sockets the daemons use.
 
 - recipient: postfix's proxymap service (the node's own `private/proxymap` socket,
-  the request smtpd sends for every RCPT TO), i.e. proxymap -> the node's
-  `pgsql-recipients.cf` -> PostgreSQL function `lookup_recipient` (a mailbox, else an
-  alias or list); one connection kept open, as smtpd keeps it.
+  the request port 25's smtpd sends for every RCPT TO), i.e. proxymap -> the node's
+  `pgsql-recipient_access.cf` -> PostgreSQL function `lookup_recipient_access` (DUNNO for
+  a mailbox, alias or list, a list's restriction, 550 for an unknown address); one
+  connection kept open, as smtpd keeps it.
 - auth: a PLAIN authentication on dovecot's `auth-client` socket (what imap-login
   sends): passdb SQL query + SHA512-CRYPT verification, with the auth cache flushed
   (`doveadm auth cache flush`) before each round so that every lookup reaches the
@@ -143,15 +144,17 @@ def measure(inst, mailboxes: int, domain: str, password: str, samples: int, seed
     """p50/p99 of recipient, auth and userdb lookups of random existing mailboxes u0..u{n-1}."""
     rng = random.Random(seed + mailboxes)
     users = [f"u{rng.randrange(mailboxes)}@{domain}" for _ in range(samples)]
-    table = f"pgsql:{inst.layout.component_config('postfix') / 'pgsql-recipients.cf'}"
+    table = f"pgsql:{inst.layout.component_config('postfix') / 'pgsql-recipient_access.cf'}"
     pm = ProxymapClient(inst.layout.postfix_queue)
     try:
         recipient = timed_lookups(pm, table, users)
+        if pm.lookup(table, users[0]) != (0, "DUNNO"):
+            raise RuntimeError(f"{users[0]} is not accepted by {table}")
         t0 = time.perf_counter()
-        status, _ = pm.lookup(table, f"nobody-{rng.random()}@{domain}")
+        status, verdict = pm.lookup(table, f"nobody-{rng.random()}@{domain}")
         unknown_s = time.perf_counter() - t0
-        if status != 1:
-            raise RuntimeError(f"proxymap found a mailbox that does not exist (status {status})")
+        if status != 0 or not verdict.startswith("550 5.1.1"):
+            raise RuntimeError(f"an unknown address was not refused (status {status}, {verdict!r})")
     finally:
         pm.close()
 
