@@ -2,7 +2,7 @@
 
 Revision ID: 0007_data_recipient_access
 Revises: 0001_data
-Depends on: 0006_data_found_key_lookups (lookup_recipient_policy)
+Depends on: 0006_data_found_key_lookups (the lookup functions before it: lookup_virtual)
 
 smtpd on port 25 asked PostgreSQL twice for every recipient: the list-policy check
 (check_recipient_access, lookup_recipient_policy) and the unknown-recipient check
@@ -11,7 +11,8 @@ address receive mail, and is it a list with a sender restriction", so the templa
 that smtpd one access table and turns its unlisted-recipient check off. For the address as
 postfix asks it, ``lookup_recipient_access(key, delimiter)`` answers:
 
-- a list's sender restriction (a restriction class, as lookup_recipient_policy does);
+- a list's sender restriction (a restriction class, as lookup_recipient_policy answers on
+  the submission ports);
 - DUNNO for any other address that receives mail;
 - for "user+tag@domain", the same for "user@domain" (postfix strips the extension itself
   only when a table has no answer, and this table always has one for a hosted domain);
@@ -21,7 +22,8 @@ postfix asks it, ``lookup_recipient_access(key, delimiter)`` answers:
 - DUNNO for an address in a domain the node does not host (authenticated relaying: the
   relay restrictions decide, as before).
 
-4.6 -> 3.8 queries per message (docs/benchmarks.md, sixth session).
+One query less per recipient: 3.87 -> 2.98 PostgreSQL queries per message (docs/benchmarks.md,
+sixth session). `delimiter` is one character, postfix's recipient_delimiter.
 """
 from alembic import op
 
