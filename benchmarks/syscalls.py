@@ -81,12 +81,13 @@ def count_events(perf_data: Path, members: set[int]) -> tuple[collections.Counte
             prev = _PREV.search(rest)
             if not prev:
                 continue
+            prev_comm, prev_pid, next_pid = prev.group(1), int(prev.group(2)), int(prev.group(3))
             since = on_cpu.get(int(cpu_no))
-            on_cpu[int(cpu_no)] = (float(stamp), int(prev.group(3)))
-            if int(prev.group(2)) in members:
-                switches[prev.group(1)] += 1
-                if since is not None and since[1] == int(prev.group(2)):
-                    cpu_s[prev.group(1)] += float(stamp) - since[0]
+            on_cpu[int(cpu_no)] = (float(stamp), next_pid)
+            if prev_pid in members:
+                switches[prev_comm] += 1
+                if since is not None and since[1] == prev_pid:
+                    cpu_s[prev_comm] += float(stamp) - since[0]
         elif int(pid) in members:
             calls[comm] += 1
     return calls, switches, cpu_s
