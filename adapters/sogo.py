@@ -103,8 +103,16 @@ def plist(value, indent: int = 0) -> str:
 
 def _db_url(ctx: RenderContext, table: str) -> str:
     db = ctx.database
-    return (f"postgresql://{quote(db.user, safe='')}:{quote(db.password, safe='')}@{db.host}:{db.port}/"
+    # SOPE takes the server from the URL's host and port; a Unix socket directory cannot be
+    # written there, so the URL leaves both out and libpq reads them from database_environment()
+    server = "" if db.host.startswith("/") else f"{db.host}:{db.port}"
+    return (f"postgresql://{quote(db.user, safe='')}:{quote(db.password, safe='')}@{server}/"
             f"{quote(db.data, safe='')}/{table}")
+
+
+def database_environment(db) -> dict:
+    """libpq's PGHOST and PGPORT for a database on a Unix socket (see _db_url); none for TCP."""
+    return {"PGHOST": db.host, "PGPORT": str(db.port)} if db.host.startswith("/") else {}
 
 
 def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
@@ -228,7 +236,8 @@ class SOGoAdapter(Adapter):
                   "setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups", "--inh-caps=-all",
                   "/usr/sbin/sogod", "-WONoDetach", "YES", "-WOLogFile", "-"],
             # libldap (the LDAP sources): trusted CAs from the rendered ldap.conf only
-            env={"GNUSTEP_CONFIG_FILE": str(conf_dir / "GNUstep.conf"), "LDAPCONF": str(conf_dir / "ldap.conf")},
+            env={"GNUSTEP_CONFIG_FILE": str(conf_dir / "GNUstep.conf"), "LDAPCONF": str(conf_dir / "ldap.conf"),
+                 **database_environment(ctx.database)},
             reload="restart",
             prepare=lambda: self._prepare_dirs(ctx),
             ports=[(host, port)],
@@ -237,14 +246,16 @@ class SOGoAdapter(Adapter):
         )
 
 
-def sogo_tool_command(conf_dir: Path, args: list[str]) -> tuple[list[str], dict]:
+def sogo_tool_command(conf_dir: Path, args: list[str], database) -> tuple[list[str], dict]:
     """argv and environment of ``sogo-tool`` reading the same configuration as sogod
-    (the generation's sogo directory over /etc/sogo, as the sogo user)."""
+    (the generation's sogo directory over /etc/sogo, as the sogo user, `database` as sogod
+    reaches it)."""
     argv = ["unshare", "--mount", "--propagation", "private", "--",
             "sh", "-c", 'mount --bind "$0" /etc/sogo && exec "$@"', str(conf_dir),
             "setpriv", f"--reuid={SOGoAdapter.user}", f"--regid={SOGoAdapter.user}", "--init-groups",
             "--inh-caps=-all", "/usr/sbin/sogo-tool", *args]
-    env = {**os.environ, "GNUSTEP_CONFIG_FILE": str(conf_dir / "GNUstep.conf"), "LDAPCONF": str(conf_dir / "ldap.conf")}
+    env = {**os.environ, "GNUSTEP_CONFIG_FILE": str(conf_dir / "GNUstep.conf"), "LDAPCONF": str(conf_dir / "ldap.conf"),
+           **database_environment(database)}
     return argv, env
 
 

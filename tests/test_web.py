@@ -69,3 +69,51 @@ def test_password_change_takes_effect_in_sogo_at_once(node, mailbox):
                          headers={**_auth(address, old), "Depth": "0"})[0] == 401
     assert https_request("127.0.0.1", node.ports["https"], "PROPFIND", path,
                          headers={**_auth(address, "a-brand-new-password"), "Depth": "0"})[0] == 207
+
+
+def test_sogo_reaches_a_database_on_a_unix_socket(node, pg, mailbox, tmp_path):
+    """database.host may be a socket directory, as postfix and dovecot take it. SOPE reads the
+    server from its database URLs' host and port, where a directory cannot be written, so the
+    URLs leave both out and sogod and sogo-tool get them from libpq's PGHOST/PGPORT: sogo-tool,
+    reading a sogo.conf rendered for the socket, shares the calendar sogod created over TCP."""
+    import dataclasses
+    import shutil
+    import subprocess
+
+    from adapters.sogo import SOGoAdapter, sogo_tool_command
+
+    address, password = mailbox("socketcal")
+    assert https_request("127.0.0.1", node.ports["https"], "PROPFIND", f"/SOGo/dav/{address}/Calendar/",
+                         headers={**_auth(address, password), "Depth": "1"})[0] == 207
+    database = node.app.config.database
+    hba = pg.data / "pg_hba.conf"
+    if f"local all {database.user} " not in hba.read_text():  # peer authentication is the default for local
+        hba.write_text(f"local all {database.user} scram-sha-256\n" + hba.read_text())
+        pg._run(pg.bin / "pg_ctl", "-D", pg.data, "reload")
+    socket_db = dataclasses.replace(database, host=str(pg.base))
+    deploys = node.app.deploys
+    doc = node.app.templates.active()
+    model = deploys.deployer.build_models(doc, deploys.template_context(doc.resolve_parameters(node.parameters)))["sogo"]
+    conf = tmp_path / "sogo"
+    shutil.copytree(node.layout.current / "sogo", conf)
+    ctx = dataclasses.replace(deploys.deployer.live_context(), database=socket_db)
+    sogo_conf = next(f for f in SOGoAdapter().render(model, ctx) if f.path == "sogo.conf").content
+    assert f"@{database.host}:" not in sogo_conf and "postgresql://" in sogo_conf
+    (conf / "sogo.conf").write_text(sogo_conf)
+    shutil.chown(conf / "sogo.conf", group="sogo")
+    for path in (tmp_path, conf):
+        path.chmod(0o755)
+
+    def manage_acl(db, *args) -> subprocess.CompletedProcess:
+        argv, env = sogo_tool_command(conf, ["manage-acl", *args], db)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    reader, _ = mailbox("socketreader")
+    granted = manage_acl(socket_db, "add", address, "Calendar/personal", reader, '["ObjectViewer"]')
+    assert granted.returncode == 0 and "could not open channel" not in granted.stderr, granted.stderr
+    roles = pg.psql(f"SELECT c_role FROM sogo_acl WHERE c_uid = '{reader}'", dbname=database.data)
+    assert "ObjectViewer" in roles, roles
+    # the control: without PGHOST libpq looks for its default socket, finds no server, and
+    # sogo-tool cannot see the folder
+    lost = manage_acl(database, "get", address, "Calendar/personal", reader)
+    assert lost.returncode != 0 and "could not open channel" in lost.stderr, lost.stderr

@@ -160,7 +160,7 @@ class ResourceService:
         if not (conf_dir / "sogo.conf").exists():
             raise ResourceProvisionError("no SOGo configuration deployed on this node (rupost deploy)")
         args = ["manage-acl", action, address, "Calendar/personal", user] + ([json.dumps([right])] if right else [])
-        argv, env = sogo_tool_command(conf_dir, args)
+        argv, env = sogo_tool_command(conf_dir, args, self.app.config.database)
         try:
             out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
