@@ -4,9 +4,10 @@ On every node it holds the public ports and balances across the cluster: the loc
 mail stack first, the other nodes as backups behind it, with one stick
 table keyed by the client's source address (idle expiry 30 minutes) shared by all
 services and synchronised between the nodes through ``peers``. A node's health is
-served on the health port (``/health``): it fails when the local components do not
-answer or when the node agent has drained the node, and the peers' health checks
-then route around it. Traffic a node forwards to another node enters that node on a
+served on the health port: ``/health/<listener>`` fails when a local component that
+listener needs does not answer or when the node agent has drained the node, and the
+peers' health checks then route that listener's clients around it; ``/health`` covers
+every component. Traffic a node forwards to another node enters that node on a
 *cluster port* that accepts the PROXY protocol and goes straight to its local stack,
 so the client's address survives every hop.
 """
@@ -63,7 +64,10 @@ SCHEMA = {
                 "additionalProperties": False,
                 "required": ["name", "address"],
                 "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9_-]+$"}, "address": listen_schema(),
-                               "send_proxy": {"type": "boolean"}},
+                               "send_proxy": {"type": "boolean"},
+                               # the listeners that need this component (default: all of them)
+                               "listeners": {"type": "array",
+                                             "items": {"type": "string", "pattern": r"^[a-z0-9_-]+$"}}},
             },
         },
         "listeners": {
@@ -128,13 +132,15 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
         f"    stick-table type ip size 1m expire {cl.get('stick_expire', '30m')} peers {PEERS_SECTION}",
         "",
         "# this node's health, as its peers see it: every local component answers and",
-        "# the node agent has not drained the node (it disables these servers then)",
+        "# the node agent has not drained the node (it disables these servers then);",
+        "# /health/<listener>: the components that listener needs",
         "frontend health",
         "    mode http",
         f"    bind {cl['address']}:{cl['health_port']}",
         *([f"    bind 127.0.0.1:{cl['health_port']}"] if cl["address"] != "127.0.0.1" else []),
         "    monitor-uri /health",
         f"    monitor fail if {{ nbsrv({LOCAL_HEALTH}) lt {len(model['health_checks'])} }}",
+        *listener_health_rules(model),
         "",
         f"backend {LOCAL_HEALTH}",
         *(f"    server {h['name']} {h['address']} check inter {interval} fall 1 rise 2"
@@ -149,7 +155,7 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
                 f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy",
                 f"    default_backend be_local_{name}",
                 "", f"backend be_{name}", "    balance roundrobin", f"    stick on src table {STICK_TABLE}",
-                "    option httpchk GET /health"]
+                f"    option httpchk GET /health/{name}"]
         for n in sorted(nodes, key=lambda n: (n["name"] != me, n["name"])):  # the local stack first
             if n["name"] == me and len(nodes) == 1:
                 # alone, there is nowhere else to send a client: a health check could only
@@ -167,6 +173,28 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
                        f"port {cl['health_port']} inter {interval} fall 2 rise 2")
         out += ["", f"backend be_local_{name}", f"    server local {listener['local']}{send}"]
     return "\n".join(out + [""] + extra_block(model.get("extra"))) + "\n"
+
+
+def listener_health_rules(model: dict) -> list[str]:
+    """The health frontend's answers for /health/<listener>: 503 while a component that
+    listener needs is not up (or drained), else 200. A peer routes a listener's clients around
+    this node only for its own components: a SOGo restart takes HTTPS away for seconds, and
+    leaves SMTP and IMAP where they are."""
+    names = [listener["name"] for listener in model["listeners"]]
+    rules = []
+    for check in model["health_checks"]:
+        unknown = [n for n in check.get("listeners", []) if n not in names]
+        if unknown:
+            raise ValueError(f"health_checks {check['name']}: no listener named {', '.join(unknown)}")
+    for name in names:
+        for check in model["health_checks"]:
+            if name in check.get("listeners", names):
+                rules.append(f'    http-request return status 503 content-type text/plain string "{check["name"]} down" '
+                             f'if {{ path /health/{name} }} !{{ srv_is_up({LOCAL_HEALTH}/{check["name"]}) }}')
+    return rules + [
+        f'    http-request return status 200 content-type text/plain string "up" if {{ path {path} }}'
+        for path in (f"/health/{name}" for name in names)] + [
+        '    http-request return status 404 content-type text/plain string "no such health check"']
 
 
 class HAProxyAdapter(Adapter):

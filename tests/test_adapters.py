@@ -166,6 +166,25 @@ def test_haproxy_alone_never_refuses_a_client_by_health_check():
     assert "    monitor fail if { nbsrv(be_local_health) lt 2 }" in lines
 
 
+def test_haproxy_health_per_listener_names_only_the_components_it_needs():
+    model = {**HAPROXY_MODEL, "health_checks": [
+        {"name": "postfix", "address": "127.0.0.1:10588", "listeners": ["smtp"]},
+        {"name": "nginx", "address": "127.0.0.1:10443", "send_proxy": True}]}  # no list: every listener
+    lines = render_haproxy_cfg(model, ctx()).splitlines()
+    down = [line for line in lines if "return status 503" in line]
+    assert down == [
+        '    http-request return status 503 content-type text/plain string "postfix down" '
+        'if { path /health/smtp } !{ srv_is_up(be_local_health/postfix) }',
+        '    http-request return status 503 content-type text/plain string "nginx down" '
+        'if { path /health/smtp } !{ srv_is_up(be_local_health/nginx) }',
+        '    http-request return status 503 content-type text/plain string "nginx down" '
+        'if { path /health/imaps } !{ srv_is_up(be_local_health/nginx) }']
+    assert lines[lines.index("backend be_imaps") + 3] == "    option httpchk GET /health/imaps"
+    model["health_checks"][0]["listeners"] = ["smtp", "imap"]
+    with pytest.raises(ValueError, match="health_checks postfix: no listener named imap"):
+        render_haproxy_cfg(model, ctx())
+
+
 def test_haproxy_refuses_a_node_missing_from_the_cluster():
     model = {**HAPROXY_MODEL, "cluster": {**HAPROXY_MODEL["cluster"], "self": "c"}}
     with pytest.raises(ValueError, match="cluster.self 'c' is not in cluster.nodes"):

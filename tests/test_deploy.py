@@ -149,3 +149,35 @@ def test_probe_failure_rolls_back_to_the_previous_generation(node, mailbox):
     with smtp(node.ports["smtp"]) as client:
         client.send_message(message("someone@example.org", address, subject))
     wait_for_subject(node.ports["imaps"], address, password, subject)
+
+
+def test_health_of_a_listener_follows_only_the_components_it_needs(node):
+    """A peer routes a listener's clients around a node by /health/<listener>: with SOGo down
+    (a restart after every SOGo change) HTTPS fails over and SMTP and IMAP stay; /health, the
+    node as a whole, reports SOGo too. Real HAProxy, its runtime API taking SOGo's check down."""
+    import http.client
+    import time
+
+    from adapters.haproxy import LOCAL_HEALTH, runtime_command
+
+    def status(path: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", node.ports["health"], timeout=5)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    every = ("/health", "/health/smtp", "/health/submissions", "/health/imaps", "/health/sieve", "/health/https")
+    deadline = time.monotonic() + 15  # checks rise after 2 passes
+    while any(status(path) != 200 for path in every) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert {path: status(path) for path in every} == dict.fromkeys(every, 200)
+    assert status("/health/nothing") == 404
+    runtime_command(node.layout, f"set server {LOCAL_HEALTH}/sogo state maint")
+    try:
+        assert {path: status(path) for path in every} == {
+            "/health": 503, "/health/smtp": 200, "/health/submissions": 200, "/health/imaps": 200,
+            "/health/sieve": 200, "/health/https": 503}
+    finally:
+        runtime_command(node.layout, f"set server {LOCAL_HEALTH}/sogo state ready")

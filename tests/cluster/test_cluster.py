@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from adapters.haproxy import stick_entries
+from adapters.haproxy import runtime_command, stick_entries
 from mailclients import insecure_tls
 from rupost.testing.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
 
@@ -71,6 +71,14 @@ def test_either_node_serves_mail_and_the_stick_table_is_shared(cluster, users):
     assert f"connect from unknown[{client}]" in a.layout.log_file("postfix").read_text()
 
 
+def local_server_up(node, backend: str) -> bool:
+    """Whether the node's HAProxy sends `backend`'s clients to its own stack (the first
+    server: the local one); "show servers state" format 1, srv_op_state 2 = running."""
+    lines = runtime_command(node.layout, f"show servers state {backend}").splitlines()[2:]
+    mine = next(line.split() for line in lines if line.split()[3] == node.app.config.node_name)
+    return mine[5] == "2"
+
+
 def test_a_killed_component_takes_its_node_out_and_stuck_clients_reach_the_other(cluster, users):
     a, b = cluster.node("nodea"), cluster.node("nodeb")
     bob, bob_pw = users["bob"]
@@ -91,6 +99,9 @@ def test_a_killed_component_takes_its_node_out_and_stuck_clients_reach_the_other
         assert not any(states[n]["running"] for n in ("dovecot", "postfix", "sogo", "nginx"))
         assert states["haproxy"]["running"]
         assert wait_until(lambda: health(a) == 503, 10)
+        # A's own SMTP server goes down when postfix is stopped (its check is /health/smtp,
+        # which a dead dovecot alone does not fail: postfix would queue); then
+        assert wait_until(lambda: not local_server_up(a, "be_smtp"), 15)
         # the client stuck to A connects to A's public port and is served by B
         subject = f"after failover {uuid.uuid4().hex}"
         send(a.address, client, bob, subject)
