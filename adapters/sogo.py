@@ -18,6 +18,9 @@ import re
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from ldap3.utils.conv import escape_filter_chars
+
+from rupost.directories.ldap import eoqualifier
 from rupost.errors import ComponentCheckError
 
 from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, ldap_directory_schema, listen_schema, split_listen
@@ -115,6 +118,17 @@ def database_environment(db) -> dict:
     return {"PGHOST": db.host, "PGPORT": str(db.port)} if db.host.startswith("/") else {}
 
 
+def source_filter(src: dict) -> str:
+    """The LDAP filter of an LDAP domain's SOGo source: its accounts (class, the
+    administrator's filter, not disabled: what dovecot applies to IMAP) with an address in
+    one of its mail domains. SOGo asks every source in turn, and dovecot's passdbs answer
+    only for their own domains (username_filter): without the domains, a second LDAP domain
+    on the same directory would let in the accounts the first one's filter leaves out."""
+    accounts = src.get("filter") or f"(objectClass={src.get('object_class') or 'person'})"
+    domains = "".join(f"(mail=*@{escape_filter_chars(d)})" for d in src["domains"])
+    return f"(&{accounts}(|{domains}))"
+
+
 def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
     defaults = dict(model["defaults"])
     defaults.update({
@@ -153,9 +167,8 @@ def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
         defaults["SOGoSieveServer"] = model["sieve_server"]
     for src in model.get("ldap_sources") or []:
         # SOGo tries its authentication sources in turn: a directory user's SQL row carries
-        # an unusable password, so the bind against the directory decides. SOGo's filter is an
-        # EOQualifier (no LDAP syntax): the object class only; the directory itself refuses
-        # binds of disabled accounts (AD, 389-ds), and dovecot applies the full filter to IMAP.
+        # an unusable password, so the bind against the directory decides. SOGo looks the
+        # login up with source_filter(), written as the EOQualifier SOGo takes.
         uri = urlsplit(src["uris"][0])
         defaults["SOGoUserSources"].append({
             "type": "ldap",
@@ -170,7 +183,7 @@ def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
             "canAuthenticate": True,
             "isAddressBook": False,
             "scope": "SUB",
-            "filter": f"objectClass='{src.get('object_class') or 'person'}'",
+            "filter": eoqualifier(source_filter(src), f"components.sogo.ldap_sources {src['name']}: filter"),
             "bindFields": ["mail"],
             "UIDFieldName": "mail",
             "IDFieldName": "mail",

@@ -113,6 +113,8 @@ def test_add_validates_input_before_touching_anything(node, ad):
         d.add("x1", "ad", [ad.ldaps_uri], "not a dn", ad.service_dn, "pw", ca_pem=ad.ca_pem)
     with pytest.raises(ValidationError, match="unclosed"):
         d.add("x1", "ad", [ad.ldaps_uri], ad.users_dn, ad.service_dn, "pw", user_filter="(department=Sales")
+    with pytest.raises(ValidationError, match=r"approximate matches \(~=\) cannot be applied by SOGo"):
+        d.add("x1", "ad", [ad.ldaps_uri], ad.users_dn, ad.service_dn, "pw", user_filter="(department~=Sales)")
     with pytest.raises(NotFoundError, match="does not exist"):
         d.add("x1", "ad", [ad.ldaps_uri], ad.users_dn, ad.service_dn, "pw", ca_pem=ad.ca_pem,
               mail_domains=["nowhere-at-all.test"], check=False)
@@ -465,3 +467,54 @@ def test_impersonation_account_opens_a_directory_users_mailbox(node, ad, ad_boun
         imap.logout()
     assert [u["target"] for u in node.app.impersonation.uses(account)] == [primary]
     node.app.impersonation.remove(account)
+
+
+def test_sogo_source_filter_is_the_ldap_filter_as_an_eoqualifier():
+    """SOGo's LDAP sources take an EOQualifier and write it back as the LDAP filter, keys and
+    values verbatim: every construct of the account filters has a faithful spelling."""
+    from adapters.sogo import source_filter
+    from rupost.directories.ldap import eoqualifier
+
+    flt = source_filter({"filter": "(&(objectClass=user)(|(dept=mail)(dept=mail-*)(cn=O'B\\2a*))"
+                                   "(!(userAccountControl:1.2.840.113556.1.4.803:=2))(uid=*))",
+                         "domains": ["a.test", "b*.test"]})
+    assert flt.endswith("(|(mail=*@a.test)(mail=*@b\\2a.test)))")
+    assert eoqualifier(flt) == (
+        """((("objectClass" = 'user') AND (("dept" = 'mail') OR ("dept" = 'mail-*') OR ("cn" = 'O\\27B\\2a*')) """
+        """AND (NOT ("userAccountControl:1.2.840.113556.1.4.803:" = '2')) AND ("uid" = '*')) """
+        """AND (("mail" = '*@a.test') OR ("mail" = '*@b\\2a.test')))""")
+    assert eoqualifier("(:dn:2.5.13.5:=x)") == """(":dn:2.5.13.5:" = 'x')"""
+    assert eoqualifier("(n>=5)") == """("n" >= '5')"""
+
+
+def test_sogo_applies_the_directory_user_filter(node, ad, ad_bound):
+    """Only the accounts the LDAP domain's user filter selects may log in, in SOGo as in
+    dovecot: SOGo's source filter (an EOQualifier) is the domain's whole LDAP filter."""
+    import base64
+
+    from rupost.probes import https_request
+
+    mail_domain = f"flt{uuid.uuid4().hex[:8]}.test"
+    node.app.domains.add(mail_domain)
+    name = f"flt{uuid.uuid4().hex[:6]}"
+    node.app.directories.add(name, "ad", [ad.ldaps_uri], ad.users_dn, ad.service_dn, ad.service_password,
+                             ca_pem=ad.ca_pem, mail_domains=[mail_domain],
+                             user_filter="(|(departmentNumber=mail)(departmentNumber=mail-*))")
+    try:
+        _deploy(node)
+        users = {}
+        for dept in ("mail", "mail-north", "sales"):
+            login = _login("f")
+            users[dept] = (f"{login}@{mail_domain}", f"Pw-{login}-1")
+            ad.add_user(login, users[dept][0], users[dept][1], departmentNumber=dept)
+        node.app.directories.sync(name)
+
+        def propfind(address, password):
+            auth = "Basic " + base64.b64encode(f"{address}:{password}".encode()).decode()
+            return https_request("127.0.0.1", node.ports["https"], "PROPFIND", f"/SOGo/dav/{address}/Calendar/",
+                                 headers={"Authorization": auth, "Depth": "0"})[0]
+
+        assert {dept: propfind(*users[dept]) for dept in users} == {"mail": 207, "mail-north": 207, "sales": 401}
+    finally:
+        node.app.directories.remove(name, force=True)
+        _deploy(node)

@@ -115,7 +115,50 @@ def check_filter(text: str, what: str = "LDAP filter") -> str:
     except Exception as exc:  # ldap3 raises plain errors on some shapes
         raise ValidationError(f"{what} {text!r} is malformed: {exc}") from None
     _check_tree(tree, text, what)
+    _eoqualifier(tree, text, what)  # SOGo must be able to apply it too
     return text
+
+
+def eoqualifier(text: str, what: str = "LDAP filter") -> str:
+    """An RFC 4515 filter as SOPE's EOQualifier format, the only form SOGo's LDAP sources
+    take for their `filter`: SOGo writes it back as the same LDAP filter (keys and values
+    verbatim, `key = 'value'` as `(key=value)`), so a value keeps its RFC 4515 escapes and
+    `*` and an extensible match is the key `attr:rule:`. Every key is quoted (`"..."` takes
+    any character) and every value a quoted string (only `\'` is special there; a quote is
+    written \27 instead)."""
+    tree = parse_filter(text, None, auto_escape=False, auto_encode=False, validator=None, check_names=False)
+    return _eoqualifier(tree, text, what)
+
+
+_EO_OPERATOR = {10: "=", 9: "=", 8: "=", 7: "=", 5: ">=", 6: "<="}
+
+
+def _eoqualifier(node, text: str, what: str) -> str:
+    from ldap3.operation.search import AND, MATCH_APPROX, MATCH_EXTENSIBLE, MATCH_PRESENT, MATCH_SUBSTRING, NOT, OR, ROOT
+
+    if node.tag == ROOT:
+        return _eoqualifier(node.elements[0], text, what)
+    if node.tag in (AND, OR):
+        joined = (" AND " if node.tag == AND else " OR ").join(_eoqualifier(e, text, what) for e in node.elements)
+        return f"({joined})"
+    if node.tag == NOT:
+        return f"(NOT {_eoqualifier(node.elements[0], text, what)})"
+    if node.tag == MATCH_APPROX:
+        raise ValidationError(f"{what} {text!r}: approximate matches (~=) cannot be applied by SOGo; "
+                              "use = with * wildcards")
+    a = node.assertion
+    key = a.get("attr") or ""
+    if node.tag == MATCH_EXTENSIBLE:
+        key += (":dn" if a.get("dnAttributes") else "") + (f":{a['matchingRule']}" if a.get("matchingRule") else "") + ":"
+    if node.tag == MATCH_PRESENT:
+        value = "*"
+    elif node.tag == MATCH_SUBSTRING:
+        value = "*".join([(a.get("initial") or b"").decode(), *(v.decode() for v in a.get("any") or []),
+                          (a.get("final") or b"").decode()])
+    else:
+        value = a["value"].decode()
+    value = value.replace("'", "\\27")
+    return f"(\"{key}\" {_EO_OPERATOR[node.tag]} '{value}')"
 
 
 def _check_tree(node, text: str, what: str) -> None:

@@ -602,9 +602,9 @@ class DirectoryService:
                 continue
             settings = settings_of(r)
             profile = settings.profile
+            accounts = dl.and_filters(profile.user_class_filter, settings.user_filter, profile.enabled_filter)
             # %-sequences are dovecot variables: the administrator's filter must not contain live ones
-            base_filter = dl.and_filters(profile.user_class_filter, settings.user_filter.replace("%", "%%"),
-                                         profile.enabled_filter.replace("%", "%%"))
+            base_filter = accounts.replace("%", "%%")
             passdbs.append({
                 "name": r.name, "uris": list(r.uris), "starttls": r.security == "starttls",
                 "tls": r.security != "plain", "ca_pem": r.ca_pem, "bind_dn": r.bind_dn,
@@ -615,7 +615,7 @@ class DirectoryService:
             sogo.append({
                 "name": r.name, "uris": list(r.uris), "starttls": r.security == "starttls", "ca_pem": r.ca_pem,
                 "bind_dn": r.bind_dn, "bind_password": r.bind_password, "base": r.base_dn,
-                "object_class": "user" if r.kind == "ad" else "person", "domains": list(r.mail_domains),
+                "filter": accounts, "domains": list(r.mail_domains),
             })
         return {"dovecot_passdbs": passdbs, "sogo_sources": sogo}
 
