@@ -82,6 +82,8 @@ def test_list_shows_sender_recipients_size_age_and_reason(node, mailbox):
         table = cli(node, "list", "--match", f"sender={sender}")
         assert table.exit_code == 0 and all(qid in table.output for qid in ids)
         assert "SENDER" in table.output and "REASON" in table.output
+        capped = node.app.postqueue.list(match=[f"sender={sender}"], limit=1)
+        assert len(capped["messages"]) == 1 and capped["nodes"][0]["matched"] == 2 and capped["nodes"][0]["truncated"]
     finally:
         cli(node, "delete", "--all-matching", f"sender={sender}")
 
@@ -353,6 +355,12 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
             listed = peer.postqueue.list(node="node1", match=[f"sender={sender}"])
             assert {m["id"] for m in listed["messages"]} == {first, second}
             assert listed["nodes"][0]["via"] == "relay"
+            assert listed["nodes"][0]["matched"] == 2 and not listed["nodes"][0]["truncated"]
+            # a relayed list is capped by the node that reads it; what it leaves out is counted
+            capped = peer.postqueue.list(node="node1", match=[f"sender={sender}"], limit=1)
+            assert len(capped["messages"]) == 1 and capped["messages"][0]["id"] in {first, second}
+            assert capped["nodes"][0]["matched"] == 2 and capped["nodes"][0]["truncated"]
+            assert capped["nodes"][0]["count"] >= 2
             shown = peer.postqueue.show(second, node="node1", headers_only=True)
             assert shown["id"] == second and "Subject: queued far" in shown["content"]
         finally:
@@ -366,7 +374,7 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
                                    requested_from=peer_name, source="cli", address="", error="", expires_at=later)
                       for a, args in (("exec", {"ids": [first]}), ("delete", {"ids": ["../../etc/passwd"]}),
                                       ("delete", {"match": ["sender~("]}), ("delete", {"ids": [first], "argv": ["-d"]}),
-                                      ("delete", {"ids": "ALL"}))]
+                                      ("delete", {"ids": "ALL"}), ("list", {"limit": 10 ** 9}))]
             s.add_all(forged)
             s.flush()
             forged_ids = [r.id for r in forged]
@@ -375,7 +383,7 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
         errors = [r.error for r in request_rows(node, requested_by="mallory") if r.id in forged_ids]
         assert "unknown queue action 'exec'" in errors[0] and "invalid queue id" in errors[1]
         assert "bad regular expression" in errors[2] and "unexpected arguments argv" in errors[3]
-        assert "ids must be a list" in errors[4]
+        assert "ids must be a list" in errors[4] and "limit must be a number from 1 to 10000" in errors[5]
         assert set(of_sender(node, sender)) == {first, second}
 
         # nobody serves: the requester reports the node by name within its timeout, and the

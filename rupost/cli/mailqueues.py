@@ -70,6 +70,10 @@ def mailqueues_list(c, node, cluster, match, timeout, as_json):
     for n in data["nodes"]:
         if not n["reachable"]:
             click.echo(f"node {n['node']}: NOT REACHABLE: {n['error']}")
+        elif n.get("truncated"):
+            click.echo(f"node {n['node']}: {n['matched']} message(s) match, the first "
+                       f"{sum(m['node'] == n['node'] for m in data['messages'])} listed "
+                       "(a list relayed from another node is capped; narrow it with --match)")
     if not data["messages"]:
         reachable = [n["node"] for n in data["nodes"] if n["reachable"]]
         click.echo(f"mail queue empty{' (matching the filter)' if match else ''}: {', '.join(reachable) or '-'}")

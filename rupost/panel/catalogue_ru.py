@@ -361,6 +361,8 @@ RU = {
     "members only": "только участники списка",
     "none (static list)": "нет (постоянный список)",
     "not reachable": "недоступен",
+    "{matched} messages match; the list from another node holds the first {limit}: narrow it with the filter":
+        "подходит сообщений: {matched}; список с другого узла содержит первые {limit}: уточните фильтр",
     "ok": "в порядке",
     "reachable": "доступен",
     "static": "постоянный",

@@ -51,6 +51,7 @@ RELAYED = ("list", "show", "hold", "release", "delete", "requeue", "flush")
 RELAY_TIMEOUT = 30.0  # seconds a requester waits for the owning node by default
 MAX_RELAY_TIMEOUT = 600.0
 MAX_IDS = 10000
+RELAY_LIST_LIMIT = 10000  # messages a relayed list brings back per node (the rest is counted)
 MAX_TERMS = 50
 MAX_TERM = 1000
 PURGE_AFTER_HOURS = 24  # finished request rows are kept this long (for inspection), then deleted
@@ -156,7 +157,7 @@ def check_arguments(action: str, arguments: dict | None) -> dict:
     if action not in RELAYED:
         raise ValidationError(f"unknown queue action {action!r} (actions: {', '.join(RELAYED)})")
     arguments = arguments if isinstance(arguments, dict) else {}
-    allowed = {"list": {"match"}, "show": {"ids", "headers_only"}, "flush": {"ids"}}.get(action, {"ids", "match"})
+    allowed = {"list": {"match", "limit"}, "show": {"ids", "headers_only"}, "flush": {"ids"}}.get(action, {"ids", "match"})
     unknown = sorted(set(arguments) - allowed)
     if unknown:
         raise ValidationError(f"queue action {action}: unexpected arguments {', '.join(unknown)}")
@@ -176,6 +177,11 @@ def check_arguments(action: str, arguments: dict | None) -> dict:
     if match:
         QueueFilter.parse(match)
         out["match"] = list(match)
+    if "limit" in arguments:
+        limit = arguments["limit"]
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= RELAY_LIST_LIMIT:
+            raise ValidationError(f"queue action list: limit must be a number from 1 to {RELAY_LIST_LIMIT}")
+        out["limit"] = limit
     if action == "show":
         if len(ids) != 1:
             raise ValidationError("show takes exactly one queue id")
@@ -295,12 +301,15 @@ class PostqueueService:
 
     # ------------------------------------------------------------ reading
     def list(self, node: str | None = None, cluster: bool = False, match: list[str] | None = None,
-             timeout: float = RELAY_TIMEOUT) -> dict:
-        """{"messages": [...], "nodes": [{"node", "reachable", "count", "error", "via"}]}.
+             timeout: float = RELAY_TIMEOUT, limit: int | None = None) -> dict:
+        """{"messages": [...], "nodes": [{"node", "reachable", "count", "matched", "truncated",
+        "error", "via"}]}: per node, ``count`` messages in its queue, ``matched`` by the filter,
+        of which the list has the first ``limit`` (``truncated`` when it has fewer).
 
         Default: this node. ``node``: that registered node. ``cluster``: every registered node.
         Another node's queue is read through its queue directory on shared storage, or else
-        asked from its core (``via``: "local", "shared storage" or "relay")."""
+        asked from its core (``via``: "local", "shared storage" or "relay"); a relayed list
+        travels through the database, so it brings back at most RELAY_LIST_LIMIT messages."""
         flt = QueueFilter.parse(match) if match else None
         me = self._me()
         if cluster:
@@ -334,7 +343,8 @@ class PostqueueService:
                     raise
                 status[name] = {"node": name, "reachable": False, "count": None, "error": str(exc), "via": ""}
         if relay:
-            answers = self._relay_many({name: ("list", {"match": list(match or [])}) for name in relay}, timeout)
+            relayed = {"match": list(match or []), "limit": min(limit or RELAY_LIST_LIMIT, RELAY_LIST_LIMIT)}
+            answers = self._relay_many({name: ("list", relayed) for name in relay}, timeout)
             for name, answer in answers.items():
                 if isinstance(answer, RuPostError):
                     if not cluster:
@@ -342,13 +352,20 @@ class PostqueueService:
                     status[name] = {"node": name, "reachable": False, "count": None, "error": str(answer),
                                     "via": "relay"}
                     continue
-                found[name] = answer["messages"]
-                status[name] = {"node": name, "reachable": True, "count": len(found[name]), "error": "",
-                                "via": "relay"}
+                found[name] = answer["messages"]  # filtered and capped by the node itself
+                own = answer["nodes"][0]
+                status[name] = {"node": name, "reachable": True, "count": own["count"], "error": "", "via": "relay",
+                                "matched": own.get("matched", len(found[name])),
+                                "truncated": own.get("truncated", False)}
         messages = []
         for name in targets:
-            if name in found:
-                messages.extend(m for m in found[name] if flt is None or flt.matches(m))
+            if name not in found:
+                continue
+            if status[name]["via"] != "relay":
+                mine = [m for m in found[name] if flt is None or flt.matches(m)]
+                status[name].update(matched=len(mine), truncated=limit is not None and len(mine) > limit)
+                found[name] = mine[:limit] if limit is not None else mine
+            messages.extend(found[name])
         return {"messages": messages, "nodes": [status[name] for name in targets]}
 
     def _read_shared(self, name: str, queue_dir: Path) -> list[dict]:
@@ -620,7 +637,7 @@ class PostqueueService:
         view.__dict__["audit"] = _RelayedAudit(AuditService(view), req["source"] or "cli", details)
         service = PostqueueService(view)
         if action == "list":
-            return service.list(match=arguments.get("match"))
+            return service.list(match=arguments.get("match"), limit=arguments.get("limit", RELAY_LIST_LIMIT))
         if action == "show":
             return service.show(arguments["ids"][0], headers_only=arguments["headers_only"])
         if action == "flush":

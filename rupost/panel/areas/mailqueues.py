@@ -14,7 +14,7 @@ import shlex
 from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from ...errors import RuPostError
-from ...services.postqueue import ACTIONS, format_age
+from ...services.postqueue import ACTIONS, RELAY_LIST_LIMIT, format_age
 from ..web import fail, page_args, render, requires
 
 bp = Blueprint("mailqueues", __name__, url_prefix="/mailqueues")
@@ -92,7 +92,7 @@ def index():
     shown = messages[(page - 1) * size: page * size]
     return render("mailqueues.html", messages=shown, total=total, nodes=nodes, error=error, q=q, page=page,
                   size=size, format_age=format_age, actions=ACTIONS, node=node, node_names=names,
-                  this_node=g.rp.config.node_name, all_nodes=ALL_NODES)
+                  this_node=g.rp.config.node_name, all_nodes=ALL_NODES, relay_limit=RELAY_LIST_LIMIT)
 
 
 @bp.route("/show/<qid>")
