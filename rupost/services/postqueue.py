@@ -215,6 +215,13 @@ def _message(raw: dict, node: str, now: float) -> dict:
     }
 
 
+def _per_queue(messages: list[dict]) -> dict[str, int]:
+    counts = dict.fromkeys(QUEUES, 0)
+    for m in messages:
+        counts[m["queue"]] = counts.get(m["queue"], 0) + 1
+    return counts
+
+
 def format_age(seconds: int) -> str:
     if seconds < 60:
         return f"{seconds}s"
@@ -302,9 +309,10 @@ class PostqueueService:
     # ------------------------------------------------------------ reading
     def list(self, node: str | None = None, cluster: bool = False, match: list[str] | None = None,
              timeout: float = RELAY_TIMEOUT, limit: int | None = None) -> dict:
-        """{"messages": [...], "nodes": [{"node", "reachable", "count", "matched", "truncated",
-        "error", "via"}]}: per node, ``count`` messages in its queue, ``matched`` by the filter,
-        of which the list has the first ``limit`` (``truncated`` when it has fewer).
+        """{"messages": [...], "nodes": [{"node", "reachable", "count", "matched", "queues",
+        "truncated", "error", "via"}]}: per node, ``count`` messages in its queue, ``matched`` by
+        the filter (``queues``: how many of those in each postfix queue), of which the list has
+        the first ``limit`` (``truncated`` when it has fewer).
 
         Default: this node. ``node``: that registered node. ``cluster``: every registered node.
         Another node's queue is read through its queue directory on shared storage, or else
@@ -356,14 +364,16 @@ class PostqueueService:
                 own = answer["nodes"][0]
                 status[name] = {"node": name, "reachable": True, "count": own["count"], "error": "", "via": "relay",
                                 "matched": own.get("matched", len(found[name])),
-                                "truncated": own.get("truncated", False)}
+                                "truncated": own.get("truncated", False),
+                                "queues": own.get("queues") or _per_queue(found[name])}
         messages = []
         for name in targets:
             if name not in found:
                 continue
             if status[name]["via"] != "relay":
                 mine = [m for m in found[name] if flt is None or flt.matches(m)]
-                status[name].update(matched=len(mine), truncated=limit is not None and len(mine) > limit)
+                status[name].update(matched=len(mine), truncated=limit is not None and len(mine) > limit,
+                                    queues=_per_queue(mine))
                 found[name] = mine[:limit] if limit is not None else mine
             messages.extend(found[name])
         return {"messages": messages, "nodes": [status[name] for name in targets]}

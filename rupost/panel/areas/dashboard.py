@@ -89,11 +89,11 @@ def _queues(rp) -> list[dict]:
     except RuPostError as exc:
         value = [{"node": rp.config.node_name, "reachable": False, "error": str(exc), "counts": {}}]
     else:
+        # per queue as each node counted them (a list relayed from a node holds only its first messages)
         counts = {n["node"]: {q: 0 for q in QUEUE_NAMES} for n in listing["nodes"]}
-        for m in listing["messages"]:
-            per = counts.setdefault(m["node"], {q: 0 for q in QUEUE_NAMES})
-            queue = m["queue"] if m["queue"] in QUEUE_NAMES else "incoming"  # maildrop: not yet picked up
-            per[queue] += 1
+        for n in listing["nodes"]:
+            for queue, number in (n.get("queues") or {}).items():
+                counts[n["node"]][queue if queue in QUEUE_NAMES else "incoming"] += number  # maildrop: not picked up
         value = [{"node": n["node"], "reachable": n["reachable"], "error": n["error"],
                   "counts": {**counts[n["node"]], "total": sum(counts[n["node"]].values())} if n["reachable"]
                   else {}} for n in listing["nodes"]]
