@@ -123,9 +123,10 @@ def eoqualifier(text: str, what: str = "LDAP filter") -> str:
     """An RFC 4515 filter as SOPE's EOQualifier format, the only form SOGo's LDAP sources
     take for their `filter`: SOGo writes it back as the same LDAP filter (keys and values
     verbatim, `key = 'value'` as `(key=value)`), so a value keeps its RFC 4515 escapes and
-    `*` and an extensible match is the key `attr:rule:`. Every key is quoted (`"..."` takes
-    any character) and every value a quoted string (only `\'` is special there; a quote is
-    written \27 instead)."""
+    `*` and an extensible match is the key `attr:rule:`. Every key is quoted (`"..."` may
+    hold ':' and '.'; SOPE's parser still ends a key at a space, = < > ! or a parenthesis,
+    which no attribute name or OID contains) and every value a quoted string (only `\'` is
+    special there; a quote is written \27 instead)."""
     tree = parse_filter(text, None, auto_escape=False, auto_encode=False, validator=None, check_names=False)
     return _eoqualifier(tree, text, what)
 
