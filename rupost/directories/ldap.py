@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 
 import ldap3
 from ldap3.core import exceptions as lexc
-from ldap3.operation.search import parse_filter
+from ldap3.operation.search import (AND, MATCH_APPROX, MATCH_EQUAL, MATCH_EXTENSIBLE, MATCH_GREATER_OR_EQUAL,
+                                    MATCH_LESS_OR_EQUAL, MATCH_PRESENT, MATCH_SUBSTRING, NOT, OR, ROOT, parse_filter)
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
@@ -131,12 +132,11 @@ def eoqualifier(text: str, what: str = "LDAP filter") -> str:
     return _eoqualifier(tree, text, what)
 
 
-_EO_OPERATOR = {10: "=", 9: "=", 8: "=", 7: "=", 5: ">=", 6: "<="}
+_EO_OPERATOR = {MATCH_EQUAL: "=", MATCH_SUBSTRING: "=", MATCH_PRESENT: "=", MATCH_EXTENSIBLE: "=",
+                MATCH_GREATER_OR_EQUAL: ">=", MATCH_LESS_OR_EQUAL: "<="}
 
 
 def _eoqualifier(node, text: str, what: str) -> str:
-    from ldap3.operation.search import AND, MATCH_APPROX, MATCH_EXTENSIBLE, MATCH_PRESENT, MATCH_SUBSTRING, NOT, OR, ROOT
-
     if node.tag == ROOT:
         return _eoqualifier(node.elements[0], text, what)
     if node.tag in (AND, OR):
@@ -173,7 +173,7 @@ def _check_tree(node, text: str, what: str) -> None:
             raise ValidationError(f"{what} {text!r}: {attr!r} is not an attribute name")
         if rule and not _OID.match(rule):
             raise ValidationError(f"{what} {text!r}: {rule!r} is not a matching rule")
-        if node.tag == 10 and assertion.get("value") == b"":
+        if node.tag == MATCH_EQUAL and assertion.get("value") == b"":
             raise ValidationError(f"{what} {text!r}: ({attr}=) has no value; use ({attr}=*) for 'present'")
     for element in node.elements:
         _check_tree(element, text, what)

@@ -360,7 +360,7 @@ class PostqueueService:
                     status[name] = {"node": name, "reachable": False, "count": None, "error": str(answer),
                                     "via": "relay"}
                     continue
-                found[name] = answer["messages"]  # filtered and capped by the node itself
+                found[name] = answer["messages"]
                 own = answer["nodes"][0]
                 status[name] = {"node": name, "reachable": True, "count": own["count"], "error": "", "via": "relay",
                                 "matched": own.get("matched", len(found[name])),
@@ -370,7 +370,7 @@ class PostqueueService:
         for name in targets:
             if name not in found:
                 continue
-            if status[name]["via"] != "relay":
+            if name not in relay:  # a relayed list comes filtered and capped by its node
                 mine = [m for m in found[name] if flt is None or flt.matches(m)]
                 status[name].update(matched=len(mine), truncated=limit is not None and len(mine) > limit,
                                     queues=_per_queue(mine))
