@@ -53,6 +53,19 @@ def bulk_mailboxes(inst: Instance, count: int, domain: str = "bench.test") -> No
         raw.commit()
 
 
+
+def shrink_mailboxes(inst: Instance, count: int, domain: str = "bench.test") -> None:
+    """Back down to the mailboxes u0..u{count-1} of bulk_mailboxes, then VACUUM FULL: the
+    table and its indexes rewritten at the new size, as if it had never grown (a plain
+    VACUUM would leave indexes sized for the larger table)."""
+    engine = inst.app.dbs.engine("data")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(
+            "DELETE FROM mailboxes m USING domains d WHERE m.domain_id = d.id AND d.name = %(domain)s "
+            "AND m.local_part ~ '^u[0-9]+$' AND substr(m.local_part, 2)::int >= %(count)s",
+            {"domain": domain, "count": count})
+        conn.exec_driver_sql("VACUUM (FULL, ANALYZE) mailboxes")
+
 def timed(fn, repeat: int = 1, setup=None) -> tuple[float, list[float]]:
     """Median and all wall times of fn; setup runs before each repeat, untimed."""
     times = []
