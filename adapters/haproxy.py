@@ -80,7 +80,9 @@ SCHEMA = {
                 "properties": {
                     "name": {"type": "string", "pattern": r"^[a-z0-9_-]+$"},
                     "bind": listen_schema(),
-                    "local": listen_schema(),
+                    # this node's server: host:port, or a Unix socket (unix@/path) of a
+                    # daemon on this node (HAProxy runs as root and reaches postfix's private/)
+                    "local": {"anyOf": [listen_schema(), {"type": "string", "pattern": r"^unix@/[^\s]+$"}]},
                     "cluster_port": _PORT,
                     "send_proxy": {"enum": ["v1", "v2", "none"]},
                     "accept_proxy": {"type": "boolean"},

@@ -240,6 +240,9 @@ def test_postscreen_accepts_a_polite_client_and_rejects_a_pregreeting_one(tuned,
     user, password = mailbox("screened")
     master = (node.layout.current / "postfix" / "master.cf").read_text()
     assert f"127.0.0.1:{node.ports['postfix_smtp']} inet n - n - 1 postscreen" in master
+    assert "smtpd-haproxy" not in master  # no way around postscreen
+    haproxy = (node.layout.current / "haproxy" / "haproxy.cfg").read_text()
+    assert f"server local 127.0.0.1:{node.ports['postfix_smtp']} send-proxy-v2" in haproxy
     subject = f"polite {uuid.uuid4().hex[:6]}"
     polite = swaks(node, "127.0.0.66", user, subject)
     assert polite.returncode == 0, polite.stdout + polite.stderr

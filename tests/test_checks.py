@@ -258,3 +258,29 @@ def test_scheduler_measures_quota_use_when_stale(node, mailbox):
     assert last and not service.stale(last) and not last.get("error")
     again = runner.invoke(rupost, ["--root", str(node.root), "scheduler", "--once", "--only", "quota-usage"])
     assert again.exit_code == 0 and service.last_run()["measured_at"] == last["measured_at"]
+
+
+def test_quota_use_of_a_disabled_mailbox_is_read_from_its_maildirsize(node, domain, mailbox):
+    """dovecot no longer serves a disabled mailbox (its userdb says "User no longer exists"),
+    but its mail still takes space: the measurement reads its maildirsize, is complete and
+    reports no error."""
+    from mailclients import message, smtp, wait_for_subject
+    from rupost.services.quota_usage import QuotaUsageService
+
+    kept, kept_pw = mailbox(f"kept{uuid.uuid4().hex[:4]}", quota="10M")
+    gone, gone_pw = mailbox(f"gone{uuid.uuid4().hex[:4]}", quota="10M")
+    for to, password in ((kept, kept_pw), (gone, gone_pw)):
+        subject = f"quota-{uuid.uuid4().hex[:6]}"
+        with smtp(node.ports["smtp"]) as client:
+            assert client.send_message(message("someone@example.org", to, subject, "y" * 300_000 + "\n")) == {}
+        wait_for_subject(node.ports["imaps"], to, password, subject)
+    service = QuotaUsageService(node.app)
+    service.measure(wait=300)
+    before = {m["address"]: m for m in service.summary([domain])["largest"]}
+    assert before[gone]["used_bytes"] > 300_000 and before[gone]["messages"] == 1
+    node.app.mailboxes.set_enabled(gone, False)
+    result = service.measure(wait=300)
+    assert result["complete"] and not result["errors"], result
+    after = {m["address"]: m for m in service.summary([domain])["largest"]}
+    assert after[gone]["used_bytes"] == before[gone]["used_bytes"] and after[gone]["messages"] == 1
+    assert after[kept]["used_bytes"] == before[kept]["used_bytes"]

@@ -34,6 +34,11 @@ def test_client_addresses_reach_postfix_and_dovecot_logs(node, mailbox):
     # the hops between HAProxy, nginx and the daemons all come from 127.0.0.1;
     # only the PROXY protocol can carry these addresses to the daemons
     assert "connect from unknown[127.0.0.23]" in postfix_log
+    # port 25's hop is a Unix socket (PROXY v2 over it): no loopback TCP connection
+    haproxy = (node.layout.current / "haproxy" / "haproxy.cfg").read_text()
+    assert f"server local unix@{node.layout.postfix_queue}/private/smtpd-haproxy send-proxy-v2" in haproxy
+    master = (node.layout.current / "postfix" / "master.cf").read_text()
+    assert f"127.0.0.1:{node.ports['postfix_smtp']} " not in master
     assert f"user=<{address}>" in dovecot_log and "rip=127.0.0.24" in dovecot_log
 
 
