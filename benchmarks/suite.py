@@ -108,6 +108,7 @@ def crypt_cost(ctx: Ctx) -> dict:
 
 def smtp_throughput(ctx: Ctx) -> dict:
     cfg, inst = ctx.cfg, ctx.inst
+    bulk_mailboxes(inst, max(100, cfg["smtp_sessions"]), DOMAIN)  # there already after lookup_scaling
     local = [u.split("@")[0] for u in ctx.users(DOMAIN)]
     ctx.bare = bare_stack(inst, ctx.work, local)
     bare = ctx.bare.start()  # ctx.bare is set first: main() stops whatever start() got running
