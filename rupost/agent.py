@@ -152,24 +152,36 @@ class NodeAgent:
 
     def _wait_for_notification(self, timeout: float) -> None:
         """Sleep until the next tick, or until a rollout or a queue request asks for this node
-        (LISTEN/NOTIFY)."""
+        (LISTEN/NOTIFY). Requests to flush this node's account caches (services/cache.py) are
+        served at once, without ending the wait."""
         import psycopg
 
+        from .services import cache
         from .services.postqueue import CHANNEL as QUEUE_CHANNEL
         from .services.rollouts import CHANNEL
 
         db = self.app.config.database
+        deadline = time.monotonic() + timeout
         try:
             if getattr(self, "_listen", None) is None:
                 self._listen = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
                                                dbname=db.main, autocommit=True, connect_timeout=5)
                 self._listen.execute(f"LISTEN {CHANNEL}")
                 self._listen.execute(f"LISTEN {QUEUE_CHANNEL}")  # queue requests from other nodes
-            for _ in self._listen.notifies(timeout=timeout, stop_after=1):
-                pass
+                self._listen.execute(f"LISTEN {cache.CHANNEL}")
+                # requests sent while nobody listened here are lost: start from empty caches
+                cache.flush_here(self.app)
+            while not self._stop and (left := deadline - time.monotonic()) > 0:
+                woken = False
+                for note in self._listen.notifies(timeout=left, stop_after=1):
+                    if note.channel == cache.CHANNEL:
+                        cache.apply_notification(self.app, note.payload)
+                    else:
+                        woken = True
+                if woken:
+                    return
         except psycopg.Error:
             self._listen = None  # periodic polling still serves the requests
-            deadline = time.monotonic() + timeout
             while not self._stop and time.monotonic() < deadline:
                 time.sleep(0.2)
 

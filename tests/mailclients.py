@@ -29,6 +29,18 @@ class IMAPSFrom(imaplib.IMAP4_SSL):
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
+def imap_login_works(port: int, user: str, password: str, source: str = "127.0.0.1") -> bool:
+    """Whether IMAPS accepts this login (a refusal is False, any other failure raises)."""
+    imap = IMAPSFrom("127.0.0.1", port, source)
+    try:
+        imap.login(user, password)
+        return True
+    except imaplib.IMAP4.error:
+        return False
+    finally:
+        imap.shutdown()
+
+
 def message(sender: str, to: str, subject: str, body: str = "hello from the tests\n") -> EmailMessage:
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject

@@ -75,3 +75,43 @@ def test_a_crashed_component_takes_the_node_out_of_service_then_back(lone_node):
     log = app.layout.monitor_log.read_text()
     assert "out_of_service: down: dovecot" in log and "in_service: components restarted" in log
     assert app.nodes.list()[0]["state"] == "in_service"
+
+
+def test_agent_flushes_the_account_caches_another_node_asks_it_to(lone_node):
+    """A change made on another node reaches this node's dovecot cache through the agent
+    (NOTIFY rupost_caches): a mailbox disabled elsewhere is refused here at once."""
+    import json
+    import threading
+
+    from sqlalchemy import text, update
+
+    from mailclients import imap_login_works
+    from rupost.db.models import Mailbox
+    from rupost.services import cache
+
+    app = lone_node.app
+    app.domains.add("agentcache.test")
+    address, password = "cached@agentcache.test", "cached-password-1"
+    app.mailboxes.add(address, password, "0")
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    waiting = threading.Thread(target=agent._wait_for_notification, args=(60,), daemon=True)
+    waiting.start()  # connects, listens, flushes once
+    assert wait_until(lambda: getattr(agent, "_listen", None) is not None)
+    time.sleep(0.5)
+    assert imap_login_works(lone_node.ports["imaps"], address, password, "127.0.0.91")  # cached now
+    with app.dbs.session("data") as s:  # disabled by "another node": nothing flushed here
+        s.execute(update(Mailbox).where(Mailbox.address == address).values(enabled=False))
+    assert imap_login_works(lone_node.ports["imaps"], address, password, "127.0.0.92")  # the stale cache
+    with app.dbs.engine("main").connect() as conn:
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": cache.CHANNEL, "p": json.dumps(
+            {"node": "othernode", "dovecot": True})})
+        conn.commit()
+    assert wait_until(lambda: not imap_login_works(lone_node.ports["imaps"], address, password, "127.0.0.93"))
+    assert waiting.is_alive(), "a cache request must not end the agent's wait for its next tick"
+    from rupost.services.rollouts import CHANNEL as ROLLOUTS
+    with app.dbs.engine("main").connect() as conn:  # what does end it
+        conn.execute(text("SELECT pg_notify(:c, 'agentnode')"), {"c": ROLLOUTS})
+        conn.commit()
+    waiting.join(15)
+    assert not waiting.is_alive()
+    agent._listen.close()

@@ -260,10 +260,10 @@ def test_scheduler_measures_quota_use_when_stale(node, mailbox):
     assert again.exit_code == 0 and service.last_run()["measured_at"] == last["measured_at"]
 
 
-def test_quota_use_of_a_disabled_mailbox_is_read_from_its_maildirsize(node, domain, mailbox):
+def test_quota_use_of_a_disabled_mailbox_is_counted_from_its_files(node, domain, mailbox):
     """dovecot no longer serves a disabled mailbox (its userdb says "User no longer exists"),
-    but its mail still takes space: the measurement reads its maildirsize, is complete and
-    reports no error."""
+    but its mail still takes space: the measurement counts its Maildir's files (the figure
+    dovecot gave while it was enabled), is complete and reports no error."""
     from mailclients import message, smtp, wait_for_subject
     from rupost.services.quota_usage import QuotaUsageService
 

@@ -12,6 +12,7 @@ import pytest
 from mailclients import IMAPSFrom, message, smtp, smtps, wait_for_subject
 from rupost.directories.ldap import DirectoryError
 from rupost.errors import NotFoundError, ValidationError
+from rupost.services.cache import flush_dovecot_auth_cache
 from rupost.services.directories import SyncRefused
 from rupost.testing.slapd import TempSlapd
 
@@ -215,9 +216,10 @@ def test_disabled_account_is_refused_and_stops_receiving(node, ad, ad_bound):
     with smtp(node.ports["smtp"]) as client:
         client.send_message(message("someone@example.org", primary, subject))
     wait_for_subject(node.ports["imaps"], primary, password, subject)
-    # disabled in the directory: the bind-filter refuses it at once, before any sync
+    # disabled in the directory: the bind-filter refuses it at once, before any sync (once
+    # dovecot's cache of the last login has expired: flushed here instead of waiting)
     ad.set_disabled(dn, True)
-    node.app.directories._flush_dovecot_auth_cache()
+    flush_dovecot_auth_cache(node.app)
     _imap_login_fails(node, primary, password)
     with smtps(node.ports["submissions"]) as client:
         with pytest.raises(smtplib.SMTPAuthenticationError):

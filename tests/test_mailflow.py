@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from mailclients import IMAPSFrom, insecure_tls, message, smtp, smtps, wait_for_subject
+from mailclients import IMAPSFrom, imap_login_works, insecure_tls, message, smtp, smtps, wait_for_subject
 
 
 def test_inbound_smtp_delivered_over_lmtp_and_read_over_imaps(node, mailbox):
@@ -216,3 +216,23 @@ def test_lookup_tables_answer_every_address_that_receives_mail(node, domain, mai
     with smtp(node.ports["smtp"]) as client:
         assert client.send_message(message("someone@example.org", a.replace("@", "+news@"), subject)) == {}
     wait_for_subject(node.ports["imaps"], a, a_password, subject)
+
+
+def test_a_new_password_or_a_disable_counts_at_once_despite_dovecots_auth_cache(node, mailbox):
+    """dovecot caches logins for auth_cache_ttl (5 minutes): the service flushes the cache of
+    the account it changed, so the old password, or a disabled mailbox, is refused at once."""
+    address, old = mailbox("rotated")
+    new = f"new-{uuid.uuid4().hex[:12]}"
+    assert imap_login_works(node.ports["imaps"], address, old, "127.0.0.81")  # cached now
+    node.app.mailboxes.set_password(address, new)
+    assert not imap_login_works(node.ports["imaps"], address, old, "127.0.0.82")
+    assert imap_login_works(node.ports["imaps"], address, new, "127.0.0.83")
+    with smtps(node.ports["submissions"]) as client:
+        client.login(address, new)
+    node.app.mailboxes.set_enabled(address, False)
+    assert not imap_login_works(node.ports["imaps"], address, new, "127.0.0.84")
+    with smtps(node.ports["submissions"]) as client:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.login(address, new)
+    node.app.mailboxes.set_enabled(address, True)
+    assert imap_login_works(node.ports["imaps"], address, new, "127.0.0.85")

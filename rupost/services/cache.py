@@ -1,5 +1,27 @@
-"""SOGo's memcached: its cached logins must not outlive a password change."""
+"""The daemons' caches of accounts, and keeping them honest on every node.
+
+dovecot caches authentication and userdb answers (``auth_cache_ttl``, 5 minutes in the
+builtin template) and SOGo caches logins, users and ACLs in the node's memcached. After a
+password change, a disable or a removal, the old answer must not keep working from a
+cache: not on this node, not on any other node of the cluster.
+
+The node where the change is made flushes its own caches at once (``accounts_changed``,
+``sogo_changed``), then sends a NOTIFY on ``CHANNEL`` (rupost database) that every node's
+agent (``rupost run``) listens to; each agent flushes its node's caches when one arrives,
+and flushes everything whenever it (re)connects to listen, since it may have missed some
+meanwhile. A node without a running agent falls back to the caches' own lifetimes.
+"""
 from __future__ import annotations
+
+import json
+import logging
+import subprocess
+
+from sqlalchemy import text
+
+CHANNEL = "rupost_caches"
+
+log = logging.getLogger("rupost.cache")
 
 
 def flush_sogo_cache(app) -> bool:
@@ -17,3 +39,65 @@ def flush_sogo_cache(app) -> bool:
             client.close()
     except Exception:  # connection errors and pymemcache's own protocol errors alike
         return False
+
+
+def flush_dovecot_auth_cache(app) -> bool:
+    """Drop every answer dovecot has cached. All of them, not the changed user's: dovecot
+    2.3's `auth cache flush USER` leaves the userdb entries (a USER request for a mailbox
+    disabled meanwhile was still answered from the cache), and refilling the cache costs one
+    SQL query per active account. Best effort: a node that is not deployed or whose dovecot
+    is stopped has nothing cached."""
+    conf = app.layout.current / "dovecot" / "dovecot.conf"
+    if not conf.exists():
+        return False
+    try:
+        done = subprocess.run(["doveadm", "-c", str(conf), "auth", "cache", "flush"],
+                              capture_output=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def flush_here(app, dovecot: bool = True) -> None:
+    if dovecot:
+        flush_dovecot_auth_cache(app)
+    flush_sogo_cache(app)
+
+
+def accounts_changed(app) -> None:
+    """A password, an enabled flag, a quota or the existence of an account changed: flush
+    dovecot's and SOGo's caches here and ask every other node to do the same."""
+    flush_here(app, dovecot=True)
+    _notify(app, dovecot=True)
+
+
+def sogo_changed(app) -> None:
+    """Something SOGo caches in memcached changed (an ACL, a resource's settings): flush it
+    on every node."""
+    flush_sogo_cache(app)
+    _notify(app, dovecot=False)
+
+
+def _notify(app, dovecot: bool) -> None:
+    payload = json.dumps({"node": app.config.node_name, "dovecot": dovecot})
+    try:
+        with app.dbs.engine("main").connect() as conn:
+            conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
+            conn.commit()
+    except Exception as exc:  # noqa: BLE001 - the change is made; the other nodes' caches expire on their own
+        log.warning("could not ask the other nodes to flush their caches: %s", exc)
+
+
+def apply_notification(app, payload: str) -> bool:
+    """An agent's side of ``CHANNEL``: flush this node's caches as another node asked.
+    Returns whether anything was flushed (a node's own notifications were applied already)."""
+    try:
+        request = json.loads(payload)
+        if not isinstance(request, dict):
+            raise ValueError(payload)
+    except ValueError:
+        request = {}  # unreadable: flushing everything is always safe
+    if request.get("node") == app.config.node_name:
+        return False
+    flush_here(app, dovecot=request.get("dovecot", True) is not False)
+    return True

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import subprocess
 
 from sqlalchemy import delete, func, select
 
@@ -24,7 +23,7 @@ from ..db.directory_models import DirectoryAccount, LdapAdminMapping, LdapDomain
 from ..db.models import Alias, Domain, Mailbox, utcnow
 from ..directories import ldap as dl
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
-from .cache import flush_sogo_cache
+from .cache import accounts_changed
 
 # the password "hash" of a mailbox whose owner authenticates against a directory:
 # never a valid hash, so the local passdb (and SOGo's SQL source) can never accept it
@@ -231,7 +230,7 @@ class DirectoryService:
                 s.delete(acc)
         with self.app.dbs.session("main") as s:
             s.delete(self._row(s, name))
-        flush_sogo_cache(self.app)
+        accounts_changed(self.app)
         self.app.audit.record("ldap_domain.remove", name, disabled_mailboxes=disabled)
         return {"name": name, "disabled_mailboxes": disabled}
 
@@ -327,8 +326,7 @@ class DirectoryService:
                                   **{k: v for k, v in summary.items() if k not in ("name", "problems")},
                                   problems=summary["problems"][:50])
             if summary["disabled"] or summary["deleted"]:
-                flush_sogo_cache(self.app)
-                self._flush_dovecot_auth_cache()
+                accounts_changed(self.app)
         return summary
 
     def _record_sync(self, name: str, started: dt.datetime, summary: dict) -> None:
@@ -338,12 +336,6 @@ class DirectoryService:
                 row.last_sync_at = started
                 row.last_sync = {k: v for k, v in summary.items() if k != "problems"} | {
                     "problems": summary.get("problems", [])[:20]}
-
-    def _flush_dovecot_auth_cache(self) -> None:
-        """A disabled account must not keep logging in from dovecot's auth cache."""
-        conf = self.app.layout.current / "dovecot" / "dovecot.conf"
-        if conf.exists():
-            subprocess.run(["doveadm", "-c", str(conf), "auth", "cache", "flush"], capture_output=True, timeout=20)
 
     def _materialise(self, settings: dl.Settings, mail_domains: list[str], users: list[dl.DirectoryUser], *,
                      force: bool, dry_run: bool) -> dict:

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import validation
 from ..db.models import Alias, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError
-from .cache import flush_sogo_cache
+from .cache import accounts_changed
 
 
 class DomainService:
@@ -66,7 +66,7 @@ class DomainService:
     def set_enabled(self, name: str, enabled: bool) -> None:
         with self.app.dbs.session("data") as s:
             self.get(s, name).enabled = enabled
-        flush_sogo_cache(self.app)
+        accounts_changed(self.app)  # every account of the domain
         self.app.audit.record("domain.enable" if enabled else "domain.disable", name)
 
     def remove(self, name: str) -> None:

@@ -12,7 +12,6 @@ not start.
 from __future__ import annotations
 
 import re
-import subprocess
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +21,7 @@ from ..db.resource_models import ImpersonationAccount, ImpersonationUse
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..passwords import hash_password
 from . import features
+from .cache import accounts_changed
 
 SEPARATOR = "*"  # auth_master_user_separator of the builtin template
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
@@ -116,7 +116,7 @@ class ImpersonationService:
             if enabled is not None:
                 row.enabled = enabled
             out = self._as_dict(row)
-        self._flush_auth_cache()
+        accounts_changed(self.app)  # the master passdb caches per target user
         self.app.audit.record("impersonation.set", out["name"], password_changed=password is not None,
                               domains=out["domains"], enabled=enabled)
         return out
@@ -126,16 +126,8 @@ class ImpersonationService:
             row = self._get(s, name)
             full = row.name
             s.delete(row)
-        self._flush_auth_cache()
+        accounts_changed(self.app)  # the master passdb caches per target user
         self.app.audit.record("impersonation.remove", full)
-
-    def _flush_auth_cache(self) -> None:
-        """dovecot caches authentication results (auth_cache_ttl, 5 min): a disabled or
-        removed account, a new password or domain list must count at once on this node.
-        Other nodes of a cluster follow within the cache's lifetime."""
-        conf = self.app.layout.current / "dovecot" / "dovecot.conf"
-        if conf.exists():
-            subprocess.run(["doveadm", "-c", str(conf), "auth", "cache", "flush"], capture_output=True, timeout=20)
 
     def uses(self, name: str | None = None, target: str | None = None, limit: int = 100) -> list[dict]:
         """The journal of mailboxes opened by impersonation accounts, newest first."""

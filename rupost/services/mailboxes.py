@@ -15,7 +15,7 @@ from .. import validation
 from ..db.models import Alias, AuditRecord, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import check_password_policy, hash_password
-from .cache import flush_sogo_cache
+from .cache import accounts_changed
 
 IMPORT_COLUMNS = ("address", "password", "quota", "name")
 IMPORT_REQUIRED = ("address", "password")
@@ -102,26 +102,27 @@ class MailboxService:
         password_hash = hash_password(password)
         with self.app.dbs.session("data") as s:
             self._get(s, address).password_hash = password_hash
-        flush_sogo_cache(self.app)
+        accounts_changed(self.app)
         self.app.audit.record("mailbox.passwd", address)
 
     def set_quota(self, address: str, quota: str | int) -> None:
         quota_bytes = validation.size_bytes(quota)
         with self.app.dbs.session("data") as s:
             self._get(s, address).quota_bytes = quota_bytes
+        accounts_changed(self.app)  # dovecot caches the quota with the userdb answer
         self.app.audit.record("mailbox.quota", address, quota_bytes=quota_bytes)
 
     def set_enabled(self, address: str, enabled: bool) -> None:
         with self.app.dbs.session("data") as s:
             self._get(s, address).enabled = enabled
-        flush_sogo_cache(self.app)
+        accounts_changed(self.app)
         self.app.audit.record("mailbox.enable" if enabled else "mailbox.disable", address)
 
     def remove(self, address: str) -> None:
         """Remove the mailbox from the directory; its stored mail stays on disk (never lost implicitly)."""
         with self.app.dbs.session("data") as s:
             s.delete(self._get(s, address))
-        flush_sogo_cache(self.app)
+        accounts_changed(self.app)
         self.app.audit.record("mailbox.remove", address)
 
     @staticmethod

@@ -8,7 +8,8 @@ dovecot, in one process, for every mailbox that has a mail home (``doveadm -f ta
 -F USERS``; a mailbox without one holds nothing and is recorded as 0 without asking, since
 asking would make dovecot create its Maildir), streams the answer into ``mailbox_usage`` in
 batches, and stops at a deadline (the rows written so far stay, the run is marked
-incomplete). ``summary``
+incomplete). dovecot no longer knows a disabled mailbox (or one of a disabled domain): the
+messages in its Maildir are counted from their files instead (``maildir_use``). ``summary``
 is then SQL only: totals, the share of limited mailboxes above 90 %, and the largest
 mailboxes by an indexed ORDER BY ... LIMIT, for all domains or a domain administrator's.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -41,6 +43,36 @@ DEFAULT_DEADLINE = 1800  # seconds; 100,000 mailboxes take minutes, not hours
 BATCH = 1000
 LOCK_KEY = 0x52505155  # "RPQU": one measurement at a time, cluster-wide
 _background = threading.Lock()  # one background start per process
+_MAILDIR_SIZE = re.compile(r",S=(\d+)")
+
+
+def maildir_use(maildir: Path) -> tuple[int, int]:
+    """Bytes and messages in a Maildir as dovecot's maildir quota counts them, read from the
+    files: every message in cur/ and new/ of the INBOX and of each folder (".Name"), its size
+    from the ",S=" of its name (what dovecot records), else from the file."""
+    used = count = 0
+    folders = [maildir]
+    try:
+        folders += [Path(e.path) for e in os.scandir(maildir) if e.name.startswith(".") and e.name not in (".", "..")
+                    and e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return 0, 0
+    for folder in folders:
+        for sub in ("cur", "new"):
+            try:
+                entries = list(os.scandir(folder / sub))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if not e.is_file(follow_symlinks=False):
+                    continue
+                size = _MAILDIR_SIZE.search(e.name)
+                try:
+                    used += int(size.group(1)) if size else e.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue  # expunged meanwhile
+                count += 1
+    return used, count
 
 
 class QuotaUsageService:
@@ -90,6 +122,10 @@ class QuotaUsageService:
                 continue
         return out
 
+    def maildir(self, address: str) -> Path:
+        local, _, domain = address.rpartition("@")
+        return self.app.layout.mail_storage / domain / local / "Maildir"
+
     def _measure(self, conf: Path, deadline: float, progress) -> dict:
         """Mailboxes without a mail home hold nothing: recorded as 0 without asking dovecot
         (asking would make it create their Maildir). The others are given to one
@@ -97,14 +133,26 @@ class QuotaUsageService:
         started, now = time.monotonic(), utcnow()
         on_disk = self.on_disk()
         with self.app.dbs.session("data") as s:
-            known = {a: (i, d, q) for a, i, d, q in s.execute(
-                select(Mailbox.address, Mailbox.id, Mailbox.domain_id, Mailbox.quota_bytes))}
+            rows = s.execute(select(Mailbox.address, Mailbox.id, Mailbox.domain_id, Mailbox.quota_bytes,
+                                    Mailbox.enabled & Domain.enabled).join(Domain, Domain.id == Mailbox.domain_id))
+            known, served = {}, set()
+            for address, mailbox_id, domain_id, quota, enabled in rows:
+                known[address] = (mailbox_id, domain_id, quota)
+                if enabled:
+                    served.add(address)
         total = len(known)
         empty = [a for a in known if a not in on_disk]
         for i in range(0, len(empty), BATCH):
             self._write({a: [0, 0] for a in empty[i:i + BATCH]}, now, known)
-        users = sorted(on_disk.intersection(known))
-        measured = len(empty)
+        # dovecot no longer knows a disabled mailbox (or one of a disabled domain) and would
+        # answer "User no longer exists": its mail still takes space, counted from its files
+        unserved = sorted(on_disk.intersection(known).difference(served))
+        for i in range(0, len(unserved), BATCH):
+            use = {a: maildir_use(self.maildir(a)) for a in unserved[i:i + BATCH]}
+            # doveadm reports whole kilobytes, rounded up: every row in the same unit
+            self._write({a: [-(-used // 1024) * 1024, count] for a, (used, count) in use.items()}, now, known)
+        users = sorted(on_disk.intersection(served))
+        measured = len(empty) + len(unserved)
         if not users:
             return {"measured_at": now.isoformat(), "seconds": round(time.monotonic() - started, 1),
                     "measured": measured, "mailboxes": total, "complete": True, "timed_out": False, "errors": []}

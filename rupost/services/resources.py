@@ -26,7 +26,7 @@ from ..db.models import Alias, Mailbox
 from ..db.resource_models import CalendarResource
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import hash_password
-from .cache import flush_sogo_cache
+from .cache import accounts_changed, sogo_changed
 
 KINDS = {"room": "location", "equipment": "thing"}
 NAMES = {v: k for k, v in KINDS.items()}
@@ -121,7 +121,7 @@ class ResourceService:
             self._acl("remove", full, owner)
             for right in OWNER_RIGHTS:
                 self._acl("add", full, owner, right)
-        flush_sogo_cache(self.app)  # SOGo caches ACLs in memcached
+        sogo_changed(self.app)  # SOGo caches ACLs in memcached
         return {"address": full, "owner": owner, "calendar": "ready"}
 
     def _create_calendar(self, address: str) -> None:
@@ -149,7 +149,7 @@ class ResourceService:
         finally:
             with self.app.dbs.session("data") as s:
                 s.execute(update(Mailbox).where(Mailbox.address == address).values(password_hash=NO_LOGIN))
-            flush_sogo_cache(self.app)  # SOGo caches the login it just checked
+            accounts_changed(self.app)  # SOGo (and dovecot) cache the login just checked
         if resp.status != 207 or b"/Calendar/personal/" not in body:
             raise ResourceProvisionError(f"SOGo did not create the calendar of {address}: HTTP {resp.status}")
 
@@ -215,7 +215,7 @@ class ResourceService:
                     pass  # no calendar yet: provision below does it all
             out["calendar"] = self._provision_status(out["address"])
         else:
-            flush_sogo_cache(self.app)  # SOGo caches users (kind, booking limit) in memcached
+            sogo_changed(self.app)  # SOGo caches users (kind, booking limit) in memcached
         return out
 
     def remove(self, address: str) -> None:
@@ -226,7 +226,7 @@ class ResourceService:
             full = mailbox.address
             s.delete(resource)
             s.delete(mailbox)
-        flush_sogo_cache(self.app)
+        accounts_changed(self.app)
         self.app.audit.record("resource.remove", full)
 
     @staticmethod
