@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -72,7 +73,6 @@ def lookup_scaling(ctx: Ctx) -> dict:
             bulk_mailboxes(ctx.inst, size, DOMAIN)
         elif size < LOOKUP_VISITS[i - 1]:
             shrink_mailboxes(ctx.inst, size, DOMAIN)
-        settle(ctx.inst)
         visits.setdefault(size, []).append(
             lookups.measure(ctx.inst, size, DOMAIN, PASSWORD, ctx.cfg["lookup_samples"] // 2, seed=11 + i))
     out = {}
@@ -84,16 +84,6 @@ def lookup_scaling(ctx: Ctx) -> dict:
                     **{f"{kind}_p{q}_ms_{k}": r[kind][f"p{q}_ms"] for kind in ("auth", "passdb", "userdb")
                        for q in (50, 99)}})
     return out
-
-
-def settle(inst) -> None:
-    """After a bulk COPY, do now what autovacuum would do in the next minute (VACUUM ANALYZE
-    of the new rows), so that the lookups measure the steady state, not a 2-core machine
-    busy with the vacuum of 90,000 fresh rows."""
-    engine = inst.app.dbs.engine("data")
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM (ANALYZE) mailboxes")
-        conn.exec_driver_sql("VACUUM (ANALYZE) domains")
 
 
 def crypt_cost(ctx: Ctx) -> dict:
@@ -370,6 +360,8 @@ def main(argv=None) -> dict:
         parser.error(f"no section named {', '.join(unknown)} (sections: {', '.join(names)})")
     sections = [s for s in SECTIONS if not args.only or s.__name__ in args.only]
     cfg = QUICK if args.quick else FULL
+    # a SIGTERM unwinds like Ctrl-C: the node, PostgreSQL and the bare stack are stopped
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="rpbs", dir="/tmp"))
     os.chmod(work, 0o755)

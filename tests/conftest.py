@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from pathlib import Path
@@ -18,6 +19,15 @@ from rupost.testing.instance import Instance, free_ports
 from rupost.testing.postgres import TempPostgres
 
 DB_PASSWORD = "test-db-secret:/@%"  # characters that need quoting in every file format
+
+
+def _interrupted(signum, frame):
+    """A SIGTERM (a CI timeout, a `kill`) ends the run as Ctrl-C does: pytest then tears the
+    fixtures down, and no daemon, namespace or bridge of the test root outlives the run."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _interrupted)
 
 
 @pytest.fixture(scope="session")
