@@ -30,6 +30,20 @@ def _interrupted(signum, frame):
 signal.signal(signal.SIGTERM, _interrupted)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def unreachable_route():
+    """Mail to mailclients.UNREACHABLE is refused by this machine's own routing table, at
+    once and whatever its network: the queue tests rely on it being deferred."""
+    import subprocess
+
+    from mailclients import UNREACHABLE_NET
+
+    added = subprocess.run(["ip", "route", "add", "unreachable", UNREACHABLE_NET], capture_output=True).returncode == 0
+    yield
+    if added:
+        subprocess.run(["ip", "route", "del", "unreachable", UNREACHABLE_NET], capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def workdir():
     # short path: dovecot's unix sockets must fit in 108 bytes

@@ -1,8 +1,7 @@
 """Mail queue commands against the node's real postfix queue.
 
-Mail stays in the queue because it goes to an address literal in TEST-NET-1
-(192.0.2.1, RFC 5737): never a mail server, so every attempt is deferred (connection
-refused, or a connect timeout where such packets are dropped)."""
+Mail stays in the queue because it goes to an address literal that this machine's routing
+table refuses (mailclients.UNREACHABLE, TEST-NET-3): every attempt is deferred at once."""
 from __future__ import annotations
 
 import json
@@ -13,11 +12,10 @@ import uuid
 
 from click.testing import CliRunner
 
-from mailclients import message, smtps
+from mailclients import UNREACHABLE, message, smtps
 from rupost.cli import main as rupost
 from rupost.db.models import Node
 
-UNREACHABLE = "192.0.2.1"
 
 
 def cli(node, *args):

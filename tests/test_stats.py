@@ -10,12 +10,12 @@ import uuid
 
 from click.testing import CliRunner
 
-from mailclients import message, smtp, smtps, wait_for_subject
+from mailclients import UNREACHABLE, message, smtp, smtps, wait_for_subject
 from rupost.cli import main as rupost
 from rupost.db.stats_models import StatsLogState
 from rupost.services import RuPost
 from rupost.services.stats import Counts, PostfixParser, StatsService
-from test_postqueue import UNREACHABLE, cli as queue_cli
+from test_postqueue import cli as queue_cli
 
 ZERO = dict.fromkeys(("received", "sent", "delivered", "deferred", "bounced", "rejected"), 0)
 

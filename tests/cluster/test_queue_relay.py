@@ -10,10 +10,10 @@ import uuid
 
 from sqlalchemy import select
 
+from mailclients import UNREACHABLE  # no route to it from a node's namespace either
 from rupost.db.models import AuditRecord
 from rupost.testing.cluster import queue_on, run, wait_until
 
-UNREACHABLE = "192.0.2.1"  # TEST-NET-1: never a mail server, and no route from a node's namespace
 
 
 def raw_queue(node) -> dict[str, dict]:

@@ -7,12 +7,11 @@ import re
 import uuid
 
 
-from mailclients import message, smtps
+from mailclients import UNREACHABLE, message, smtps
 from rupost.testing.instance import free_ports
 from test_postqueue import raw_queue as postfix_queue, wait_for
 from .conftest import audit_rows, text
 
-UNREACHABLE = "192.0.2.1"
 PAGES = ["/mailqueues/", "/lists/", "/directories/"]
 
 
