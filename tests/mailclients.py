@@ -9,14 +9,14 @@ import ssl
 import time
 from email.message import EmailMessage
 
-# A mail server address that refuses at once: TEST-NET-3 (RFC 5737), for which the test
-# session adds an "unreachable" route (tests/conftest.py), so postfix's connection fails
-# with "No route to host" and the message stays deferred. Not TEST-NET-1: a machine may have
-# its default gateway there (this one got 192.0.2.1 one day, and a connection to it waited
-# 30 s for its timeout with the message "active"); the cluster's namespaces have no route
-# to either.
-UNREACHABLE = "203.0.113.1"
-UNREACHABLE_NET = "203.0.113.0/24"
+# A mail server address that refuses at once: 240.0.0.1 (class E, reserved, never
+# assigned), for which the test session adds an "unreachable" route (tests/conftest.py), so
+# postfix's connection fails with "No route to host" and the message stays deferred. Not a
+# TEST-NET address: this machine's default gateway is 192.0.2.1 (a connection to it waited
+# 30 s for its timeout with the message "active") and its PyPI mirror is in 203.0.113.0/24;
+# the cluster's namespaces have no route to any of them.
+UNREACHABLE = "240.0.0.1"
+UNREACHABLE_NET = "240.0.0.1/32"
 
 
 def insecure_tls() -> ssl.SSLContext:

@@ -1,7 +1,7 @@
 """Mail queue commands against the node's real postfix queue.
 
 Mail stays in the queue because it goes to an address literal that this machine's routing
-table refuses (mailclients.UNREACHABLE, TEST-NET-3): every attempt is deferred at once."""
+table refuses (mailclients.UNREACHABLE): every attempt is deferred at once."""
 from __future__ import annotations
 
 import json

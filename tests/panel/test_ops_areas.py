@@ -1,6 +1,6 @@
 """Panel areas over the operations services: mail queues, distribution lists (with the LDAP
 filter preview) and directories. Flask test client against the session's node; the queue
-test changes the node's real postfix queue (mail to TEST-NET-1 stays deferred)."""
+test changes the node's real postfix queue (mail to mailclients.UNREACHABLE stays deferred)."""
 from __future__ import annotations
 
 import re
