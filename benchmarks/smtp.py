@@ -42,7 +42,7 @@ def send_and_count(port: int, recipients: list[str], maildirs: list[Path] | None
     sent_s = time.perf_counter() - t0
     deadline = time.perf_counter() + timeout
     delivered = count() - before
-    while delivered < messages and time.perf_counter() < deadline:
+    while not errors and delivered < messages and time.perf_counter() < deadline:  # refused: no use waiting
         time.sleep(0.05)
         delivered = count() - before
     elapsed = time.perf_counter() - t0
