@@ -38,9 +38,9 @@ class IMAPSFrom(imaplib.IMAP4_SSL):
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
-def imap_login_works(port: int, user: str, password: str, source: str = "127.0.0.1") -> bool:
+def imap_login_works(port: int, user: str, password: str, source: str = "127.0.0.1", host: str = "127.0.0.1") -> bool:
     """Whether IMAPS accepts this login (a refusal is False, any other failure raises)."""
-    imap = IMAPSFrom("127.0.0.1", port, source)
+    imap = IMAPSFrom(host, port, source)
     try:
         imap.login(user, password)
         return True

@@ -2,28 +2,10 @@
 cache through B's agent (NOTIFY rupost_caches), long before the cache's 5 minutes."""
 from __future__ import annotations
 
-import imaplib
-import socket
 import uuid
 
-from mailclients import insecure_tls
+from mailclients import imap_login_works
 from rupost.testing.cluster import wait_until
-
-
-def imap_login_works(node_address: str, source: str, user: str, password: str) -> bool:
-    class Bound(imaplib.IMAP4_SSL):
-        def _create_socket(self, timeout):
-            sock = socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
-            return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-
-    imap = Bound(node_address, 993, ssl_context=insecure_tls(), timeout=15)
-    try:
-        imap.login(user, password)
-        return True
-    except imaplib.IMAP4.error:
-        return False
-    finally:
-        imap.shutdown()
 
 
 def test_a_password_changed_on_node_a_is_refused_on_node_b_at_once(cluster):
@@ -39,13 +21,13 @@ def test_a_password_changed_on_node_a_is_refused_on_node_b_at_once(cluster):
         node.start_agent(interval=1, hold_down=300)
     try:
         assert wait_until(lambda: all(a.app.nodes.agent_alive(n) for n in a.app.nodes.list()), 30)
-        assert imap_login_works(b.address, first, user, old)  # in B's dovecot cache now
+        assert imap_login_works(993, user, old, first, host=b.address)  # in B's dovecot cache now
         a.app.mailboxes.set_password(user, new)
-        assert wait_until(lambda: not imap_login_works(b.address, second, user, old), 10), \
+        assert wait_until(lambda: not imap_login_works(993, user, old, second, host=b.address), 10), \
             "node B still accepts the old password from its cache"
-        assert imap_login_works(b.address, third, user, new)
+        assert imap_login_works(993, user, new, third, host=b.address)
         a.app.mailboxes.set_enabled(user, False)
-        assert wait_until(lambda: not imap_login_works(b.address, fourth, user, new), 10), \
+        assert wait_until(lambda: not imap_login_works(993, user, new, fourth, host=b.address), 10), \
             "node B still lets a disabled mailbox in"
     finally:
         for node in (a, b):

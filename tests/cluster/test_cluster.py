@@ -1,7 +1,6 @@
 """Two nodes in network namespaces, one shared PostgreSQL, shared mail storage."""
 from __future__ import annotations
 
-import imaplib
 import os
 import signal
 import time
@@ -10,19 +9,12 @@ import uuid
 import pytest
 
 from adapters.haproxy import runtime_command, stick_entries
-from mailclients import insecure_tls
+from mailclients import IMAPSFrom
 from rupost.testing.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
 
 
 def imap_subjects(node_address: str, source: str, user: str, password: str) -> list[str]:
-    class Bound(imaplib.IMAP4_SSL):
-        def _create_socket(self, timeout):
-            import socket
-
-            sock = socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
-            return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
-
-    imap = Bound(node_address, 993, ssl_context=insecure_tls(), timeout=15)
+    imap = IMAPSFrom(node_address, 993, source)
     try:
         imap.login(user, password)
         imap.select("INBOX")
