@@ -22,7 +22,7 @@ import time
 import uuid
 
 from .common import bulk_mailboxes, node_instance, summary_ms
-from .lookups import ProxymapClient, timed_lookups
+from .lookups import ProxymapClient, timed_lookups, warm_up
 
 
 def load_directory(server, users: int, departments: int, mail_domain: str) -> None:
@@ -44,6 +44,7 @@ def lookups(inst, table_name: str, keys: list[str]) -> dict:
     table = f"pgsql:{inst.layout.component_config('postfix') / f'pgsql-{table_name}.cf'}"
     pm = ProxymapClient(inst.layout.postfix_queue)
     try:
+        warm_up(pm, table, keys)
         return summary_ms(timed_lookups(pm, table, keys))
     finally:
         pm.close()
