@@ -53,8 +53,7 @@ def maildir_use(maildir: Path) -> tuple[int, int]:
     used = count = 0
     folders = [maildir]
     try:
-        folders += [Path(e.path) for e in os.scandir(maildir) if e.name.startswith(".") and e.name not in (".", "..")
-                    and e.is_dir(follow_symlinks=False)]
+        folders += [Path(e.path) for e in os.scandir(maildir) if e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return 0, 0
     for folder in folders:
