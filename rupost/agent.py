@@ -172,14 +172,10 @@ class NodeAgent:
                 # requests sent while nobody listened here are lost: start from empty caches
                 cache.flush_here(self.app)
             while not self._stop and (left := deadline - time.monotonic()) > 0:
-                woken = False
                 for note in self._listen.notifies(timeout=left, stop_after=1):
-                    if note.channel == cache.CHANNEL:
-                        cache.apply_notification(self.app, note.payload)
-                    else:
-                        woken = True
-                if woken:
-                    return
+                    if note.channel != cache.CHANNEL:
+                        return
+                    cache.apply_notification(self.app, note.payload)
         except psycopg.Error:
             self._listen = None  # periodic polling still serves the requests
             while not self._stop and time.monotonic() < deadline:

@@ -88,16 +88,14 @@ def _notify(app, dovecot: bool) -> None:
         log.warning("could not ask the other nodes to flush their caches: %s", exc)
 
 
-def apply_notification(app, payload: str) -> bool:
-    """An agent's side of ``CHANNEL``: flush this node's caches as another node asked.
-    Returns whether anything was flushed (a node's own notifications were applied already)."""
+def apply_notification(app, payload: str) -> None:
+    """An agent's side of ``CHANNEL``: flush this node's caches as another node asked (a
+    node's own notifications were applied when it sent them)."""
     try:
         request = json.loads(payload)
         if not isinstance(request, dict):
             raise ValueError(payload)
     except ValueError:
         request = {}  # unreadable: flushing everything is always safe
-    if request.get("node") == app.config.node_name:
-        return False
-    flush_here(app, dovecot=request.get("dovecot", True) is not False)
-    return True
+    if request.get("node") != app.config.node_name:
+        flush_here(app, dovecot=bool(request.get("dovecot", True)))
