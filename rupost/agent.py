@@ -160,15 +160,11 @@ class NodeAgent:
         from .services.postqueue import CHANNEL as QUEUE_CHANNEL
         from .services.rollouts import CHANNEL
 
-        db = self.app.config.database
         deadline = time.monotonic() + timeout
         try:
             if getattr(self, "_listen", None) is None:
-                self._listen = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
-                                               dbname=db.main, autocommit=True, connect_timeout=5)
-                self._listen.execute(f"LISTEN {CHANNEL}")
-                self._listen.execute(f"LISTEN {QUEUE_CHANNEL}")  # queue requests from other nodes
-                self._listen.execute(f"LISTEN {cache.CHANNEL}")
+                # rollouts, queue requests from other nodes, cache flushes
+                self._listen = self.app.dbs.listener("main", CHANNEL, QUEUE_CHANNEL, cache.CHANNEL)
                 # requests sent while nobody listened here are lost: start from empty caches
                 cache.flush_here(self.app)
             while not self._stop and (left := deadline - time.monotonic()) > 0:

@@ -381,3 +381,103 @@ def test_policy_and_opendkim_sections_are_checked(node):
     assert problems and "components.opendkim.socket" in problems[0]
     with pytest.raises(ValidationError, match="postscreen_greet_wait"):
         node.app.templates.set_parameters({"postscreen_greet_wait": "six seconds"})
+
+
+# ---------------------------------------------------------------- the policy server itself
+def test_policy_server_keeps_connections_alive_and_answers_bad_bodies(node):
+    """dovecot asks twice per authentication: one connection serves them all, and a body
+    the server will not read ends the connection instead of being taken for a request."""
+    port = node.ports["auth_policy"]
+    allow = json.dumps({"login": "someone@example.test", "remote": "198.51.100.20", "protocol": "imap"})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.connect()
+        first = conn.sock
+        for path, body in (("/dovecot?command=allow", allow), ("/nowhere", "an unread body"),
+                           ("/dovecot?command=report", json.dumps({**json.loads(allow), "success": True})),
+                           ("/dovecot?command=allow", allow)):
+            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            assert resp.status == (404 if path == "/nowhere" else 200), answer
+            if resp.status == 200:
+                assert json.loads(answer) == {"status": 0, "msg": ""}
+        assert conn.sock is first  # never reconnected: the same TCP connection throughout
+
+        conn.request("POST", "/dovecot?command=allow", "x" * (70 * 1024), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 413 and resp.getheader("Connection") == "close"
+        resp.read()
+        conn.request("POST", "/dovecot?command=bogus", "{}")  # a new connection: the old one was closed
+        resp = conn.getresponse()
+        assert resp.status == 500 and b"unknown dovecot auth policy command 'bogus'" in resp.read()
+        assert conn.sock is not first
+    finally:
+        conn.close()
+
+
+def soon(predicate, timeout: float):
+    """The first true value of predicate() within timeout seconds (polled every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.02)
+    return value
+
+
+def test_block_view_follows_blocks_and_unblocks_made_anywhere(node):
+    """The policy server's in-memory block list: a block made by another node, an unblock,
+    an expiry and a row written by hand in SQL all reach it; while its connection is cut it
+    asks the database, then listens again."""
+    from sqlalchemy import text
+
+    from rupost.services.blocklist import BlockView
+
+    limits = Limits(ip_failures=1, account_failures=0, window=60, block_time=60)
+    elsewhere = BlocklistService(node.app, limits)  # another node: no view of its own
+    here = BlocklistService(node.app, limits)
+    here.view = BlockView(node.app, refresh=0.5, retry=0.2).start()
+    try:
+        assert here.view.wait_live(10)
+        assert here.is_blocked("198.51.100.30") is None
+        elsewhere.record_failure("198.51.100.30", "", "imap")
+        assert soon(lambda: here.view.find("198.51.100.30", ""), timeout=5)["kind"] == "ip"
+        assert here.is_blocked("198.51.100.30")["reason"].startswith("1 failed authentications")
+
+        elsewhere.unblock("198.51.100.30")
+        assert soon(lambda: here.view.find("198.51.100.30", "") is None, timeout=5)
+
+        # a block recorded through this very service is in its view before the call returns
+        here.record_failure("198.51.100.31", "", "imap")
+        assert here.view.find("198.51.100.31", "")["value"] == "198.51.100.31"
+        here.unblock("198.51.100.31")
+
+        # expiry: counted from the seconds the database had left, not from this host's clock
+        BlocklistService(node.app, Limits(ip_failures=1, account_failures=0, block_time=1)).record_failure(
+            "198.51.100.32", "", "imap")
+        assert soon(lambda: here.view.find("198.51.100.32", ""), timeout=5)
+        time.sleep(1.2)
+        assert here.view.find("198.51.100.32", "") is None and here.is_blocked("198.51.100.32") is None
+
+        # a row written by hand is seen at the next periodic reload (refresh 0.5 s here)
+        with node.app.dbs.engine("main").begin() as conn:
+            conn.execute(text("INSERT INTO auth_blocks (kind, value, reason, expires_at) VALUES "
+                              "('account', 'hand@example.test', 'by hand', now() + interval '1 minute')"))
+        assert soon(lambda: here.view.find("", "hand@example.test"), timeout=5)["reason"] == "by hand"
+
+        # connection cut: not live, the database answers; then it listens again by itself
+        pid = here.view.backend_pid
+        with node.app.dbs.engine("main").begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        assert soon(lambda: not here.view.live, timeout=5)
+        assert here.is_blocked("", "hand@example.test")["reason"] == "by hand"  # from the database
+        assert soon(lambda: here.view.live and here.view.backend_pid != pid, timeout=10)
+        elsewhere.unblock("hand@example.test")
+        assert soon(lambda: here.is_blocked("", "hand@example.test") is None, timeout=5)
+    finally:
+        here.view.stop()
+        for value in ("198.51.100.30", "198.51.100.31", "198.51.100.32", "hand@example.test"):
+            try:
+                elsewhere.unblock(value)
+            except NotFoundError:
+                pass

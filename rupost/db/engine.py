@@ -60,6 +60,19 @@ class Databases:
             self._makers[kind] = sessionmaker(self._engines[kind], expire_on_commit=False)
         return self._engines[kind]
 
+    def listener(self, kind: str, *channels: str):
+        """A connection of its own (psycopg, autocommit) that LISTENs on `channels`: a pooled
+        connection would be handed to someone else between notifications."""
+        import psycopg
+
+        db = self.settings
+        conn = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
+                               dbname=self.name(kind), autocommit=True, connect_timeout=5,
+                               application_name="rupost-listen")
+        for channel in channels:
+            conn.execute(f"LISTEN {channel}")
+        return conn
+
     @contextlib.contextmanager
     def session(self, kind: str = "main") -> Iterator[Session]:
         self.engine(kind)

@@ -7,6 +7,11 @@ reaches ``ip_failures`` failures, or one account ``account_failures`` failures, 
 table lives in the ``rupost`` database, so a block made on one node holds on every
 node. Times are the database server's (``now()``): nodes with skewed clocks agree.
 
+The policy server answers dovecot before every authentication, so it does not ask the
+database each time: it keeps the active blocks in memory (``BlockView``), loaded when it
+connects and kept current by NOTIFY ``rupost_blocks``, which every block and unblock sends
+in its own transaction. While that listening connection is down it asks the database.
+
 The limits come from the active template's parameters (``auth_ip_failure_limit``,
 ``auth_account_failure_limit``, ``auth_failure_window``, ``auth_block_time``,
 ``auth_rate_limit``, ``auth_rate_limit_exempt``); a template without them gets the
@@ -15,12 +20,19 @@ defaults below.
 from __future__ import annotations
 
 import ipaddress
+import json
+import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
 
 from ..errors import NotFoundError, ValidationError
+
+CHANNEL = "rupost_blocks"
+
+log = logging.getLogger("rupost.blocklist")
 
 # Webmail's own IMAP and SMTP connections reach dovecot and postfix from the loopback
 # address without the PROXY protocol: blocking it would lock every webmail user out.
@@ -93,6 +105,7 @@ class BlocklistService:
         self._fixed = limits
         self._limits, self._read_at = None, 0.0
         self.source = source  # who records failures, for the audit journal (cli, policy, panel)
+        self.view: BlockView | None = None  # the policy server's in-memory copy of the active blocks
 
     @property
     def limits(self) -> Limits:
@@ -142,10 +155,15 @@ class BlocklistService:
                         "expires_at = GREATEST(auth_blocks.expires_at, EXCLUDED.expires_at), "
                         "created_at = CASE WHEN auth_blocks.expires_at <= now() THEN now() "
                         "ELSE auth_blocks.created_at END "
-                        "RETURNING kind, value, reason, created_at, expires_at"),
+                        "RETURNING kind, value, reason, created_at, expires_at, "
+                        "extract(epoch FROM expires_at - now())::float AS seconds_left"),
                         {"k": kind, "v": value, "r": reason, "t": limits.block_time}).mappings().one()
                     created.append(dict(row))
+                    _announce(conn, "block", row)
         if created:
+            if self.view is not None:  # at once here; the other nodes' views follow the NOTIFY
+                for block in created:
+                    self.view.apply_block(block)
             for block in created:
                 self.app.audit.record("security.block", f"{block['kind']} {block['value']}", source=self.source,
                                       reason=block["reason"], expires_at=block["expires_at"].isoformat())
@@ -158,6 +176,8 @@ class BlocklistService:
             return None
         if ip and self.limits.is_exempt(ip):
             ip = ""
+        if self.view is not None and self.view.live:
+            return self.view.find(ip, account)
         with self.app.dbs.engine("main").connect() as conn:
             row = conn.execute(text(
                 "SELECT kind, value, reason, created_at, expires_at FROM auth_blocks "
@@ -189,6 +209,8 @@ class BlocklistService:
                                     "RETURNING kind, value, expires_at > now() AS active"),
                                {"k": kind, "v": value}).mappings().first()
             forgotten = conn.execute(text(f"DELETE FROM auth_failures WHERE {kind} = :v"), {"v": value}).rowcount
+            if row is not None:
+                _announce(conn, "unblock", {"kind": kind, "value": value})
         if row is None:
             raise NotFoundError(f"{value} is not on the block list (rupost security blocks list)")
         self.app.audit.record("security.unblock", f"{kind} {value}")
@@ -202,3 +224,115 @@ class BlocklistService:
             failures = conn.execute(text("DELETE FROM auth_failures WHERE at <= now() - make_interval(secs => :w)"),
                                     {"w": self.limits.window}).rowcount
         return {"blocks": blocks, "failures": failures}
+
+
+def _announce(conn, change: str, block) -> None:
+    """NOTIFY the policy servers of every node, delivered when this transaction commits."""
+    payload = {"change": change, "kind": block["kind"], "value": block["value"]}
+    if change == "block":
+        payload.update(reason=block["reason"], created_at=block["created_at"].isoformat(),
+                       expires_at=block["expires_at"].isoformat(), seconds_left=block["seconds_left"])
+    conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": json.dumps(payload)})
+
+
+class BlockView:
+    """The active blocks in memory, for the policy server's hot path (one lookup per
+    authentication). A background thread LISTENs on ``CHANNEL``, loads every active block
+    when it (re)connects, applies each block and unblock as it is announced, and reloads
+    everything every `refresh` seconds (a row changed by hand in SQL is seen then).
+
+    Expiry is kept in this host's monotonic clock from the seconds the database had left:
+    a node whose wall clock is skewed still agrees with the others. While the listening
+    connection is down, `live` is false and callers ask the database instead."""
+
+    def __init__(self, app, refresh: float = 60.0, retry: float = 2.0):
+        self.app = app
+        self.refresh, self.retry = refresh, retry
+        self._blocks: dict[tuple[str, str], tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.live = False
+        self.backend_pid = 0  # of the listening connection
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "BlockView":
+        self._thread = threading.Thread(target=self._run, name="block-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_live(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.live
+
+    def find(self, ip: str, account: str) -> dict | None:
+        """The block on this (normalized) address or account that lasts longest, or None."""
+        now = time.monotonic()
+        found = [entry for key in (("ip", ip), ("account", account)) if key[1]
+                 if (entry := self._blocks.get(key)) is not None and entry[0] > now]
+        return dict(max(found, key=lambda e: e[0])[1]) if found else None
+
+    def apply_block(self, block: dict) -> None:
+        deadline = time.monotonic() + float(block["seconds_left"])
+        row = {k: block[k] for k in ("kind", "value", "reason", "created_at", "expires_at")}
+        with self._lock:
+            held = self._blocks.get((row["kind"], row["value"]))
+            if held is None or held[0] < deadline:
+                self._blocks[(row["kind"], row["value"])] = (deadline, row)
+
+    def apply_notification(self, payload: str) -> None:
+        from datetime import datetime
+
+        note = json.loads(payload)
+        if note.get("change") == "unblock":
+            with self._lock:
+                self._blocks.pop((note["kind"], note["value"]), None)
+        elif note.get("change") == "block":
+            for stamp in ("created_at", "expires_at"):
+                note[stamp] = datetime.fromisoformat(note[stamp])
+            self.apply_block(note)
+        else:
+            raise ValueError(f"unknown change {note.get('change')!r}")
+
+    def load(self, conn) -> int:
+        rows = conn.execute(
+            "SELECT kind, value, reason, created_at, expires_at, "
+            "extract(epoch FROM expires_at - now())::float FROM auth_blocks WHERE expires_at > now()").fetchall()
+        now = time.monotonic()
+        blocks = {(r[0], r[1]): (now + r[5], dict(zip(("kind", "value", "reason", "created_at", "expires_at"), r)))
+                  for r in rows}
+        with self._lock:
+            self._blocks = blocks
+        return len(blocks)
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with self.app.dbs.listener("main", CHANNEL) as conn:
+                    # LISTEN first, then load: a change made in between is both loaded and announced
+                    self.load(conn)
+                    self.backend_pid, self.live = conn.info.backend_pid, True
+                    loaded = time.monotonic()
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0, stop_after=1):
+                            try:
+                                self.apply_notification(note.payload)
+                            except (ValueError, KeyError, TypeError) as exc:
+                                log.warning("unreadable block announcement %r (%s): reloading", note.payload, exc)
+                                loaded = 0.0
+                        if time.monotonic() - loaded >= self.refresh:
+                            self.load(conn)
+                            loaded = time.monotonic()
+            except psycopg.Error as exc:
+                if self.live:
+                    log.warning("block list: lost the database's announcements (%s); asking the database "
+                                "for each check until they are back", str(exc).strip())
+                self.live = False
+                self._stop.wait(self.retry)
+        self.live = False
