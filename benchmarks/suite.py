@@ -201,10 +201,15 @@ def cpu_figures(cpu_ms: dict[str, list[dict]]) -> dict:
         return {}
     full = statistics.median(sum(r.values()) for r in cpu_ms["full"])
     bare = statistics.median(sum(r.values()) for r in cpu_ms["bare"])
-    parts = {name: round(statistics.median(r.get(name, 0) for r in cpu_ms["full"]), 3) for name in cpu_ms["full"][0]}
+
+    def by_component(runs: list[dict]) -> dict:
+        parts = {name: round(statistics.median(r.get(name, 0) for r in runs), 3) for name in runs[0]}
+        return {k: v for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v}
+
     return {"smtp_cpu_ms_per_msg_full": round(full, 3), "smtp_cpu_ms_per_msg_bare": round(bare, 3),
             "smtp_cpu_ratio": round(bare / full, 3),
-            "smtp_cpu_ms_per_msg_by_component": {k: v for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v}}
+            "smtp_cpu_ms_per_msg_by_component": by_component(cpu_ms["full"]),
+            "smtp_cpu_ms_per_msg_by_component_bare": by_component(cpu_ms["bare"])}
 
 
 VIEW_LOOKUPS = {
