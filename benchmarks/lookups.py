@@ -200,6 +200,22 @@ def measure(inst, mailboxes: int, domain: str, password: str, samples: int, seed
             "seconds": {"recipient": recipient_s, "auth": auth_s, "passdb": passdb_s, "userdb": userdb_s}}
 
 
+def authentications(inst, users: list[str], password: str) -> list[float]:
+    """Seconds per PLAIN authentication of each of `users` on dovecot's auth-client socket
+    (what imap-login sends), the auth cache emptied before every AUTH_BATCH of them."""
+    client = AuthClient(inst.layout.run_dir("dovecot"))
+    times = []
+    for i, user in enumerate(users):
+        if i % AUTH_BATCH == 0:
+            client.flush_cache()
+        t0 = time.perf_counter()
+        ok = client.auth(user, password)
+        times.append(time.perf_counter() - t0)
+        if not ok:
+            raise RuntimeError(f"dovecot refused {user}")
+    return times
+
+
 def summarize(visits: list[dict], blocks: int = 3) -> dict:
     """Per kind, over the visits of one table size: p50 over all samples; p99 as the median
     of the p99s of `blocks` consecutive blocks of each visit (a burst of load from another

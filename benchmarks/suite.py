@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -24,7 +25,7 @@ from rupost.passwords import hash_password
 
 from . import bulk, cpu, deploy, imap, lookups, smtp
 from .bare import BareStack
-from .common import bulk_mailboxes, node_instance, shrink_mailboxes
+from .common import bulk_mailboxes, node_instance, shrink_mailboxes, summary_ms
 
 PASSWORD = "bench-password"
 DOMAIN = "bench.test"
@@ -84,6 +85,36 @@ def lookup_scaling(ctx: Ctx) -> dict:
                     **{f"{kind}_p{q}_ms_{k}": r[kind][f"p{q}_ms"] for kind in ("auth", "passdb", "userdb")
                        for q in (50, 99)}})
     return out
+
+
+def auth_policy_cost(ctx: Ctx) -> dict:
+    """What the policy server adds to an IMAP/submission authentication (dovecot asks it
+    before the authentication and reports to it after): the same authentications with the
+    template parameter auth_rate_limit on and off, in ABBA order, at 100 mailboxes."""
+    inst = ctx.inst
+    bulk_mailboxes(inst, 100, DOMAIN)  # there already after lookup_scaling
+    rng = random.Random(5)
+    per_visit = ctx.cfg["lookup_samples"] // 4
+    samples: dict[bool, list[float]] = {True: [], False: []}
+
+    def deploy_with(enabled: bool) -> None:
+        result = inst.app.deploys.deploy(inst.app.deploys.plan({**inst.parameters, "auth_rate_limit": enabled}))
+        if result.result not in ("applied", "unchanged"):
+            raise RuntimeError(f"auth_rate_limit={enabled} was not deployed: {result.result}")
+
+    try:
+        for enabled in (True, False, False, True):
+            deploy_with(enabled)
+            users = [f"u{rng.randrange(100)}@{DOMAIN}" for _ in range(per_visit + 20)]
+            samples[enabled] += lookups.authentications(inst, users, PASSWORD)[20:]  # the first 20 warm up
+    finally:
+        deploy_with(inst.parameters.get("auth_rate_limit", True))
+    on, off = summary_ms(samples[True]), summary_ms(samples[False])
+    ctx.details["auth_policy"] = {"on": on, "off": off}
+    return {"auth_policy_on_p50_ms": on["p50_ms"], "auth_policy_off_p50_ms": off["p50_ms"],
+            "auth_policy_on_p99_ms": on["p99_ms"], "auth_policy_off_p99_ms": off["p99_ms"],
+            "auth_policy_p50_ratio": round(on["p50_ms"] / off["p50_ms"], 3),
+            "auth_policy_p99_ratio": round(on["p99_ms"] / off["p99_ms"], 3)}
 
 
 def crypt_cost(ctx: Ctx) -> dict:
@@ -289,7 +320,7 @@ def bulk_import(ctx: Ctx) -> dict:
 
 # Later issues add their sections here (cluster: failover/evacuation; directory: updater,
 # LDAP lookups; panel: list latency) and their targets to TARGETS; see docs/benchmarks.md.
-SECTIONS = [crypt_cost, lookup_scaling, smtp_throughput, imap_sessions, deploy_at(100), deploy_at(100_000),
+SECTIONS = [crypt_cost, lookup_scaling, auth_policy_cost, smtp_throughput, imap_sessions, deploy_at(100), deploy_at(100_000),
             deploy_safety, bulk_import]
 
 # figure -> (comparison, bound, what the issue asks)

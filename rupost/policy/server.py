@@ -262,7 +262,9 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
     the policy decision itself, ~2 ms of every IMAP and submission login."""
 
     protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds an idle kept-alive connection holds its thread
+    # seconds an idle kept-alive connection holds its thread: longer than dovecot's auth policy
+    # client keeps one idle (10 s), so dovecot closes first and never sends on a closed one
+    timeout = 60
     # one segment per answer, sent at once: written unbuffered, headers and body went out
     # as two small segments, and Nagle held the second until the client's delayed ACK (40 ms)
     wbufsize = 64 * 1024
@@ -410,6 +412,7 @@ def serve(root: str, config_path: str) -> None:
     try:
         httpd.serve_forever(poll_interval=0.5)
     finally:
+        policy.blocklist.view.stop()
         for server in servers:
             server.server_close()
         if sock_path:
