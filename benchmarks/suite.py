@@ -31,9 +31,9 @@ PASSWORD = "bench-password"
 DOMAIN = "bench.test"
 
 FULL = {"smtp_messages": 2500, "smtp_size": 10240, "smtp_sessions": 20, "smtp_rounds": 6, "smtp_warmup": 300,
-        "lookup_samples": 2000, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
+        "lookup_samples": 2000, "lookup_cycles": 2, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
         "imap_rounds": 3, "bulk": 10_000, "deploy_safety": True}
-QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "deploy_repeat": 1,
+QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "lookup_cycles": 1, "deploy_repeat": 1,
          "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False}
 
 
@@ -57,25 +57,28 @@ def _label(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 else str(n)
 
 
-# the table sizes of the lookup section, visited in this order (see lookup_scaling)
-LOOKUP_VISITS = (100, 10_000, 100_000, 100_000, 10_000, 100)
+# one cycle of the lookup section's table sizes (see lookup_scaling)
+LOOKUP_CYCLE = (100, 10_000, 100_000, 100_000, 10_000, 100)
 
 
 def lookup_scaling(ctx: Ctx) -> dict:
     """Lookup latency at 100, 10,000 and 100,000 mailboxes, visited in the order
-    LOOKUP_VISITS (ABCCBA), half of the samples per visit: the load of the shared machine
-    drifts within a minute, and a size measured both before and after the others is
-    compared under the same drift (measured once each, minutes apart, a burst of load
-    during one size decided the flatness ratio). The table grows with COPY and shrinks with
-    DELETE + VACUUM FULL; it ends at 100 mailboxes, where the SMTP section expects it."""
+    LOOKUP_CYCLE (ABCCBA), `lookup_cycles` times, the samples split evenly over the visits:
+    the load of the shared machine drifts within a minute, and a size measured both before
+    and after the others is compared under the same drift (measured once each, minutes
+    apart, a burst of load during one size decided the flatness ratio). With two cycles, a
+    burst that spoils one whole visit holds a quarter of a size's blocks, not half, and no
+    longer moves the median. The table grows with COPY and shrinks with DELETE + VACUUM
+    FULL; it ends at 100 mailboxes, where the SMTP section expects it."""
+    order = LOOKUP_CYCLE * ctx.cfg["lookup_cycles"]
+    per_visit = ctx.cfg["lookup_samples"] // (2 * ctx.cfg["lookup_cycles"])
     visits: dict[int, list[dict]] = {}
-    for i, size in enumerate(LOOKUP_VISITS):
-        if size > (LOOKUP_VISITS[i - 1] if i else 0):
+    for i, size in enumerate(order):
+        if size > (order[i - 1] if i else 0):
             bulk_mailboxes(ctx.inst, size, DOMAIN)
-        elif size < LOOKUP_VISITS[i - 1]:
+        elif size < order[i - 1]:
             shrink_mailboxes(ctx.inst, size, DOMAIN)
-        visits.setdefault(size, []).append(
-            lookups.measure(ctx.inst, size, DOMAIN, PASSWORD, ctx.cfg["lookup_samples"] // 2, seed=11 + i))
+        visits.setdefault(size, []).append(lookups.measure(ctx.inst, size, DOMAIN, PASSWORD, per_visit, seed=11 + i))
     out = {}
     for size, measured in visits.items():
         r = lookups.summarize(measured)

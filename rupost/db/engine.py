@@ -62,13 +62,16 @@ class Databases:
 
     def listener(self, kind: str, *channels: str):
         """A connection of its own (psycopg, autocommit) that LISTENs on `channels`: a pooled
-        connection would be handed to someone else between notifications."""
+        connection would be handed to someone else between notifications. TCP keepalives:
+        a listener only reads, and without them a database host gone silent (no RST) would
+        leave it waiting for notifications that never come, believing itself connected."""
         import psycopg
 
         db = self.settings
         conn = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
                                dbname=self.name(kind), autocommit=True, connect_timeout=5,
-                               application_name="rupost-listen")
+                               application_name="rupost-listen", keepalives=1, keepalives_idle=10,
+                               keepalives_interval=5, keepalives_count=3)
         for channel in channels:
             conn.execute(f"LISTEN {channel}")
         return conn
