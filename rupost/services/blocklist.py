@@ -253,21 +253,13 @@ class BlockView:
         self._stop = threading.Event()
         self.live = False
         self.backend_pid = 0  # of the listening connection
-        self._thread: threading.Thread | None = None
 
     def start(self) -> "BlockView":
-        self._thread = threading.Thread(target=self._run, name="block-view", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._run, name="block-view", daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-
-    def wait_live(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.live and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self.live
 
     def find(self, ip: str, account: str) -> dict | None:
         """The block on this (normalized) address or account that lasts longest, or None."""
@@ -298,7 +290,7 @@ class BlockView:
         else:
             raise ValueError(f"unknown change {note.get('change')!r}")
 
-    def load(self, conn) -> int:
+    def load(self, conn) -> None:
         rows = conn.execute(
             "SELECT kind, value, reason, created_at, expires_at, "
             "extract(epoch FROM expires_at - now())::float FROM auth_blocks WHERE expires_at > now()").fetchall()
@@ -307,7 +299,6 @@ class BlockView:
                   for r in rows}
         with self._lock:
             self._blocks = blocks
-        return len(blocks)
 
     def _run(self) -> None:
         import psycopg
