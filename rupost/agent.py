@@ -202,6 +202,9 @@ class NodeAgent:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.log("agent", "started", f"interval {self.interval}s")
         self.core = make_core(self.app.layout.root) if core_processes else []
+        from .services.cache import LookupCacheGuard
+
+        guard = LookupCacheGuard(self.app).start()
         while not self._stop:
             self.serve_queue_requests()
             try:
@@ -218,6 +221,7 @@ class NodeAgent:
             except RuPostError as exc:
                 self.log("agent", "error", str(exc))
             self._wait_for_notification(self.interval)
+        guard.stop()
         for proc in self.core:
             proc.stop()
         try:

@@ -37,6 +37,10 @@ def describe_db_error(exc: BaseException, settings: DatabaseSettings, dbname: st
     return f"cannot use database {dbname!r} at {settings.host}:{settings.port} as {settings.user!r}: {first}"
 
 
+def _mark_written(session, _flush_context) -> None:
+    session.info["written"] = True
+
+
 class Databases:
     """Engines and sessions for rupost, rupost_data and rupost_logs."""
 
@@ -44,6 +48,12 @@ class Databases:
         self.settings = settings
         self._engines: dict[str, Engine] = {}
         self._makers: dict[str, sessionmaker] = {}
+        self._after_write: dict[str, list] = {}
+
+    def after_write(self, kind: str, callback) -> None:
+        """Call `callback()` after every session of `kind` that wrote something has committed
+        (not before: a reader between the flush and the commit would still see the old rows)."""
+        self._after_write.setdefault(kind, []).append(callback)
 
     def name(self, kind: str) -> str:
         return self.settings.names()[kind]
@@ -58,6 +68,7 @@ class Databases:
                 connect_args={"connect_timeout": 5, "application_name": "rupost"},
             )
             self._makers[kind] = sessionmaker(self._engines[kind], expire_on_commit=False)
+            sa.event.listen(self._makers[kind], "after_flush", _mark_written)
         return self._engines[kind]
 
     def listener(self, kind: str, *channels: str):
@@ -83,6 +94,9 @@ class Databases:
         try:
             yield session
             session.commit()
+            if session.info.pop("written", False):
+                for callback in self._after_write.get(kind, ()):
+                    callback()
         except sa.exc.OperationalError as exc:
             session.rollback()
             raise DatabaseError(describe_db_error(exc, self.settings, self.name(kind))) from None

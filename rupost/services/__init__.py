@@ -15,11 +15,19 @@ from ..db.engine import Databases
 from ..paths import Layout
 
 
+def _lookups_changed(app) -> None:
+    from .cache import lookups_changed
+
+    lookups_changed(app)
+
+
 class RuPost:
     def __init__(self, layout: Layout, config: node_config.NodeConfig, actor: str | None = None):
         self.layout = layout.with_storage(config.mail_storage, config.queue_directory)
         self.config = config
         self.dbs = Databases(config.database)
+        # postfix's cached lookups must not answer from rows this process just changed
+        self.dbs.after_write("data", functools.partial(_lookups_changed, self))
         self.actor = actor or os.environ.get("SUDO_USER") or getpass.getuser()
 
     @classmethod

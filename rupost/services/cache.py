@@ -10,25 +10,40 @@ The node where the change is made flushes its own caches at once (``accounts_cha
 agent (``rupost run``) listens to; each agent flushes its node's caches when one arrives,
 and flushes everything whenever it (re)connects to listen, since it may have missed some
 meanwhile. A node without a running agent falls back to the caches' own lifetimes.
+
+postfix's hottest lookups (hosted domain, port 25's recipient access, alias expansion) are
+answered from the same memcached before PostgreSQL (the builtin template's
+``lookup_cache``). Every change to the rows they read is announced by the data database
+itself (``LOOKUPS_CHANNEL``, a trigger per table, data migration 0008), whoever made it;
+the process that committed it empties the local memcached at once (``lookups_changed``,
+after every data session that wrote), and each node's agent runs a ``LookupCacheGuard``
+that empties its node's memcached when an announcement arrives, and once more
+``SECOND_FLUSH`` seconds later: a postfix process that read the old row just before the
+commit may store that answer just after the first flush.
 """
 from __future__ import annotations
 
 import json
 import logging
 import subprocess
+import threading
+import time
 
 from sqlalchemy import text
 
 CHANNEL = "rupost_caches"
+LOOKUPS_CHANNEL = "rupost_lookups"  # in the data database (data migration 0008_data_lookup_changes)
+SECOND_FLUSH = 2.0
 
 log = logging.getLogger("rupost.cache")
 
 
-def flush_sogo_cache(app) -> bool:
-    """SOGo caches successful logins in memcached; after a password change or a
-    disable the old password would keep working there until the entry expires.
-    Sessions live in the database, so flushing logs nobody out. Best effort: a
-    stopped memcached has nothing cached."""
+def flush_memcached(app) -> bool:
+    """Empty the node's memcached: SOGo's cached logins, users and ACLs, and postfix's
+    cached lookups. SOGo caches successful logins there; after a password change or a
+    disable the old password would keep working until the entry expires. Sessions live
+    in the database, so flushing logs nobody out. Best effort: a stopped memcached has
+    nothing cached."""
     from pymemcache.client.base import Client
 
     try:
@@ -61,7 +76,7 @@ def flush_dovecot_auth_cache(app) -> bool:
 def flush_here(app, dovecot: bool = True) -> None:
     if dovecot:
         flush_dovecot_auth_cache(app)
-    flush_sogo_cache(app)
+    flush_memcached(app)
 
 
 def accounts_changed(app) -> None:
@@ -74,8 +89,14 @@ def accounts_changed(app) -> None:
 def sogo_changed(app) -> None:
     """Something SOGo caches in memcached changed (an ACL, a resource's settings): flush it
     on every node."""
-    flush_sogo_cache(app)
+    flush_memcached(app)
     _notify(app, dovecot=False)
+
+
+def lookups_changed(app) -> None:
+    """Rows postfix's cached lookups read were committed here: empty this node's memcached
+    now (the other nodes' agents hear it from the database's own announcement)."""
+    flush_memcached(app)
 
 
 def _notify(app, dovecot: bool) -> None:
@@ -99,3 +120,54 @@ def apply_notification(app, payload: str) -> None:
         request = {}  # unreadable: flushing everything is always safe
     if request.get("node") != app.config.node_name:
         flush_here(app, dovecot=bool(request.get("dovecot", True)))
+
+
+class LookupCacheGuard:
+    """The agent's side of ``LOOKUPS_CHANNEL``: a thread that LISTENs on the data database and
+    empties this node's memcached when rows postfix's cached lookups read change anywhere,
+    then once more ``second_flush`` seconds after the last change (the race in the module
+    docstring). It also empties it whenever it (re)connects: announcements sent while it was
+    not listening are lost."""
+
+    def __init__(self, app, second_flush: float = SECOND_FLUSH, retry: float = 2.0):
+        self.app = app
+        self.second_flush, self.retry = second_flush, retry
+        self._stop = threading.Event()
+        self.flushes = 0
+        self.listening = False
+
+    def start(self) -> "LookupCacheGuard":
+        threading.Thread(target=self._run, name="lookup-cache-guard", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _flush(self) -> None:
+        flush_memcached(self.app)
+        self.flushes += 1
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with self.app.dbs.listener("data", LOOKUPS_CHANNEL) as conn:
+                    self._flush()
+                    self.listening = True
+                    again_at = None
+                    while not self._stop.is_set():
+                        wait = 1.0 if again_at is None else max(0.0, again_at - time.monotonic())
+                        if any(True for _ in conn.notifies(timeout=wait, stop_after=1)):
+                            self._flush()
+                            again_at = time.monotonic() + self.second_flush
+                        elif again_at is not None and time.monotonic() >= again_at:
+                            self._flush()
+                            again_at = None
+            except psycopg.Error as exc:
+                if self.listening:
+                    log.warning("lookup cache: lost the database's announcements (%s); cached lookups "
+                                "now live until their ttl", str(exc).strip())
+                self.listening = False
+                self._stop.wait(self.retry)
+        self.listening = False
