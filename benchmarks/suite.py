@@ -264,7 +264,9 @@ def view_lookups(inst) -> str:
     app = inst.app
     data = yaml.safe_load(app.templates.show("standard")["body"])
     postfix = data["components"]["postfix"]
-    postfix["lookups"].update({name: {"query": q} for name, q in VIEW_LOOKUPS.items()})
+    # the queries change; a lookup the template caches stays cached (the files that name its
+    # memcache table are the same)
+    postfix["lookups"].update({name: {**postfix["lookups"].get(name, {}), "query": q} for name, q in VIEW_LOOKUPS.items()})
     config_dir = "{{ paths.config.postfix }}"
     postfix["main"]["virtual_alias_maps"] = (f"proxy:pgsql:{config_dir}/pgsql-aliases.cf, "
                                              f"proxy:pgsql:{config_dir}/pgsql-lists.cf")

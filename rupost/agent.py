@@ -7,6 +7,7 @@ starts them again; the node returns to service only when every probe passes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import signal
 import time
 
@@ -204,7 +205,7 @@ class NodeAgent:
         self.core = make_core(self.app.layout.root) if core_processes else []
         from .services.cache import LookupCacheGuard
 
-        guard = LookupCacheGuard(self.app).start()
+        guard = LookupCacheGuard(self.app, report=functools.partial(self.log, "lookup-cache")).start()
         while not self._stop:
             self.serve_queue_requests()
             try:

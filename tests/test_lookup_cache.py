@@ -67,6 +67,21 @@ def test_a_change_made_here_counts_at_the_next_message(node, domain, mailbox):
         assert client.send_message(message("someone@example.org", desk, "to second")) == {}
     wait_for_subject(node.ports["imaps"], second, second_pw, "to second")
 
+    # a list's members (written as statements, not through the ORM's flush)
+    crew = f"crew@{domain}"
+    node.app.distribution_lists.add(crew, members=[first])
+    assert rcpt(node, crew) == 250
+    with smtp(node.ports["smtp"]) as client:
+        assert client.send_message(message("someone@example.org", crew, "crew one")) == {}
+    wait_for_subject(node.ports["imaps"], first, first_pw, "crew one")
+    assert cached(node, "aliases", crew) == first.encode()
+    node.app.distribution_lists.remove_members(crew, [first])
+    node.app.distribution_lists.add_members(crew, [second])
+    assert cached(node, "aliases", crew) is None
+    with smtp(node.ports["smtp"]) as client:
+        assert client.send_message(message("someone@example.org", crew, "crew two")) == {}
+    wait_for_subject(node.ports["imaps"], second, second_pw, "crew two")
+
     # a disabled domain is no longer hosted: its cached "hosted" answer is gone with it
     node.app.domains.set_enabled(domain, False)
     try:

@@ -41,6 +41,13 @@ def _mark_written(session, _flush_context) -> None:
     session.info["written"] = True
 
 
+def _mark_statement_written(state) -> None:
+    """session.execute(insert/update/delete/text...) writes without a flush; only a plain
+    SELECT surely does not."""
+    if not state.is_select:
+        state.session.info["written"] = True
+
+
 class Databases:
     """Engines and sessions for rupost, rupost_data and rupost_logs."""
 
@@ -69,6 +76,7 @@ class Databases:
             )
             self._makers[kind] = sessionmaker(self._engines[kind], expire_on_commit=False)
             sa.event.listen(self._makers[kind], "after_flush", _mark_written)
+            sa.event.listen(self._makers[kind], "do_orm_execute", _mark_statement_written)
         return self._engines[kind]
 
     def listener(self, kind: str, *channels: str):

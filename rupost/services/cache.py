@@ -129,9 +129,11 @@ class LookupCacheGuard:
     docstring). It also empties it whenever it (re)connects: announcements sent while it was
     not listening are lost."""
 
-    def __init__(self, app, second_flush: float = SECOND_FLUSH, retry: float = 2.0):
+    def __init__(self, app, second_flush: float = SECOND_FLUSH, retry: float = 2.0, report=None):
         self.app = app
         self.second_flush, self.retry = second_flush, retry
+        # report(state, message): the agent's monitor log; else this module's logger
+        self.report = report or (lambda state, message: log.warning("lookup cache %s: %s", state, message))
         self._stop = threading.Event()
         self.flushes = 0
         self.listening = False
@@ -166,8 +168,8 @@ class LookupCacheGuard:
                             again_at = None
             except psycopg.Error as exc:
                 if self.listening:
-                    log.warning("lookup cache: lost the database's announcements (%s); cached lookups "
-                                "now live until their ttl", str(exc).strip())
+                    self.report("error", f"lost the database's announcements ({str(exc).strip()}); cached "
+                                         "lookups changed elsewhere now live until their ttl")
                 self.listening = False
                 self._stop.wait(self.retry)
         self.listening = False
