@@ -87,7 +87,11 @@ def test_debian_logrotate_rotates_every_log_of_a_node_and_the_daemons_follow(nod
     named = set(re.findall(r"^/var/log/rupost/(\S+)$", text, re.M))
     written = {p.name for p in node.layout.logs.glob("*.log")}
     assert written <= named, f"log files no logrotate entry names: {sorted(written - named)}"
-    cli = shutil.which("rupost")
+    import sys
+
+    # the venv's own command when the suite runs as .venv/bin/python -m pytest (not on PATH)
+    cli = shutil.which("rupost") or str(Path(sys.executable).with_name("rupost"))
+    assert Path(cli).exists(), "no rupost command to run logrotate's postrotate with"
     conf = (text.replace("/usr/bin/rupost components", f"{cli} --root {node.root} components")
             .replace("[ -x /usr/bin/rupost ]", f"[ -x {cli} ]")
             .replace("/etc/rupost/config.json", str(node.layout.config_file))
