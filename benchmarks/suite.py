@@ -266,7 +266,8 @@ def view_lookups(inst) -> str:
     postfix = data["components"]["postfix"]
     # the queries change; a lookup the template caches stays cached (the files that name its
     # memcache table are the same)
-    postfix["lookups"].update({name: {**postfix["lookups"].get(name, {}), "query": q} for name, q in VIEW_LOOKUPS.items()})
+    for name, query in VIEW_LOOKUPS.items():
+        postfix["lookups"][name] = {**postfix["lookups"].get(name, {}), "query": query}
     config_dir = "{{ paths.config.postfix }}"
     postfix["main"]["virtual_alias_maps"] = (f"proxy:pgsql:{config_dir}/pgsql-aliases.cf, "
                                              f"proxy:pgsql:{config_dir}/pgsql-lists.cf")

@@ -96,10 +96,12 @@ def test_a_change_made_here_counts_at_the_next_message(node, domain, mailbox):
 
 def test_a_change_made_elsewhere_reaches_the_cache_through_the_database(node, domain, mailbox):
     """The data database announces the change itself (a trigger per table); the agent's guard
-    empties memcached when it hears it, and once more a moment later. Columns the lookups do
-    not read (a password) announce nothing."""
+    empties memcached when it hears it, and once more a moment later, and whenever it
+    (re)connects. Columns the lookups do not read (a password) announce nothing."""
     existing, _ = mailbox("there")
-    guard = LookupCacheGuard(node.app, second_flush=0.5).start()
+    reports = []
+    guard = LookupCacheGuard(node.app, second_flush=0.5, retry=2.0,
+                             report=lambda state, message: reports.append(state)).start()
     try:
         assert wait_until(lambda: guard.listening, 10, 0.05), "the guard listens"
         newcomer = f"elsewhere-{uuid.uuid4().hex[:6]}@{domain}"
@@ -119,6 +121,16 @@ def test_a_change_made_elsewhere_reaches_the_cache_through_the_database(node, do
         assert rcpt(node, newcomer) == 550
         time.sleep(1.0)  # past any second flush a password announcement would have started
         assert guard.flushes == flushes + 2, "the password change announced a change too"
+
+        # the listening connection dies: reported, listened again, and a change made while it
+        # was down is not left in the cache (the guard empties memcached when it reconnects)
+        data_sql(node, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE application_name = 'rupost-listen' AND datname = current_database()")
+        assert wait_until(lambda: "error" in reports, 10, 0.02), "the lost connection is reported"
+        # made within the 2 s the guard waits before reconnecting: nobody hears this announcement
+        data_sql(node, "UPDATE mailboxes SET enabled = true WHERE address = %s", (newcomer,))
+        assert wait_until(lambda: guard.listening and "ok" in reports, 10, 0.05), "the guard listens again"
+        assert rcpt(node, newcomer) == 250
     finally:
         guard.stop()
 

@@ -137,6 +137,7 @@ class LookupCacheGuard:
         self._stop = threading.Event()
         self.flushes = 0
         self.listening = False
+        self._lost = False  # reported as lost, not yet as back
 
     def start(self) -> "LookupCacheGuard":
         threading.Thread(target=self._run, name="lookup-cache-guard", daemon=True).start()
@@ -156,7 +157,9 @@ class LookupCacheGuard:
             try:
                 with self.app.dbs.listener("data", LOOKUPS_CHANNEL) as conn:
                     self._flush()
-                    self.listening = True
+                    if self._lost:
+                        self.report("ok", "listening to the database's announcements again")
+                    self.listening, self._lost = True, False
                     again_at = None
                     while not self._stop.is_set():
                         wait = 1.0 if again_at is None else max(0.0, again_at - time.monotonic())
@@ -168,6 +171,7 @@ class LookupCacheGuard:
                             again_at = None
             except psycopg.Error as exc:
                 if self.listening:
+                    self._lost = True
                     self.report("error", f"lost the database's announcements ({str(exc).strip()}); cached "
                                          "lookups changed elsewhere now live until their ttl")
                 self.listening = False
