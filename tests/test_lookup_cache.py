@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 import uuid
 
-import psycopg
 from pymemcache.client.base import Client
+from sqlalchemy import text
 
 from mailclients import message, smtp, wait_for_subject
 from rupost.services.cache import LookupCacheGuard
@@ -32,13 +32,11 @@ def cached(node, table: str, key: str) -> bytes | None:
         client.close()
 
 
-def data_sql(node, statement: str, params: tuple = ()) -> None:
-    """A write that no service of this process makes: as another node (or an administrator
-    in psql) would, on a connection of its own."""
-    db = node.app.config.database
-    with psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password, dbname=db.data,
-                         autocommit=True) as conn:
-        conn.execute(statement, params)
+def data_sql(node, statement: str, **params) -> None:
+    """A write that no service of this process makes (a connection, not a session: no local
+    flush follows), as another node or an administrator in psql would."""
+    with node.app.dbs.engine("data").begin() as conn:
+        conn.execute(text(statement), params)
 
 
 def test_a_change_made_here_counts_at_the_next_message(node, domain, mailbox):
@@ -108,15 +106,15 @@ def test_a_change_made_elsewhere_reaches_the_cache_through_the_database(node, do
         assert rcpt(node, newcomer) == 550
         flushes = guard.flushes
         data_sql(node, "INSERT INTO mailboxes (domain_id, local_part, address, password_hash, display_name, "
-                       "quota_bytes, enabled) SELECT id, %s, %s, 'x', '', 0, true FROM domains WHERE name = %s",
-                 (newcomer.split("@")[0], newcomer, domain))
+                       "quota_bytes, enabled) SELECT id, :local, :address, 'x', '', 0, true FROM domains "
+                       "WHERE name = :domain", local=newcomer.split("@")[0], address=newcomer, domain=domain)
         assert wait_until(lambda: guard.flushes >= flushes + 2, 10, 0.05), "a flush at once and a second one"
         assert rcpt(node, newcomer) == 250
 
         assert rcpt(node, existing) == 250
         flushes = guard.flushes
-        data_sql(node, "UPDATE mailboxes SET password_hash = 'y' WHERE address = %s", (existing,))
-        data_sql(node, "UPDATE mailboxes SET enabled = false WHERE address = %s", (newcomer,))
+        data_sql(node, "UPDATE mailboxes SET password_hash = 'y' WHERE address = :a", a=existing)
+        data_sql(node, "UPDATE mailboxes SET enabled = false WHERE address = :a", a=newcomer)
         assert wait_until(lambda: guard.flushes >= flushes + 2, 10, 0.05), "the disable is announced"
         assert rcpt(node, newcomer) == 550
         time.sleep(1.0)  # past any second flush a password announcement would have started
@@ -128,7 +126,7 @@ def test_a_change_made_elsewhere_reaches_the_cache_through_the_database(node, do
                        "WHERE application_name = 'rupost-listen' AND datname = current_database()")
         assert wait_until(lambda: "error" in reports, 10, 0.02), "the lost connection is reported"
         # made within the 2 s the guard waits before reconnecting: nobody hears this announcement
-        data_sql(node, "UPDATE mailboxes SET enabled = true WHERE address = %s", (newcomer,))
+        data_sql(node, "UPDATE mailboxes SET enabled = true WHERE address = :a", a=newcomer)
         assert wait_until(lambda: guard.listening and "ok" in reports, 10, 0.05), "the guard listens again"
         assert rcpt(node, newcomer) == 250
     finally:
@@ -137,11 +135,15 @@ def test_a_change_made_elsewhere_reaches_the_cache_through_the_database(node, do
 
 def test_mail_flows_on_postgresql_alone_while_memcached_is_down(node, domain, mailbox):
     address, password = mailbox("steady")
-    node.app.components.stop(["memcached"])
+    # memcached gone (as if it died), not an administrator's stop: that would also take the
+    # node out of service
+    spec = node.app.components.process_spec("memcached")
+    node.app.backend.stop("memcached", spec)
+    assert not node.app.backend.is_running("memcached", spec)
     try:
         assert rcpt(node, f"nobody-{uuid.uuid4().hex[:6]}@{domain}") == 550
         with smtp(node.ports["smtp"]) as client:
             assert client.send_message(message("someone@example.org", address, "no cache")) == {}
         wait_for_subject(node.ports["imaps"], address, password, "no cache")
     finally:
-        node.app.components.start(["memcached"])
+        node.app.backend.start("memcached", spec)

@@ -13,12 +13,7 @@ import os
 from .. import config as node_config
 from ..db.engine import Databases
 from ..paths import Layout
-
-
-def _lookups_changed(app) -> None:
-    from .cache import lookups_changed
-
-    lookups_changed(app)
+from .cache import lookups_changed
 
 
 class RuPost:
@@ -27,7 +22,7 @@ class RuPost:
         self.config = config
         self.dbs = Databases(config.database)
         # postfix's cached lookups must not answer from rows this process just changed
-        self.dbs.after_write("data", functools.partial(_lookups_changed, self))
+        self.dbs.after_write("data", functools.partial(lookups_changed, self))
         self.actor = actor or os.environ.get("SUDO_USER") or getpass.getuser()
 
     @classmethod
