@@ -1,6 +1,6 @@
 """The adapter interface every component implements.
 
-The deploy pipeline (rupost.deploy) owns generations, hashing, the atomic switch
+The deploy pipeline (rupost.deploy.pipeline) owns generations, hashing, the atomic switch
 and rollback once for all components; an adapter only knows its component:
 
 - ``schema``: JSON Schema of its template section, checked after rendering so a

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from ldap3.utils.conv import escape_filter_chars
 
-from rupost.directories.ldap import eoqualifier
+from rupost.ldap.client import eoqualifier
 from rupost.errors import ComponentCheckError
 
 from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, ldap_directory_schema, listen_schema, split_listen

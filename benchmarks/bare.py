@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 
 MASTER_CF = """\
 {smtp_listen} inet n - n - - smtpd

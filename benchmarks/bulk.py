@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from rupost.testing.evidence import reload_evidence
+from support.evidence import reload_evidence
 
 from .imap import _tls
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cluster figures with the netns harness (rupost/testing/cluster.py), two nodes:
+"""Cluster figures with the netns harness (tests/support/cluster.py), two nodes:
 
 - failover: dovecot killed on node A while a client is stuck to A; seconds until A is
   marked out of service and until that client's next message, sent to A's public port,
@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.haproxy import stick_entries  # noqa: E402
-from rupost.services.queues import count_queue  # noqa: E402
-from rupost.testing.cluster import (Cluster, evacuator, health, kill_node, maildir_queue_ids,  # noqa: E402
+from rupost.cluster.evacuation import count_queue  # noqa: E402
+from support.cluster import (Cluster, evacuator, health, kill_node, maildir_queue_ids,  # noqa: E402
                                     queue_on, run, send, wait_until)
 
 

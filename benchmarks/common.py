@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rupost.config import DatabaseSettings
 from rupost.passwords import hash_password
-from rupost.testing.instance import Instance, free_ports
-from rupost.testing.postgres import TempPostgres
+from support.instance import Instance, free_ports
+from support.postgres import TempPostgres
 
 
 @contextlib.contextmanager

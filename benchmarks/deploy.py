@@ -47,7 +47,7 @@ def measure_safety(inst, repeat: int) -> dict:
     import yaml
 
     from rupost.errors import DeployError
-    from rupost.templates import load_document
+    from rupost.templating import load_document
 
     app = inst.app
     base = dict(inst.parameters)

@@ -26,7 +26,7 @@ from .lookups import ProxymapClient, timed_lookups, warm_up
 
 
 def load_directory(server, users: int, departments: int, mail_domain: str) -> None:
-    from rupost.testing.slapd import ldif_entry, ssha
+    from support.slapd import ldif_entry, ssha
 
     password = ssha("Bench-pass-1")  # one hash: slapadd would spend minutes otherwise
     chunks = []
@@ -51,7 +51,7 @@ def lookups(inst, table_name: str, keys: list[str]) -> dict:
 
 
 def run(users: int = 50_000, lists: int = 1000, samples: int = 2000, big: int = 100_000) -> dict:
-    from rupost.testing.slapd import TempSlapd
+    from support.slapd import TempSlapd
 
     out: dict = {"users": users, "lists": lists}
     with node_instance("dirbench") as (inst, _pg):

@@ -25,7 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 
 from .bare import _run, wait_port
 

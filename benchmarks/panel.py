@@ -31,7 +31,7 @@ import sys
 import time
 from urllib.parse import urlencode
 
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 
 from .common import bulk_mailboxes, node_instance, percentile
 

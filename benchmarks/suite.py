@@ -259,7 +259,7 @@ def view_lookups(inst) -> str:
     data migration 0004_data_lookup_functions): aliases and lists as two tables."""
     import yaml
 
-    from rupost.templates import load_document
+    from rupost.templating import load_document
 
     app = inst.app
     data = yaml.safe_load(app.templates.show("standard")["body"])

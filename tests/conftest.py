@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from rupost.config import DatabaseSettings
-from rupost.testing.instance import Instance, free_ports
-from rupost.testing.postgres import TempPostgres
+from support.instance import Instance, free_ports
+from support.postgres import TempPostgres
 
 DB_PASSWORD = "test-db-secret:/@%"  # characters that need quoting in every file format
 

@@ -26,7 +26,7 @@ from rupost.cli import main as rupost
 from rupost.errors import NotFoundError, ValidationError
 from rupost.services.blocklist import BlocklistService, Limits
 from rupost.services.settings import TEMPLATE_PARAMETERS
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 
 UNREACHABLE_MILTER_PORT = free_ports(1)[0]
 TUNED = {
@@ -368,7 +368,7 @@ def test_bad_milter_and_parameter_values_are_refused(tuned):
 def test_policy_and_opendkim_sections_are_checked(node):
     from adapters.opendkim import OpenDKIMAdapter
     from adapters.policy import PolicyAdapter
-    from rupost.templates import errors as schema_errors
+    from rupost.templating import errors as schema_errors
 
     policy = PolicyAdapter()
     assert policy.check_model({"limits": {"exempt": ["10.0.0.0/33"]}}) == [
@@ -423,7 +423,7 @@ def test_block_view_follows_blocks_and_unblocks_made_anywhere(node):
     from sqlalchemy import text
 
     from rupost.services.blocklist import BlockView
-    from rupost.testing.cluster import wait_until as until
+    from support.cluster import wait_until as until
 
     def soon(predicate, timeout: float):
         return until(predicate, timeout, interval=0.02)  # the view's reconnect gap is ~0.2 s

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from rupost.agent import NodeAgent
+from rupost.node.agent import NodeAgent
 from rupost.config import DatabaseSettings
-from rupost.testing.instance import Instance
+from support.instance import Instance
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def lone_node(workdir, pg):
 
 
 def health(node) -> int:
-    from rupost.testing.cluster import health as health_of
+    from support.cluster import health as health_of
 
     return health_of(node, "127.0.0.1", node.ports["health"])
 
@@ -108,7 +108,7 @@ def test_agent_flushes_the_account_caches_another_node_asks_it_to(lone_node):
         conn.commit()
     assert wait_until(lambda: not imap_login_works(lone_node.ports["imaps"], address, password, "127.0.0.93"))
     assert waiting.is_alive(), "a cache request must not end the agent's wait for its next tick"
-    from rupost.services.rollouts import CHANNEL as ROLLOUTS
+    from rupost.cluster.rollouts import CHANNEL as ROLLOUTS
     with app.dbs.engine("main").connect() as conn:  # what does end it
         conn.execute(text("SELECT pg_notify(:c, 'agentnode')"), {"c": ROLLOUTS})
         conn.commit()

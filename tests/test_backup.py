@@ -14,7 +14,7 @@ import pytest
 
 from rupost import config as node_config
 from rupost.config import DEFAULT_PORTS, DatabaseSettings
-from rupost.testing.instance import Instance, free_ports
+from support.instance import Instance, free_ports
 
 from conftest import DB_PASSWORD
 from mailclients import message, smtp, wait_for_subject

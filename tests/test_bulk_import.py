@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from mailclients import IMAPSFrom
 from rupost.cli import main as rupost
-from rupost.testing.evidence import reload_evidence
+from support.evidence import reload_evidence
 
 
 def cli(node, *args, input=None):

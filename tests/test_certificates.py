@@ -291,7 +291,7 @@ def test_builtin_regenerated_only_on_request(node, tmp_path):
 
 # ------------------------------------------------------------------ expiry warnings
 def test_expiry_warnings_in_status_and_monitor_log(node, pki, tmp_path):
-    from rupost.agent import NodeAgent
+    from rupost.node.agent import NodeAgent
 
     soon_key = ec.generate_private_key(ec.SECP256R1())
     soon = issue(pki.host, soon_key, pki.intermediate, pki.int_key, names=[pki.host], days=6)

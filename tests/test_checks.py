@@ -14,7 +14,7 @@ from rupost.cli import main as rupost
 from rupost.db.models import MonitorEvent
 from rupost.services import checks as checks_module
 from rupost.services.checks import CheckResult, register_check
-from test_postqueue import cli as queue_cli, queue_outbound
+from test_mailqueues import cli as queue_cli, queue_outbound
 
 
 def check(node, *args):
@@ -152,7 +152,7 @@ def test_a_growing_queue_is_reported(node, mailbox):
 # ---------------------------------------------------------------- scheduler and metrics
 def test_scheduler_runs_registered_jobs_and_logs_a_failing_job_once(node):
     from rupost import scheduler as sched_module
-    from rupost.scheduler import Scheduler, register_job
+    from rupost.node.scheduler import Scheduler, register_job
 
     calls = {"counter": 0, "flaky": 0}
 
@@ -200,8 +200,8 @@ def test_scheduler_cli_runs_the_builtin_jobs_once(node):
 def test_prometheus_endpoint_serves_the_main_figures(node):
     import http.client
 
-    from rupost.metrics import start_server
-    from rupost.testing.instance import free_ports
+    from rupost.node.metrics import start_server
+    from support.instance import free_ports
 
     check(node, "--only", "component")
     port = free_ports(1)[0]
@@ -229,7 +229,7 @@ def test_prometheus_endpoint_serves_the_main_figures(node):
 
 
 def test_an_unreachable_directory_is_reported_by_name(node):
-    from rupost.testing.instance import free_ports
+    from support.instance import free_ports
 
     name = f"dir{uuid.uuid4().hex[:6]}"
     port = free_ports(1)[0]  # nothing listens there

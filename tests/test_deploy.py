@@ -10,8 +10,8 @@ import yaml
 
 from mailclients import message, smtp, wait_for_subject
 from rupost.errors import DeployError, TemplateError
-from rupost.templates import load_document
-from rupost.testing.evidence import reload_evidence
+from rupost.templating import load_document
+from support.evidence import reload_evidence
 
 
 def installed_state(node) -> dict:

@@ -11,7 +11,7 @@ import yaml
 
 from mailclients import IMAPSFrom, message, smtp, wait_for_subject
 from rupost.errors import ConflictError, DeployError, TemplateError
-from rupost.templates import load_document
+from rupost.templating import load_document
 from test_deploy import evidence, installed_state
 
 
@@ -291,7 +291,7 @@ def test_custom_template_lifecycle(node, mailbox):
 def test_a_signal_reload_returns_only_when_no_old_worker_accepts_connections(node, component):
     """A probe right after reload() must reach the new configuration: the old workers of a
     signalled master keep their listening sockets for a moment after the signal."""
-    from rupost.backend import _children, _holds_socket, _tcp_listening_inodes
+    from rupost.deploy.backend import _children, _holds_socket, _tcp_listening_inodes
 
     backend = node.app.backend
     master = backend.pid(component)

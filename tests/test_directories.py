@@ -10,11 +10,11 @@ import uuid
 import pytest
 
 from mailclients import IMAPSFrom, message, smtp, smtps, wait_for_subject
-from rupost.directories.ldap import DirectoryError
+from rupost.ldap.client import DirectoryError
 from rupost.errors import NotFoundError, ValidationError
 from rupost.services.cache import flush_dovecot_auth_cache
 from rupost.services.directories import SyncRefused
-from rupost.testing.slapd import TempSlapd
+from support.slapd import TempSlapd
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_add_validates_input_before_touching_anything(node, ad):
 
 
 def test_connection_test_names_each_problem(node, ad):
-    from rupost.directories.ldap import Settings
+    from rupost.ldap.client import Settings
 
     d = node.app.directories
 
@@ -140,7 +140,7 @@ def test_connection_test_names_each_problem(node, ad):
     bad_base = d.test_settings(settings(base_dn="ou=Nobody,dc=corp,dc=test"))
     assert bad_pw["bind"] is False and bad_base["bind"] and not bad_base["base_dn"]
     assert "base DN 'ou=Nobody,dc=corp,dc=test' does not exist" in bad_base["error"]
-    from rupost.testing.instance import free_ports
+    from support.instance import free_ports
 
     dead = d.test_settings(settings(uris=[f"ldaps://127.0.0.1:{free_ports(1)[0]}"], timeout=3))
     assert not dead["ok"] and not dead["servers"][0]["reachable"] and "connection refused" in dead["error"]
@@ -330,7 +330,7 @@ def test_sync_refuses_to_disable_most_accounts_and_keeps_state_when_unreachable(
 def test_gal_entries_are_visible_through_sogo_carddav(node, ad, ad_bound, mailbox):
     import base64
 
-    from rupost.probes import https_request
+    from rupost.deploy.probes import https_request
 
     name, mail_domain = ad_bound
     login = _login("gal")
@@ -392,7 +392,7 @@ def test_directory_group_members_are_panel_administrators(node, ad, ad_bound):
 def test_directory_user_logs_in_to_sogo_with_the_directory_password(node, ad, ad_bound):
     import base64
 
-    from rupost.probes import https_request
+    from rupost.deploy.probes import https_request
 
     name, mail_domain = ad_bound
     login = _login("web")
@@ -475,7 +475,7 @@ def test_sogo_source_filter_is_the_ldap_filter_as_an_eoqualifier():
     """SOGo's LDAP sources take an EOQualifier and write it back as the LDAP filter, keys and
     values verbatim: every construct of the account filters has a faithful spelling."""
     from adapters.sogo import source_filter
-    from rupost.directories.ldap import eoqualifier
+    from rupost.ldap.client import eoqualifier
 
     flt = source_filter({"filter": "(&(objectClass=user)(|(dept=mail)(dept=mail-*)(cn=O'B\\2a*))"
                                    "(!(userAccountControl:1.2.840.113556.1.4.803:=2))(uid=*))",
@@ -494,7 +494,7 @@ def test_sogo_applies_the_directory_user_filter(node, ad, ad_bound):
     dovecot: SOGo's source filter (an EOQualifier) is the domain's whole LDAP filter."""
     import base64
 
-    from rupost.probes import https_request
+    from rupost.deploy.probes import https_request
 
     mail_domain = f"flt{uuid.uuid4().hex[:8]}.test"
     node.app.domains.add(mail_domain)

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from mailclients import message, smtp, smtps, wait_for_subject
-from rupost.directories import ldap as dl
+from rupost.ldap import client as dl
 from rupost.errors import ConflictError, NotFoundError, ValidationError
-from rupost.testing.slapd import TempSlapd
+from support.slapd import TempSlapd
 from test_directories import _deploy, _register
 
 

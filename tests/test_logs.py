@@ -9,7 +9,7 @@ import uuid
 from click.testing import CliRunner
 
 from mailclients import message, smtp, wait_for_subject
-from rupost.agent import NodeAgent
+from rupost.node.agent import NodeAgent
 from rupost.cli import main as rupost
 
 REOPENED = ("postfix", "dovecot", "nginx-access", "nginx-error")

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from mailclients import message, smtp, wait_for_subject
 from rupost.services.cache import LookupCacheGuard
-from rupost.testing.cluster import wait_until
+from support.cluster import wait_until
 
 
 def rcpt(node, address: str) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from mailclients import IMAPSFrom
 from rupost.services.migration import decode_mutf7
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 from rupost.tls import ffdhe_default, self_signed
 
 # source folders (IMAP names, separator ".") -> messages; 1,000 in all

@@ -143,7 +143,7 @@ def test_verify_catches_broken_units(analyze, tmp_path, breakage):
 
 # ------------------------------------------------------------ unit contents
 def test_component_unit_matches_the_systemd_backend():
-    from rupost.backend import DAEMON_ENV, SystemdBackend
+    from rupost.deploy.backend import DAEMON_ENV, SystemdBackend
 
     template = SystemdBackend.unit("sogo").replace("@sogo.", "@.")
     cp = parse_unit(UNITS / template)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from mailclients import message, smtp
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 
 
 class Receiver:

@@ -15,7 +15,7 @@ from rupost.cli import main as rupost
 from rupost.db.stats_models import StatsLogState
 from rupost.services import RuPost
 from rupost.services.stats import Counts, PostfixParser, StatsService
-from test_postqueue import cli as queue_cli
+from test_mailqueues import cli as queue_cli
 
 ZERO = dict.fromkeys(("received", "sent", "delivered", "deferred", "bounced", "rejected"), 0)
 
@@ -229,7 +229,7 @@ def test_mail_sent_out_to_another_server_counts_as_sent(node, domain, mailbox, w
     import os
     import subprocess
 
-    from rupost.testing.instance import free_ports
+    from support.instance import free_ports
 
     port = free_ports(1)[0]
     dumps = workdir / f"sink-{uuid.uuid4().hex[:6]}"

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from rupost.errors import TemplateError
-from rupost.templates import builtin_documents, load_document, render_components
+from rupost.templating import builtin_documents, load_document, render_components
 
 MINIMAL = """
 apiVersion: rupost/v1

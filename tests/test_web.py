@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import uuid
 
-from rupost.probes import https_request
+from rupost.deploy.probes import https_request
 
 
 def _auth(user: str, password: str) -> dict:

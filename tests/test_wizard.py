@@ -76,7 +76,7 @@ def test_wrong_password_fails_cleanly_and_creates_nothing(pg, tmp_path):
 
 
 def test_unreachable_server_fails_with_one_line(tmp_path):
-    from rupost.testing.instance import free_ports
+    from support.instance import free_ports
 
     class Closed:
         port = free_ports(1)[0]

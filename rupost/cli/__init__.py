@@ -139,7 +139,7 @@ def status(c, as_json):
 def run(c, interval, hold_down, core_processes):
     """Start the application: the node agent (heartbeats, supervision of the components) with
     the control panel, the autoconfiguration server and the push dispatcher."""
-    from ..agent import NodeAgent
+    from rupost.node.agent import NodeAgent
 
     NodeAgent(c.app, interval=interval, hold_down=hold_down).run_forever(core_processes)
 

@@ -18,7 +18,7 @@ def autoconfig():
 @pass_ctx
 def autoconfig_serve(c, socket_path, bind):
     """Answer the autoconfig, autodiscover and mobileconfig requests nginx passes on."""
-    from ..autoconfig_app import default_socket, serve
+    from rupost.node.autoconfig_server import default_socket, serve
 
     where = bind or socket_path or str(default_socket(c.app.layout))
     click.echo(f"serving client autoconfiguration on {where}", err=True)

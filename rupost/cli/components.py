@@ -77,7 +77,7 @@ def components_reload_daemon(c, name, pid):
     rupost-component@.service); exits 1 for components that must restart."""
     import subprocess
 
-    from ..backend import signal_reload
+    from rupost.deploy.backend import signal_reload
 
     spec = c.app.components.process_spec(name)
     if spec.reload == "command":

@@ -203,7 +203,7 @@ def max_drop_share(c, share):
 @click.option("--format", "fmt", default="openldap", type=click.Choice(["openldap", "389ds"]), show_default=True)
 def schema(fmt):
     """Print the ruPostMailAccount schema extension (FreeIPA, ALD Pro)."""
-    from ..directories.schema import ds389_ldif, openldap_schema
+    from rupost.ldap.schema import ds389_ldif, openldap_schema
 
     click.echo(openldap_schema() if fmt == "openldap" else ds389_ldif(), nl=False)
 

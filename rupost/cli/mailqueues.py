@@ -18,7 +18,7 @@ def mailqueues():
 @pass_ctx
 def mailqueues_evacuate(c, node, timeout, as_json):
     """Deliver the queued mail of failed nodes through this node (what the evacuator timer runs)."""
-    reports = c.app.queues.evacuate(node, timeout)
+    reports = c.app.evacuation.evacuate(node, timeout)
     if as_json:
         emit(reports, True)
         return
@@ -45,7 +45,7 @@ _timeout_option = click.option("--timeout", default=30.0, show_default=True, typ
 
 
 def _queue_rows(messages):
-    from ..services.postqueue import format_age
+    from rupost.services.mailqueues import format_age
 
     return [{**m, "age": format_age(m["age"]), "recipients": ",".join(m["recipients"]),
              "reason": (m["reason"][:60] + "...") if len(m["reason"]) > 63 else m["reason"]} for m in messages]
@@ -63,7 +63,7 @@ def mailqueues_list(c, node, cluster, match, timeout, as_json):
     """Messages in the mail queue: sender, recipients, size, age, reason."""
     if node and cluster:
         raise click.UsageError("--node and --cluster exclude each other")
-    data = c.app.postqueue.list(node=node, cluster=cluster, match=list(match) or None, timeout=timeout)
+    data = c.app.mailqueues.list(node=node, cluster=cluster, match=list(match) or None, timeout=timeout)
     if as_json:
         emit(data, True)
         return
@@ -92,11 +92,11 @@ def mailqueues_list(c, node, cluster, match, timeout, as_json):
 @pass_ctx
 def mailqueues_show(c, queue_id, node, headers_only, timeout, as_json):
     """One queued message: its queue entry, envelope and content (postcat -q)."""
-    data = c.app.postqueue.show(queue_id, node=node, headers_only=headers_only, timeout=timeout)
+    data = c.app.mailqueues.show(queue_id, node=node, headers_only=headers_only, timeout=timeout)
     if as_json:
         emit(data, True)
         return
-    from ..services.postqueue import format_age
+    from rupost.services.mailqueues import format_age
 
     click.echo(f"{data['id']} on {data['node']}: {data['queue']}, {data['size']} bytes, "
                f"age {format_age(data['age'])}, from <{data['sender']}> to {', '.join(data['recipients'])}")
@@ -116,7 +116,7 @@ def _queue_action(action: str, verb: str):
     @json_option
     @pass_ctx
     def command(c, queue_ids, match, node, timeout, as_json):
-        result = c.app.postqueue.act(action, ids=list(queue_ids) or None, match=list(match) or None, node=node,
+        result = c.app.mailqueues.act(action, ids=list(queue_ids) or None, match=list(match) or None, node=node,
                                      timeout=timeout)
         if as_json:
             emit(result, True)
@@ -149,7 +149,7 @@ for _action, _verb in (("hold", "held"), ("release", "released"), ("delete", "de
 @pass_ctx
 def mailqueues_flush(c, queue_ids, node, timeout, as_json):
     """Attempt delivery of every deferred message now (or of the named ones)."""
-    result = c.app.postqueue.flush(list(queue_ids) or None, node=node, timeout=timeout)
+    result = c.app.mailqueues.flush(list(queue_ids) or None, node=node, timeout=timeout)
     if as_json:
         emit(result, True)
         return

@@ -18,7 +18,7 @@ def metrics():
 @pass_ctx
 def metrics_show(c):
     """Print the metrics once."""
-    from ..metrics import render
+    from rupost.node.metrics import render
 
     click.echo(render(c.app), nl=False)
 
@@ -28,7 +28,7 @@ def metrics_show(c):
 @pass_ctx
 def metrics_serve(c, bind):
     """Serve /metrics over HTTP until stopped (or use `rupost scheduler --metrics-bind`)."""
-    from ..metrics import start_server
+    from rupost.node.metrics import start_server
 
     server = start_server(c.app, bind)
     click.echo(f"metrics on http://{bind}/metrics")

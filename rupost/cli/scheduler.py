@@ -32,7 +32,7 @@ def _intervals(values) -> dict[str, float]:
 @pass_ctx
 def scheduler(c, only, intervals, once, list_jobs, metrics_bind, as_json):
     """Run the periodic jobs (statistics, checks, and those other parts register) on their intervals."""
-    from ..scheduler import Scheduler
+    from rupost.node.scheduler import Scheduler
 
     sched = Scheduler(c.app, only=list(only) or None, intervals=_intervals(intervals))
     if list_jobs:
@@ -48,7 +48,7 @@ def scheduler(c, only, intervals, once, list_jobs, metrics_bind, as_json):
         sys.exit(0 if all(results.values()) else 1)
     server = None
     if metrics_bind:
-        from ..metrics import start_server
+        from rupost.node.metrics import start_server
 
         server = start_server(c.app, metrics_bind)
         click.echo(f"metrics on http://{metrics_bind}/metrics")

@@ -39,7 +39,7 @@ def template_activate(c, ref):
 
 
 def _read_template_file(path: str) -> tuple[str, str]:
-    from ..templates.document import MAX_TEMPLATE_BYTES
+    from rupost.templating.document import MAX_TEMPLATE_BYTES
 
     with click.open_file(path, "rb") as fh:
         data = fh.read(MAX_TEMPLATE_BYTES + 1)

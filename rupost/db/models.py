@@ -256,7 +256,7 @@ class Evacuation(LogsBase):
 
 
 class EvacuatedMessage(LogsBase):
-    """Hand-over journal of one evacuated message (see rupost/evacuation_proxy.py):
+    """Hand-over journal of one evacuated message (see rupost/cluster/evacuation_proxy.py):
     `prepared` before the receiver got the final dot, `delivered` after its 250."""
 
     __tablename__ = "evacuated_messages"

@@ -1,5 +1,5 @@
 """Mail queue requests between nodes (rupost): an action on another node's postfix queue,
-asked by one node's core and executed by the owning node's agent (services/postqueue.py)."""
+asked by one node's core and executed by the owning node's agent (services/mailqueues.py)."""
 from __future__ import annotations
 
 import datetime as dt

@@ -113,7 +113,7 @@ def serve(root, bind: str | None = None, workers: int = 2, threads: int = 4, acc
 
 
 def PanelProcess(root, bind: str | None = None, backoff: float = 10.0):
-    """`rupost panel serve` as a child of the node agent (see rupost/core_processes.py)."""
-    from ..core_processes import CoreProcess
+    """`rupost panel serve` as a child of the node agent (see rupost/node/core_processes.py)."""
+    from rupost.node.core_processes import CoreProcess
 
     return CoreProcess("panel", root, ["panel", "serve"] + (["--bind", bind] if bind else []), backoff)

@@ -35,7 +35,7 @@ class RuPost:
 
     @functools.cached_property
     def backend(self):
-        from ..backend import make_backend
+        from rupost.deploy.backend import make_backend
 
         return make_backend(self.layout, self.config.service_backend)
 
@@ -89,15 +89,15 @@ class RuPost:
 
     @functools.cached_property
     def rollouts(self):
-        from .rollouts import RolloutService
+        from rupost.cluster.rollouts import RolloutService
 
         return RolloutService(self)
 
     @functools.cached_property
-    def queues(self):
-        from .queues import QueueService
+    def evacuation(self):
+        from rupost.cluster.evacuation import EvacuationService
 
-        return QueueService(self)
+        return EvacuationService(self)
 
     @functools.cached_property
     def nodes(self):
@@ -116,10 +116,10 @@ class RuPost:
         return service
 
     @functools.cached_property
-    def postqueue(self):
-        from .postqueue import PostqueueService
+    def mailqueues(self):
+        from rupost.services.mailqueues import MailQueueService
 
-        return PostqueueService(self)
+        return MailQueueService(self)
 
     @functools.cached_property
     def checks(self):

@@ -155,7 +155,7 @@ def check_certificates(app) -> list[CheckResult]:
 def check_queue(app, state: dict | None = None) -> list[CheckResult]:
     if not app.layout.current.exists():
         return []
-    counts = app.postqueue.summary()
+    counts = app.mailqueues.summary()
     total = counts["total"]
     warn, crit = setting(app, "monitor_queue_warning"), setting(app, "monitor_queue_critical")
     detail = (f"{total} queued ({counts['active']} active, {counts['deferred']} deferred, "

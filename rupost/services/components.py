@@ -38,7 +38,7 @@ class ComponentService:
         if not self.app.layout.current.exists():
             raise NotFoundError("nothing is deployed on this node yet: run rupost deploy")
         started = []
-        with self.app.queues.ownership():
+        with self.app.evacuation.ownership():
             for name in self.app.adapters:
                 if name in self._check(names) and not self.app.backend.is_running(name):
                     self.app.backend.start(name, self.process_spec(name))

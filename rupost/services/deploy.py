@@ -8,10 +8,10 @@ import zlib
 from sqlalchemy import select, text
 
 from ..db.models import Certificate, DHParam, Generation, utcnow
-from ..deploy import Deployer, DeployResult, Plan, TLSMaterial
+from rupost.deploy.pipeline import Deployer, DeployResult, Plan, TLSMaterial
 from ..errors import DeployError, NotFoundError
 from ..paths import GENERATION_TOKEN
-from ..templates.document import TemplateDocument
+from rupost.templating.document import TemplateDocument
 from . import settings as settings_keys
 
 
@@ -118,12 +118,12 @@ class DeployService:
     def deploy(self, plan: Plan | None = None, force: bool = False) -> DeployResult:
         self.require_current_schema()
         # the node's own queue must not be under evacuation while its postfix may start
-        with self.lock("deploy"), self.app.queues.ownership():
+        with self.lock("deploy"), self.app.evacuation.ownership():
             return self._deploy(plan or self.plan(), force)
 
     def rollback(self, generation: int | None = None, force: bool = False) -> DeployResult:
         """Return this node to a kept generation (default: the newest applied one before the live one)."""
-        with self.lock("rollback"), self.app.queues.ownership():
+        with self.lock("rollback"), self.app.evacuation.ownership():
             deployer = self.deployer
             live = (deployer.live_manifest() or {}).get("number")
             if generation is None:

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select
 from .. import validation
 from ..db.directory_models import DirectoryAccount, LdapAdminMapping, LdapDomain, LdapFilter
 from ..db.models import Alias, Domain, Mailbox, utcnow
-from ..directories import ldap as dl
+from rupost.ldap import client as dl
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from .cache import accounts_changed
 

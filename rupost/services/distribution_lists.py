@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import validation
 from ..db.directory_models import DistributionList, DistributionListMember, LdapDomain, LdapFilter
 from ..db.models import Alias, Mailbox, utcnow
-from ..directories import ldap as dl
+from rupost.ldap import client as dl
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from .directories import DROP_CHECK_MINIMUM, settings_of
 

@@ -7,8 +7,8 @@ from sqlalchemy import select, update
 
 from ..db.models import Template
 from ..errors import ConflictError, NotFoundError, TemplateError
-from ..templates import builtin_documents, load_document
-from ..templates.document import TemplateDocument
+from rupost.templating import builtin_documents, load_document
+from rupost.templating.document import TemplateDocument
 
 DEFAULT_TEMPLATE = "standard"
 

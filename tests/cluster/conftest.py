@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from rupost.testing.cluster import Cluster
+from support.cluster import Cluster
 
 
 @pytest.fixture(scope="session")

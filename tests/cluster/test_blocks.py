@@ -7,7 +7,7 @@ import uuid
 
 from mailclients import imap_login_works
 from rupost.services.blocklist import BlocklistService, Limits
-from rupost.testing.cluster import wait_until
+from support.cluster import wait_until
 
 
 def test_a_block_and_an_unblock_made_on_node_a_hold_on_node_b(cluster):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from mailclients import imap_login_works
-from rupost.testing.cluster import wait_until
+from support.cluster import wait_until
 
 
 def test_a_password_changed_on_node_a_is_refused_on_node_b_at_once(cluster):

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.haproxy import runtime_command, stick_entries
 from mailclients import IMAPSFrom
-from rupost.testing.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
+from support.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
 
 
 def imap_subjects(node_address: str, source: str, user: str, password: str) -> list[str]:
@@ -110,7 +110,7 @@ def test_a_killed_component_takes_its_node_out_and_stuck_clients_reach_the_other
 def test_evacuation_delivers_a_dead_nodes_queue_exactly_once(cluster, users):
     import json
 
-    from rupost.services.queues import count_queue
+    from rupost.cluster.evacuation import count_queue
 
     a, b = cluster.node("nodea"), cluster.node("nodeb")
     domain = users["ann"][0].split("@")[1]

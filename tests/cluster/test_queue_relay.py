@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from mailclients import UNREACHABLE  # no route to it from a node's namespace either
 from rupost.db.models import AuditRecord
-from rupost.testing.cluster import queue_on, run, wait_until
+from support.cluster import queue_on, run, wait_until
 
 
 
@@ -88,7 +88,7 @@ def test_queue_actions_from_node_a_change_node_bs_queue_and_a_silent_node_is_nam
         took = []
         for _ in range(5):
             started = time.monotonic()
-            assert a.app.postqueue.flush(node="nodeb")["node"] == "nodeb"
+            assert a.app.mailqueues.flush(node="nodeb")["node"] == "nodeb"
             took.append(time.monotonic() - started)
         print(f"\nrelayed flush A->B: median {sorted(took)[2] * 1000:.0f} ms, max {max(took) * 1000:.0f} ms")
 

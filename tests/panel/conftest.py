@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from rupost.panel import create_app
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 
 _addresses = itertools.count(1)
 PASSWORD = "panel-Secret-123"

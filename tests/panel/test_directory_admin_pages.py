@@ -15,7 +15,7 @@ from mailclients import message, smtps, wait_for_subject
 from rupost.db.models import Node
 from rupost.panel.areas import dashboard
 from rupost.services.quota_usage import QuotaUsageService
-from rupost.testing.instance import free_ports
+from support.instance import free_ports
 from .conftest import audit_rows, text
 
 NEW_ENDPOINTS = [("/directories/{d}/edit", {"uris": "ldap://x.test"}), ("/directories/{d}/remove", {"confirm": "{d}"}),
@@ -194,7 +194,7 @@ def test_service_update_and_cli_set(node, directory):
 # ------------------------------------------------------------------ named filters and LDAP administrators
 def test_filters_and_ldap_administrators_against_a_real_slapd(superadmin, make_client, node, domain, workdir):
     from rupost.services.directories import ldap_bind_authenticator
-    from rupost.testing.slapd import TempSlapd
+    from support.slapd import TempSlapd
 
     ad = TempSlapd(workdir / f"slapd-pages-{uuid.uuid4().hex[:6]}", "ad").start()
     name = f"ad{uuid.uuid4().hex[:6]}"
@@ -373,7 +373,7 @@ def test_quota_use_is_measured_from_dovecot_and_shown_per_scope(superadmin, admi
     # a superadministrator's "Measure now": a background job that ends with what it measured
     r = superadmin.post("/quota/measure")
     assert r.status_code == 302 and "/jobs/" in r.headers["Location"]
-    from test_postqueue import wait_for
+    from test_mailqueues import wait_for
 
     def finished():
         page = text(superadmin.get(r.headers["Location"]))

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from rupost.db.models import AuditRecord
 from .test_ops_areas import queue_one, raw_queue, text
-from test_postqueue import Serving, request_rows
+from test_mailqueues import Serving, request_rows
 
 
 def test_node_selector_lists_and_acts_on_another_nodes_queue(superadmin, readonly, node, mailbox):
@@ -82,4 +82,4 @@ def test_node_selector_lists_and_acts_on_another_nodes_queue(superadmin, readonl
     finally:
         serving.stop()
         serving.restore()
-        node.app.postqueue.act("delete", match=[f"sender={sender}"])
+        node.app.mailqueues.act("delete", match=[f"sender={sender}"])

@@ -8,8 +8,8 @@ import uuid
 
 
 from mailclients import UNREACHABLE, message, smtps
-from rupost.testing.instance import free_ports
-from test_postqueue import raw_queue as postfix_queue, wait_for
+from support.instance import free_ports
+from test_mailqueues import raw_queue as postfix_queue, wait_for
 from .conftest import audit_rows, text
 
 PAGES = ["/mailqueues/", "/lists/", "/directories/"]
@@ -174,7 +174,7 @@ def test_hold_release_delete_round_trip_changes_the_real_queue(superadmin, reado
         assert qid not in raw_queue(node)
         assert superadmin.get(f"/mailqueues/show/{qid}", follow_redirects=True).status_code == 200
     finally:
-        node.app.postqueue.act("delete", match=[f"sender={sender}"])
+        node.app.mailqueues.act("delete", match=[f"sender={sender}"])
 
 
 def test_static_list_made_in_the_panel_is_seen_by_the_service(superadmin, node, domain):
@@ -265,7 +265,7 @@ def test_unreachable_directory_is_reported(superadmin, readonly, node, domain):
 
 
 def test_directory_and_dynamic_list_against_a_real_slapd(superadmin, node, domain, workdir):
-    from rupost.testing.slapd import TempSlapd
+    from support.slapd import TempSlapd
 
     ad = TempSlapd(workdir / f"slapd-panel-{uuid.uuid4().hex[:6]}", "ad").start()
     name = f"ad{uuid.uuid4().hex[:6]}"

@@ -84,7 +84,7 @@ def test_panel_process_for_the_agent_starts_restarts_and_stops(node):
     import time
 
     from rupost.panel.server import PanelProcess
-    from rupost.testing.instance import free_ports
+    from support.instance import free_ports
 
     port = free_ports(1)[0]
     panel = PanelProcess(node.root, bind=f"127.0.0.1:{port}", backoff=0)

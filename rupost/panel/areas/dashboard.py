@@ -85,7 +85,7 @@ def _queues(rp) -> list[dict]:
         if cached is not None and time.monotonic() - _queue_cache["at"] < QUEUE_TTL:
             return cached
     try:
-        listing = rp.postqueue.list(cluster=True, timeout=QUEUE_RELAY_TIMEOUT)
+        listing = rp.mailqueues.list(cluster=True, timeout=QUEUE_RELAY_TIMEOUT)
     except RuPostError as exc:
         value = [{"node": rp.config.node_name, "reachable": False, "error": str(exc), "counts": {}}]
     else:

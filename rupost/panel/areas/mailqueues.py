@@ -1,12 +1,12 @@
 """Mail queues of the cluster: list (searched with the service's filter syntax) the queue of
 this node, of another node or of every node (the node selector; a node column), show one
 message, hold / release / delete / requeue selected messages, flush. Messages of another node
-are acted on by that node's agent: the service relays the request (services/postqueue.py).
+are acted on by that node's agent: the service relays the request (services/mailqueues.py).
 
 Superadministrators act; read-only administrators see everything; a domain administrator
 sees only the messages whose sender or one of whose recipients is in its domains (the
-filter is applied here, in the view, to what ``rp.postqueue.list`` returns) and changes
-nothing. Every action goes through ``rupost.services.postqueue`` (audited there)."""
+filter is applied here, in the view, to what ``rp.mailqueues.list`` returns) and changes
+nothing. Every action goes through ``rupost.services.mailqueues`` (audited there)."""
 from __future__ import annotations
 
 import shlex
@@ -14,7 +14,7 @@ import shlex
 from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
 from ...errors import RuPostError
-from ...services.postqueue import ACTIONS, RELAY_LIST_LIMIT, format_age
+from rupost.services.mailqueues import ACTIONS, RELAY_LIST_LIMIT, format_age
 from ..web import fail, page_args, render, requires
 
 bp = Blueprint("mailqueues", __name__, url_prefix="/mailqueues")
@@ -82,7 +82,7 @@ def index():
     messages, nodes, error, names = [], [], None, []
     try:
         names = [n["name"] for n in g.rp.nodes.list()]
-        data = g.rp.postqueue.list(node=None if node in ("", ALL_NODES) else node, cluster=node == ALL_NODES,
+        data = g.rp.mailqueues.list(node=None if node in ("", ALL_NODES) else node, cluster=node == ALL_NODES,
                                    match=_terms(q) or None, timeout=RELAY_TIMEOUT)
         messages = [m for m in data["messages"] if _visible(m)]
         nodes = data["nodes"]
@@ -102,7 +102,7 @@ def show(qid):
     if node == ALL_NODES:
         node = ""
     try:
-        msg = g.rp.postqueue.show(qid, node=node or None, timeout=RELAY_TIMEOUT)
+        msg = g.rp.mailqueues.show(qid, node=node or None, timeout=RELAY_TIMEOUT)
     except RuPostError as exc:
         if g.admin.domain_scope is not None:
             abort(404)  # a domain administrator learns nothing about other domains' mail
@@ -144,14 +144,14 @@ def act():
             fail(str(exc))
             return _back(q, node)
         for target in targets:
-            _run_on(target, lambda t=target: g.rp.postqueue.act(action, match=match, node=t, timeout=RELAY_TIMEOUT), SUCCESS[action])
+            _run_on(target, lambda t=target: g.rp.mailqueues.act(action, match=match, node=t, timeout=RELAY_TIMEOUT), SUCCESS[action])
         return _back(q, node)
     ids = [i.strip() for i in request.form.getlist("id") if i.strip()]
     if not ids:
         fail("select one or more messages first")
         return _back(q, node)
     for target, chosen in _by_node(ids, me if node in ("", ALL_NODES) else node).items():
-        _run_on(target, lambda t=target, c=chosen: g.rp.postqueue.act(action, ids=c, node=t, timeout=RELAY_TIMEOUT), SUCCESS[action])
+        _run_on(target, lambda t=target, c=chosen: g.rp.mailqueues.act(action, ids=c, node=t, timeout=RELAY_TIMEOUT), SUCCESS[action])
     return _back(q, node)
 
 
@@ -165,6 +165,6 @@ def flush():
         fail(str(exc))
         return _back("", node)
     for target in targets:
-        _run_on(target, lambda t=target: g.rp.postqueue.flush(node=t, timeout=RELAY_TIMEOUT),
+        _run_on(target, lambda t=target: g.rp.mailqueues.flush(node=t, timeout=RELAY_TIMEOUT),
                 "Delivery of the queued mail is being attempted now.")
     return _back("", node)

@@ -39,7 +39,7 @@ def evacuate():
 
     def work(rp, progress):
         progress(5, "looking for failed nodes with mail in their queue")
-        reports = rp.queues.evacuate()
+        reports = rp.evacuation.evacuate()
         if not reports:
             return {"result": "no failed node has mail in its queue"}
         return {"result": "; ".join(f"{r['node']}: {r['result']}" for r in reports),

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from adapters.base import Adapter, RenderContext, RenderedFile
 from . import probes
-from .config import NodeConfig
-from .errors import ComponentCheckError, DeployError, TemplateError
-from .paths import GENERATION_TOKEN, Layout
-from .templates import render_components
-from .templates import errors as schema_errors
-from .templates.document import TemplateDocument
+from rupost.config import NodeConfig
+from rupost.errors import ComponentCheckError, DeployError, TemplateError
+from rupost.paths import GENERATION_TOKEN, Layout
+from rupost.templating import render_components
+from rupost.templating import errors as schema_errors
+from rupost.templating.document import TemplateDocument
 
 TLS = "tls"
 # components that read the TLS files and must reload when they change

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import RuPostError, ValidationError
+from rupost.errors import RuPostError, ValidationError
 
 MIN_INTERVAL = 1.0
 
@@ -81,12 +81,12 @@ SYSTEMD_TIMERS = Path("/run/systemd/system")
 
 
 def _evacuate(app):
-    return app.queues.evacuate()
+    return app.evacuation.evacuate()
 
 
 def _update_lists(app):
-    from .services.directories import scheduled_sync
-    from .services.distribution_lists import scheduled_update
+    from rupost.services.directories import scheduled_sync
+    from rupost.services.distribution_lists import scheduled_update
 
     scheduled_sync(app)
     return scheduled_update(app)
@@ -94,8 +94,8 @@ def _update_lists(app):
 
 def _quota_usage(app):
     """Measure every mailbox's storage use (dashboard quota tiles) when the last measurement is stale."""
-    from .errors import ConflictError
-    from .services.quota_usage import QuotaUsageService
+    from rupost.errors import ConflictError
+    from rupost.services.quota_usage import QuotaUsageService
 
     service = QuotaUsageService(app)
     last = service.last_run()

@@ -18,8 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
-from ..paths import Layout
+from rupost.config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
+from rupost.paths import Layout
 from .instance import free_ports
 from .postgres import TempPostgres
 
@@ -62,7 +62,7 @@ class ClusterNode:
     def app(self):
         """The service layer for reading state from the test process (root namespace)."""
         if self._app is None:
-            from ..services import RuPost
+            from rupost.services import RuPost
 
             self._app = RuPost.open(self.root, actor="cluster-test")
         return self._app
@@ -137,7 +137,7 @@ class Cluster:
                 queue.mkdir(parents=True)
                 self.nodes.append(ClusterNode(name, f"rpns{self.tag}{i}", f"{self.subnet}.{i}", self.base / name, db,
                                               self.shared / "vmail", queue))
-            from ..services import setup
+            from rupost.services import setup
 
             for node in self.nodes:  # joining = the wizard against the same database
                 setup.install(node.layout, node.config())

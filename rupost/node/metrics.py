@@ -13,7 +13,7 @@ import re
 import threading
 import time
 
-from .errors import RuPostError, ValidationError
+from rupost.errors import RuPostError, ValidationError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2}
@@ -51,7 +51,7 @@ def render(app) -> str:
     except RuPostError:
         errors += 1
     try:
-        for queue, count in app.postqueue.summary().items():
+        for queue, count in app.mailqueues.summary().items():
             if queue != "total":
                 w.metric("rupost_mail_queue_messages", "gauge", "Messages in the postfix queue.", count,
                          node=node, queue=queue)
@@ -63,7 +63,7 @@ def render(app) -> str:
                  "Last recorded state of a check (0 ok, 1 warning, 2 critical).",
                  STATUS_VALUE.get(state.get("status"), 2), node=node, check=check, target=target)
     try:
-        from .services.certificates import CertificateService
+        from rupost.services.certificates import CertificateService
 
         for cert in CertificateService(app).list():
             w.metric("rupost_certificate_days_left", "gauge", "Days until the certificate expires.",

@@ -244,7 +244,7 @@ class _RelayedAudit:
         self.audit.record(action, target, source=self.source, **{**details, **self.details})
 
 
-class PostqueueService:
+class MailQueueService:
     def __init__(self, app):
         self.app = app
         self._purged_at: float | None = None
@@ -638,14 +638,14 @@ class PostqueueService:
         action = req["action"]
         arguments = check_arguments(action, req["arguments"])
         view = copy.copy(self.app)  # the same engines and layout; the requester as the actor
-        for cached in ("audit", "postqueue"):
+        for cached in ("audit", "mailqueues"):
             view.__dict__.pop(cached, None)
         view.actor = req["requested_by"] or "?"
         details = {"requested_from": req["requested_from"], "request": req["id"]}
         if req["address"]:
             details["address"] = req["address"]
         view.__dict__["audit"] = _RelayedAudit(AuditService(view), req["source"] or "cli", details)
-        service = PostqueueService(view)
+        service = MailQueueService(view)
         if action == "list":
             return service.list(match=arguments.get("match"), limit=arguments.get("limit", RELAY_LIST_LIMIT))
         if action == "show":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..paths import Layout
+from rupost.paths import Layout
 
 # what each daemon writes when it reloads its configuration
 RELOAD_MARKERS = {

@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 
 from ..db.models import Generation, Node, Rollout, RolloutStep, utcnow
 from ..errors import DeployError, RuPostError
-from . import settings as settings_keys
+from rupost.services import settings as settings_keys
 
 CHANNEL = "rupost_rollout"
 

@@ -80,7 +80,7 @@ def test_list_shows_sender_recipients_size_age_and_reason(node, mailbox):
         table = cli(node, "list", "--match", f"sender={sender}")
         assert table.exit_code == 0 and all(qid in table.output for qid in ids)
         assert "SENDER" in table.output and "REASON" in table.output
-        capped = node.app.postqueue.list(match=[f"sender={sender}"], limit=1)
+        capped = node.app.mailqueues.list(match=[f"sender={sender}"], limit=1)
         assert len(capped["messages"]) == 1 and capped["nodes"][0]["matched"] == 2 and capped["nodes"][0]["truncated"]
     finally:
         cli(node, "delete", "--all-matching", f"sender={sender}")
@@ -259,7 +259,7 @@ class Serving:
 
         def loop():
             while not self.stop_flag.is_set():
-                self.app.postqueue.serve_requests()
+                self.app.mailqueues.serve_requests()
                 self.stop_flag.wait(0.1)
 
         self.thread = threading.Thread(target=loop, daemon=True)
@@ -321,7 +321,7 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
     serving.alive()
     serving.start()
     try:
-        result = peer.postqueue.act("hold", ids=[first], node="node1")
+        result = peer.mailqueues.act("hold", ids=[first], node="node1")
         assert result["node"] == "node1" and result["done"] == [first]
         assert of_sender(node, sender)[first]["queue_name"] == "hold"
         with node.app.dbs.session("logs") as s:
@@ -331,18 +331,18 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
             assert record.details["requested_from"] == peer_name and record.details["node"] == "node1"
         assert [m["queue"] for m in json.loads(cli(node, "list", "--json", "--match", f"id={first}").output)["messages"]] \
             == ["hold"]
-        result = peer.postqueue.act("release", match=[f"sender={sender}"], node="node1")
+        result = peer.mailqueues.act("release", match=[f"sender={sender}"], node="node1")
         assert result["done"] == [first] and result["skipped"] == [second]
         assert of_sender(node, sender)[first]["queue_name"] != "hold"
         # errors of the executing node come back with their kind and the node's name
         with pytest.raises(ValidationError, match=f"node node1: not on hold: {second}"):
-            peer.postqueue.act("release", ids=[second], node="node1")
+            peer.mailqueues.act("release", ids=[second], node="node1")
         # bad input is refused by the requester before anything is asked
         asked = len(request_rows(node, requested_from=peer_name))
-        for call, expected in ((lambda: peer.postqueue.act("delete", ids=["../etc"], node="node1"), "invalid queue id"),
-                               (lambda: peer.postqueue.act("delete", match=["colour=red"], node="node1"), "unknown key"),
-                               (lambda: peer.postqueue.act("delete", node="node1"), "name the messages"),
-                               (lambda: peer.postqueue.act("delete", ids=[first], node="node1", timeout=0),
+        for call, expected in ((lambda: peer.mailqueues.act("delete", ids=["../etc"], node="node1"), "invalid queue id"),
+                               (lambda: peer.mailqueues.act("delete", match=["colour=red"], node="node1"), "unknown key"),
+                               (lambda: peer.mailqueues.act("delete", node="node1"), "name the messages"),
+                               (lambda: peer.mailqueues.act("delete", ids=[first], node="node1", timeout=0),
                                 "invalid timeout")):
             with pytest.raises(ValidationError, match=expected):
                 call()
@@ -351,16 +351,16 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
         with node.app.dbs.session("main") as s:
             s.query(Node).filter(Node.name == "node1").update({"queue_directory": "/nonexistent/queue"})
         try:
-            listed = peer.postqueue.list(node="node1", match=[f"sender={sender}"])
+            listed = peer.mailqueues.list(node="node1", match=[f"sender={sender}"])
             assert {m["id"] for m in listed["messages"]} == {first, second}
             assert listed["nodes"][0]["via"] == "relay"
             assert listed["nodes"][0]["matched"] == 2 and not listed["nodes"][0]["truncated"]
             # a relayed list is capped by the node that reads it; what it leaves out is counted
-            capped = peer.postqueue.list(node="node1", match=[f"sender={sender}"], limit=1)
+            capped = peer.mailqueues.list(node="node1", match=[f"sender={sender}"], limit=1)
             assert len(capped["messages"]) == 1 and capped["messages"][0]["id"] in {first, second}
             assert capped["nodes"][0]["matched"] == 2 and capped["nodes"][0]["truncated"]
             assert capped["nodes"][0]["count"] >= 2 and capped["nodes"][0]["queues"]["deferred"] == 2  # all matched
-            shown = peer.postqueue.show(second, node="node1", headers_only=True)
+            shown = peer.mailqueues.show(second, node="node1", headers_only=True)
             assert shown["id"] == second and "Subject: queued far" in shown["content"]
         finally:
             with node.app.dbs.session("main") as s:
@@ -390,20 +390,20 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
         serving.stop()
         started = time.monotonic()
         with pytest.raises(ServiceError, match=r"node node1 did not answer within 2 s") as failure:
-            peer.postqueue.act("delete", ids=[first], node="node1", timeout=2)
+            peer.mailqueues.act("delete", ids=[first], node="node1", timeout=2)
         assert "nothing was changed there" in str(failure.value) and time.monotonic() - started < 10
         expired = request_rows(node, requested_from=peer_name, action="delete")[-1]
         assert expired.status == "expired"
         serving.start()
-        peer.postqueue.act("hold", ids=[second], node="node1")  # served: the loop is running again
+        peer.mailqueues.act("hold", ids=[second], node="node1")  # served: the loop is running again
         assert first in of_sender(node, sender) and request_rows(node, id=expired.id)[0].status == "expired"
         # a node whose agent is not running is reported at once
         serving.alive(False)
         with pytest.raises(ServiceError, match=r"node node1 did not answer: its node agent \(`rupost run`\) is not"):
-            peer.postqueue.flush(node="node1")
+            peer.mailqueues.flush(node="node1")
         # deletion through the relay, and the real queue is empty of this sender
         serving.alive()
-        assert peer.postqueue.act("delete", match=[f"sender={sender}"], node="node1")["count"] == 2
+        assert peer.mailqueues.act("delete", match=[f"sender={sender}"], node="node1")["count"] == 2
         assert of_sender(node, sender) == {}
         # request rows older than a day are purged by the agents; recent ones are kept
         with node.app.dbs.session("main") as s:
@@ -416,7 +416,7 @@ def test_actions_asked_by_another_nodes_core_run_here_audited_and_checked(node, 
             old_id = old.id
         agent = other_core(node, "node1", "node-agent")
         try:
-            agent.postqueue.serve_requests()
+            agent.mailqueues.serve_requests()
         finally:
             agent.close()
         assert request_rows(node, id=old_id) == [] and request_rows(node, id=expired.id)

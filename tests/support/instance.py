@@ -4,8 +4,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from ..config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
-from ..paths import Layout
+from rupost.config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
+from rupost.paths import Layout
 
 
 def free_ports(count: int) -> list[int]:
@@ -40,7 +40,7 @@ class Instance:
         return self.config.ports
 
     def configure(self):
-        from ..services import setup
+        from rupost.services import setup
 
         report = setup.install(self.layout, self.config)
         app = self.app
@@ -50,7 +50,7 @@ class Instance:
     @property
     def app(self):
         if self._app is None:
-            from ..services import RuPost
+            from rupost.services import RuPost
 
             self._app = RuPost.open(self.root, actor="test")
         return self._app

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from adapters.base import ProcessSpec
-from .errors import ServiceError
-from .paths import Layout
+from rupost.errors import ServiceError
+from rupost.paths import Layout
 
 _SIGNALS = {"hup": signal.SIGHUP, "usr2": signal.SIGUSR2}
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import select, text
 
 from ..db.models import EvacuatedMessage, Evacuation, Setting, utcnow
-from ..evacuation_proxy import HEADER, EvacuationProxy, HandOverJournal
+from rupost.cluster.evacuation_proxy import HEADER, EvacuationProxy, HandOverJournal
 from ..errors import ConflictError, RuPostError
 
 EVACUATION_SECRET = "evacuation_secret"
@@ -71,7 +71,7 @@ def count_queue(queue_dir: Path) -> int:
     return total
 
 
-class QueueService:
+class EvacuationService:
     def __init__(self, app):
         self.app = app
 
@@ -198,7 +198,7 @@ class QueueService:
 
     def _run_instance(self, failed_node: str, queue_dir: Path, timeout: float) -> int:
         """A secondary postfix over the failed node's queue, relaying everything here
-        through the evacuation relay (see rupost/evacuation_proxy.py)."""
+        through the evacuation relay (see rupost/cluster/evacuation_proxy.py)."""
         listener = ("127.0.0.1", self.app.config.port("postfix_evacuation"))
         self._settle_own_queue()
         journal = PostgresHandOverJournal(self.app, failed_node)

@@ -11,13 +11,13 @@ import functools
 import signal
 import time
 
-from .errors import RuPostError
+from rupost.errors import RuPostError
 
 
 class NodeAgent:
     def __init__(self, app, interval: float = 10.0, hold_down: float = 30.0):
         self.app = app
-        self.core = []  # the panel, autoconfig and push processes (rupost/core_processes.py)
+        self.core = []  # the panel, autoconfig and push processes (rupost/node/core_processes.py)
         self.interval = interval
         self.hold_down = hold_down
         self.state = "unknown"
@@ -28,7 +28,7 @@ class NodeAgent:
         self.certs_checked_at: float | None = None
 
     def log(self, component: str, state: str, message: str) -> None:
-        from .db.models import MonitorEvent
+        from rupost.db.models import MonitorEvent
 
         line = f"{dt.datetime.now().isoformat(timespec='seconds')} {self.app.config.node_name} {component} " \
                f"{state}: {message}\n"
@@ -88,12 +88,12 @@ class NodeAgent:
             self._drained = drained
 
     def _hold_queue(self) -> bool:
-        from .errors import ConflictError
+        from rupost.errors import ConflictError
 
         if self._queue_hold is not None:
             return True
         try:
-            self._queue_hold = self.app.queues.hold()
+            self._queue_hold = self.app.evacuation.hold()
         except ConflictError as exc:
             self.log("queue", "evacuating", str(exc))
             return False
@@ -139,7 +139,7 @@ class NodeAgent:
 
     def check_certificates(self, every: float = 3600.0) -> list[dict]:
         """Log certificates expiring within 30/7 days to the monitor log, once per level change."""
-        from .services.certificates import CertificateService
+        from rupost.services.certificates import CertificateService
 
         if self.certs_checked_at is not None and time.monotonic() - self.certs_checked_at < every:
             return []
@@ -157,9 +157,9 @@ class NodeAgent:
         served at once, without ending the wait."""
         import psycopg
 
-        from .services import cache
-        from .services.postqueue import CHANNEL as QUEUE_CHANNEL
-        from .services.rollouts import CHANNEL
+        from rupost.services import cache
+        from rupost.services.mailqueues import CHANNEL as QUEUE_CHANNEL
+        from rupost.cluster.rollouts import CHANNEL
 
         deadline = time.monotonic() + timeout
         try:
@@ -179,9 +179,9 @@ class NodeAgent:
                 time.sleep(0.2)
 
     def serve_queue_requests(self) -> int:
-        """Queue actions other nodes asked of this node's queue (services/postqueue.py)."""
+        """Queue actions other nodes asked of this node's queue (services/mailqueues.py)."""
         try:
-            served = self.app.postqueue.serve_requests()
+            served = self.app.mailqueues.serve_requests()
         except Exception as exc:  # noqa: BLE001 - e.g. a database not upgraded yet: the agent keeps running
             problem = str(exc).splitlines()[0] if str(exc) else repr(exc)
             if problem != getattr(self, "_queue_problem", None):  # once, not at every tick
@@ -203,7 +203,7 @@ class NodeAgent:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         self.log("agent", "started", f"interval {self.interval}s")
         self.core = make_core(self.app.layout.root) if core_processes else []
-        from .services.cache import LookupCacheGuard
+        from rupost.services.cache import LookupCacheGuard
 
         guard = LookupCacheGuard(self.app, report=functools.partial(self.log, "lookup-cache")).start()
         while not self._stop:

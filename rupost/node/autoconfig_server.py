@@ -20,14 +20,14 @@ from pathlib import Path
 
 from flask import Blueprint, Flask, Response, current_app, request
 
-from .errors import NotFoundError, RuPostError, ValidationError
+from rupost.errors import NotFoundError, RuPostError, ValidationError
 
 bp = Blueprint("public_autoconfig", __name__)
 log = logging.getLogger("rupost.autoconfig")
 
 
 def _service():
-    from .services.autoconfig import AutoconfigService
+    from rupost.services.autoconfig import AutoconfigService
 
     return AutoconfigService(current_app.extensions["rupost"])
 
@@ -59,7 +59,7 @@ def autodiscover():  # other spellings are folded by create_app's case-folding w
     if request.method != "POST":
         return Response("POST an Autodiscover request (EMailAddress)\n", status=405, mimetype="text/plain",
                         headers={"Allow": "POST"})
-    from .services.autoconfig import MAX_REQUEST_BYTES
+    from rupost.services.autoconfig import MAX_REQUEST_BYTES
 
     if (request.content_length or 0) > MAX_REQUEST_BYTES:
         return Response("request too large\n", status=413, mimetype="text/plain")

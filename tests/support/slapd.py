@@ -12,7 +12,7 @@ Two shapes of directory, each in its own slapd (their ``proxyAddresses`` and
   the real AD OIDs.
 - ``freeipa``: shaped like FreeIPA / ALD Pro: ``uid``, ``ipaUniqueID``,
   ``nsAccountLock``, ``memberOf``, ALD Pro's ``rbtadp``/``rbtamiddlename``, plus
-  RuPost's ``ruPostMailAccount`` extension (rupost.directories.schema).
+  RuPost's ``ruPostMailAccount`` extension (rupost.ldap.schema).
 
 Both listen on ldap:// (StartTLS offered) and ldaps:// with a server certificate
 issued by a throwaway test CA (``ca_pem``); ``other_ca_pem`` is a CA that did not
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..directories.schema import openldap_schema
+from rupost.ldap.schema import openldap_schema
 from .instance import free_ports
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
