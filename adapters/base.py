@@ -1,7 +1,16 @@
 """The adapter interface every component implements.
 
-The deploy pipeline (rupost.deploy.pipeline) owns generations, hashing, the atomic switch
-and rollback once for all components; an adapter only knows its component:
+The deploy package (rupost.deploy) owns generations, hashing, the atomic switch and
+rollback once for all components; an adapter only knows its component. It *declares*
+how the core treats it (class attributes, read through adapters.registry):
+
+- ``reads_tls``: reads the node's TLS files, so it reloads when they change;
+- ``in_mail_unit``: lives and dies with the mail unit (guide §2.3);
+- ``optional_section``: a template may leave its section out (the adapter's defaults);
+- ``log_reopen``: how it reopens its log files after logrotate;
+- ``probes``: the protocol checks through the node's public ports that prove it serves;
+
+and implements:
 
 - ``schema``: JSON Schema of its template section, checked after rendering so a
   typo is reported with its key path before anything touches the disk;
@@ -14,11 +23,14 @@ and rollback once for all components; an adapter only knows its component:
 from __future__ import annotations
 
 import abc
+import enum
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, ClassVar, Protocol
 
+from adapters.probes import ProbeResult
 from rupost.config import DatabaseSettings, NodeConfig
 from rupost.errors import ComponentCheckError
 from rupost.paths import Layout
@@ -32,12 +44,22 @@ class RenderedFile:
     group: str | None = None  # group that must read it (file stays owned by root)
 
 
+class NodeData(Protocol):
+    """What a component needs from the database when it starts, provided by the core
+    (adapters import nothing from the service layer)."""
+
+    def dkim_keys(self) -> list[tuple[str, str, str]]:
+        """(domain, selector, private key PEM) of every active DKIM key."""
+        ...
+
+
 @dataclass
 class RenderContext:
     layout: Layout
     node: NodeConfig
     database: DatabaseSettings
     generation_dir: Path  # real or tokenized generation directory the files refer to
+    data: NodeData | None = None  # absent when rendering for a plan
 
     def config_dir(self, component: str) -> Path:
         return self.generation_dir / component
@@ -63,9 +85,28 @@ class ProcessSpec:
     stop_timeout: float = 15.0
 
 
+class LogReopen(enum.Enum):
+    """How a daemon reopens the files it logs to after logrotate renamed them."""
+    COPYTRUNCATE = "copytruncate"  # writes only to stdout, which the backend appends to NAME.log
+    SIGUSR1 = "usr1"  # reopens on SIGUSR1 (nginx, the dovecot master)
+    RELOAD = "reload"  # its reload command reopens them (postfix restarts postlogd)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One protocol check through a public port of the node (SPEC §4 step 5)."""
+    check: Callable[[str, int], ProbeResult]
+    port: str  # the node's port name (NodeConfig.port)
+
+
 class Adapter(abc.ABC):
-    name: str = ""
-    schema: dict = {"type": "object"}
+    name: ClassVar[str] = ""
+    schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    reads_tls: ClassVar[bool] = False
+    in_mail_unit: ClassVar[bool] = False
+    optional_section: ClassVar[bool] = False
+    log_reopen: ClassVar[LogReopen] = LogReopen.COPYTRUNCATE
+    probes: ClassVar[tuple[Probe, ...]] = ()
 
     def check_model(self, model: dict) -> list[str]:
         return []
@@ -74,10 +115,10 @@ class Adapter(abc.ABC):
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
         """Native files for this component's section of the rendered template."""
 
-    def validate(self, config_dir: Path, ctx: RenderContext) -> None:
+    def validate(self, config_dir: Path, ctx: RenderContext) -> None:  # noqa: B027 (optional hook)
         """Run the component's own checker on the staged configuration."""
 
-    def finalize(self, config_dir: Path) -> None:
+    def finalize(self, config_dir: Path) -> None:  # noqa: B027 (optional hook)
         """Derive files the daemon needs next to the rendered ones in a new generation
         (e.g. compiled scripts); they are not part of the recorded hashes."""
 
@@ -118,7 +159,8 @@ def listen_schema() -> dict:
     return {"type": "string", "pattern": r"^(\*|[0-9.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"}
 
 
-def ldap_directory_schema(required: list[str], uri_pattern: str = r"^ldaps?://[^\s]+$", **extra) -> dict:
+def ldap_directory_schema(required: list[str], uri_pattern: str = r"^ldaps?://[^\s]+$",
+                          **extra: Any) -> dict:
     """One LDAP directory as a component sees it (dovecot's passdbs, SOGo's sources): the
     connection and bind common to all, plus the component's own fields."""
     return {"type": "array", "items": {

@@ -9,8 +9,19 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .base import (Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, ldap_directory_schema,
-                   scalar_schema, snippet_schema)
+from .base import (
+    Adapter,
+    LogReopen,
+    Probe,
+    ProcessSpec,
+    RenderContext,
+    RenderedFile,
+    extra_block,
+    ldap_directory_schema,
+    scalar_schema,
+    snippet_schema,
+)
+from .probes import probe_imaps
 
 _SECTION_VALUE = {"anyOf": [scalar_schema(), {"type": "array"}, {"type": "object"}]}
 
@@ -66,7 +77,7 @@ MAIL_UID = 420
 _NEEDS_QUOTES = re.compile(r"(^\s|\s$|#|^$|[{}\"])")
 
 
-def format_scalar(value) -> str:
+def format_scalar(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     text = str(value)
@@ -100,7 +111,7 @@ def render_settings(settings: dict, indent: int = 0) -> list[str]:
     return lines
 
 
-def libpq_quote(value) -> str:
+def libpq_quote(value: object) -> str:
     text = str(value)
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -203,7 +214,7 @@ def render_impersonation(imp: dict, ctx: RenderContext) -> tuple[list[str], list
     return lines, files
 
 
-def _ldap_value(value) -> str:
+def _ldap_value(value: object) -> str:
     # the LDAP settings file is read line by line: the value runs to the end of the line;
     # quotes keep leading/trailing blanks and a '#'
     text = str(value)
@@ -214,6 +225,10 @@ def _ldap_value(value) -> str:
 
 class DovecotAdapter(Adapter):
     name = "dovecot"
+    reads_tls = True
+    in_mail_unit = True
+    log_reopen = LogReopen.SIGUSR1
+    probes = (Probe(probe_imaps, "imaps"),)
     schema = SCHEMA
 
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:

@@ -5,8 +5,10 @@ block list and counters shared by every node in the ``rupost`` database.
 It has no native configuration language: we render its settings as JSON."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rupost.errors import ComponentCheckError
@@ -44,13 +46,41 @@ SCHEMA = {
     },
 }
 
+# Webmail's own IMAP and SMTP connections reach dovecot and postfix from the loopback
+# address without the PROXY protocol: blocking it would lock every webmail user out.
+# Real clients always arrive with their own address (HAProxy -> PROXY protocol).
+INTERNAL_HOPS = ("127.0.0.1/32", "::1/128")
+
+
+@dataclass
+class Limits:
+    enabled: bool = True
+    ip_failures: int = 10
+    account_failures: int = 30
+    window: int = 600  # seconds
+    block_time: int = 900  # seconds
+    exempt: list[str] = field(default_factory=list)  # client networks never blocked (CIDR)
+
+    def is_exempt(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        for net in (*INTERNAL_HOPS, *self.exempt):
+            try:
+                if address in ipaddress.ip_network(net, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
+
+
 class PolicyAdapter(Adapter):
     name = "policy"
+    optional_section = True
     schema = SCHEMA
 
     def check_model(self, model: dict) -> list[str]:
-        import ipaddress
-
         problems = []
         for i, net in enumerate((model.get("limits") or {}).get("exempt", [])):
             try:
@@ -67,8 +97,6 @@ class PolicyAdapter(Adapter):
         return [RenderedFile("policy.json", json.dumps(config, indent=2, sort_keys=True) + "\n")]
 
     def validate(self, config_dir: Path, ctx: RenderContext) -> None:
-        from rupost.services.blocklist import Limits
-
         try:
             config = json.loads((config_dir / "policy.json").read_text())
             Limits(**config["limits"])

@@ -16,14 +16,28 @@ import os
 import pwd
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from ldap3.utils.conv import escape_filter_chars
 
-from rupost.ldap.client import eoqualifier
 from rupost.errors import ComponentCheckError
+from rupost.ldap.client import eoqualifier
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, ldap_directory_schema, listen_schema, split_listen
+from .base import (
+    Adapter,
+    Probe,
+    ProcessSpec,
+    RenderContext,
+    RenderedFile,
+    ldap_directory_schema,
+    listen_schema,
+    split_listen,
+)
+from .probes import probe_caldav
+
+if TYPE_CHECKING:
+    from rupost.config import DatabaseSettings
 
 _PLIST_VALUE = {"anyOf": [{"type": ["string", "integer", "boolean", "number"]}, {"type": "array"},
                           {"type": "object"}]}
@@ -77,16 +91,16 @@ def plist_string(text: str) -> str:
         elif ch == "\t":
             out.append("\\t")
         elif code < 0x20:
-            out.append("\\%03o" % code)
+            out.append(f"\\{code:03o}")
         elif code > 0x7E:
             units = ch.encode("utf-16-be")
-            out.extend("\\U%02x%02x" % (units[i], units[i + 1]) for i in range(0, len(units), 2))
+            out.extend(f"\\U{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
 
 
-def plist(value, indent: int = 0) -> str:
+def plist(value: object, indent: int = 0) -> str:
     """Serialise to the OpenStep (old-style) property list syntax GNUstep reads."""
     pad = "  " * indent
     if isinstance(value, bool):
@@ -113,7 +127,7 @@ def _db_url(ctx: RenderContext, table: str) -> str:
             f"{quote(db.data, safe='')}/{table}")
 
 
-def database_environment(db) -> dict:
+def database_environment(db: DatabaseSettings) -> dict:
     """libpq's PGHOST and PGPORT for a database on a Unix socket (see _db_url); none for TCP."""
     return {"PGHOST": db.host, "PGPORT": str(db.port)} if db.host.startswith("/") else {}
 
@@ -130,8 +144,22 @@ def source_filter(src: dict) -> str:
 
 
 def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
+    """The template's defaults with the keys RuPost manages: the connections and the
+    authentication sources (SOGo tries them in turn: the SQL users, one per LDAP domain,
+    then the global address list, an address book only)."""
     defaults = dict(model["defaults"])
-    defaults.update({
+    defaults.update(connection_defaults(model, ctx))
+    defaults["SOGoUserSources"] = [sql_user_source(ctx),
+                                   *(ldap_user_source(src) for src in model.get("ldap_sources") or []),
+                                   *([gal_source(ctx)] if model.get("gal") else [])]
+    if model.get("sieve_server"):
+        defaults["SOGoSieveServer"] = model["sieve_server"]
+    return defaults
+
+
+def connection_defaults(model: dict, ctx: RenderContext) -> dict:
+    """sogod's listener, files, database tables, memcached and mail servers."""
+    return {
         "WOPort": model["listen"],
         "WOWorkersCount": model.get("workers", 3),
         "WOLogFile": str(ctx.layout.log_file("sogo")),
@@ -148,65 +176,73 @@ def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
         "SOGoMemcachedHost": model["memcached"],
         "SOGoIMAPServer": model["imap_server"],
         "SOGoSMTPServer": model["smtp_server"],
-        "SOGoUserSources": [{
-            "type": "sql",
-            "id": "rupost_local",
-            "viewURL": _db_url(ctx, "sogo_users"),
-            "canAuthenticate": True,
-            "isAddressBook": True,
-            "displayName": "RuPost users",
-            "userPasswordAlgorithm": "sha512-crypt",
-            "prependPasswordScheme": True,
-            # calendar resources (rupost resources): kind location/thing makes the row a
-            # SOGo resource, which accepts invitations by itself up to its booking limit
-            "KindFieldName": "kind",
-            "MultipleBookingsFieldName": "multiple_bookings",
-        }],
-    })
-    if model.get("sieve_server"):
-        defaults["SOGoSieveServer"] = model["sieve_server"]
-    for src in model.get("ldap_sources") or []:
-        # SOGo tries its authentication sources in turn: a directory user's SQL row carries
-        # an unusable password, so the bind against the directory decides. SOGo looks the
-        # login up with source_filter(), written as the EOQualifier SOGo takes.
-        uri = urlsplit(src["uris"][0])
-        defaults["SOGoUserSources"].append({
-            "type": "ldap",
-            "id": f"rupost_ldap_{src['name']}",
-            "displayName": f"Directory {src['name']}",
-            "hostname": uri.hostname,
-            "port": uri.port or (636 if uri.scheme == "ldaps" else 389),
-            "encryption": "SSL" if uri.scheme == "ldaps" else ("STARTTLS" if src.get("starttls") else "NONE"),
-            "baseDN": src["base"],
-            "bindDN": src["bind_dn"],
-            "bindPassword": src["bind_password"],
-            "canAuthenticate": True,
-            "isAddressBook": False,
-            "scope": "SUB",
-            "filter": eoqualifier(source_filter(src), f"components.sogo.ldap_sources {src['name']}: filter"),
-            "bindFields": ["mail"],
-            "UIDFieldName": "mail",
-            "IDFieldName": "mail",
-            "IMAPLoginFieldName": "mail",
-            "CNFieldName": "cn",
-            "MailFieldNames": ["mail"],
-            "passwordPolicy": False,
-        })
-    if model.get("gal"):
-        defaults["SOGoUserSources"].append({
-            "type": "sql",
-            "id": "rupost_gal",
-            "viewURL": _db_url(ctx, "sogo_gal"),
-            "canAuthenticate": False,
-            "isAddressBook": True,
-            "listRequiresDot": False,
-            "displayName": "Global Address List",
-        })
-    return defaults
+    }
+
+
+def sql_user_source(ctx: RenderContext) -> dict:
+    """RuPost's users (and calendar resources) from the database."""
+    return {
+        "type": "sql",
+        "id": "rupost_local",
+        "viewURL": _db_url(ctx, "sogo_users"),
+        "canAuthenticate": True,
+        "isAddressBook": True,
+        "displayName": "RuPost users",
+        "userPasswordAlgorithm": "sha512-crypt",
+        "prependPasswordScheme": True,
+        # calendar resources (rupost resources): kind location/thing makes the row a
+        # SOGo resource, which accepts invitations by itself up to its booking limit
+        "KindFieldName": "kind",
+        "MultipleBookingsFieldName": "multiple_bookings",
+    }
+
+
+def ldap_user_source(src: dict) -> dict:
+    """An LDAP domain's directory. A directory user's SQL row carries an unusable password,
+    so the bind against the directory decides. SOGo looks the login up with source_filter(),
+    written as the EOQualifier SOGo takes."""
+    uri = urlsplit(src["uris"][0])
+    return {
+        "type": "ldap",
+        "id": f"rupost_ldap_{src['name']}",
+        "displayName": f"Directory {src['name']}",
+        "hostname": uri.hostname,
+        "port": uri.port or (636 if uri.scheme == "ldaps" else 389),
+        "encryption": "SSL" if uri.scheme == "ldaps" else ("STARTTLS" if src.get("starttls") else "NONE"),
+        "baseDN": src["base"],
+        "bindDN": src["bind_dn"],
+        "bindPassword": src["bind_password"],
+        "canAuthenticate": True,
+        "isAddressBook": False,
+        "scope": "SUB",
+        "filter": eoqualifier(source_filter(src), f"components.sogo.ldap_sources {src['name']}: filter"),
+        "bindFields": ["mail"],
+        "UIDFieldName": "mail",
+        "IDFieldName": "mail",
+        "IMAPLoginFieldName": "mail",
+        "CNFieldName": "cn",
+        "MailFieldNames": ["mail"],
+        "passwordPolicy": False,
+    }
+
+
+def gal_source(ctx: RenderContext) -> dict:
+    """The global address list (directory users materialised in rupost_data)."""
+    return {
+        "type": "sql",
+        "id": "rupost_gal",
+        "viewURL": _db_url(ctx, "sogo_gal"),
+        "canAuthenticate": False,
+        "isAddressBook": True,
+        "listRequiresDot": False,
+        "displayName": "Global Address List",
+    }
 
 
 class SOGoAdapter(Adapter):
     name = "sogo"
+    in_mail_unit = True
+    probes = (Probe(probe_caldav, "https"),)
     schema = SCHEMA
     user = "sogo"
 
@@ -259,7 +295,7 @@ class SOGoAdapter(Adapter):
         )
 
 
-def sogo_tool_command(conf_dir: Path, args: list[str], database) -> tuple[list[str], dict]:
+def sogo_tool_command(conf_dir: Path, args: list[str], database: DatabaseSettings) -> tuple[list[str], dict]:
     """argv and environment of ``sogo-tool`` reading the same configuration as sogod
     (the generation's sogo directory over /etc/sogo, as the sogo user, `database` as sogod
     reaches it)."""

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support
 
 from adapters.haproxy import stick_entries  # noqa: E402
 from rupost.cluster.evacuation import count_queue  # noqa: E402

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support
 
 from benchmarks.common import bulk_mailboxes, node_instance, timed  # noqa: E402
 
@@ -25,7 +26,7 @@ def measure(inst, mailboxes: int, repeat: int) -> dict:
     app = inst.app
 
     def nothing_live():
-        app.deploys.deployer.stop_all()
+        app.component_runtime.stop()
         app.layout.current.unlink(missing_ok=True)
 
     def full():  # render, validate, switch, start every daemon, probe

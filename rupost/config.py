@@ -90,7 +90,7 @@ class NodeConfig:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NodeConfig":
+    def from_dict(cls, data: dict) -> NodeConfig:
         data = dict(data)
         db = DatabaseSettings(**data.pop("database", {}))
         ports = dict(DEFAULT_PORTS)

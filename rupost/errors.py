@@ -3,6 +3,12 @@
 Faces (CLI, wizard, panel) turn them into exit codes or flash messages; nothing
 below the faces prints.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .deploy.pipeline import DeployOutcome
 
 
 class RuPostError(Exception):
@@ -45,7 +51,11 @@ class ComponentCheckError(RuPostError):
 class DeployError(RuPostError):
     """A deploy step failed; the message says which and what was done about it."""
 
-    result = None  # the DeployResult with every step, when the pipeline got that far
+    outcome: DeployOutcome | None = None  # with every step, when the pipeline got that far
+
+
+class PermissionDeniedError(RuPostError):
+    """The actor may not act on this (a domain administrator outside their domains)."""
 
 
 class ServiceError(RuPostError):

@@ -30,11 +30,11 @@ def check_password_policy(password: str) -> None:
 
 def hash_password(password: str) -> str:
     check_password_policy(password)
-    return "{%s}%s" % (SCHEME, crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512, rounds=5000)))
+    return f"{{{SCHEME}}}" + crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512, rounds=5000))
 
 
 def verify_password(password: str, stored: str) -> bool:
-    prefix = "{%s}" % SCHEME
+    prefix = f"{{{SCHEME}}}"
     if not stored.startswith(prefix):
         return False
     import hmac

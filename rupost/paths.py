@@ -29,10 +29,10 @@ class Layout:
     queue_dir: Path | None = None
 
     @classmethod
-    def at(cls, root: str | os.PathLike | None = None) -> "Layout":
+    def at(cls, root: str | os.PathLike | None = None) -> Layout:
         return cls(Path(root) if root is not None else default_root())
 
-    def with_storage(self, mail_storage: str = "", queue_directory: str = "") -> "Layout":
+    def with_storage(self, mail_storage: str = "", queue_directory: str = "") -> Layout:
         return Layout(self.root, Path(mail_storage) if mail_storage else None,
                       Path(queue_directory) if queue_directory else None)
 

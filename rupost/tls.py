@@ -44,7 +44,7 @@ def self_signed(common_name: str, alt_names: list[str], days: int = 3650) -> tup
             sans.append(x509.IPAddress(ipaddress.ip_address(alt)))
         except ValueError:
             sans.append(x509.DNSName(alt))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_after = now + dt.timedelta(days=days)
     cert = (
         x509.CertificateBuilder()
@@ -203,10 +203,22 @@ def _signature_hash(cert: x509.Certificate) -> str:
 def validate_certificate(cert_text: str, key_text: str, hostnames: list[str],
                          now: dt.datetime | None = None) -> CertificateInfo:
     """Check an uploaded certificate chain and key; raise ValueError naming the problem."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     certs = _load_pem_certificates(cert_text, "the certificate file")
     key = load_private_key(key_text)
     leaf = certs[0]
+    _check_leaf_comes_first(leaf)
+    check_key_strength(key.public_key(), "the private key")
+    _check_key_matches_leaf(key, certs)
+    _check_validity(certs, now)
+    _check_chain_order(certs)
+    _check_signature_hashes(certs)
+    _check_server_auth(leaf)
+    names = _check_names(leaf, hostnames)
+    return _certificate_info(certs, key, names)
+
+
+def _check_leaf_comes_first(leaf: x509.Certificate) -> None:
     try:
         bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
         if bc.ca and not _is_self_signed(leaf):
@@ -214,15 +226,22 @@ def validate_certificate(cert_text: str, key_text: str, hostnames: list[str],
                              "with the server's own certificate, followed by its chain")
     except x509.ExtensionNotFound:
         pass
-    check_key_strength(key.public_key(), "the private key")
-    if _public_bytes(key.public_key()) != _public_bytes(leaf.public_key()):
-        for i, cert in enumerate(certs[1:], start=2):
-            if _public_bytes(cert.public_key()) == _public_bytes(key.public_key()):
-                raise ValueError(f"the private key belongs to certificate {i} of the file ({_label(cert)}): "
-                                 "the server's own certificate must come first, then its chain")
-        raise ValueError(f"the private key does not match the certificate {_label(leaf)} (the key is "
-                         f"{describe_key(key)}, the certificate's public key is {describe_key(leaf.public_key())}"
-                         f"{'' if describe_key(key) != describe_key(leaf.public_key()) else ', a different key'})")
+
+
+def _check_key_matches_leaf(key, certs: list[x509.Certificate]) -> None:
+    leaf = certs[0]
+    if _public_bytes(key.public_key()) == _public_bytes(leaf.public_key()):
+        return
+    for i, cert in enumerate(certs[1:], start=2):
+        if _public_bytes(cert.public_key()) == _public_bytes(key.public_key()):
+            raise ValueError(f"the private key belongs to certificate {i} of the file ({_label(cert)}): "
+                             "the server's own certificate must come first, then its chain")
+    raise ValueError(f"the private key does not match the certificate {_label(leaf)} (the key is "
+                     f"{describe_key(key)}, the certificate's public key is {describe_key(leaf.public_key())}"
+                     f"{'' if describe_key(key) != describe_key(leaf.public_key()) else ', a different key'})")
+
+
+def _check_validity(certs: list[x509.Certificate], now: dt.datetime) -> None:
     for i, cert in enumerate(certs):
         what = "the certificate" if i == 0 else f"chain certificate {i + 1} ({_label(cert)})"
         if cert.not_valid_after_utc <= now:
@@ -232,6 +251,10 @@ def validate_certificate(cert_text: str, key_text: str, hostnames: list[str],
                              f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M UTC}")
         if i > 0:
             check_key_strength(cert.public_key(), what)
+
+
+def _check_chain_order(certs: list[x509.Certificate]) -> None:
+    """Each certificate is followed by its issuer, a CA whose key signed it."""
     for i in range(len(certs) - 1):
         child, parent = certs[i], certs[i + 1]
         if child.issuer != parent.subject:
@@ -251,12 +274,18 @@ def validate_certificate(cert_text: str, key_text: str, hostnames: list[str],
         if not is_ca:
             raise ValueError(f"chain certificate {i + 2} ({_label(parent)}) is not a CA certificate "
                              "(basicConstraints CA:TRUE missing)")
+
+
+def _check_signature_hashes(certs: list[x509.Certificate]) -> None:
     for i, cert in enumerate(certs):
         if _is_self_signed(cert):
             continue  # a root's own signature is never checked by clients
         if _signature_hash(cert) in WEAK_SIGNATURE_HASHES:
             raise ValueError(f"certificate {i + 1} ({_label(cert)}) is signed with {_signature_hash(cert).upper()}, "
                              "which clients reject: have it reissued with SHA-256")
+
+
+def _check_server_auth(leaf: x509.Certificate) -> None:
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         if x509.oid.ExtendedKeyUsageOID.SERVER_AUTH not in eku:
@@ -264,6 +293,10 @@ def validate_certificate(cert_text: str, key_text: str, hostnames: list[str],
                              "(serverAuth)")
     except x509.ExtensionNotFound:
         pass
+
+
+def _check_names(leaf: x509.Certificate, hostnames: list[str]) -> list[str]:
+    """The certificate's names, which must cover every one of ``hostnames``."""
     names = certificate_names(leaf)
     if not names:
         raise ValueError(f"the certificate {_label(leaf)} has no subjectAltName: clients ignore the common name, "
@@ -272,8 +305,12 @@ def validate_certificate(cert_text: str, key_text: str, hostnames: list[str],
     if missing:
         raise ValueError(f"the certificate does not cover {', '.join(missing)} (its names: {', '.join(names)}); "
                          "issue it for the mail host name, or change the mail host setting")
+    return names
+
+
+def _certificate_info(certs: list[x509.Certificate], key, names: list[str]) -> CertificateInfo:
+    leaf, last = certs[0], certs[-1]
     warnings = []
-    last = certs[-1]
     if not _is_self_signed(last):
         warnings.append(f"the chain ends at {_label(last)}; clients must already trust its issuer "
                         f"{last.issuer.rfc4514_string()}")

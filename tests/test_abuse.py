@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from mailclients import IMAPSFrom, insecure_tls, message, wait_for_subject
 from rupost.cli import main as rupost
 from rupost.errors import NotFoundError, ValidationError
-from rupost.services.blocklist import BlocklistService, Limits
+from rupost.services.blocklist import Limits
 from rupost.services.settings import TEMPLATE_PARAMETERS
 from support.instance import free_ports
 
@@ -168,7 +168,7 @@ def test_webmail_logins_share_the_block_list(tuned, mailbox):
 
 def test_account_blocks_exemptions_and_bad_input(node):
     account = f"acc{uuid.uuid4().hex[:8]}@example.test"
-    svc = BlocklistService(node.app, Limits(ip_failures=0, account_failures=3, window=60, block_time=60))
+    svc = node.app.blocklist_with(Limits(ip_failures=0, account_failures=3, window=60, block_time=60))
     assert svc.record_failure("192.0.2.1", account, "imap") == []
     assert svc.record_failure("192.0.2.2", account.upper(), "smtp") == []
     blocks = svc.record_failure("192.0.2.3", account, "panel")
@@ -185,7 +185,7 @@ def test_account_blocks_exemptions_and_bad_input(node):
     with pytest.raises(NotFoundError):
         svc.unblock("203.0.113.200")
 
-    exempt = BlocklistService(node.app, Limits(ip_failures=1, account_failures=0, exempt=["10.0.0.0/8"]))
+    exempt = node.app.blocklist_with(Limits(ip_failures=1, account_failures=0, exempt=["10.0.0.0/8"]))
     assert exempt.record_failure("10.1.2.3", "", "imap") == []
     # webmail's own IMAP/SMTP hops come from the loopback address: never blocked
     assert exempt.record_failure("127.0.0.1", "", "imap") == []
@@ -429,8 +429,8 @@ def test_block_view_follows_blocks_and_unblocks_made_anywhere(node):
         return until(predicate, timeout, interval=0.02)  # the view's reconnect gap is ~0.2 s
 
     limits = Limits(ip_failures=1, account_failures=0, window=60, block_time=60)
-    elsewhere = BlocklistService(node.app, limits)  # another node: no view of its own
-    here = BlocklistService(node.app, limits)
+    elsewhere = node.app.blocklist_with(limits)  # another node: no view of its own
+    here = node.app.blocklist_with(limits)
     here.view = BlockView(node.app, refresh=0.5, retry=0.2).start()
     try:
         assert soon(lambda: here.view.live, timeout=10)
@@ -448,7 +448,7 @@ def test_block_view_follows_blocks_and_unblocks_made_anywhere(node):
         here.unblock("198.51.100.31")
 
         # expiry: counted from the seconds the database had left, not from this host's clock
-        BlocklistService(node.app, Limits(ip_failures=1, account_failures=0, block_time=1)).record_failure(
+        node.app.blocklist_with(Limits(ip_failures=1, account_failures=0, block_time=1)).record_failure(
             "198.51.100.32", "", "imap")
         assert soon(lambda: here.view.find("198.51.100.32", ""), timeout=5)
         time.sleep(1.2)

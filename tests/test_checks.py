@@ -9,7 +9,7 @@ import uuid
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from rupost import probes
+from adapters import probes
 from rupost.cli import main as rupost
 from rupost.db.models import MonitorEvent
 from rupost.services import checks as checks_module
@@ -72,7 +72,7 @@ def test_stopped_dovecot_fails_the_check_by_name_and_its_return_clears_the_state
         assert not [ln for ln in monitor_lines(node)[lines_mid:] if " dovecot " in ln]
     finally:
         app.backend.start("dovecot", spec)
-    assert wait_until(lambda: all(p.ok for p in app.deploys.deployer.run_probes(patience=0))), \
+    assert wait_until(lambda: all(p.ok for p in app.component_runtime.run_probes(patience=0))), \
         "the node does not answer its probes after dovecot's restart"
     result = check(node, "--only", "component", "--only", "probe")
     row = next(line for line in result.output.splitlines() if line.startswith("component") and "dovecot" in line)
@@ -151,7 +151,7 @@ def test_a_growing_queue_is_reported(node, mailbox):
 
 # ---------------------------------------------------------------- scheduler and metrics
 def test_scheduler_runs_registered_jobs_and_logs_a_failing_job_once(node):
-    from rupost import scheduler as sched_module
+    from rupost.node import scheduler as sched_module
     from rupost.node.scheduler import Scheduler, register_job
 
     calls = {"counter": 0, "flaky": 0}

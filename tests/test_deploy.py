@@ -3,13 +3,18 @@ rejected templates that change nothing, validation failures, probe failure + rol
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import threading
+import time
 import uuid
 
 import pytest
 import yaml
 
 from mailclients import message, smtp, wait_for_subject
-from rupost.errors import DeployError, TemplateError
+from rupost.deploy.pipeline import DeployInterrupted
+from rupost.errors import ComponentCheckError, ConflictError, DeployError, TemplateError
 from rupost.templating import load_document
 from support.evidence import reload_evidence
 
@@ -130,12 +135,65 @@ def test_component_checker_failure_stops_the_deploy(node):
     assert not [p for p in node.layout.generations.iterdir() if p.name.startswith(".")]
 
 
+def test_a_plan_is_checked_by_every_component_before_anything_changes(node):
+    state, before = installed_state(node), evidence(node)
+    plan = node.app.deploys.plan(node.parameters, check=True)
+    assert plan.checked == list(node.app.adapters)
+    doc = standard_with(node, lambda d: d["components"]["dovecot"]["settings"].update({"no_such_setting": 1}))
+    with pytest.raises(ComponentCheckError) as err:
+        node.app.deploys.plan(node.parameters, document=doc, check=True)
+    assert err.value.component == "dovecot" and "no_such_setting" in str(err.value)
+    assert installed_state(node) == state and evidence(node) == before
+    assert not [p for p in node.layout.generations.iterdir() if p.name.startswith(".")]
+
+
+def test_a_deploy_applies_only_the_plan_that_was_shown(node):
+    shown = node.app.deploys.plan()
+    other = node.app.deploys.plan({**node.parameters, "message_size_limit": 20971520})
+    assert other.digest != shown.digest
+    state = installed_state(node)
+    with pytest.raises(ConflictError, match="changed since that plan was shown"):
+        node.app.deploys.deploy(expected=other.digest)
+    assert installed_state(node) == state
+    assert node.app.deploys.deploy(expected=shown.digest).result == "unchanged"
+
+
+def break_imap(d):  # valid for nginx -t, but IMAPS then leads nowhere
+    d["components"]["nginx"]["mail_proxies"][0]["upstream"] = "127.0.0.1:9"
+
+
+def test_sigterm_after_the_switch_returns_the_node_to_its_previous_generation(node, mailbox):
+    """The signal arrives while the new generation is live and being probed: the cleanup armed
+    at the switch returns the node, then the interruption goes on to end the process."""
+    state = installed_state(node)
+    live = node.layout.current.resolve()
+    doc = standard_with(node, break_imap)  # its IMAPS probe keeps failing: time for the signal
+
+    def interrupt_after_the_switch():
+        deadline = time.monotonic() + 60
+        while node.layout.current.resolve() == live and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signaller = threading.Thread(target=interrupt_after_the_switch, daemon=True)
+    signaller.start()
+    with pytest.raises(DeployInterrupted) as err:
+        node.app.deploys.deploy(node.app.deploys.plan(node.parameters, document=doc))
+    signaller.join(10)
+    assert "rolled back to generation" in "\n".join(getattr(err.value, "__notes__", []))
+    assert installed_state(node) == state
+    history = node.app.deploys.history(1)[0]
+    assert history["result"] == "rolled_back" and "deploy interrupted" in history["error"]
+    assert all(p.ok for p in node.app.component_runtime.run_probes())
+    address, password = mailbox("afterinterrupt")
+    subject = f"after interrupt {uuid.uuid4().hex}"
+    with smtp(node.ports["smtp"]) as client:
+        client.send_message(message("someone@example.org", address, subject))
+    wait_for_subject(node.ports["imaps"], address, password, subject)
+
+
 def test_probe_failure_rolls_back_to_the_previous_generation(node, mailbox):
     state = installed_state(node)
-
-    def break_imap(d):  # valid for nginx -t, but IMAPS then leads nowhere
-        d["components"]["nginx"]["mail_proxies"][0]["upstream"] = "127.0.0.1:9"
-
     doc = standard_with(node, break_imap)
     with pytest.raises(DeployError) as err:
         node.app.deploys.deploy(node.app.deploys.plan(node.parameters, document=doc))

@@ -136,9 +136,9 @@ def test_rollback_restarts_a_daemon_the_failed_generation_left_throttled(node, m
     with pytest.raises(DeployError) as err:
         node.app.deploys.deploy(node.app.deploys.plan(node.parameters, document=broken))
     assert "probe failed: smtp" in str(err.value) and "rolled back to generation" in str(err.value)
-    steps = [s["step"] for s in err.value.result.steps]
+    steps = [s.step for s in err.value.outcome.steps]
     assert "stop postfix" in steps and "start postfix" in steps, steps
-    assert all(p.ok for p in node.app.deploys.deployer.run_probes())
+    assert all(p.ok for p in node.app.component_runtime.run_probes())
     deliver_one(node, mailbox)
 
 

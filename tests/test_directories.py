@@ -45,7 +45,7 @@ def _wait_ready(node, timeout: float = 60):
     or restarted components leaves them settling for a moment on a loaded machine)."""
     import time
 
-    from rupost import probes
+    from adapters import probes
 
     checks = [(probes.probe_smtp, "smtp"), (probes.probe_submissions, "submissions"),
               (probes.probe_imaps, "imaps"), (probes.probe_https, "https")]
@@ -330,7 +330,7 @@ def test_sync_refuses_to_disable_most_accounts_and_keeps_state_when_unreachable(
 def test_gal_entries_are_visible_through_sogo_carddav(node, ad, ad_bound, mailbox):
     import base64
 
-    from rupost.deploy.probes import https_request
+    from adapters.probes import https_request
 
     name, mail_domain = ad_bound
     login = _login("gal")
@@ -392,7 +392,7 @@ def test_directory_group_members_are_panel_administrators(node, ad, ad_bound):
 def test_directory_user_logs_in_to_sogo_with_the_directory_password(node, ad, ad_bound):
     import base64
 
-    from rupost.deploy.probes import https_request
+    from adapters.probes import https_request
 
     name, mail_domain = ad_bound
     login = _login("web")
@@ -494,7 +494,7 @@ def test_sogo_applies_the_directory_user_filter(node, ad, ad_bound):
     dovecot: SOGo's source filter (an EOQualifier) is the domain's whole LDAP filter."""
     import base64
 
-    from rupost.deploy.probes import https_request
+    from adapters.probes import https_request
 
     mail_domain = f"flt{uuid.uuid4().hex[:8]}.test"
     node.app.domains.add(mail_domain)

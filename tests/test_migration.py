@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mailclients import IMAPSFrom
-from rupost.services.migration import decode_mutf7
+from rupost.services.migration_source import decode_mutf7
 from support.instance import free_ports
 from rupost.tls import ffdhe_default, self_signed
 

@@ -12,7 +12,7 @@ import pytest
 
 from mailclients import IMAPSFrom
 from rupost.errors import ConflictError, NotFoundError, ValidationError
-from rupost.deploy.probes import https_request
+from adapters.probes import https_request
 from rupost.services.resources import ResourceService
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import base64
 import uuid
 
-from rupost.deploy.probes import https_request
+from adapters.probes import https_request
+from rupost.deploy.plan import build_models
 
 
 def _auth(user: str, password: str) -> dict:
@@ -93,10 +94,10 @@ def test_sogo_reaches_a_database_on_a_unix_socket(node, pg, mailbox, tmp_path):
     socket_db = dataclasses.replace(database, host=str(pg.base))
     deploys = node.app.deploys
     doc = node.app.templates.active()
-    model = deploys.deployer.build_models(doc, deploys.template_context(doc.resolve_parameters(node.parameters)))["sogo"]
+    model = build_models(node.app.adapters, doc, deploys.template_context(doc.resolve_parameters(node.parameters)))["sogo"]
     conf = tmp_path / "sogo"
     shutil.copytree(node.layout.current / "sogo", conf)
-    ctx = dataclasses.replace(deploys.deployer.live_context(), database=socket_db)
+    ctx = dataclasses.replace(node.app.component_runtime.live_context(), database=socket_db)
     sogo_conf = next(f for f in SOGoAdapter().render(model, ctx) if f.path == "sogo.conf").content
     assert f"@{database.host}:" not in sogo_conf and "postgresql://" in sogo_conf
     (conf / "sogo.conf").write_text(sogo_conf)

@@ -30,7 +30,7 @@ _NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,62})$")
 class UI(Protocol):
     def yesno(self, title: str, text: str) -> bool: ...
 
-    def form(self, title: str, text: str, fields: list["Field"]) -> list[str] | None:
+    def form(self, title: str, text: str, fields: list[Field]) -> list[str] | None:
         """The values typed (in the order of `fields`), or None for Cancel/Esc."""
 
     def info(self, title: str, text: str) -> None:
@@ -121,7 +121,7 @@ class Wizard:
                                                        for k in self.DB_KEYS])
             if typed is None:
                 return False
-            values = dict(zip(self.DB_KEYS, typed))
+            values = dict(zip(self.DB_KEYS, typed, strict=False))
             error = check_database(t, values)
             if error:
                 continue
@@ -174,7 +174,7 @@ class Wizard:
                                  [Field(t(labels[k]), values[k]) for k in self.NODE_KEYS])
             if typed is None:
                 return False
-            values = dict(zip(self.NODE_KEYS, typed))
+            values = dict(zip(self.NODE_KEYS, typed, strict=False))
             error = check_node(t, values)
             if error is None:
                 self.cfg = replace(self.cfg, node_name=values["node_name"].strip(), fqdn=values["fqdn"].strip(),

@@ -50,9 +50,9 @@ def emit(data, as_json: bool, columns: list[str] | None = None) -> None:
     if isinstance(data, list) and columns:
         rows = [[_cell(item.get(c)) for c in columns] for item in data]
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
-        click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip())
+        click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
         for r in rows:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         return
     click.echo(data)
 
@@ -105,9 +105,7 @@ def status(c, as_json):
     app = c.app
     data = {"node": app.config.node_name, "components": app.components.states(), "nodes": app.nodes.list(),
             "deploys": app.deploys.history(5), "drift": app.deploys.drift()}
-    from ..services.certificates import CertificateService
-
-    data["certificate_warnings"] = CertificateService(app).expiry_warnings()
+    data["certificate_warnings"] = app.certificates.expiry_warnings()
     if as_json:
         emit(data, True)
         return
@@ -146,4 +144,31 @@ def run(c, interval, hold_down, core_processes):
 
 
 # command groups register themselves on `main` when imported
-from . import admins, aliases, autoconfig, backup, certificates, check, components, db, deploy, distribution_lists, domains, impersonation, ldap_domains, ldap_filters, mailboxes, mailqueues, metrics, migrate, nodes, panel, push, resources, scheduler, security, stats, templates  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    admins,
+    aliases,
+    autoconfig,
+    backup,
+    certificates,
+    check,
+    components,
+    db,
+    deploy,
+    distribution_lists,
+    domains,
+    impersonation,
+    ldap_domains,
+    ldap_filters,
+    mailboxes,
+    mailqueues,
+    metrics,
+    migrate,
+    nodes,
+    panel,
+    push,
+    resources,
+    scheduler,
+    security,
+    stats,
+    templates,
+)

@@ -34,9 +34,9 @@ def autoconfig_show(c, address, fmt):
     """Print what a client asking for ADDRESS (user@domain, or a domain for thunderbird) receives."""
     from xml.sax.saxutils import escape
 
-    from ..services.autoconfig import AUTODISCOVER_REQUEST_NS, AutoconfigService
+    from ..services.autoconfig import AUTODISCOVER_REQUEST_NS
 
-    svc = AutoconfigService(c.app)
+    svc = c.app.autoconfig
     if fmt == "thunderbird":
         domain = address.rsplit("@", 1)[-1]
         body = svc.thunderbird(domain)

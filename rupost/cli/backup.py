@@ -16,9 +16,8 @@ from . import emit, json_option, main, pass_ctx
 @pass_ctx
 def backup(c, directory, archive, with_mail, as_json):
     """Back up the three databases, the node configuration and optionally the mail storage."""
-    from ..services.backup import BackupService
 
-    manifest = BackupService(c.app).create(directory, archive, with_mail)
+    manifest = c.app.backups.create(directory, archive, with_mail)
     if as_json:
         emit(manifest, True)
         return

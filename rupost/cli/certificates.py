@@ -7,15 +7,13 @@ from . import emit, json_option, main, pass_ctx
 
 
 def _certs(c):
-    from ..services.certificates import CertificateService
 
-    return CertificateService(c.app)
+    return c.app.certificates
 
 
 def _dhparams(c):
-    from ..services.certificates import DHParamService
 
-    return DHParamService(c.app)
+    return c.app.dhparams
 
 
 def _after_activation(cert_type: str) -> str:

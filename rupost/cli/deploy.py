@@ -7,7 +7,8 @@ from . import emit, json_option, main, pass_ctx
 
 
 @main.command()
-@click.option("--plan", "plan_only", is_flag=True, help="Render, validate and show the diff; change nothing.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Render, run every component's checker and show the diff; change nothing.")
 @click.option("--force", is_flag=True, help="Overwrite files that were changed by hand (drift).")
 @click.option("--this-node", is_flag=True, help="Only this node, not a cluster-wide rolling deploy.")
 @click.option("--rollback", "rollback", is_flag=False, flag_value="previous", default=None, metavar="[GENERATION]",
@@ -22,12 +23,12 @@ def deploy(c, plan_only, force, this_node, rollback, as_json):
         result = c.app.deploys.rollback(None if rollback == "previous" else int(rollback), force)
         _print_result(result, as_json)
         return
-    plan = c.app.deploys.plan()
+    plan = c.app.deploys.plan(check=plan_only)
     if plan_only:
         drift = c.app.deploys.drift()
         if as_json:
             emit({"template": f"{plan.template}@{plan.version}", "changed": plan.changed, "diffs": plan.diffs,
-                  "drift": drift}, True)
+                  "checked": plan.checked, "digest": plan.digest, "drift": drift}, True)
             return
         for d in drift:
             click.echo(f"drift: {d['component']}/{d['path']} ({d['state']}): deploy needs --force")
@@ -37,6 +38,7 @@ def deploy(c, plan_only, force, this_node, rollback, as_json):
             for component in plan.changed:
                 click.echo(plan.diffs[component], nl=False)
             click.echo(f"components that would change: {', '.join(plan.changed)}")
+        click.echo(f"checked by: {', '.join(plan.checked)}")
         return
     if not this_node and len(c.app.nodes.list()) > 1:
         rollout = c.app.rollouts.run(force)
@@ -54,12 +56,10 @@ def deploy(c, plan_only, force, this_node, rollback, as_json):
 
 def _print_result(result, as_json: bool) -> None:
     if as_json:
-        emit({"generation": result.generation, "result": result.result, "steps": result.steps,
-              "reloaded": result.reloaded, "started": result.started}, True)
+        emit(result.as_dict(), True)
         return
     for step in result.steps:
-        click.echo(f"  {'ok ' if step['ok'] else 'FAIL'} {step['step']}" + (f": {step['detail']}"
-                                                                           if step["detail"] else ""))
+        click.echo(f"  {'ok ' if step.ok else 'FAIL'} {step.step}" + (f": {step.detail}" if step.detail else ""))
     if result.result == "unchanged":
         click.echo(f"no changes: generation {result.generation} is live")
     else:

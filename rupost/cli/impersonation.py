@@ -7,9 +7,8 @@ from . import echo_deploy_hint, emit, json_option, main, pass_ctx, read_password
 
 
 def _service(c):
-    from ..services.impersonation import ImpersonationService
 
-    return ImpersonationService(c.app)
+    return c.app.impersonation
 
 
 @main.group("impersonation")

@@ -45,7 +45,7 @@ _timeout_option = click.option("--timeout", default=30.0, show_default=True, typ
 
 
 def _queue_rows(messages):
-    from rupost.services.mailqueues import format_age
+    from rupost.services.queue_messages import format_age
 
     return [{**m, "age": format_age(m["age"]), "recipients": ",".join(m["recipients"]),
              "reason": (m["reason"][:60] + "...") if len(m["reason"]) > 63 else m["reason"]} for m in messages]
@@ -96,7 +96,7 @@ def mailqueues_show(c, queue_id, node, headers_only, timeout, as_json):
     if as_json:
         emit(data, True)
         return
-    from rupost.services.mailqueues import format_age
+    from rupost.services.queue_messages import format_age
 
     click.echo(f"{data['id']} on {data['node']}: {data['queue']}, {data['size']} bytes, "
                f"age {format_age(data['age'])}, from <{data['sender']}> to {', '.join(data['recipients'])}")

@@ -31,13 +31,12 @@ def migrate_imap(c, source, map_file, ca_file, insecure, master_user, master_pas
                  as_json):
     """Copy mailboxes (folders, flags, dates) into existing RuPost mailboxes; incremental and
     one-way: run it again to pick up mail that arrived on the source meanwhile."""
-    from ..services.migration import MigrationService
 
     if master_password_stdin and map_file.name == "<stdin>":
         raise click.UsageError("--map - and --master-password-stdin both read stdin: give the map as a file")
     master_password = sys.stdin.readline().rstrip("\n") if master_password_stdin else None
     text = map_file.read()
-    summary = MigrationService(c.app).run(
+    summary = c.app.migration.run(
         source, text, map_name=map_file.name, ca_file=ca_file, insecure=insecure, master_user=master_user,
         master_password=master_password, resume=resume, workers=workers,
         progress=None if as_json else (lambda line: click.echo(line)))
@@ -62,8 +61,7 @@ def migrate_imap(c, source, map_file, ca_file, insecure, master_user, master_pas
 @pass_ctx
 def migrate_status(c, source, as_json):
     """State of every migrated mailbox (last run)."""
-    from ..services.migration import MigrationService
 
-    emit(MigrationService(c.app).status(source), as_json,
+    emit(c.app.migration.status(source), as_json,
          ["source", "source_login", "target", "status", "runs", "source_messages", "target_messages", "copied",
           "error"])

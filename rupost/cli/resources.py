@@ -7,9 +7,8 @@ from . import emit, json_option, main, pass_ctx
 
 
 def _service(c):
-    from ..services.resources import ResourceService
 
-    return ResourceService(c.app)
+    return c.app.resources
 
 
 @main.group("resources")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from . import emit, json_option, main, pass_ctx
 from ..db.stats_models import COUNTERS
+from . import emit, json_option, main, pass_ctx
 
 
 @main.group("stats", invoke_without_command=True)
@@ -48,7 +48,8 @@ def stats_ingest(c, as_json):
         emit(report, True)
         return
     for source, f in report["files"].items():
-        extra = " (rotated file finished first)" if f["rotated"] else " (truncated: read again)" if f["restarted"] else ""
+        extra = (" (rotated file finished first)" if f["rotated"]
+                 else " (truncated: read again)" if f["restarted"] else "")
         click.echo(f"{source}: {f['lines']} new line(s), {f['read_bytes']} bytes from {f['path']}{extra}")
     click.echo(f"{report['events']} event(s) counted; {report['expired_rows']} row(s) past the retention removed")
 

@@ -47,7 +47,7 @@ def evacuation_digest(secret: bytes, failed_node: str, queue_id: str) -> str:
 class _Lines:
     """CRLF-terminated lines from a socket, bytes in and out (8-bit and UTF-8 safe)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket) -> None:
         self.file = sock.makefile("rb")
         self.sock = sock
 
@@ -62,7 +62,7 @@ class _Lines:
 
 
 class _Upstream:
-    def __init__(self, address: tuple[str, int]):
+    def __init__(self, address: tuple[str, int]) -> None:
         self.sock = socket.create_connection(address, timeout=TIMEOUT)
         self.io = _Lines(self.sock)
 
@@ -88,7 +88,8 @@ class HandOverJournal:
     def prepare(self, evacuation_id: str, queue_id: str) -> None: ...
     def delivered(self, evacuation_id: str, reply: str) -> None: ...
     def forget(self, evacuation_id: str) -> None: ...
-    def in_mailbox(self, recipient: str, evacuation_id: str) -> bool: ...
+    def in_mailbox(self, recipient: str, evacuation_id: str) -> bool:
+        raise NotImplementedError
 
 
 def _address(line: bytes) -> str:
@@ -99,7 +100,7 @@ def _address(line: bytes) -> str:
 
 
 class _Transaction:
-    def __init__(self):
+    def __init__(self) -> None:
         self.ident: str | None = None
         self.evacuation_id: str | None = None
         self.state: str | None = None
@@ -108,7 +109,7 @@ class _Transaction:
 
 
 class _Session(socketserver.StreamRequestHandler):
-    server: "EvacuationProxy"
+    server: EvacuationProxy
 
     def handle(self) -> None:
         self.request.settimeout(TIMEOUT)
@@ -198,6 +199,7 @@ class _Session(socketserver.StreamRequestHandler):
             return
         if tx.state == "prepared" and tx.rcpts:
             # an earlier hand-over was cut off: send it only to recipients that lack it
+            assert eid is not None  # a journal state is only looked up for an evacuation id
             missing = [r for r in tx.rcpts if not journal.in_mailbox(_address(r), eid)]
             if len(missing) < len(tx.rcpts):
                 upstream.command(b"RSET\r\n")
@@ -207,8 +209,9 @@ class _Session(socketserver.StreamRequestHandler):
                     journal.delivered(eid, "found in the recipients' mailboxes")
                     client.write(b"250 2.0.0 Ok: delivered by an earlier evacuation run\r\n")
                     return
-                replies = [upstream.command(tx.mail)] + [upstream.command(r) for r in missing]
-                if not all(r.startswith(b"2") for r in replies):
+                mail = tx.mail  # None: the listener accepted no MAIL FROM of this transaction, nothing to re-address
+                replies = [upstream.command(mail)] + [upstream.command(r) for r in missing] if mail is not None else []
+                if mail is None or not all(r.startswith(b"2") for r in replies):
                     upstream.command(b"RSET\r\n")
                     client.write(b"451 4.3.0 evacuation relay: could not re-address a cut-off hand-over\r\n")
                     return
@@ -219,6 +222,7 @@ class _Session(socketserver.StreamRequestHandler):
         client.write(reply)
         data = self._read_data(client)
         if eid:
+            assert tx.ident is not None  # the evacuation id is derived from it
             journal.prepare(eid, tx.ident)
             upstream.io.write(f"{HEADER}: {self.server.failed_node} {tx.ident} {eid}\r\n".encode())
         upstream.io.write(data)
@@ -246,7 +250,7 @@ class EvacuationProxy(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, upstream: tuple[str, int], failed_node: str, secret: bytes, journal: HandOverJournal):
+    def __init__(self, upstream: tuple[str, int], failed_node: str, secret: bytes, journal: HandOverJournal) -> None:
         self.upstream, self.failed_node, self.secret, self.journal = upstream, failed_node, secret, journal
         super().__init__(("127.0.0.1", 0), _Session)
         self._thread = threading.Thread(target=self.serve_forever, name="evacuation-proxy", daemon=True)
@@ -255,10 +259,10 @@ class EvacuationProxy(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def __enter__(self) -> "EvacuationProxy":
+    def __enter__(self) -> EvacuationProxy:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
         self.server_close()

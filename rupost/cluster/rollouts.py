@@ -16,18 +16,23 @@ again, unless it has deployed something newer since (an administrator's
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text
 
+from rupost.services import settings as settings_keys
+
 from ..db.models import Generation, Node, Rollout, RolloutStep, utcnow
 from ..errors import DeployError, RuPostError
-from rupost.services import settings as settings_keys
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 CHANNEL = "rupost_rollout"
 
 
 class RolloutService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def run(self, force: bool = False, step_timeout: float = 300.0) -> dict:
@@ -69,11 +74,11 @@ class RolloutService:
     # ------------------------------------------------------------ steps
     def step(self, rollout_id: int, node: str) -> dict:
         with self.app.dbs.session("main") as s:
-            row = s.scalar(select(RolloutStep).where(RolloutStep.rollout_id == rollout_id,
-                                                     RolloutStep.node_name == node))
+            row: RolloutStep = s.scalar(select(RolloutStep).where(  # type: ignore[assignment]
+                RolloutStep.rollout_id == rollout_id, RolloutStep.node_name == node))
             return {"node": row.node_name, "status": row.status, "error": row.error, "generation": row.generation}
 
-    def _set(self, rollout_id: int, node: str, **values) -> None:
+    def _set(self, rollout_id: int, node: str, **values: Any) -> None:
         with self.app.dbs.session("main") as s:
             row = s.scalar(select(RolloutStep).where(RolloutStep.rollout_id == rollout_id,
                                                      RolloutStep.node_name == node))
@@ -99,7 +104,7 @@ class RolloutService:
         me = self.app.config.node_name
         self._set(rollout_id, me, status="running")
         with self.app.dbs.session("main") as s:
-            rollout = s.get(Rollout, rollout_id)
+            rollout: Rollout = s.get(Rollout, rollout_id)  # type: ignore[assignment]
             name, version, params = rollout.template_name, rollout.template_version, rollout.parameters
         try:
             doc = self.app.templates.get(name, version)
@@ -111,7 +116,7 @@ class RolloutService:
 
     def _finish(self, rollout_id: int, status: str, error: str) -> None:
         with self.app.dbs.session("main") as s:
-            rollout = s.get(Rollout, rollout_id)
+            rollout: Rollout = s.get(Rollout, rollout_id)  # type: ignore[assignment]
             rollout.status, rollout.error, rollout.finished_at = status, error, utcnow()
             for step in s.scalars(select(RolloutStep).where(RolloutStep.rollout_id == rollout_id,
                                                             RolloutStep.status == "pending")):
@@ -151,19 +156,19 @@ class RolloutService:
             if newer:
                 return None
             if step is None:  # the node joined after the rollout
-                position = s.scalar(select(func.coalesce(func.max(RolloutStep.position), -1))
+                position = s.scalar(select(func.coalesce(func.max(RolloutStep.position), -1))  # type: ignore[operator]
                                     .where(RolloutStep.rollout_id == rollout.id)) + 1
                 s.add(RolloutStep(rollout_id=rollout.id, node_name=me, position=position, status="pending"))
             rollout_id = rollout.id
         self._apply_here(rollout_id)
-        step = self.step(rollout_id, me)
-        self.app.audit.record("rollout.catch_up", str(rollout_id), node=me, status=step["status"],
-                              error=step["error"])
+        step = self.step(rollout_id, me)  # type: ignore[assignment]  # the step as a dict now
+        self.app.audit.record("rollout.catch_up", str(rollout_id), node=me,
+                              status=step["status"], error=step["error"])  # type: ignore[index]
         return rollout_id
 
     def show(self, rollout_id: int) -> dict:
         with self.app.dbs.session("main") as s:
-            rollout = s.get(Rollout, rollout_id)
+            rollout: Rollout = s.get(Rollout, rollout_id)  # type: ignore[assignment]
             steps = s.scalars(select(RolloutStep).where(RolloutStep.rollout_id == rollout_id)
                               .order_by(RolloutStep.position)).all()
             return {"id": rollout.id, "template": f"{rollout.template_name}@{rollout.template_version}",

@@ -22,7 +22,8 @@ Timestamp = DateTime(timezone=True)
 
 class AuthFailure(MainBase):
     __tablename__ = "auth_failures"
-    __table_args__ = (Index("ix_auth_failures_ip_at", "ip", "at"), Index("ix_auth_failures_account_at", "account", "at"))
+    __table_args__ = (Index("ix_auth_failures_ip_at", "ip", "at"),
+                      Index("ix_auth_failures_account_at", "account", "at"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     ip: Mapped[str] = mapped_column(String(64), default="")

@@ -13,12 +13,27 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 
 from adapters.base import ProcessSpec
 from rupost.errors import ServiceError
 from rupost.paths import Layout
 
 _SIGNALS = {"hup": signal.SIGHUP, "usr2": signal.SIGUSR2}
+
+
+class ServiceBackend(Protocol):
+    """How the daemons of a node are run: DirectBackend or SystemdBackend."""
+
+    def is_running(self, component: str, spec: ProcessSpec | None = None) -> bool: ...
+
+    def pid(self, component: str, spec: ProcessSpec | None = None) -> int | None: ...
+
+    def start(self, component: str, spec: ProcessSpec) -> object: ...
+
+    def reload(self, component: str, spec: ProcessSpec) -> None: ...
+
+    def stop(self, component: str, spec: ProcessSpec) -> None: ...
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -41,7 +56,7 @@ DAEMON_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
 class DirectBackend:
     name = "direct"
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
         _raise_nofile_limit()
 
@@ -72,7 +87,7 @@ class DirectBackend:
             pass
 
     # --- control
-    def start(self, component: str, spec: ProcessSpec) -> int:
+    def start(self, component: str, spec: ProcessSpec) -> int | None:
         if self.is_running(component):
             return self.pid(component)
         if spec.prepare:
@@ -125,7 +140,7 @@ class DirectBackend:
             self.stop(component, spec)
             self.start(component, spec)
         elif spec.reload == "command":
-            proc = subprocess.run(spec.reload_argv, capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(spec.reload_argv or [], capture_output=True, text=True, timeout=60)
             if proc.returncode != 0:
                 raise ServiceError(f"{component}: reload failed: {(proc.stderr or proc.stdout).strip()}")
         else:
@@ -209,7 +224,7 @@ class SystemdBackend:
 
     name = "systemd"
 
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout) -> None:
         self.layout = layout
 
     @staticmethod
@@ -271,7 +286,7 @@ def systemd_is_pid1() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
-def make_backend(layout: Layout, choice: str = "auto"):
+def make_backend(layout: Layout, choice: str = "auto") -> ServiceBackend:
     if choice == "auto":
         choice = "systemd" if systemd_is_pid1() and layout.root == Path("/") else "direct"
     if choice == "direct":

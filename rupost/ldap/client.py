@@ -14,8 +14,20 @@ from urllib.parse import urlparse
 
 import ldap3
 from ldap3.core import exceptions as lexc
-from ldap3.operation.search import (AND, MATCH_APPROX, MATCH_EQUAL, MATCH_EXTENSIBLE, MATCH_GREATER_OR_EQUAL,
-                                    MATCH_LESS_OR_EQUAL, MATCH_PRESENT, MATCH_SUBSTRING, NOT, OR, ROOT, parse_filter)
+from ldap3.operation.search import (
+    AND,
+    MATCH_APPROX,
+    MATCH_EQUAL,
+    MATCH_EXTENSIBLE,
+    MATCH_GREATER_OR_EQUAL,
+    MATCH_LESS_OR_EQUAL,
+    MATCH_PRESENT,
+    MATCH_SUBSTRING,
+    NOT,
+    OR,
+    ROOT,
+    parse_filter,
+)
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
@@ -150,7 +162,8 @@ def _eoqualifier(node, text: str, what: str) -> str:
     a = node.assertion
     key = a.get("attr") or ""
     if node.tag == MATCH_EXTENSIBLE:
-        key += (":dn" if a.get("dnAttributes") else "") + (f":{a['matchingRule']}" if a.get("matchingRule") else "") + ":"
+        key += ":dn" if a.get("dnAttributes") else ""
+        key += (f":{a['matchingRule']}" if a.get("matchingRule") else "") + ":"
     if node.tag == MATCH_PRESENT:
         value = "*"
     elif node.tag == MATCH_SUBSTRING:
@@ -180,8 +193,8 @@ def _check_tree(node, text: str, what: str) -> None:
 
 
 def and_filters(*parts: str) -> str:
-    parts = [p for p in parts if p]
-    return parts[0] if len(parts) == 1 else "(&" + "".join(parts) + ")"
+    given = [p for p in parts if p]
+    return given[0] if len(given) == 1 else "(&" + "".join(given) + ")"
 
 
 def check_dn(text: str, what: str = "DN") -> str:
@@ -191,7 +204,8 @@ def check_dn(text: str, what: str = "DN") -> str:
     try:
         parse_dn(text)
     except Exception:
-        raise ValidationError(f"{what} {text!r} is not a valid distinguished name (example: ou=Users,dc=corp,dc=example)") \
+        raise ValidationError(f"{what} {text!r} is not a valid distinguished name "
+                              "(example: ou=Users,dc=corp,dc=example)") \
             from None
     return text
 
@@ -204,7 +218,7 @@ def check_uri(text: str, security: str) -> str:
     if parsed.path not in ("", "/") or parsed.query:
         raise ValidationError(f"{uri!r}: give only scheme, host and port; the base DN is a separate setting")
     try:
-        parsed.port
+        _ = parsed.port  # raises on a bad port
     except ValueError:
         raise ValidationError(f"{uri!r}: invalid port") from None
     if security == "ldaps" and parsed.scheme != "ldaps":
@@ -238,7 +252,7 @@ class Settings:
 
 
 def _tls(settings: Settings) -> ldap3.Tls:
-    kwargs = {"validate": ssl.CERT_REQUIRED, "version": ssl.PROTOCOL_TLS_CLIENT}
+    kwargs: dict[str, object] = {"validate": ssl.CERT_REQUIRED, "version": ssl.PROTOCOL_TLS_CLIENT}
     if settings.ca_pem.strip():
         kwargs["ca_certs_data"] = settings.ca_pem
     return ldap3.Tls(**kwargs)

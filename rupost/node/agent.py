@@ -10,14 +10,20 @@ import datetime as dt
 import functools
 import signal
 import time
+from typing import TYPE_CHECKING
 
 from rupost.errors import RuPostError
 
+if TYPE_CHECKING:
+    from .core_processes import CoreProcess
+
 
 class NodeAgent:
+    _queue_problem: str | None  # the last problem serving queue requests (set at the first)
+
     def __init__(self, app, interval: float = 10.0, hold_down: float = 30.0):
         self.app = app
-        self.core = []  # the panel, autoconfig and push processes (rupost/node/core_processes.py)
+        self.core: list[CoreProcess] = []  # the panel, autoconfig and push processes (rupost/node/core_processes.py)
         self.interval = interval
         self.hold_down = hold_down
         self.state = "unknown"
@@ -45,15 +51,14 @@ class NodeAgent:
     def check_once(self) -> str:
         if not self.app.layout.current.exists():
             return self._set_state("not_deployed", "nothing deployed yet")
-        from adapters import MAIL_UNIT
-
+        mail_unit = self.app.adapters.mail_unit
         states = self.app.components.states()
-        for name in [n for n, st in states.items() if not st["running"] and n not in MAIL_UNIT]:
+        for name in [n for n, st in states.items() if not st["running"] and n not in mail_unit]:
             # the HA agent and the cache are not part of the unit: bring them back alone
             self.log(name, "down", "restarting it")
             self.app.components.start([name])
             states = self.app.components.states()
-        down = [name for name in MAIL_UNIT if not states[name]["running"]]
+        down = [name for name in mail_unit if not states[name]["running"]]
         if not down and self._hold_queue():
             self.down_since = None
             self.apply_admin_state()
@@ -62,7 +67,7 @@ class NodeAgent:
             down = ["queue under evacuation"]
         if self.down_since is None:
             self.down_since = time.monotonic()
-            stopped = self.app.deploys.deployer.stop_mail_unit()
+            stopped = self.app.component_runtime.stop_mail_unit()
             self._release_queue()
             self._set_state("out_of_service", f"down: {', '.join(down)}; stopped together: "
                                               f"{', '.join(stopped) or '-'}", self.app.components.states())
@@ -106,17 +111,17 @@ class NodeAgent:
             cm.__exit__(None, None, None)
 
     def _try_return(self) -> str:
-        deployer = self.app.deploys.deployer
+        runtime = self.app.component_runtime
         if not self._hold_queue():
             self.down_since = time.monotonic()
             return self.state
         try:
             self.app.components.start(None)
-            failed = [p for p in deployer.run_probes(patience=20) if not p.ok]
+            failed = [p for p in runtime.run_probes(patience=20) if not p.ok]
         except RuPostError as exc:
             failed = [exc]
         if failed:
-            deployer.stop_mail_unit()
+            runtime.stop_mail_unit()
             self._release_queue()
             self.down_since = time.monotonic()
             self.log("node", "out_of_service", f"restart attempt failed: {failed[0]}")
@@ -132,19 +137,18 @@ class NodeAgent:
         try:
             # the agent's own mark: a rollout asks only nodes whose agent is running
             self.app.nodes.report(state, {**(components or self.app.components.states()),
-                                          "_agent": dt.datetime.now(dt.timezone.utc).isoformat()})
+                                          "_agent": dt.datetime.now(dt.UTC).isoformat()})
         except RuPostError as exc:
             self.log("database", "unreachable", str(exc))
         return state
 
     def check_certificates(self, every: float = 3600.0) -> list[dict]:
         """Log certificates expiring within 30/7 days to the monitor log, once per level change."""
-        from rupost.services.certificates import CertificateService
 
         if self.certs_checked_at is not None and time.monotonic() - self.certs_checked_at < every:
             return []
         self.certs_checked_at = time.monotonic()
-        warnings = CertificateService(self.app).expiry_warnings()
+        warnings = self.app.certificates.expiry_warnings()
         for w in warnings:
             if self.cert_levels.get(w["name"]) != w["level"]:
                 self.log("certificate", f"expiry_{w['level']}", w["message"])
@@ -157,9 +161,9 @@ class NodeAgent:
         served at once, without ending the wait."""
         import psycopg
 
-        from rupost.services import cache
-        from rupost.services.mailqueues import CHANNEL as QUEUE_CHANNEL
+        from rupost.cluster.queue_relay import CHANNEL as QUEUE_CHANNEL
         from rupost.cluster.rollouts import CHANNEL
+        from rupost.services import cache
 
         deadline = time.monotonic() + timeout
         try:
@@ -181,7 +185,7 @@ class NodeAgent:
     def serve_queue_requests(self) -> int:
         """Queue actions other nodes asked of this node's queue (services/mailqueues.py)."""
         try:
-            served = self.app.mailqueues.serve_requests()
+            served = self.app.queue_relay.serve()
         except Exception as exc:  # noqa: BLE001 - e.g. a database not upgraded yet: the agent keeps running
             problem = str(exc).splitlines()[0] if str(exc) else repr(exc)
             if problem != getattr(self, "_queue_problem", None):  # once, not at every tick

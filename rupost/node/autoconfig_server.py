@@ -27,9 +27,8 @@ log = logging.getLogger("rupost.autoconfig")
 
 
 def _service():
-    from rupost.services.autoconfig import AutoconfigService
 
-    return AutoconfigService(current_app.extensions["rupost"])
+    return current_app.extensions["rupost"].autoconfig
 
 
 def _error(exc: RuPostError) -> Response:
@@ -100,7 +99,7 @@ def create_app(core) -> Flask:
     app.extensions["rupost"] = core
     app.config["MAX_CONTENT_LENGTH"] = 65536
     app.register_blueprint(bp)
-    app.wsgi_app = _fold_autodiscover_case(app.wsgi_app)
+    app.wsgi_app = _fold_autodiscover_case(app.wsgi_app)  # type: ignore[method-assign]  # WSGI middleware
     return app
 
 

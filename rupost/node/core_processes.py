@@ -38,14 +38,15 @@ class CoreProcess:
         return True
 
     def stop(self, timeout: float = 60.0) -> None:
-        if not self.running:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:  # not running
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)  # each stops its own workers gracefully
+        os.killpg(proc.pid, signal.SIGTERM)  # each stops its own workers gracefully
         try:
-            self.proc.wait(timeout)
+            proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def core_processes(root) -> list[CoreProcess]:

@@ -63,9 +63,8 @@ def render(app) -> str:
                  "Last recorded state of a check (0 ok, 1 warning, 2 critical).",
                  STATUS_VALUE.get(state.get("status"), 2), node=node, check=check, target=target)
     try:
-        from rupost.services.certificates import CertificateService
 
-        for cert in CertificateService(app).list():
+        for cert in app.certificates.list():
             w.metric("rupost_certificate_days_left", "gauge", "Days until the certificate expires.",
                      cert["days_left"], name=cert["name"], type=cert["type"],
                      active="true" if cert["active"] else "false")

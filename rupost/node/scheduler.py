@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 from rupost.errors import RuPostError, ValidationError
 
@@ -95,9 +95,8 @@ def _update_lists(app):
 def _quota_usage(app):
     """Measure every mailbox's storage use (dashboard quota tiles) when the last measurement is stale."""
     from rupost.errors import ConflictError
-    from rupost.services.quota_usage import QuotaUsageService
 
-    service = QuotaUsageService(app)
+    service = app.quota_usage
     last = service.last_run()
     if not service.stale(last):
         return {"measured_at": last["measured_at"], "skipped": "still fresh"}

@@ -67,6 +67,7 @@ RU = {
     "Days left": "Осталось дней",
     "Default": "По умолчанию",
     "Deploy": "Развернуть",
+    "Every component's own checker accepted these files.": "Собственные средства проверки всех компонентов приняли эти файлы.",
     "Deploy and overwrite the files changed by hand": "Развернуть, перезаписав изменённые вручную файлы",
     "Deploy history of this node": "История развёртываний этого узла",
     "Description": "Описание",

@@ -52,7 +52,7 @@ def _run(rp, job_id: int, work) -> None:
     try:
         result = work(rp, progress) or {}
     except DeployError as exc:
-        steps = exc.result.steps if exc.result is not None else []
+        steps = [s.as_dict() for s in exc.outcome.steps] if exc.outcome is not None else []
         _update(rp, job_id, status="failed", error=str(exc), result={"steps": steps}, finished_at=utcnow(),
                 progress=100)
     except RuPostError as exc:
@@ -86,7 +86,7 @@ def _as_dict(j: PanelJob) -> dict:
 
 
 # ---------------------------------------------------------------------------- the work
-def deploy_work(force: bool = False):
+def deploy_work(force: bool = False, expected: str | None = None):
     def work(rp, progress):
         if len(rp.nodes.list()) > 1:
             progress(10, "rolling deploy across the cluster's nodes")
@@ -95,9 +95,7 @@ def deploy_work(force: bool = False):
         plan = rp.deploys.plan()
         progress(40, "validating, switching, reloading and probing: "
                  + (", ".join(plan.changed) if plan.changed else "no changes"))
-        result = rp.deploys.deploy(plan, force)
-        return {"generation": result.generation, "result": result.result, "steps": result.steps,
-                "reloaded": result.reloaded, "started": result.started}
+        return rp.deploys.deploy(plan, force, expected=expected).as_dict()
 
     return work
 
@@ -105,8 +103,6 @@ def deploy_work(force: bool = False):
 def rollback_work(generation: int | None, force: bool = False):
     def work(rp, progress):
         progress(20, f"returning to generation {generation or '(previous applied)'}")
-        result = rp.deploys.rollback(generation, force)
-        return {"generation": result.generation, "result": result.result, "steps": result.steps,
-                "reloaded": result.reloaded, "started": result.started}
+        return rp.deploys.rollback(generation, force).as_dict()
 
     return work

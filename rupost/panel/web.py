@@ -17,38 +17,18 @@ import time
 
 from flask import abort, flash, g, redirect, render_template, request, session, url_for
 
-from ..errors import RuPostError
-from ..services.audit import AuditService
+from ..errors import PermissionDeniedError, RuPostError
+from ..services import Actor, Services
 
 LEVELS = ("any", "global", "write", "super")
 
 
-class PanelAudit(AuditService):
-    """Audit records of panel actions: source ``panel``, the client address in the details."""
-
-    def __init__(self, app, address: str):
-        super().__init__(app)
-        self.address = address
-
-    def record(self, action: str, target: str = "", source: str = "panel", **details) -> None:
-        details.setdefault("address", self.address)
-        super().record(action, target, source=source, **details)
-
-
-def services_for(base, actor: str, address: str):
-    """The service layer acting as `actor`: shares the engines, adapters and backend of `base`."""
-    from ..services import RuPost
-
-    view = object.__new__(RuPost)
-    view.layout, view.config, view.dbs, view.actor = base.layout, base.config, base.dbs, actor
-    for shared in ("adapters", "backend"):
-        if shared in base.__dict__:
-            view.__dict__[shared] = base.__dict__[shared]
-    view.__dict__["audit"] = PanelAudit(view, address)
-    # authenticators registered at start (e.g. an LDAP bind) serve every request
-    admins = view.__dict__["admins"] = type(base.admins)(view)
-    admins.authenticators += [a for a in base.admins.authenticators if a.name != "local"]
-    return view
+def services_for(base: Services, actor: str, address: str, domains: list[str] | None = None) -> Services:
+    """The service layer acting as `actor` from the panel (audit source ``panel``, the client
+    address in every record, a domain administrator's domains as the scope the services
+    enforce), over the process's shared runtime."""
+    scope = None if domains is None else frozenset(d.lower() for d in domains)
+    return base.as_actor(Actor(actor, "panel", address, domains=scope))
 
 
 def base_services():
@@ -121,6 +101,8 @@ def attempt(action, success: str | None = None) -> bool:
 
     try:
         result = action()
+    except PermissionDeniedError:
+        raise  # outside the administrator's domains: the 403 page, as the view's own check gives
     except RuPostError as exc:
         flash(str(exc), "error")
         return False
@@ -188,7 +170,7 @@ def install(app) -> None:
                 return redirect(url_for("auth.login"))
             session["seen"] = now
             g.admin = admin
-            g.rp = services_for(base, admin.login, address)
+            g.rp = services_for(base, admin.login, address, admin.domain_scope)
         return None
 
     @app.after_request
@@ -213,6 +195,8 @@ def install(app) -> None:
     app.jinja_env.globals["csrf_token"] = csrf_token  # a global: imported macros see it too
     for code in (400, 403, 404, 405, 413, 500):
         app.register_error_handler(code, functools.partial(_error_page, code))
+    # the services' own domain scope, where a view did not check first
+    app.register_error_handler(PermissionDeniedError, functools.partial(_error_page, 403))
 
 
 def _nav_visible(entry, admin) -> bool:

@@ -30,15 +30,15 @@ import socketserver
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import RuPostError
-from ..services.blocklist import BlocklistService, BlockView, Limits
+from ..services.blocklist import BlockView, Limits
 
 log = logging.getLogger("rupost.policy")
 
@@ -51,7 +51,7 @@ class PolicyApp:
     def __init__(self, app, config: dict):
         self.app = app
         self.config = config
-        self.blocklist = BlocklistService(app, Limits(**config.get("limits", {})), source="policy")
+        self.blocklist = app.blocklist_with(Limits(**config.get("limits", {})))
         self.sogo_upstream = config.get("sogo_upstream", "")
         rate = config.get("sender_rate", {})
         self.rate_limit = int(rate.get("limit", 0))
@@ -250,7 +250,7 @@ class _PolicyHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, policy: "PolicyApp"):
+    def __init__(self, address, policy: PolicyApp):
         super().__init__(address, _KeepAliveHandler)
         self.policy = policy
 
@@ -316,14 +316,16 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
 
 
 class _PostfixPolicyHandler(socketserver.StreamRequestHandler):
-    def handle(self):
+    server: _UnixServer
+
+    def handle(self) -> None:
         policy: PolicyApp = self.server.policy
         attrs: dict = {}
         while True:
-            line = self.rfile.readline(8192)
-            if not line:
+            raw = self.rfile.readline(8192)
+            if not raw:
                 return
-            line = line.decode("utf-8", "replace").rstrip("\r\n")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if line:
                 name, _, value = line.partition("=")
                 attrs[name] = value
@@ -340,6 +342,7 @@ class _PostfixPolicyHandler(socketserver.StreamRequestHandler):
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    policy: PolicyApp
 
 
 DKIM_SYNC_INTERVAL = 15.0
@@ -374,13 +377,13 @@ def serve(root: str, config_path: str) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s rupost-policy %(levelname)s %(message)s")
     config = json.loads(Path(config_path).read_text())
-    app = RuPost.open(root, actor="policy")
+    app = RuPost.open(root, actor="policy", source="policy")
     policy = PolicyApp(app, config)
     # checked before every authentication: from memory, kept current by NOTIFY
     policy.blocklist.view = BlockView(app).start()
     host, _, port = config["listen"].rpartition(":")
     httpd = _PolicyHTTPServer((host, int(port)), policy)
-    servers = [httpd]
+    servers: list[socketserver.BaseServer] = [httpd]
     sock_path = config.get("postfix_socket")
     if sock_path:
         Path(sock_path).parent.mkdir(parents=True, exist_ok=True)

@@ -38,9 +38,11 @@ further attempts for that login / from that address are refused for
 from __future__ import annotations
 
 import abc
+import builtins
 import dataclasses
 import datetime as dt
 import re
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -51,6 +53,13 @@ from ..db.models import AuditRecord, Domain, Setting, utcnow
 from ..db.panel_models import PanelAdmin, PanelLockout
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import hash_password, verify_password
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 ROLES = ("superadmin", "domain_admin", "readonly")
 LANGUAGES = ("ru", "en")
@@ -124,7 +133,7 @@ class LocalAuthenticator(Authenticator):
 
     name = "local"
 
-    def __init__(self, service: "AdminService"):
+    def __init__(self, service: AdminService) -> None:
         self.service = service
 
     def authenticate(self, login: str, password: str) -> AdminIdentity | None:
@@ -152,12 +161,21 @@ def check_login_name(login: str) -> str:
 
 
 class AdminService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
-        self.authenticators: list[Authenticator] = [LocalAuthenticator(self)]
+        self.local = LocalAuthenticator(self)
+
+    @property
+    def authenticators(self) -> list[Authenticator]:
+        """The local one, then those registered for the whole process (shared by every actor)."""
+        return [self.local, *self.app.runtime.authenticators]
 
     def register_authenticator(self, authenticator: Authenticator) -> None:
-        self.authenticators.append(authenticator)
+        self.app.runtime.authenticators.append(authenticator)
+
+    def unregister_authenticator(self, authenticator: Authenticator) -> None:
+        if authenticator in self.app.runtime.authenticators:
+            self.app.runtime.authenticators.remove(authenticator)
 
     # ------------------------------------------------------------------ settings
     def setting(self, key: str) -> int:
@@ -175,10 +193,10 @@ class AdminService:
             s.execute(pg_insert(Setting).values(key="panel.secret_key", value=secrets.token_hex(32))
                       .on_conflict_do_nothing(index_elements=["key"]))
         with self.app.dbs.session("main") as s:
-            return s.get(Setting, "panel.secret_key").value
+            return s.get(Setting, "panel.secret_key").value  # type: ignore[union-attr, return-value]
 
     # ------------------------------------------------------------------ accounts
-    def _validate(self, role: str, domains, language: str = "ru") -> list[str]:
+    def _validate(self, role: str, domains: Iterable[str] | None, language: str = "ru") -> list[str]:
         if role not in ROLES:
             raise ValidationError(f"invalid role {role!r}: use {', '.join(ROLES)}")
         if language not in LANGUAGES:
@@ -196,7 +214,7 @@ class AdminService:
             raise ValidationError(f"only a domain_admin is limited to domains; a {role} sees all of them")
         return names
 
-    def add(self, login: str, password: str | None, role: str, domains=(), language: str = "ru",
+    def add(self, login: str, password: str | None, role: str, domains: Iterable[str] | None = (), language: str = "ru",
             source: str = "local") -> dict:
         login = check_login_name(login)
         names = self._validate(role, domains, language)
@@ -204,7 +222,7 @@ class AdminService:
             raise ValidationError(f"invalid source {source!r}: use local or ldap")
         if source == "local" and not password:
             raise ValidationError("a local administrator needs a password")
-        password_hash = hash_password(password) if source == "local" else ""
+        password_hash = hash_password(password) if source == "local" and password else ""
         try:
             with self.app.dbs.session("main") as s:
                 row = PanelAdmin(login=login, source=source, password_hash=password_hash, role=role, domains=names,
@@ -217,7 +235,7 @@ class AdminService:
         self.app.audit.record("admin.add", login, role=role, domains=names, source=source)
         return out
 
-    def _row(self, s, login: str) -> PanelAdmin:
+    def _row(self, s: Session, login: str) -> PanelAdmin:
         row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == (login or "").strip()))
         if row is None:
             raise NotFoundError(f"administrator {login!r} does not exist (rupost admins list)")
@@ -237,8 +255,8 @@ class AdminService:
             row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == login))
             return _identity(row) if row is not None and row.enabled else None
 
-    def _superadmins_left(self, s, excluding: int) -> int:
-        return s.scalar(select(func.count()).select_from(PanelAdmin).where(
+    def _superadmins_left(self, s: Session, excluding: int) -> int:
+        return s.scalar(select(func.count()).select_from(PanelAdmin).where(  # type: ignore[return-value]
             PanelAdmin.role == "superadmin", PanelAdmin.enabled, PanelAdmin.id != excluding))
 
     def remove(self, login: str) -> None:
@@ -268,7 +286,7 @@ class AdminService:
                 raise AuthenticationError("the current password is wrong")
         self.set_password(login, new)
 
-    def set_role(self, login: str, role: str, domains=()) -> dict:
+    def set_role(self, login: str, role: str, domains: Iterable[str] | None = ()) -> dict:
         with self.app.dbs.session("main") as s:
             row = self._row(s, login)
             names = self._validate(role, domains, row.language)
@@ -340,7 +358,7 @@ class AdminService:
 
         with self.app.dbs.session("main") as s:
             secret = s.scalar(select(PanelAdmin.totp_secret).where(PanelAdmin.login == login))
-        return bool(secret) and bool(code) and pyotp.TOTP(secret).verify(code.strip(), valid_window=1)
+        return bool(secret and code and pyotp.TOTP(secret).verify(code.strip(), valid_window=1))
 
     # --------------------------------------------------------------------- login
     def login(self, login: str, password: str, address: str, totp_code: str | None = None) -> AdminIdentity:
@@ -379,7 +397,7 @@ class AdminService:
             raise AuthenticationError("wrong login, password or code")
         with self.app.dbs.session("main") as s:
             s.execute(delete(PanelLockout).where(PanelLockout.kind == "user", PanelLockout.key == login))
-            row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == identity.login))
+            row: PanelAdmin = s.scalar(select(PanelAdmin).where(PanelAdmin.login == identity.login))  # type: ignore[assignment]
             row.last_login_at = now
         self._audit(identity.login, "panel.login", address=address, role=identity.role, source=identity.source)
         return identity
@@ -393,7 +411,7 @@ class AdminService:
                     row.sessions_after = utcnow()
         self._audit(login, "panel.logout", address=address, reason=reason)
 
-    def _audit(self, actor: str, action: str, **details) -> None:
+    def _audit(self, actor: str, action: str, **details: Any) -> None:
         with self.app.dbs.session("logs") as s:
             s.add(AuditRecord(actor=actor[:128], source="panel", action=action, target=actor, details=details))
 
@@ -418,16 +436,18 @@ class AdminService:
                         "failures": case((stale, 1), else_=PanelLockout.failures + 1),
                         "first_failure_at": case((stale, now), else_=PanelLockout.first_failure_at)})
                     .returning(PanelLockout.failures)).scalar()
-                if failures >= limits[kind]:
-                    lock = s.get(PanelLockout, (kind, key))
+                if failures >= limits[kind]:  # type: ignore[operator]
+                    lock: PanelLockout = s.get(PanelLockout, (kind, key))  # type: ignore[assignment]
                     lock.locked_until, lock.failures, lock.first_failure_at = \
                         now + dt.timedelta(minutes=minutes), 0, now
 
-    def lockouts(self) -> list[dict]:
+    def lockouts(self) -> builtins.list[dict]:
         with self.app.dbs.session("main") as s:
             rows = s.scalars(select(PanelLockout).where(PanelLockout.locked_until > utcnow())
                              .order_by(PanelLockout.locked_until.desc()))
-            return [{"kind": r.kind, "key": r.key, "locked_until": r.locked_until.isoformat()} for r in rows]
+            return [{"kind": r.kind, "key": r.key,
+                     "locked_until": r.locked_until.isoformat()}  # type: ignore[union-attr]
+                    for r in rows]
 
     def unlock(self, kind: str, key: str) -> None:
         with self.app.dbs.session("main") as s:

@@ -1,7 +1,10 @@
 """Aliases: an address in a served domain forwarded to one or more destinations."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import builtins
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import validation
@@ -9,9 +12,12 @@ from ..db.directory_models import DistributionList
 from ..db.models import Alias, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, ValidationError
 
+if TYPE_CHECKING:
+    from . import Services
+
 
 class AliasService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def add(self, address: str, destinations: list[str]) -> dict:
@@ -48,12 +54,16 @@ class AliasService:
             query = select(Alias).order_by(Alias.address)
             if domain:
                 query = query.where(Alias.domain_id == self.app.domains.get(s, domain).id)
+            elif self.app.scoped(None) is not None:
+                query = query.where(Alias.domain_id.in_(select(Domain.id).where(
+                    Domain.name.in_(self.app.scoped(None) or []))))
             return [self._as_dict(a) for a in s.scalars(query)]
 
-    def page(self, search: str | None = None, domains: list[str] | None = None, limit: int = 50,
+    def page(self, search: str | None = None, domains: builtins.list[str] | None = None, limit: int = 50,
              offset: int = 0) -> dict:
         """One page of aliases by address, filtered and counted in SQL (`domains`: None for all)."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
+        domains = self.app.scoped(domains)
         if domains is not None:
             conditions.append(Alias.domain_id.in_(select(Domain.id).where(Domain.name.in_(domains))))
         if search:
@@ -68,6 +78,7 @@ class AliasService:
 
     def remove(self, address: str) -> None:
         local, domain = validation.address(address)
+        self.app.require_domain(domain)
         with self.app.dbs.session("data") as s:
             alias = s.scalar(select(Alias).where(Alias.address == f"{local}@{domain}"))
             if alias is None:

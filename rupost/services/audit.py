@@ -1,21 +1,36 @@
 """The audit journal in rupost_logs: who changed what, when, from where."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sqlalchemy import func, select
 
 from ..db.models import AuditRecord
 
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from . import Services
+
 
 class AuditService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
-    def record(self, action: str, target: str = "", source: str = "cli", **details) -> None:
+    def record(self, action: str, target: str = "", source: str | None = None, **details: Any) -> None:
+        """One journal row: by the acting actor, from its face unless `source` names another,
+        with its address and relayed details."""
+        acting = self.app.acting
+        details = {**details, **acting.details}
+        if acting.address is not None:
+            details.setdefault("address", acting.address)
         with self.app.dbs.session("logs") as s:
-            s.add(AuditRecord(actor=self.app.actor, source=source, action=action, target=target, details=details))
+            s.add(AuditRecord(actor=self.app.actor, source=source or acting.source, action=action, target=target,
+                              details=details))
 
     def page(self, actor: str | None = None, action: str | None = None, target: str | None = None,
-             source: str | None = None, since=None, until=None, limit: int = 100, offset: int = 0,
+             source: str | None = None, since: dt.datetime | None = None,
+             until: dt.datetime | None = None, limit: int | None = 100, offset: int = 0,
              with_total: bool = True, before_id: int | None = None) -> dict:
         """Records newest first, filtered in SQL (actor/source exact, action prefix, target substring,
         `since`/`until` datetimes); `limit=None` returns every matching record (CSV export);

@@ -14,12 +14,16 @@ import plistlib
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from .. import validation
 from ..db.models import Domain
 from ..errors import NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from . import Services
 
 AUTODISCOVER_REQUEST_NS = "http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"
 AUTODISCOVER_RESPONSE_NS = "http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006"
@@ -43,7 +47,7 @@ class ClientSettings:
 
 
 class AutoconfigService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # ------------------------------------------------------------- settings
@@ -119,8 +123,9 @@ class AutoconfigService:
         except ET.ParseError as exc:
             raise ValidationError(f"autodiscover request is not well-formed XML: {exc}") from None
         for el in root.iter():
-            if el.tag.rsplit("}", 1)[-1] == "EMailAddress" and (el.text or "").strip():
-                return el.text.strip()
+            text = (el.text or "").strip()
+            if el.tag.rsplit("}", 1)[-1] == "EMailAddress" and text:
+                return text
         raise ValidationError("autodiscover request without EMailAddress")
 
     def autodiscover(self, body: bytes) -> bytes:

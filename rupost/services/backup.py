@@ -28,7 +28,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
@@ -36,6 +38,10 @@ from .. import __version__
 from .. import config as node_config
 from ..db.engine import KINDS, Databases
 from ..errors import ConflictError, DatabaseError, RuPostError, ValidationError
+
+if TYPE_CHECKING:
+    from ..paths import Layout
+    from . import Services
 
 FORMAT = "rupost-backup/1"
 MANIFEST = "manifest.json"
@@ -84,13 +90,22 @@ def _tool_version(tool: str) -> str:
         raise BackupError(f"{tool} is not installed (apt-get install postgresql-client)") from None
 
 
+def check_overwrite(busy: dict[str, int], force: bool) -> None:
+    """Refuse to restore over databases that hold tables (name -> how many), unless forced."""
+    if busy and not force:
+        raise ConflictError(
+            "refusing to overwrite databases that are not empty ("
+            + ", ".join(f"{n}: {c} tables" for n, c in busy.items())
+            + "): restore into a fresh node, or add --force to replace their contents")
+
+
 class BackupService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # ------------------------------------------------------------------ backup
     def default_dir(self) -> Path:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         return self.app.layout.root / "var" / "backups" / "rupost" / f"{self.app.config.node_name}-{stamp}"
 
     def create(self, directory: str | None = None, archive: str | None = None, with_mail: bool = False) -> dict:
@@ -110,7 +125,7 @@ class BackupService:
                 manifest = self._write(work, with_mail)
                 tmp = target.with_name(target.name + ".part")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                mode = "w:gz" if target.name.endswith(("gz", "tgz")) else "w"
+                mode: Literal["w:gz", "w"] = "w:gz" if target.name.endswith(("gz", "tgz")) else "w"
                 with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode=mode) as tar:
                     for name in sorted(p.name for p in work.iterdir()):
                         tar.add(work / name, arcname=name)
@@ -139,9 +154,9 @@ class BackupService:
         app = self.app
         settings = app.config.database
         env = _pg_env(settings)
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": FORMAT,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "rupost_version": __version__,
             "node": app.config.node_name,
             "fqdn": app.config.fqdn,
@@ -179,7 +194,7 @@ class BackupService:
     def _server_version(self) -> str:
         try:
             with self.app.dbs.engine("main").connect() as conn:
-                return conn.execute(sa.text("SHOW server_version")).scalar()
+                return conn.execute(sa.text("SHOW server_version")).scalar()  # type: ignore[return-value]
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot reach the database server: {exc.__class__.__name__}") from None
 
@@ -252,12 +267,9 @@ class BackupService:
         return into
 
     @staticmethod
-    def restore(layout, source: str, force: bool = False, with_mail: bool = True, deploy: bool = True,
-                actor: str | None = None, progress=None) -> dict:
+    def restore(layout: Layout, source: str, force: bool = False, with_mail: bool = True, deploy: bool = True,
+                actor: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
         """Bring this node (fresh, or wiped) back to the state of a backup."""
-        from ..db import migrate
-        from . import RuPost, setup
-
         say = progress or (lambda _msg: None)
         src = Path(source).absolute()
         # scratch space next to the backup (an unpacked archive and the SQL spool can be large)
@@ -268,80 +280,97 @@ class BackupService:
             backup_dir = BackupService._unpack(src, work)
             manifest = BackupService.verify(backup_dir)
             say(f"backup of node {manifest.get('node')} from {manifest.get('created_at')}: checksums verified")
-            report = {"source": str(src), "created_at": manifest.get("created_at"), "node": manifest.get("node"),
-                      "steps": []}
-
-            # the node configuration: this node's own when it has one, else the backup's
-            if layout.config_file.exists():
-                cfg = node_config.load(layout)
-                report["steps"].append(f"kept this node's configuration {layout.config_file}")
-            else:
-                try:
-                    cfg = node_config.NodeConfig.from_dict(json.loads((backup_dir / CONFIG).read_text()))
-                except (ValueError, TypeError, RuPostError) as exc:
-                    raise ValidationError(f"config.json in the backup is invalid: {exc}") from None
-                layout.ensure_base()
-                node_config.save(layout, cfg, owner="rupost")
-                report["steps"].append(f"installed the backup's node configuration as {layout.config_file} (0600)")
-
-            db = cfg.database
-            sreport = setup.SetupReport()
-            setup.connect_or_create(db, sreport)
-            report["steps"] += sreport.steps
-            dbs = Databases(db)
-            try:
-                busy = {}
-                for kind in KINDS:
-                    tables = BackupService._table_count(dbs, kind)
-                    if tables:
-                        busy[dbs.name(kind)] = tables
-                if busy and not force:
-                    raise ConflictError(
-                        "refusing to overwrite databases that are not empty ("
-                        + ", ".join(f"{n}: {c} tables" for n, c in busy.items())
-                        + "): restore into a fresh node, or add --force to replace their contents")
-                env = _pg_env(db)
-                for kind in KINDS:
-                    name = dbs.name(kind)
-                    dump = backup_dir / manifest["databases"][kind]["file"]
-                    # dropping and restoring happen in one transaction: a failure leaves the old contents
-                    script = "DROP SCHEMA IF EXISTS public CASCADE;\nCREATE SCHEMA public;\n" if name in busy else ""
-                    BackupService._restore_db(dump, name, env, script, work)
-                    say(f"database {name} restored")
-                    report["steps"].append(f"database {name} restored from {dump.name}")
-            finally:
-                dbs.dispose()
-
-            from adapters.dovecot import ensure_mail_user
-
-            ensure_mail_user()  # the owner of mail storage (UID 420) on a fresh machine
-            layout.ensure_base()
-            app = RuPost(layout, cfg, actor=actor)
-            try:
-                migrate.upgrade(app.dbs)
-                report["steps"].append("database schema brought up to date")
-                if with_mail and MAIL in manifest["files"]:
-                    storage = app.layout.mail_storage
-                    storage.mkdir(parents=True, exist_ok=True)
-                    _run(["tar", "--extract", "--file", str(backup_dir / MAIL), "--numeric-owner",
-                          "--same-permissions", "--directory", str(storage)], os.environ.copy(),
-                         f"restoring mail storage into {storage}")
-                    say(f"mail storage restored into {storage}")
-                    report["steps"].append(f"mail storage restored into {storage}")
-                app.nodes.register()
-                report["counts"] = BackupService.counts(app.dbs)
-                report["expected_counts"] = manifest.get("counts", {})
-                app.audit.record("restore", str(src), node=manifest.get("node"), created_at=manifest.get("created_at"))
-                if deploy:
-                    say("deploying the restored configuration")
-                    result = app.deploys.deploy(force=True)
-                    report["deploy"] = {"generation": result.generation, "result": result.result}
-                    report["steps"].append(f"deployed generation {result.generation}: {result.result}")
-            finally:
-                app.close()
+            report: dict[str, Any] = {"source": str(src), "created_at": manifest.get("created_at"),
+                                      "node": manifest.get("node"), "steps": []}
+            cfg = BackupService._restored_node_config(layout, backup_dir, report)
+            BackupService._restore_databases(cfg.database, backup_dir, manifest, work, force=force, say=say,
+                                             report=report)
+            BackupService._start_restored_node(layout, cfg, src, backup_dir, manifest, with_mail=with_mail,
+                                               deploy=deploy, actor=actor, say=say, report=report)
             return report
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    @staticmethod
+    def _restored_node_config(layout: Layout, backup_dir: Path, report: dict) -> node_config.NodeConfig:
+        """This node's own configuration when it has one, else the backup's (installed)."""
+        if layout.config_file.exists():
+            report["steps"].append(f"kept this node's configuration {layout.config_file}")
+            return node_config.load(layout)
+        try:
+            cfg = node_config.NodeConfig.from_dict(json.loads((backup_dir / CONFIG).read_text()))
+        except (ValueError, TypeError, RuPostError) as exc:
+            raise ValidationError(f"config.json in the backup is invalid: {exc}") from None
+        layout.ensure_base()
+        node_config.save(layout, cfg, owner="rupost")
+        report["steps"].append(f"installed the backup's node configuration as {layout.config_file} (0600)")
+        return cfg
+
+    @staticmethod
+    def _restore_databases(db: node_config.DatabaseSettings, backup_dir: Path, manifest: dict, work: Path, *,
+                           force: bool, say: Callable[[str], None], report: dict) -> None:
+        from . import setup
+
+        sreport = setup.SetupReport()
+        setup.connect_or_create(db, sreport)
+        report["steps"] += sreport.steps
+        dbs = Databases(db)
+        try:
+            busy = {}
+            for kind in KINDS:
+                tables = BackupService._table_count(dbs, kind)
+                if tables:
+                    busy[dbs.name(kind)] = tables
+            check_overwrite(busy, force)
+            env = _pg_env(db)
+            for kind in KINDS:
+                name = dbs.name(kind)
+                dump = backup_dir / manifest["databases"][kind]["file"]
+                # dropping and restoring happen in one transaction: a failure leaves the old contents
+                script = "DROP SCHEMA IF EXISTS public CASCADE;\nCREATE SCHEMA public;\n" if name in busy else ""
+                BackupService._restore_db(dump, name, env, script, work)
+                say(f"database {name} restored")
+                report["steps"].append(f"database {name} restored from {dump.name}")
+        finally:
+            dbs.dispose()
+
+    @staticmethod
+    def _start_restored_node(layout: Layout, cfg: node_config.NodeConfig, src: Path, backup_dir: Path,
+                             manifest: dict, *, with_mail: bool, deploy: bool, actor: str | None,
+                             say: Callable[[str], None], report: dict) -> None:
+        """Schema upgrade, mail storage, registration and a deploy on the restored databases."""
+        from adapters.dovecot import ensure_mail_user
+
+        from ..db import migrate
+        from . import Actor, Runtime
+
+        ensure_mail_user()  # the owner of mail storage (UID 420) on a fresh machine
+        layout.ensure_base()
+        app = Runtime(layout, cfg).services(Actor.from_environment(actor))
+        try:
+            migrate.upgrade(app.dbs)
+            report["steps"].append("database schema brought up to date")
+            if with_mail and MAIL in manifest["files"]:
+                BackupService._restore_mail(backup_dir / MAIL, app.layout.mail_storage, say, report)
+            app.nodes.register()
+            report["counts"] = BackupService.counts(app.dbs)
+            report["expected_counts"] = manifest.get("counts", {})
+            app.audit.record("restore", str(src), node=manifest.get("node"), created_at=manifest.get("created_at"))
+            if deploy:
+                say("deploying the restored configuration")
+                result = app.deploys.deploy(force=True)
+                report["deploy"] = {"generation": result.generation, "result": result.result}
+                report["steps"].append(f"deployed generation {result.generation}: {result.result}")
+        finally:
+            app.close()
+
+    @staticmethod
+    def _restore_mail(archive: Path, storage: Path, say: Callable[[str], None], report: dict) -> None:
+        storage.mkdir(parents=True, exist_ok=True)
+        _run(["tar", "--extract", "--file", str(archive), "--numeric-owner", "--same-permissions", "--directory",
+              str(storage)], os.environ.copy(), f"restoring mail storage into {storage}")
+        say(f"mail storage restored into {storage}")
+        report["steps"].append(f"mail storage restored into {storage}")
 
     @staticmethod
     def _table_count(dbs: Databases, kind: str) -> int:
@@ -349,7 +378,7 @@ class BackupService:
             return conn.execute(sa.text(
                 "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.relkind IN ('r', 'p', 'v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")).scalar()
+                "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'")).scalar_one()
 
     @staticmethod
     def _restore_db(dump: Path, name: str, env: dict, prelude: str, scratch: Path) -> None:

@@ -24,20 +24,25 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
+from adapters.policy import INTERNAL_HOPS, Limits  # noqa: F401 (the policy server's limits)
+
 from ..errors import NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import psycopg
+    from sqlalchemy import Connection
+
+    from . import Services
 
 CHANNEL = "rupost_blocks"
 
 log = logging.getLogger("rupost.blocklist")
-
-# Webmail's own IMAP and SMTP connections reach dovecot and postfix from the loopback
-# address without the PROXY protocol: blocking it would lock every webmail user out.
-# Real clients always arrive with their own address (HAProxy -> PROXY protocol).
-INTERNAL_HOPS = ("127.0.0.1/32", "::1/128")
 
 PARAMETER_NAMES = {
     "auth_rate_limit": "enabled",
@@ -49,32 +54,10 @@ PARAMETER_NAMES = {
 }
 
 
-@dataclass
-class Limits:
-    enabled: bool = True
-    ip_failures: int = 10
-    account_failures: int = 30
-    window: int = 600  # seconds
-    block_time: int = 900  # seconds
-    exempt: list[str] = field(default_factory=list)  # client networks never blocked (CIDR)
+def limits_from_parameters(parameters: dict) -> Limits:
+    return Limits(**{attr: parameters[name] for name, attr in PARAMETER_NAMES.items() if name in parameters})
 
-    @classmethod
-    def from_parameters(cls, parameters: dict) -> "Limits":
-        values = {attr: parameters[name] for name, attr in PARAMETER_NAMES.items() if name in parameters}
-        return cls(**values)
 
-    def is_exempt(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        for net in (*INTERNAL_HOPS, *self.exempt):
-            try:
-                if address in ipaddress.ip_network(net, strict=False):
-                    return True
-            except ValueError:
-                continue
-        return False
 
 
 def normalize_ip(value: str) -> str:
@@ -100,11 +83,11 @@ def normalize_account(value: str) -> str:
 class BlocklistService:
     LIMITS_TTL = 60.0  # seconds a long-running caller (the panel) keeps the parameters it read
 
-    def __init__(self, app, limits: Limits | None = None, source: str = "cli"):
+    def __init__(self, app: Services, limits: Limits | None = None) -> None:
         self.app = app
-        self._fixed = limits
-        self._limits, self._read_at = None, 0.0
-        self.source = source  # who records failures, for the audit journal (cli, policy, panel)
+        self._fixed = limits  # the policy server's, from its configuration; else the template's parameters
+        self._limits: Limits | None = None
+        self._read_at = 0.0
         self.view: BlockView | None = None  # the policy server's in-memory copy of the active blocks
 
     @property
@@ -116,7 +99,7 @@ class BlocklistService:
                 params = {p["name"]: p["value"] for p in self.app.templates.parameters()}
             except NotFoundError:
                 params = {}
-            self._limits, self._read_at = Limits.from_parameters(params), time.monotonic()
+            self._limits, self._read_at = limits_from_parameters(params), time.monotonic()
         return self._limits
 
     def _node(self) -> str:
@@ -144,7 +127,7 @@ class BlocklistService:
                     continue
                 count = conn.execute(text(
                     f"SELECT count(*) FROM auth_failures WHERE {kind} = :v "
-                    "AND at > now() - make_interval(secs => :w)"), {"v": value, "w": limits.window}).scalar()
+                    "AND at > now() - make_interval(secs => :w)"), {"v": value, "w": limits.window}).scalar() or 0
                 if count >= limit:
                     reason = (f"{count} failed authentications in {limits.window} s "
                               f"(limit {limit}; last: {protocol or '-'} from {ip or '-'} as {account or '-'})")
@@ -165,7 +148,7 @@ class BlocklistService:
                 for block in created:
                     self.view.apply_block(block)
             for block in created:
-                self.app.audit.record("security.block", f"{block['kind']} {block['value']}", source=self.source,
+                self.app.audit.record("security.block", f"{block['kind']} {block['value']}",
                                       reason=block["reason"], expires_at=block["expires_at"].isoformat())
         return created
 
@@ -226,7 +209,7 @@ class BlocklistService:
         return {"blocks": blocks, "failures": failures}
 
 
-def _announce(conn, change: str, block) -> None:
+def _announce(conn: Connection, change: str, block: Mapping[Any, Any]) -> None:
     """NOTIFY the policy servers of every node, delivered when this transaction commits."""
     payload = {"change": change, "kind": block["kind"], "value": block["value"]}
     if change == "block":
@@ -245,7 +228,7 @@ class BlockView:
     a node whose wall clock is skewed still agrees with the others. While the listening
     connection is down, `live` is false and callers ask the database instead."""
 
-    def __init__(self, app, refresh: float = 60.0, retry: float = 2.0):
+    def __init__(self, app: Services, refresh: float = 60.0, retry: float = 2.0) -> None:
         self.app = app
         self.refresh, self.retry = refresh, retry
         self._blocks: dict[tuple[str, str], tuple[float, dict]] = {}
@@ -254,7 +237,7 @@ class BlockView:
         self.live = False
         self.backend_pid = 0  # of the listening connection
 
-    def start(self) -> "BlockView":
+    def start(self) -> BlockView:
         threading.Thread(target=self._run, name="block-view", daemon=True).start()
         return self
 
@@ -290,12 +273,13 @@ class BlockView:
         else:
             raise ValueError(f"unknown change {note.get('change')!r}")
 
-    def load(self, conn) -> None:
+    def load(self, conn: psycopg.Connection[Any]) -> None:
         rows = conn.execute(
             "SELECT kind, value, reason, created_at, expires_at, "
             "extract(epoch FROM expires_at - now())::float FROM auth_blocks WHERE expires_at > now()").fetchall()
         now = time.monotonic()
-        blocks = {(r[0], r[1]): (now + r[5], dict(zip(("kind", "value", "reason", "created_at", "expires_at"), r)))
+        names = ("kind", "value", "reason", "created_at", "expires_at")  # r[5] is the seconds left
+        blocks = {(r[0], r[1]): (now + r[5], dict(zip(names, r[:5], strict=True)))
                   for r in rows}
         with self._lock:
             self._blocks = blocks

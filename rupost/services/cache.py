@@ -28,8 +28,14 @@ import logging
 import subprocess
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from . import Runtime, Services
 
 CHANNEL = "rupost_caches"
 LOOKUPS_CHANNEL = "rupost_lookups"  # in the data database (data migration 0008_data_lookup_changes)
@@ -38,7 +44,7 @@ SECOND_FLUSH = 2.0
 log = logging.getLogger("rupost.cache")
 
 
-def flush_memcached(app) -> bool:
+def flush_memcached(app: Services | Runtime) -> bool:
     """Empty the node's memcached: SOGo's cached logins, users and ACLs, and postfix's
     cached lookups. SOGo caches successful logins there; after a password change or a
     disable the old password would keep working until the entry expires. Sessions live
@@ -56,7 +62,7 @@ def flush_memcached(app) -> bool:
         return False
 
 
-def flush_dovecot_auth_cache(app) -> bool:
+def flush_dovecot_auth_cache(app: Services) -> bool:
     """Drop every answer dovecot has cached. All of them, not the changed user's: dovecot
     2.3's `auth cache flush USER` leaves the userdb entries (a USER request for a mailbox
     disabled meanwhile was still answered from the cache), and refilling the cache costs one
@@ -73,33 +79,33 @@ def flush_dovecot_auth_cache(app) -> bool:
     return done.returncode == 0
 
 
-def flush_here(app, dovecot: bool = True) -> None:
+def flush_here(app: Services, dovecot: bool = True) -> None:
     if dovecot:
         flush_dovecot_auth_cache(app)
     flush_memcached(app)
 
 
-def accounts_changed(app) -> None:
+def accounts_changed(app: Services) -> None:
     """A password, an enabled flag, a quota or the existence of an account changed: flush
     dovecot's and SOGo's caches here and ask every other node to do the same."""
     flush_here(app, dovecot=True)
     _notify(app, dovecot=True)
 
 
-def sogo_changed(app) -> None:
+def sogo_changed(app: Services) -> None:
     """Something SOGo caches in memcached changed (an ACL, a resource's settings): flush it
     on every node."""
     flush_memcached(app)
     _notify(app, dovecot=False)
 
 
-def lookups_changed(app) -> None:
+def lookups_changed(app: Services | Runtime) -> None:
     """Rows postfix's cached lookups read were committed here: empty this node's memcached
     now (the other nodes' agents hear it from the database's own announcement)."""
     flush_memcached(app)
 
 
-def _notify(app, dovecot: bool) -> None:
+def _notify(app: Services, dovecot: bool) -> None:
     payload = json.dumps({"node": app.config.node_name, "dovecot": dovecot})
     try:
         with app.dbs.engine("main").connect() as conn:
@@ -109,7 +115,7 @@ def _notify(app, dovecot: bool) -> None:
         log.warning("could not ask the other nodes to flush their caches: %s", exc)
 
 
-def apply_notification(app, payload: str) -> None:
+def apply_notification(app: Services, payload: str) -> None:
     """An agent's side of ``CHANNEL``: flush this node's caches as another node asked (a
     node's own notifications were applied when it sent them)."""
     try:
@@ -129,7 +135,8 @@ class LookupCacheGuard:
     docstring). It also empties it whenever it (re)connects: announcements sent while it was
     not listening are lost."""
 
-    def __init__(self, app, second_flush: float = SECOND_FLUSH, retry: float = 2.0, report=None):
+    def __init__(self, app: Services, second_flush: float = SECOND_FLUSH, retry: float = 2.0,
+                 report: Callable[[str, str], None] | None = None) -> None:
         self.app = app
         self.second_flush, self.retry = second_flush, retry
         # report(state, message): the agent's monitor log; else this module's logger
@@ -139,7 +146,7 @@ class LookupCacheGuard:
         self.listening = False
         self._lost = False  # reported as lost, not yet as back
 
-    def start(self) -> "LookupCacheGuard":
+    def start(self) -> LookupCacheGuard:
         threading.Thread(target=self._run, name="lookup-cache-guard", daemon=True).start()
         return self
 

@@ -9,16 +9,23 @@ which reads the active one when the rupost service starts.
 """
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from .. import tls
 from ..db.models import Certificate, DHParam
 from ..errors import ConflictError, NotFoundError, ValidationError
-from .. import tls
 from .setup import BUILTIN_DHPARAM, BUILTIN_MAIL_CERT, BUILTIN_PANEL_CERT
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 CERT_TYPES = ("mail", "control_panel")
 WARN_DAYS = 30
@@ -54,7 +61,7 @@ def read_upload(path: str, what: str) -> str:
 
 
 class CertificateService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # -- what a certificate must cover
@@ -62,7 +69,7 @@ class CertificateService:
         """Both types are served under the mail host name (mail ports on it, the panel on its port 5000)."""
         return [self.app.settings.mail_host()]
 
-    def _row(self, s, name: str) -> Certificate:
+    def _row(self, s: Session, name: str) -> Certificate:
         row = s.scalar(select(Certificate).where(Certificate.name == name))
         if row is None:
             known = ", ".join(s.scalars(select(Certificate.name).order_by(Certificate.name))) or "none"
@@ -71,7 +78,7 @@ class CertificateService:
 
     @staticmethod
     def _summary(row: Certificate, now: dt.datetime | None = None) -> dict:
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         days = (row.not_after - now).total_seconds() / 86400
         return {"name": row.name, "type": row.cert_type, "active": row.active, "builtin": row.builtin,
                 "not_after": row.not_after.isoformat(), "days_left": int(days // 1), "added_by": row.added_by}
@@ -133,7 +140,7 @@ class CertificateService:
                     tls.validate_certificate(row.cert_pem, row.key_pem, self.required_names(row.cert_type))
                 except ValueError as exc:
                     raise ValidationError(f"certificate {name} cannot be activated: {exc}") from None
-            elif row.not_after <= dt.datetime.now(dt.timezone.utc):
+            elif row.not_after <= dt.datetime.now(dt.UTC):
                 raise ValidationError(f"builtin certificate {name} has expired: run "
                                       f"`rupost cert regenerate-builtin {name}` first")
             for other in s.scalars(select(Certificate).where(Certificate.cert_type == row.cert_type,
@@ -177,9 +184,9 @@ class CertificateService:
         return {"name": name, "type": cert_type, "active": active, "not_after": not_after.isoformat(),
                 "used_by": self._used_by(cert_type)}
 
-    def expiry_warnings(self, now: dt.datetime | None = None) -> list[dict]:
+    def expiry_warnings(self, now: dt.datetime | None = None) -> builtins.list[dict]:
         """Certificates that expire within 30 days (level warning), 7 days (critical), or expired."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         out = []
         with self.app.dbs.session("main") as s:
             for row in s.scalars(select(Certificate).order_by(Certificate.not_after)):
@@ -198,7 +205,7 @@ class CertificateService:
 
 
 class DHParamService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def list(self) -> list[dict]:

@@ -13,13 +13,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RuPostError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from . import Services
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 SEVERITY = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -51,7 +59,7 @@ class CheckResult:
         return asdict(self)
 
 
-CheckFn = Callable[[object], list[CheckResult]]
+CheckFn = Callable[["Services"], list[CheckResult]]
 CHECKS: dict[str, CheckFn] = {}
 
 
@@ -60,7 +68,7 @@ def register_check(name: str, fn: CheckFn) -> None:
     CHECKS[name] = fn
 
 
-def setting(app, key: str):
+def setting(app: Services, key: str) -> Any:
     try:
         value = app.settings.get(key)
     except RuPostError:
@@ -69,7 +77,7 @@ def setting(app, key: str):
 
 
 # ------------------------------------------------------------------------- the checks
-def check_components(app) -> list[CheckResult]:
+def check_components(app: Services) -> list[CheckResult]:
     if not app.layout.current.exists():
         return [CheckResult("component", "node", CRITICAL, "nothing is deployed on this node: run rupost deploy")]
     out = []
@@ -87,21 +95,22 @@ def check_components(app) -> list[CheckResult]:
     return out
 
 
-def check_probes(app) -> list[CheckResult]:
+def check_probes(app: Services) -> list[CheckResult]:
     if not app.layout.current.exists():
         return []
     return [CheckResult("probe", p.name, OK if p.ok else CRITICAL, p.detail)
-            for p in app.deploys.deployer.run_probes(patience=0)]
+            for p in app.component_runtime.run_probes(patience=0)]
 
 
-def check_disks(app) -> list[CheckResult]:
+def check_disks(app: Services) -> list[CheckResult]:
     """Space and inodes of the file systems holding mail storage, queue, logs and state
     (one result per file system, naming what it holds)."""
     layout = app.layout
     warn, crit = setting(app, "monitor_disk_warning_percent"), setting(app, "monitor_disk_critical_percent")
     paths = [("mail storage", layout.mail_storage), ("mail queue", layout.postfix_queue),
              ("logs", layout.logs), ("state", layout.state)]
-    out, by_dev = [], {}
+    out: list[CheckResult] = []
+    by_dev: dict[int, tuple[list[str], CheckResult, float, float, int]] = {}
     for label, path in paths:
         probe = path
         while not probe.exists() and probe != probe.parent:
@@ -128,7 +137,7 @@ def check_disks(app) -> list[CheckResult]:
     return out
 
 
-def check_databases(app) -> list[CheckResult]:
+def check_databases(app: Services) -> list[CheckResult]:
     out = []
     for kind in ("main", "data", "logs"):
         name = app.dbs.name(kind)
@@ -142,17 +151,16 @@ def check_databases(app) -> list[CheckResult]:
     return out
 
 
-def check_certificates(app) -> list[CheckResult]:
-    from .certificates import CertificateService
+def check_certificates(app: Services) -> list[CheckResult]:
 
-    warnings = CertificateService(app).expiry_warnings()
+    warnings = app.certificates.expiry_warnings()
     if not warnings:
         return [CheckResult("certificate", "all", OK, "no certificate expires within 30 days")]
     return [CheckResult("certificate", w["name"], WARNING if w["level"] == "warning" else CRITICAL, w["message"])
             for w in warnings]
 
 
-def check_queue(app, state: dict | None = None) -> list[CheckResult]:
+def check_queue(app: Services, state: dict | None = None) -> list[CheckResult]:
     if not app.layout.current.exists():
         return []
     counts = app.mailqueues.summary()
@@ -166,10 +174,10 @@ def check_queue(app, state: dict | None = None) -> list[CheckResult]:
         samples.append([int(time.time()), total])
         n = int(setting(app, "monitor_queue_growth_samples"))
         del samples[:-max(n, 2)]
-        rising = len(samples) >= n and all(b[1] > a[1] for a, b in zip(samples, samples[1:]))
+        rising = len(samples) >= n and all(b[1] > a[1] for a, b in itertools.pairwise(samples))
         growth = samples[-1][1] - samples[0][1]
         if rising and growth >= setting(app, "monitor_queue_growth_min"):
-            status = max(status, WARNING, key=SEVERITY.get)
+            status = max(status, WARNING, key=SEVERITY.__getitem__)
             minutes = max(1, (samples[-1][0] - samples[0][0]) // 60)
             detail += f"; growing: +{growth} over the last {len(samples)} checks ({minutes} min)"
     else:
@@ -177,7 +185,7 @@ def check_queue(app, state: dict | None = None) -> list[CheckResult]:
     return [CheckResult("queue", app.config.node_name, status, detail + f" (warning at {warn}, critical at {crit})")]
 
 
-def check_directories(app) -> list[CheckResult]:
+def check_directories(app: Services) -> list[CheckResult]:
     """Each enabled external user directory (LDAP/AD domains) answers: server, bind, base DN."""
     service = getattr(app, "directories", None)
     if service is None:
@@ -211,15 +219,15 @@ register_check("queue", check_queue)
 
 # ------------------------------------------------------------------------- the service
 class CheckService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     @property
-    def state_file(self):
+    def state_file(self) -> Path:
         return self.app.layout.state / "monitor-checks.json"
 
     @contextlib.contextmanager
-    def _state(self):
+    def _state(self) -> Iterator[dict[str, Any]]:
         """The last recorded states, locked against a concurrent run (scheduler and CLI)."""
         path = self.state_file
         try:
@@ -273,7 +281,7 @@ class CheckService:
 
     def _record_changes(self, results: list[CheckResult], state: dict) -> None:
         last = state.setdefault("states", {})
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         for r in results:
             before = last.get(r.key, {}).get("status")
             if before == r.status or (before is None and r.status == OK):
@@ -306,4 +314,4 @@ class CheckService:
 
     @staticmethod
     def worst(results: list[CheckResult]) -> str:
-        return max((r.status for r in results), key=SEVERITY.get, default=OK)
+        return max((r.status for r in results), key=SEVERITY.__getitem__, default=OK)

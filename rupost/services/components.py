@@ -4,17 +4,18 @@ The components run as one unit (guide §2.3): stopping one stops them all.
 """
 from __future__ import annotations
 
-from ..errors import NotFoundError, ServiceError
+from typing import TYPE_CHECKING
 
-# How each daemon reopens the log files it opens by name in /var/log/rupost (after logrotate
-# renamed them): nginx and the dovecot master on SIGUSR1; postfix's postlogd is restarted by
-# `postfix reload`. memcached, HAProxy and SOGo only write to their stdout, which the backend
-# appends to NAME.log: logrotate truncates those in place (copytruncate).
-REOPEN_LOGS = {"nginx": "usr1", "dovecot": "usr1", "postfix": "reload"}
+from ..errors import NotFoundError
+
+if TYPE_CHECKING:
+    from adapters.base import ProcessSpec
+
+    from . import Services
 
 
 class ComponentService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def _check(self, names: list[str] | None) -> list[str]:
@@ -25,14 +26,12 @@ class ComponentService:
                                 f"(known: {', '.join(self.app.adapters)})")
         return names
 
-    def process_spec(self, name: str):
+    def process_spec(self, name: str) -> ProcessSpec:
         self._check([name])
-        return self.app.adapters[name].process(self.app.deploys.deployer.live_context())
-
+        return self.app.component_runtime.process_spec(name)
 
     def states(self) -> dict:
-        backend = self.app.backend
-        return {name: {"running": backend.is_running(name), "pid": backend.pid(name)} for name in self.app.adapters}
+        return self.app.component_runtime.states()
 
     def start(self, names: list[str] | None = None) -> list[str]:
         if not self.app.layout.current.exists():
@@ -48,44 +47,13 @@ class ComponentService:
 
     def reopen_logs(self) -> dict[str, str]:
         """Make every running daemon that writes its own log files reopen them (logrotate's postrotate)."""
-        import os
-        import signal
-        import subprocess
-
-        done = {}
-        for name in self.app.adapters:
-            how = REOPEN_LOGS.get(name)
-            if how is None:
-                done[name] = "stdout only (copytruncate)"
-                continue
-            pid = self.app.backend.pid(name)
-            if pid is None:
-                done[name] = "not running"
-                continue
-            if how == "usr1":
-                try:
-                    os.kill(pid, signal.SIGUSR1)
-                except ProcessLookupError:
-                    done[name] = "not running"
-                    continue
-            else:
-                r = subprocess.run(self.process_spec(name).reload_argv, capture_output=True, text=True, timeout=60)
-                if r.returncode != 0:
-                    raise ServiceError(f"{name}: reopening its log failed: {(r.stderr or r.stdout).strip()}")
-            done[name] = "reopened"
-        return done
+        return self.app.component_runtime.reopen_logs()
 
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop everything, or the named components; naming any mail component stops the
         whole mail unit (they run together), HAProxy and memcached can stop alone."""
-        from adapters import MAIL_UNIT
-
-        if names:
-            self._check(names)
-            wanted = set(names) | (set(MAIL_UNIT) if set(names) & set(MAIL_UNIT) else set())
-            stopped = self.app.deploys.deployer.stop_all(wanted)
-        else:
-            stopped = self.app.deploys.deployer.stop_all()
+        runtime = self.app.component_runtime
+        stopped = runtime.stop(runtime.with_mail_unit(self._check(names)) if names else None)
         self.app.nodes.report("out_of_service", self.states())
         self.app.audit.record("components.stop", ",".join(stopped))
         return stopped

@@ -4,22 +4,41 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
+from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import select, text
 
 from ..db.models import Certificate, DHParam, Generation, utcnow
-from rupost.deploy.pipeline import Deployer, DeployResult, Plan, TLSMaterial
-from ..errors import DeployError, NotFoundError
+from ..deploy.pipeline import DeployOutcome, DeployPipeline, DeployResult
+from ..deploy.plan import Plan, TLSMaterial
+from ..deploy.store import GenerationStore
+from ..errors import ConflictError, DeployError, NotFoundError
 from ..paths import GENERATION_TOKEN
-from rupost.templating.document import TemplateDocument
+from ..templating.document import TemplateDocument
 from . import settings as settings_keys
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from . import Services
+
+
+class GenerationRecord(TypedDict):
+    """One generation of this node as the faces show it."""
+    generation: int
+    template: str  # NAME@VERSION
+    result: str  # a DeployResult value
+    error: str
+    started_by: str
+    started_at: str  # ISO 8601
+    finished_at: str | None
 
 
 LOCK_CLASS = 0x52505354  # "RPST": the advisory-lock namespace of RuPost deploys
 
 
 class DeployService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
         self._schema_current = False
 
@@ -40,8 +59,12 @@ class DeployService:
         self._schema_current = True
 
     @property
-    def deployer(self) -> Deployer:
-        return Deployer(self.app.layout, self.app.config, self.app.adapters, self.app.backend)
+    def store(self) -> GenerationStore:
+        return GenerationStore(self.app.layout)
+
+    @property
+    def pipeline(self) -> DeployPipeline:
+        return DeployPipeline(self.store, self.app.component_runtime, self.app.config.generations_kept)
 
     def tls_material(self) -> TLSMaterial:
         with self.app.dbs.session("main") as s:
@@ -81,15 +104,22 @@ class DeployService:
             },
         }
 
-    def plan(self, parameters: dict | None = None, document: TemplateDocument | None = None) -> Plan:
+    def plan(self, parameters: dict | None = None, document: TemplateDocument | None = None,
+             check: bool = False) -> Plan:
+        """The active template (or `document`) rendered and compared with the live files; with
+        `check`, every component's own checker has also accepted the files (ComponentCheckError
+        otherwise), as a deploy would check them before the switch."""
         doc = document or self.app.templates.active()
         if parameters is None:
             parameters = self.app.settings.get(settings_keys.TEMPLATE_PARAMETERS, {}) or {}
         resolved = doc.resolve_parameters(parameters)
-        return self.deployer.plan(doc, resolved, self.template_context(resolved), self.tls_material())
+        plan = self.pipeline.plan(doc, resolved, self.template_context(resolved), self.tls_material())
+        if check:
+            self.pipeline.check(plan)
+        return plan
 
     @contextlib.contextmanager
-    def lock(self, what: str = "deploy"):
+    def lock(self, what: str = "deploy") -> Iterator[None]:
         """One deploy (or rollback) at a time per node: a Postgres advisory lock held on
         a dedicated connection; the holder is named through its application_name."""
         key = zlib.crc32(self.app.config.node_name.encode()) - 2 ** 31
@@ -113,29 +143,31 @@ class DeployService:
                 conn.commit()
 
     def drift(self) -> list[dict]:
-        return self.deployer.drift()
+        return [d.as_dict() for d in self.store.drift()]
 
-    def deploy(self, plan: Plan | None = None, force: bool = False) -> DeployResult:
+    def deploy(self, plan: Plan | None = None, force: bool = False, expected: str | None = None) -> DeployOutcome:
+        """Apply `plan` (default: a fresh one). `expected` is the digest of the plan an
+        administrator was shown: the deploy is refused if the plan is no longer that one.
+        A deploy that did not apply raises DeployError carrying its outcome."""
         self.require_current_schema()
         # the node's own queue must not be under evacuation while its postfix may start
         with self.lock("deploy"), self.app.evacuation.ownership():
-            return self._deploy(plan or self.plan(), force)
+            plan = plan or self.plan()
+            if expected is not None and plan.digest != expected:
+                raise ConflictError("the configuration changed since that plan was shown (another deploy, "
+                                    "a parameter or the template): look at the plan again. Nothing was changed")
+            return self._deploy(plan, force)
 
-    def rollback(self, generation: int | None = None, force: bool = False) -> DeployResult:
+    def rollback(self, generation: int | None = None, force: bool = False) -> DeployOutcome:
         """Return this node to a kept generation (default: the newest applied one before the live one)."""
         with self.lock("rollback"), self.app.evacuation.ownership():
-            deployer = self.deployer
-            live = (deployer.live_manifest() or {}).get("number")
+            store = self.store
+            live = store.live_number()
             if generation is None:
-                applied = [g["generation"] for g in self.history(100) if g["result"] == "applied"]
-                kept = set(deployer.generation_numbers())
-                older = [n for n in applied if live is None or n < live]
-                candidates = [n for n in older if n in kept]
-                if not candidates:
-                    raise NotFoundError("there is no earlier applied generation kept on this node")
-                generation = candidates[0]
+                generation = self._previous_applied(live, set(store.numbers()))
             try:
-                result = deployer.rollback_to(generation, force)
+                outcome = self.pipeline.rollback_to(generation, force)
+                self._raise_unless_ok(outcome)
             except DeployError as exc:
                 self.app.audit.record("deploy.rollback.failed", self.app.config.node_name, generation=generation,
                                       error=str(exc))
@@ -143,23 +175,41 @@ class DeployService:
                 raise
             self._report_node(generation)
             self.app.audit.record("deploy.rollback", self.app.config.node_name, generation=generation,
-                                  previous=live, reloaded=result.reloaded)
-            return result
+                                  previous=live, reloaded=outcome.reloaded)
+            return outcome
 
-    def _deploy(self, plan: Plan, force: bool) -> DeployResult:
+    def _previous_applied(self, live: int | None, kept: set[int]) -> int:
+        applied = [g["generation"] for g in self.history(100) if g["result"] == DeployResult.APPLIED]
+        candidates = [n for n in applied if (live is None or n < live) and n in kept]
+        if not candidates:
+            raise NotFoundError("there is no earlier applied generation kept on this node")
+        return candidates[0]
+
+    @staticmethod
+    def _raise_unless_ok(outcome: DeployOutcome) -> None:
+        if not outcome.ok:
+            error = DeployError(outcome.message or outcome.error)
+            error.outcome = outcome
+            raise error
+
+    def _deploy(self, plan: Plan, force: bool) -> DeployOutcome:
         try:
-            result = self.deployer.apply(plan, force)
+            outcome = self.pipeline.apply(plan, force)
+            self._record(plan, outcome)
+            self._raise_unless_ok(outcome)
         except DeployError as exc:
-            if exc.result is not None:
-                self._record(plan, exc.result)
             self.app.audit.record("deploy.failed", self.app.config.node_name, error=str(exc))
             self._report_node(None)
             raise
-        self._record(plan, result)
-        self._report_node(result.generation if result.result == "applied" else None)
-        self.app.audit.record("deploy", self.app.config.node_name, result=result.result,
-                              generation=result.generation, reloaded=result.reloaded, started=result.started)
-        return result
+        except BaseException as exc:  # interrupted after the switch: the node was returned, record it
+            interrupted = getattr(exc, "outcome", None)
+            if interrupted is not None:
+                self._record(plan, interrupted)
+            raise
+        self._report_node(outcome.generation if outcome.result == DeployResult.APPLIED else None)
+        self.app.audit.record("deploy", self.app.config.node_name, result=str(outcome.result),
+                              generation=outcome.generation, reloaded=outcome.reloaded, started=outcome.started)
+        return outcome
 
     def _report_node(self, applied_generation: int | None) -> None:
         """The node's state is what its components are, whatever the deploy intended."""
@@ -167,8 +217,8 @@ class DeployService:
         state = "in_service" if all(c["running"] for c in components.values()) else "out_of_service"
         self.app.nodes.report(state, components, applied_generation)
 
-    def _record(self, plan: Plan, result: DeployResult) -> None:
-        if result.result == "unchanged":
+    def _record(self, plan: Plan, result: DeployOutcome) -> None:
+        if result.result == DeployResult.UNCHANGED:
             return
         with self.app.dbs.session("main") as s:
             node = self.app.nodes.current(s)
@@ -176,17 +226,20 @@ class DeployService:
                                                          Generation.number == result.generation))
             row = existing or Generation(node_id=node.id, number=result.generation)
             row.template_name, row.template_version = plan.template, plan.version
-            row.parameters, row.file_hashes, row.steps = plan.parameters, plan.hashes, result.steps
-            row.result, row.error, row.started_by = result.result, result.error, self.app.actor
+            row.parameters, row.file_hashes = plan.parameters, plan.hashes
+            row.steps = [step.as_dict() for step in result.steps]
+            row.result, row.error, row.started_by = str(result.result), result.error, self.app.actor
             row.finished_at = utcnow()
             s.add(row)
 
-    def history(self, limit: int = 20) -> list[dict]:
+    def history(self, limit: int = 20) -> list[GenerationRecord]:
+        """This node's generations, newest first, as recorded by each deploy and rollback."""
         with self.app.dbs.session("main") as s:
             node = self.app.nodes.current(s)
             rows = s.scalars(select(Generation).where(Generation.node_id == node.id)
                              .order_by(Generation.number.desc()).limit(limit))
-            return [{"generation": g.number, "template": f"{g.template_name}@{g.template_version}",
-                     "result": g.result, "error": g.error, "started_by": g.started_by,
-                     "started_at": g.started_at.isoformat(),
-                     "finished_at": g.finished_at.isoformat() if g.finished_at else None} for g in rows]
+            return [GenerationRecord(generation=g.number, template=f"{g.template_name}@{g.template_version}",
+                                     result=g.result, error=g.error, started_by=g.started_by,
+                                     started_at=g.started_at.isoformat(),
+                                     finished_at=g.finished_at.isoformat() if g.finished_at else None)
+                    for g in rows]

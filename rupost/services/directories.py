@@ -9,40 +9,45 @@ PostgreSQL (fast, and mail keeps flowing while a directory is down). What needs 
 user's *password* is a bind against the directory (dovecot LDAP passdb with
 auth_bind, SOGo LDAP source, the panel through ``authenticate_admin``); no
 directory password is ever stored.
+
+A sync decides in rupost.services.directory_sync (pure: the plan) and changes the rows
+in rupost.services.directory_apply; the administrators' part is
+rupost.services.directory_admins.
 """
 from __future__ import annotations
 
+import builtins
 import datetime as dt
-import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
+
+from rupost.ldap import client as dl
+from rupost.ldap.settings import settings_of
 
 from .. import validation
-from ..db.directory_models import DirectoryAccount, LdapAdminMapping, LdapDomain, LdapFilter
-from ..db.models import Alias, Domain, Mailbox, utcnow
-from rupost.ldap import client as dl
+from ..db.directory_models import DirectoryAccount, LdapDomain, LdapFilter
+from ..db.models import Alias, Mailbox, utcnow
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from .cache import accounts_changed
+from .directory_admins import DirectoryAdmins, ldap_bind_authenticator  # noqa: F401 (imported from here)
+from .directory_apply import DirectoryRows, apply_plan
+from .directory_sync import SyncSummary, plan_sync
 
-# the password "hash" of a mailbox whose owner authenticates against a directory:
-# never a valid hash, so the local passdb (and SOGo's SQL source) can never accept it
-DIRECTORY_PASSWORD_PREFIX = "!directory:"
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
+
 MAX_DROP_SHARE_KEY = "directories.max_drop_share"
 DEFAULT_MAX_DROP_SHARE = 0.5
-DROP_CHECK_MINIMUM = 5  # below this many affected accounts the share is not checked
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-ADMIN_ROLES = ("superadmin", "domain_admin", "readonly")
 
 
 class SyncRefused(RuPostError):
     """A sync would disable more accounts than allowed; nothing was changed."""
-
-
-def settings_of(row: LdapDomain) -> dl.Settings:
-    return dl.Settings(name=row.name, kind=row.kind, uris=list(row.uris), security=row.security, ca_pem=row.ca_pem,
-                       bind_dn=row.bind_dn, bind_password=row.bind_password, base_dn=row.base_dn,
-                       user_filter=row.user_filter, group_filter=row.group_filter, timeout=row.timeout)
 
 
 def check_name(name: str) -> str:
@@ -53,13 +58,13 @@ def check_name(name: str) -> str:
     return name
 
 
-class DirectoryService:
-    def __init__(self, app):
+class DirectoryService(DirectoryAdmins):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # ================================================================ LDAP domains
     def add(self, name: str, kind: str, uris: list[str], base_dn: str, bind_dn: str, bind_password: str, *,
-            security: str = "ldaps", ca_pem: str = "", mail_domains: list[str] = (), user_filter: str = "",
+            security: str = "ldaps", ca_pem: str = "", mail_domains: Sequence[str] = (), user_filter: str = "",
             group_filter: str = "", timeout: int = 10, allow_plain: bool = False, check: bool = True) -> dict:
         settings = self._validated(name, kind, uris, base_dn, bind_dn, bind_password, security, ca_pem, user_filter,
                                    group_filter, timeout, allow_plain)
@@ -87,8 +92,9 @@ class DirectoryService:
                               mail_domains=domains, security=settings.security)
         return out
 
-    def _validated(self, name, kind, uris, base_dn, bind_dn, bind_password, security, ca_pem, user_filter,
-                   group_filter, timeout, allow_plain) -> dl.Settings:
+    def _validated(self, name: str, kind: str, uris: list[str], base_dn: str, bind_dn: str, bind_password: str,
+                   security: str, ca_pem: str, user_filter: str, group_filter: str, timeout: int,
+                   allow_plain: bool) -> dl.Settings:
         name = check_name(name)
         kind = (kind or "").strip().lower()
         if kind not in dl.KINDS:
@@ -117,14 +123,15 @@ class DirectoryService:
         if not 1 <= int(timeout) <= 300:
             raise ValidationError("timeout must be between 1 and 300 seconds")
         return dl.Settings(
-            name=name, kind=kind, uris=uris, security=security, ca_pem=ca_pem.strip() + ("\n" if ca_pem.strip() else ""),
+            name=name, kind=kind, uris=uris, security=security,
+            ca_pem=ca_pem.strip() + ("\n" if ca_pem.strip() else ""),
             bind_dn=dl.check_dn(bind_dn, "service account DN"), bind_password=bind_password,
             base_dn=dl.check_dn(base_dn, "base DN"),
             user_filter=dl.check_filter(user_filter, "user filter") if user_filter.strip() else "",
             group_filter=dl.check_filter(group_filter, "group filter") if group_filter.strip() else "",
             timeout=int(timeout))
 
-    def _check_mail_domains(self, mail_domains) -> list[str]:
+    def _check_mail_domains(self, mail_domains: Iterable[str]) -> list[str]:
         names = list(dict.fromkeys(validation.domain_name(d) for part in mail_domains
                                    for d in str(part).replace(",", " ").split()))
         with self.app.dbs.session("data") as s:
@@ -133,13 +140,13 @@ class DirectoryService:
         return names
 
     @staticmethod
-    def _bound_elsewhere(session, domains: list[str], name: str) -> list[tuple[str, str]]:
+    def _bound_elsewhere(session: Session, domains: list[str], name: str) -> list[tuple[str, str]]:
         out = []
         for row in session.scalars(select(LdapDomain).where(LdapDomain.name != name)):
             out += [(d, row.name) for d in row.mail_domains if d in domains]
         return out
 
-    def _row(self, session, name: str) -> LdapDomain:
+    def _row(self, session: Session, name: str) -> LdapDomain:
         row = session.scalar(select(LdapDomain).where(LdapDomain.name == (name or "").strip().lower()))
         if row is None:
             raise NotFoundError(f"LDAP domain {name} does not exist (rupost ldap-domains list)")
@@ -162,7 +169,7 @@ class DirectoryService:
         out["accounts"] = counts
         return out
 
-    def update(self, name: str, **changes) -> dict:
+    def update(self, name: str, **changes: Any) -> dict:
         """Change connection settings (e.g. rotate the service account password).
 
         A setting given as None is kept as it is; an empty service account password is
@@ -170,7 +177,7 @@ class DirectoryService:
         validated like ``add`` (an empty URI list, base DN or bind DN is refused, an empty
         filter clears it) before anything is written. The audit record names the
         settings that really changed (never the password itself)."""
-        def given(key):
+        def given(key: str) -> bool:
             return changes.get(key) is not None
 
         with self.app.dbs.session("main") as s:
@@ -226,7 +233,7 @@ class DirectoryService:
                     if mb is not None and mb.enabled:
                         mb.enabled = False
                         disabled += 1
-                self._set_aliases_enabled(s, acc, False)
+                self._disable_aliases(s, acc)
                 s.delete(acc)
         with self.app.dbs.session("main") as s:
             s.delete(self._row(s, name))
@@ -250,8 +257,8 @@ class DirectoryService:
     def test_settings(self, settings: dl.Settings, sample: int = 5) -> dict:
         """Reachability of each server, bind, base DN, a sample of users. Never raises for
         directory problems: the report says what failed (``ok``/``error``)."""
-        report = {"name": settings.name, "servers": [], "bind": False, "base_dn": False, "users": [],
-                  "user_count_sample": 0, "ok": False, "error": ""}
+        report: dict[str, Any] = {"name": settings.name, "servers": [], "bind": False, "base_dn": False,
+                                  "users": [], "user_count_sample": 0, "ok": False, "error": ""}
         for uri in settings.uris:
             problem = dl.tcp_reachable(uri, timeout=min(settings.timeout, 5))
             report["servers"].append({"uri": uri, "reachable": problem is None, "problem": problem or ""})
@@ -289,12 +296,12 @@ class DirectoryService:
         return report
 
     # ================================================================ sync
-    def sync_all(self, force: bool = False) -> list[dict]:
+    def sync_all(self, force: bool = False) -> builtins.list[Mapping]:
         """Sync every enabled LDAP domain; the scheduler calls this. One directory's failure
         does not stop the others; each result (or error) is returned and journalled."""
         with self.app.dbs.session("main") as s:
             names = s.scalars(select(LdapDomain.name).where(LdapDomain.enabled).order_by(LdapDomain.name)).all()
-        results = []
+        results: list[Mapping] = []
         for name in names:
             try:
                 results.append(self.sync(name, force=force))
@@ -302,7 +309,7 @@ class DirectoryService:
                 results.append({"name": name, "ok": False, "error": str(exc)})
         return results
 
-    def sync(self, name: str, force: bool = False, dry_run: bool = False) -> dict:
+    def sync(self, name: str, force: bool = False, dry_run: bool = False) -> SyncSummary:
         started = utcnow()
         with self.app.dbs.session("main") as s:
             row = self._row(s, name)
@@ -329,7 +336,7 @@ class DirectoryService:
                 accounts_changed(self.app)
         return summary
 
-    def _record_sync(self, name: str, started: dt.datetime, summary: dict) -> None:
+    def _record_sync(self, name: str, started: dt.datetime, summary: Mapping) -> None:
         with self.app.dbs.session("main") as s:
             row = s.scalar(select(LdapDomain).where(LdapDomain.name == name))
             if row is not None:
@@ -337,210 +344,28 @@ class DirectoryService:
                 row.last_sync = {k: v for k, v in summary.items() if k != "problems"} | {
                     "problems": summary.get("problems", [])[:20]}
 
-    def _materialise(self, settings: dl.Settings, mail_domains: list[str], users: list[dl.DirectoryUser], *,
-                     force: bool, dry_run: bool) -> dict:
-        summary = {"seen": len(users), "created": 0, "updated": 0, "renamed": 0, "disabled": 0, "deleted": 0,
-                   "enabled": 0, "aliases_added": 0, "aliases_removed": 0, "skipped": 0, "conflicts": 0,
-                   "problems": []}
-        bound = set(mail_domains)
-        wanted: dict[str, dl.DirectoryUser] = {}
-        for u in users:
-            domain = u.mail.rpartition("@")[2]
-            if not u.stable_id:
-                summary["skipped"] += 1
-                summary["problems"].append(f"{u.dn}: no {settings.profile.id_attr}; skipped")
-            elif domain not in bound:
-                summary["skipped"] += 1  # a user of a mail domain this directory does not serve
-            elif u.stable_id in wanted:
-                summary["problems"].append(f"{u.dn}: duplicate {settings.profile.id_attr} {u.stable_id}; skipped")
-            else:
-                try:
-                    validation.address(u.mail)
-                except ValidationError as exc:
-                    summary["skipped"] += 1
-                    summary["problems"].append(f"{u.dn}: {exc}")
-                    continue
-                wanted[u.stable_id] = u
-        marker = DIRECTORY_PASSWORD_PREFIX + settings.name
+    def _materialise(self, settings: dl.Settings, mail_domains: builtins.list[str],
+                     users: builtins.list[dl.DirectoryUser], *,
+                     force: bool, dry_run: bool) -> SyncSummary:
         with self.app.dbs.session("data") as s:
-            domains = {d.name: d for d in s.scalars(select(Domain).where(Domain.name.in_(bound)))}
-            accounts = {a.stable_id: a for a in s.scalars(
-                select(DirectoryAccount).where(DirectoryAccount.directory == settings.name))}
-            domain_ids = [d.id for d in domains.values()]
-            mailboxes = {m.address: m for m in s.scalars(select(Mailbox).where(Mailbox.domain_id.in_(domain_ids)))}
-            by_id = {m.id: m for m in mailboxes.values()}
-            aliases = {a.address: a for a in s.scalars(select(Alias).where(Alias.domain_id.in_(domain_ids)))}
-            linked = {a.mailbox_id: a for a in s.scalars(select(DirectoryAccount).where(
-                DirectoryAccount.mailbox_id.is_not(None)))}
-            # ---- the safety check, before any change
-            active = [a for a in accounts.values() if a.state == "active"]
-            losing = [a for a in active if a.stable_id not in wanted or wanted[a.stable_id].disabled]
-            share = self.max_drop_share()
-            if not force and len(losing) >= DROP_CHECK_MINIMUM and active and len(losing) / len(active) > share:
-                message = (f"LDAP domain {settings.name}: sync refused: it would disable {len(losing)} of "
-                           f"{len(active)} active mailbox(es) ({len(losing) / len(active):.0%}, more than the allowed "
-                           f"{share:.0%}); check the directory and the user filter, then run "
-                           "`rupost ldap-domains sync --force` if this is intended")
+            rows = DirectoryRows.read(s, settings.name, mail_domains)
+            plan = plan_sync(settings.name, settings.profile.id_attr, mail_domains, users, rows.snapshot(),
+                             share=self.max_drop_share(), force=force, now=utcnow())
+            if plan.refusal is not None:
+                refusal = plan.refusal
                 self.app.audit.record("ldap_domain.sync.refused", settings.name, source="sync",
-                                      losing=len(losing), active=len(active), share=share)
-                raise SyncRefused(message)
-            now = utcnow()
-            new_mailboxes: list[tuple[DirectoryAccount, Mailbox]] = []
-            for stable, u in wanted.items():
-                acc = accounts.get(stable)
-                mb = by_id.get(acc.mailbox_id) if acc is not None and acc.mailbox_id else None
-                domain = domains[u.mail.rpartition("@")[2]]
-                display = (u.gal.get("display_name") or "")[:256]
-                if acc is None:
-                    acc = DirectoryAccount(directory=settings.name, stable_id=stable, aliases=[], groups=[], gal={},
-                                           state="active", state_reason="", dn=u.dn, login=u.login, mail=u.mail)
-                    s.add(acc)
-                    accounts[stable] = acc
-                if mb is None:
-                    existing = mailboxes.get(u.mail)
-                    if existing is not None and (existing.password_hash != marker or existing.id in linked):
-                        acc.state, acc.state_reason = "conflict", f"{u.mail} is already a local mailbox"
-                        summary["conflicts"] += 1
-                        summary["problems"].append(f"{u.dn}: {u.mail} is already a mailbox not owned by this "
-                                                   "directory; not taken over")
-                        self._fill(acc, u, now)
-                        continue
-                    if existing is None and u.mail in aliases:
-                        acc.state, acc.state_reason = "conflict", f"{u.mail} is already an alias"
-                        summary["conflicts"] += 1
-                        summary["problems"].append(f"{u.dn}: {u.mail} is already an alias; not created")
-                        self._fill(acc, u, now)
-                        continue
-                    if existing is None:
-                        mb = Mailbox(domain_id=domain.id, local_part=u.mail.split("@")[0], address=u.mail,
-                                     password_hash=marker, display_name=display, quota_bytes=0,
-                                     enabled=not u.disabled)
-                        s.add(mb)
-                        mailboxes[u.mail] = mb
-                        new_mailboxes.append((acc, mb))  # ids after one flush for all of them
-                        summary["created"] += 1
-                    else:
-                        mb = existing  # ours from an earlier account row (e.g. re-added after a removal)
-                        by_id[mb.id] = mb
-                        linked[mb.id] = acc
-                        acc.mailbox_id = mb.id
-                elif mb.address != u.mail:
-                    if u.mail in mailboxes or u.mail in aliases and u.mail not in acc.aliases:
-                        summary["conflicts"] += 1
-                        summary["problems"].append(f"{u.dn}: mail changed to {u.mail}, which is already taken; "
-                                                   f"the mailbox stays {mb.address}")
-                    else:
-                        old = mb.address
-                        if u.mail in aliases:  # it was one of its own extra addresses
-                            s.delete(aliases.pop(u.mail))
-                            s.flush()
-                        self._move_storage(old, u.mail, dry_run)
-                        mailboxes.pop(old, None)
-                        mb.address, mb.local_part, mb.domain_id = u.mail, u.mail.split("@")[0], domain.id
-                        mailboxes[u.mail] = mb
-                        # mail to the old address keeps arriving
-                        u.extra = list(dict.fromkeys([*u.extra, old]))
-                        summary["renamed"] += 1
-                if acc.state in ("conflict",) and mb is not None:
-                    acc.state_reason = ""
-                new_state = "disabled" if u.disabled else "active"
-                if mb.enabled != (not u.disabled):
-                    summary["disabled" if u.disabled else "enabled"] += 1
-                    mb.enabled = not u.disabled
-                if display and mb.display_name != display:
-                    mb.display_name = display
-                changed = (acc.dn, acc.login, acc.state, acc.gal, acc.groups) != (u.dn, u.login, new_state, u.gal,
-                                                                                   u.groups)
-                if (acc.state, acc.state_reason) != (new_state, "disabled in the directory" if u.disabled else ""):
-                    acc.state, acc.state_reason = new_state, "disabled in the directory" if u.disabled else ""
-                self._fill(acc, u, now)
-                summary["updated"] += int(changed)
-                added, removed = self._sync_aliases(s, acc, mb, u, bound, domains, aliases, mailboxes, summary)
-                summary["aliases_added"] += added
-                summary["aliases_removed"] += removed
-            s.flush()
-            for acc, mb in new_mailboxes:
-                acc.mailbox_id = mb.id
-            for stable, acc in accounts.items():
-                if stable in wanted or acc.state == "deleted":
-                    continue
-                acc.state, acc.state_reason = "deleted", "no longer in the directory (or outside its filter)"
-                mb = by_id.get(acc.mailbox_id) if acc.mailbox_id else None
-                if mb is not None and mb.enabled:
-                    mb.enabled = False
-                self._set_aliases_enabled(s, acc, False, aliases)
-                summary["deleted"] += 1
+                                      losing=refusal.losing, active=refusal.active, share=refusal.share)
+                raise SyncRefused(refusal.message(settings.name))
+            apply_plan(s, settings.name, rows, plan.actions, storage=self.app.layout.mail_storage, dry_run=dry_run)
             if dry_run:
                 s.rollback()
-        return summary
+        return plan.summary
 
-    @staticmethod
-    def _fill(acc: DirectoryAccount, u: dl.DirectoryUser, now) -> None:
-        # only what changed is written: a sync with nothing to change issues no UPDATE
-        # (synced_at is the time of the last change seen)
-        new = {"dn": u.dn, "login": u.login, "mail": u.mail, "groups": u.groups, "gal": u.gal}
-        changed = {k: v for k, v in new.items() if getattr(acc, k) != v}
-        for key, value in changed.items():
-            setattr(acc, key, value)
-        if changed or acc.synced_at is None:
-            acc.synced_at = now
-
-    def _sync_aliases(self, s, acc, mb, u, bound, domains, aliases, mailboxes, summary) -> tuple[int, int]:
-        added = removed = 0
-        desired = [a for a in u.extra if a.rpartition("@")[2] in bound]
-        for address in u.extra:
-            if address.rpartition("@")[2] not in bound:
-                summary["problems"].append(f"{u.dn}: extra address {address} is not in a mail domain of this "
-                                           "directory; ignored")
-        kept = []
-        for address in desired:
-            alias = aliases.get(address)
-            if alias is not None:
-                if address in acc.aliases:
-                    if alias.destinations != mb.address or alias.enabled != mb.enabled:
-                        alias.destinations, alias.enabled = mb.address, mb.enabled
-                    kept.append(address)
-                else:
-                    summary["problems"].append(f"{u.dn}: extra address {address} is already an alias; not taken over")
-                continue
-            if address in mailboxes:
-                summary["problems"].append(f"{u.dn}: extra address {address} is already a mailbox; ignored")
-                continue
-            alias = Alias(domain_id=domains[address.rpartition("@")[2]].id, address=address,
-                          destinations=mb.address, enabled=mb.enabled)
-            s.add(alias)
-            aliases[address] = alias
-            kept.append(address)
-            added += 1
-        for address in acc.aliases:
-            if address not in kept and address in aliases and aliases[address].destinations == mb.address:
-                s.delete(aliases.pop(address))
-                removed += 1
-        acc.aliases = kept
-        return added, removed
-
-    def _set_aliases_enabled(self, s, acc: DirectoryAccount, enabled: bool, aliases: dict | None = None) -> None:
+    def _disable_aliases(self, s: Session, acc: DirectoryAccount) -> None:
         for address in acc.aliases or []:
-            alias = aliases.get(address) if aliases is not None else s.scalar(
-                select(Alias).where(Alias.address == address))
+            alias = s.scalar(select(Alias).where(Alias.address == address))
             if alias is not None:
-                alias.enabled = enabled
-
-    def _move_storage(self, old: str, new: str, dry_run: bool) -> None:
-        """Mail is stored under DOMAIN/LOCAL: a changed primary address moves the directory."""
-        if dry_run:
-            return
-        storage = self.app.layout.mail_storage
-        old_local, old_domain = old.split("@")
-        new_local, new_domain = new.split("@")
-        src, dst = storage / old_domain / old_local, storage / new_domain / new_local
-        if src.is_dir() and not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.chown(dst.parent, src.parent.stat().st_uid, src.parent.stat().st_gid)
-            except OSError:
-                pass
-            os.rename(src, dst)
+                alias.enabled = False
 
     def max_drop_share(self) -> float:
         value = self.app.settings.get(MAX_DROP_SHARE_KEY, DEFAULT_MAX_DROP_SHARE)
@@ -555,7 +380,7 @@ class DirectoryService:
             raise ValidationError("the share must be between 0 and 1 (e.g. 0.2 for 20%)")
         self.app.settings.set(MAX_DROP_SHARE_KEY, share)
 
-    def accounts(self, name: str | None = None, state: str | None = None, limit: int = 1000) -> list[dict]:
+    def accounts(self, name: str | None = None, state: str | None = None, limit: int = 1000) -> builtins.list[dict]:
         with self.app.dbs.session("data") as s:
             q = select(DirectoryAccount).order_by(DirectoryAccount.mail).limit(limit)
             if name:
@@ -566,7 +391,7 @@ class DirectoryService:
                      "reason": a.state_reason, "aliases": list(a.aliases or []), "dn": a.dn} for a in s.scalars(q)]
 
     # ================================================================ GAL
-    def gal(self, search: str = "", limit: int = 100) -> list[dict]:
+    def gal(self, search: str = "", limit: int = 100) -> builtins.list[dict]:
         with self.app.dbs.session("data") as s:
             q = (select(DirectoryAccount).join(Mailbox, Mailbox.id == DirectoryAccount.mailbox_id)
                  .where(DirectoryAccount.state == "active", Mailbox.enabled).order_by(DirectoryAccount.mail)
@@ -611,122 +436,8 @@ class DirectoryService:
             })
         return {"dovecot_passdbs": passdbs, "sogo_sources": sogo}
 
-    # ================================================================ administrators
-    def admin_map_add(self, directory: str, kind: str, value: str, role: str, domains=()) -> dict:
-        kind = (kind or "").strip().lower()
-        if kind not in ("group", "user"):
-            raise ValidationError("map a 'group' (its DN) or a 'user' (its login)")
-        if role not in ADMIN_ROLES:
-            raise ValidationError(f"invalid role {role!r}: use one of {', '.join(ADMIN_ROLES)}")
-        value = dl.check_dn(value, "group DN") if kind == "group" else (value or "").strip()
-        if kind == "user" and not value:
-            raise ValidationError("the user login is empty")
-        domain_names = [validation.domain_name(d) for part in domains for d in str(part).replace(",", " ").split()]
-        if role == "domain_admin" and not domain_names:
-            raise ValidationError("a domain_admin needs at least one mail domain (--domain)")
-        with self.app.dbs.session("main") as s:
-            row = self._row(s, directory)
-            if s.scalar(select(LdapAdminMapping.id).where(LdapAdminMapping.ldap_domain_id == row.id,
-                                                          LdapAdminMapping.kind == kind,
-                                                          func.lower(LdapAdminMapping.value) == value.lower())):
-                raise ConflictError(f"{kind} {value} is already mapped in LDAP domain {row.name}")
-            s.add(LdapAdminMapping(ldap_domain_id=row.id, kind=kind, value=value, role=role, domains=domain_names))
-        self.app.audit.record("ldap_admin.map", f"{directory}:{kind}:{value}", role=role, domains=domain_names)
-        return {"directory": directory, "kind": kind, "value": value, "role": role, "domains": domain_names}
-
-    def admin_map_list(self) -> list[dict]:
-        with self.app.dbs.session("main") as s:
-            rows = s.execute(select(LdapAdminMapping, LdapDomain.name).join(
-                LdapDomain, LdapDomain.id == LdapAdminMapping.ldap_domain_id).order_by(LdapDomain.name,
-                                                                                       LdapAdminMapping.id)).all()
-            return [{"directory": n, "kind": m.kind, "value": m.value, "role": m.role, "domains": list(m.domains)}
-                    for m, n in rows]
-
-    def admin_map_remove(self, directory: str, kind: str, value: str) -> None:
-        with self.app.dbs.session("main") as s:
-            row = self._row(s, directory)
-            n = s.execute(delete(LdapAdminMapping).where(LdapAdminMapping.ldap_domain_id == row.id,
-                                                         LdapAdminMapping.kind == kind,
-                                                         func.lower(LdapAdminMapping.value) == value.lower())).rowcount
-            if not n:
-                raise NotFoundError(f"no mapping of {kind} {value} in LDAP domain {directory}")
-        self.app.audit.record("ldap_admin.unmap", f"{directory}:{kind}:{value}")
-
-    def authenticate_admin(self, login: str, password: str) -> tuple[str, list[str]] | None:
-        """(role, domains) when ``login`` (a mail address or a directory login, optionally
-        ``login@ldap-domain-name``) binds with ``password`` and one of its groups (or the
-        user itself) is mapped to a role; None otherwise. The strongest role wins; the
-        domains of several domain-level mappings add up. Raises DirectoryError only when
-        no directory that could hold the login could be asked."""
-        login = (login or "").strip()
-        if not login or not password or len(login) > 256:
-            return None
-        with self.app.dbs.session("main") as s:
-            rows = s.scalars(select(LdapDomain).where(LdapDomain.enabled).order_by(LdapDomain.name)).all()
-            mappings = {}
-            for m in s.scalars(select(LdapAdminMapping)):
-                mappings.setdefault(m.ldap_domain_id, []).append((m.kind, m.value, m.role, list(m.domains)))
-            candidates = [(settings_of(r), mappings.get(r.id, [])) for r in rows if mappings.get(r.id)]
-        errors = []
-        for settings, maps in candidates:
-            name_part, _, suffix = login.rpartition("@")
-            if suffix == settings.name:
-                login_value = name_part
-            else:
-                login_value = login
-            profile = settings.profile
-            by = "mail" if "@" in login_value else profile.login_attr
-            flt = dl.user_filter(settings, f"({by}={dl.escape(login_value)})", profile.enabled_filter)
-            try:
-                conn = dl.connect(settings)
-                try:
-                    found = list(dl.search(conn, settings, settings.base_dn, flt,
-                                           [profile.login_attr, "memberOf"], size_limit=2))
-                finally:
-                    conn.unbind()
-                if len(found) != 1:
-                    continue  # unknown here (or ambiguous: never guess whose password it is)
-                dn, raw = found[0]
-                if not dl.try_bind(settings, dn, password):
-                    return None  # the account exists here: a wrong password is final
-            except dl.DirectoryError as exc:
-                errors.append(str(exc))
-                continue
-            groups = {g.lower() for g in dl.texts(raw, "memberOf")}
-            user_login = dl.first(raw, profile.login_attr).lower()
-            granted = [(role, domains) for kind, value, role, domains in maps
-                       if (kind == "group" and value.lower() in groups)
-                       or (kind == "user" and value.lower() in (user_login, login_value.lower()))]
-            if not granted:
-                return None
-            rank = {r: i for i, r in enumerate(ADMIN_ROLES)}
-            role = min((g[0] for g in granted), key=lambda r: rank[r])
-            domains = sorted({d for r, ds in granted if r == role for d in ds}) if role != "superadmin" else []
-            self.app.audit.record("ldap_admin.login", login, source="panel", directory=settings.name, role=role)
-            return role, domains
-        if errors and len(errors) == len(candidates):
-            raise dl.DirectoryError("no directory could check the administrator's password: " + "; ".join(errors))
-        return None
 
 
-def ldap_bind_authenticator(app):
-    """The control panel's Authenticator for administrators from LDAP domains
-    (rupost.services.admins): bind as the user, map its groups to a role."""
-    from .admins import AdminIdentity, Authenticator
-
-    class LdapBindAuthenticator(Authenticator):
-        name = "ldap"
-
-        def authenticate(self, login: str, password: str):
-            granted = app.directories.authenticate_admin(login, password)
-            if granted is None:
-                return None
-            role, domains = granted
-            return AdminIdentity(login=login.strip(), role=role, domains=tuple(domains), source="ldap")
-
-    return LdapBindAuthenticator()
-
-
-def scheduled_sync(app):
+def scheduled_sync(app: Services) -> list[Mapping]:
     """Sync every enabled LDAP domain into mailboxes, aliases and the GAL (scheduler job)."""
     return app.directories.sync_all()

@@ -10,17 +10,28 @@ of a list's members.
 """
 from __future__ import annotations
 
+import builtins
 import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from rupost.ldap import client as dl
+from rupost.ldap.settings import settings_of
+
 from .. import validation
 from ..db.directory_models import DistributionList, DistributionListMember, LdapDomain, LdapFilter
 from ..db.models import Alias, Mailbox, utcnow
-from rupost.ldap import client as dl
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
-from .directories import DROP_CHECK_MINIMUM, settings_of
+from .directory_sync import DROP_CHECK_MINIMUM
+
+if TYPE_CHECKING:
+    import ldap3
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 # anyone; internal: authenticated senders only (postfix check_recipient_access);
 # members: the list's current members only (the RuPost policy server, rupost/policy/server.py)
@@ -30,7 +41,7 @@ MAX_STATIC_MEMBERS = 100_000
 
 
 class LdapFilterService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def add(self, name: str, ldap_domain: str, text: str, description: str = "") -> dict:
@@ -44,11 +55,11 @@ class LdapFilterService:
         self.app.audit.record("ldap_filter.add", name, ldap_domain=ldap_domain, filter=text)
         return {"name": name, "ldap_domain": ldap_domain, "filter": text, "description": description.strip()}
 
-    def _get(self, session, name: str) -> tuple[LdapFilter, LdapDomain]:
+    def _get(self, session: Session, name: str) -> tuple[LdapFilter, LdapDomain]:
         row = session.scalar(select(LdapFilter).where(LdapFilter.name == (name or "").strip().lower()))
         if row is None:
             raise NotFoundError(f"LDAP filter {name} does not exist (rupost ldap-filters list)")
-        return row, session.get(LdapDomain, row.ldap_domain_id)
+        return row, session.get(LdapDomain, row.ldap_domain_id)  # type: ignore[return-value]
 
     def list(self) -> list[dict]:
         with self.app.dbs.session("main") as s:
@@ -93,7 +104,7 @@ class LdapFilterService:
         return {"filter": text, "ldap_domain": settings.name, "count": len(members),
                 "sample": sorted(members)[:max(0, limit)]}
 
-    def matching(self, settings: dl.Settings, text: str, conn=None) -> set[str]:
+    def matching(self, settings: dl.Settings, text: str, conn: ldap3.Connection | None = None) -> set[str]:
         """Mail addresses of the enabled users matching the filter (raises DirectoryError)."""
         own = conn is None
         conn = conn or dl.connect(settings)
@@ -114,13 +125,54 @@ def _filter_name(name: str) -> str:
     return name
 
 
+def membership_change(old: set[str], new: set[str], allowed: float, force: bool) -> dict:
+    """What an update does to a dynamic list whose filter now gives ``new`` instead of
+    ``old``: the counts, and ``unchanged``, ``updated`` or ``refused`` (more than the
+    ``allowed`` share of its members would be dropped)."""
+    dropped, added = old - new, new - old
+    out: dict = {"members": len(new), "added": len(added), "dropped": len(dropped)}
+    if not dropped and not added:
+        return out | {"status": "unchanged"}
+    if not force and len(dropped) >= DROP_CHECK_MINIMUM and old and len(dropped) / len(old) > allowed:
+        return out | {"status": "refused", "error": (
+            f"would drop {len(dropped)} of {len(old)} members ({len(dropped) / len(old):.0%}, more than "
+            f"the allowed {allowed:.0%}); the current members stay; check the filter and the "
+            "directory, then `rupost distribution-lists update --force ADDRESS`")}
+    return out | {"status": "updated"}
+
+
+class _RunConnections:
+    """An update's connections, one per LDAP domain for all its lists; a domain that could
+    not be asked is not asked again in the same run (``failed``: its error)."""
+
+    def __init__(self, matching: Callable[[dl.Settings, str, Any], set[str]]) -> None:
+        self.matching = matching
+        self.open: dict[int, Any] = {}
+        self.failed: dict[int, str] = {}
+
+    def members(self, domain_id: int, settings: dl.Settings, text: str) -> set[str]:
+        try:
+            conn = self.open.get(domain_id)
+            if conn is None:
+                conn = self.open[domain_id] = dl.connect(settings)
+            return self.matching(settings, text, conn)
+        except dl.DirectoryError as exc:
+            self.failed[domain_id] = str(exc)
+            raise
+
+    def close(self) -> None:
+        for conn in self.open.values():
+            conn.unbind()
+
+
 class DistributionListService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # ------------------------------------------------------------------ lists
-    def add(self, address: str, *, members=(), filter_name: str | None = None, sender_policy: str = "anyone",
-            display_name: str = "", max_drop_share: float | None = None, update_now: bool = True) -> dict:
+    def add(self, address: str, *, members: Sequence[str] = (), filter_name: str | None = None,
+            sender_policy: str = "anyone", display_name: str = "", max_drop_share: float | None = None,
+            update_now: bool = True) -> dict:
         local, domain_name = validation.address(address)
         full = f"{local}@{domain_name}"
         policy = self._policy(sender_policy)
@@ -167,7 +219,7 @@ class DistributionListService:
         return policy
 
     @staticmethod
-    def _addresses(members, own: str | None = None) -> list[str]:
+    def _addresses(members: Iterable[str], own: str | None = None) -> list[str]:
         out = []
         for item in members:
             for part in str(item).replace(",", " ").split():
@@ -179,8 +231,9 @@ class DistributionListService:
             raise ValidationError(f"more than {MAX_STATIC_MEMBERS} static members")
         return list(dict.fromkeys(out))
 
-    def _get(self, session, address: str) -> DistributionList:
+    def _get(self, session: Session, address: str) -> DistributionList:
         local, domain = validation.address(address)
+        self.app.require_domain(domain)
         row = session.scalar(select(DistributionList).where(DistributionList.address == f"{local}@{domain}"))
         if row is None:
             raise NotFoundError(f"distribution list {local}@{domain} does not exist")
@@ -200,7 +253,8 @@ class DistributionListService:
             q = select(DistributionList).order_by(DistributionList.address)
             if domain:
                 q = q.where(DistributionList.domain_id == self.app.domains.get(s, domain).id)
-            return [{**self._as_dict(r), "member_count": counts.get(r.id, 0)} for r in s.scalars(q)]
+            return [{**self._as_dict(r), "member_count": counts.get(r.id, 0)} for r in s.scalars(q)
+                    if self.app.in_scope(r.address.rpartition("@")[2])]
 
     def set(self, address: str, *, sender_policy: str | None = None, filter_name: str | None = None,
             clear_filter: bool = False, max_drop_share: float | None = None, enabled: bool | None = None) -> dict:
@@ -235,7 +289,7 @@ class DistributionListService:
             s.delete(row)
         self.app.audit.record("distribution_list.remove", full)
 
-    def add_members(self, address: str, members) -> int:
+    def add_members(self, address: str, members: Iterable[str]) -> int:
         with self.app.dbs.session("data") as s:
             row = self._get(s, address)
             wanted = self._addresses(members, row.address)
@@ -248,11 +302,11 @@ class DistributionListService:
         self.app.audit.record("distribution_list.members.add", address, added=new)
         return len(new)
 
-    def remove_members(self, address: str, members) -> int:
+    def remove_members(self, address: str, members: Iterable[str]) -> int:
         with self.app.dbs.session("data") as s:
             row = self._get(s, address)
             wanted = self._addresses(members)
-            n = s.execute(delete(DistributionListMember).where(
+            n = s.execute(delete(DistributionListMember).where(  # type: ignore[attr-defined]
                 DistributionListMember.list_id == row.id, DistributionListMember.source == "static",
                 DistributionListMember.address.in_(wanted))).rowcount
             missing = len(wanted) - n
@@ -269,11 +323,48 @@ class DistributionListService:
                 "last_update_status": r.last_update_status}
 
     # ------------------------------------------------------------------ the updater
-    def update(self, address: str | None = None, force: bool = False) -> list[dict]:
+    def update(self, address: str | None = None, force: bool = False) -> builtins.list[dict]:
         """Materialise the members of dynamic lists (all of them without ``address``).
         Per list: ``updated`` / ``unchanged`` / ``refused`` (too many members would be
         dropped) / ``kept`` (its directory could not be asked: the last good membership
         stays). Every run is journalled in rupost_logs."""
+        lists, current = self._dynamic_lists(address)
+        with self.app.dbs.session("main") as s:
+            filters = {f.name: (f.filter, f.ldap_domain_id) for f in s.scalars(select(LdapFilter))}
+            domains = {d.id: settings_of(d) for d in s.scalars(select(LdapDomain))}
+        default_share = self.app.directories.max_drop_share()
+        results, changes = [], []
+        directories = _RunConnections(self.app.ldap_filters.matching)
+        try:
+            for list_id, list_address, filter_name, share in lists:
+                result = {"address": list_address, "filter": filter_name}
+                results.append(result)
+                if filter_name not in filters:
+                    result.update(status="kept", error=f"LDAP filter {filter_name} no longer exists")
+                    continue
+                text, domain_id = filters[filter_name]
+                settings = domains[domain_id]
+                if domain_id in directories.failed:
+                    result.update(status="kept", error=directories.failed[domain_id])
+                    continue
+                try:
+                    new = directories.members(domain_id, settings, text)
+                except dl.DirectoryError as exc:
+                    result.update(status="kept", error=str(exc))
+                    continue
+                old = current[list_id]
+                result.update(membership_change(old, new, default_share if share is None else share, force))
+                if result["status"] == "updated":
+                    changes.append((list_id, new - old, old - new))
+        finally:
+            directories.close()
+        self._apply(changes)
+        self._record(results)
+        return results
+
+    def _dynamic_lists(self, address: str | None) -> tuple[builtins.list[tuple], dict[int, builtins.set[str]]]:
+        """The dynamic lists (id, address, filter name, allowed drop share; all of them
+        without ``address``) and the members their filter gave them last time."""
         with self.app.dbs.session("data") as s:
             q = select(DistributionList).where(DistributionList.filter_name.is_not(None))
             if address:
@@ -286,56 +377,9 @@ class DistributionListService:
                                                  .where(DistributionListMember.list_id.in_(ids[i:i + 1000]),
                                                         DistributionListMember.source == "filter")):
                     current[list_id].add(member)
-        with self.app.dbs.session("main") as s:
-            filters = {f.name: (f.filter, f.ldap_domain_id) for f in s.scalars(select(LdapFilter))}
-            domains = {d.id: settings_of(d) for d in s.scalars(select(LdapDomain))}
-        default_share = self.app.directories.max_drop_share()
-        results, connections, unreachable, changes = [], {}, {}, []
-        try:
-            for list_id, list_address, filter_name, share in lists:
-                result = {"address": list_address, "filter": filter_name}
-                results.append(result)
-                if filter_name not in filters:
-                    result.update(status="kept", error=f"LDAP filter {filter_name} no longer exists")
-                    continue
-                text, domain_id = filters[filter_name]
-                settings = domains[domain_id]
-                if domain_id in unreachable:
-                    result.update(status="kept", error=unreachable[domain_id])
-                    continue
-                try:
-                    conn = connections.get(domain_id)
-                    if conn is None:
-                        conn = connections[domain_id] = dl.connect(settings)
-                    new = self.app.ldap_filters.matching(settings, text, conn)
-                except dl.DirectoryError as exc:
-                    unreachable[domain_id] = str(exc)
-                    result.update(status="kept", error=str(exc))
-                    continue
-                old = current[list_id]
-                dropped, added = old - new, new - old
-                allowed = default_share if share is None else share
-                result.update(members=len(new), added=len(added), dropped=len(dropped))
-                if not dropped and not added:
-                    result["status"] = "unchanged"
-                    continue
-                if (not force and len(dropped) >= DROP_CHECK_MINIMUM and old
-                        and len(dropped) / len(old) > allowed):
-                    result.update(status="refused", error=(
-                        f"would drop {len(dropped)} of {len(old)} members ({len(dropped) / len(old):.0%}, more than "
-                        f"the allowed {allowed:.0%}); the current members stay; check the filter and the "
-                        "directory, then `rupost distribution-lists update --force ADDRESS`"))
-                    continue
-                changes.append((list_id, added, dropped))
-                result["status"] = "updated"
-        finally:
-            for conn in connections.values():
-                conn.unbind()
-        self._apply(changes)
-        self._record(results)
-        return results
+        return lists, current
 
-    def _apply(self, changes: list[tuple[int, set[str], set[str]]]) -> None:
+    def _apply(self, changes: builtins.list[tuple[int, builtins.set[str], builtins.set[str]]]) -> None:
         """Every list's new members in one transaction: postfix sees the run's result at once."""
         if not changes:
             return
@@ -351,7 +395,7 @@ class DistributionListService:
             for i in range(0, len(rows), 10000):
                 s.execute(insert(DistributionListMember), rows[i:i + 10000])
 
-    def _record(self, results: list[dict]) -> None:
+    def _record(self, results: builtins.list[dict]) -> None:
         now = utcnow()
         by_address = {r["address"]: r for r in results}
         with self.app.dbs.session("data") as s:
@@ -359,7 +403,7 @@ class DistributionListService:
                 r = by_address[row.address]
                 row.last_update_at = now
                 row.last_update_status = r["status"] + (f": {r['error']}" if r.get("error") else "")
-        counts = {}
+        counts: dict[str, int] = {}
         for r in results:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         problems = [r for r in results if r["status"] in ("refused", "kept")]
@@ -371,6 +415,6 @@ class DistributionListService:
                                       error=r["error"])
 
 
-def scheduled_update(app):
+def scheduled_update(app: Services) -> list[dict]:
     """Refresh the members of dynamic distribution lists (the updater; scheduler job)."""
     return app.distribution_lists.update()

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ValidationError
+
+if TYPE_CHECKING:
+    from . import Services
 
 DAV_PATH = "/SOGo/dav/"
 
@@ -65,7 +69,7 @@ def parse_nameserver(value: str) -> tuple[str, int]:
 
 
 class DnsRecordService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def _public_port(self, name: str) -> int:
@@ -74,11 +78,7 @@ class DnsRecordService:
     def _client_host(self) -> str:
         """The host name clients are told to use (template parameter client_mail_host, else the
         mail host): the target of the autoconfig CNAMEs and of the SRV records."""
-        try:
-            from .autoconfig import AutoconfigService
-        except ImportError:
-            return self.app.settings.mail_host()
-        return AutoconfigService(self.app).client_host()
+        return self.app.autoconfig.client_host()
 
     def records(self, domain: str) -> dict:
         domain = self.app.dkim._domain(domain)  # exists, normalised
@@ -207,8 +207,10 @@ def _judge_txt(rec: Record, expected: str, prefix: str, found: list[str], host: 
         else:
             rec.status, rec.detail = "wrong", "the SPF record does not authorise the MX hosts"
     elif prefix == "v=DKIM1":
-        want = re.search(r"p=([A-Za-z0-9+/=]+)", expected).group(1)
-        keys = [re.sub(r"\s+", "", (re.search(r"p=([A-Za-z0-9+/=\s]*)", t) or [None, ""])[1]) for t in found]
+        key = re.search(r"p=([A-Za-z0-9+/=]+)", expected)
+        assert key is not None  # our own record: v=DKIM1; k=rsa; p=<key>
+        want = key.group(1)
+        keys = [re.sub(r"\s+", "", (re.search(r"p=([A-Za-z0-9+/=\s]*)", t) or ["", ""])[1]) for t in found]
         if want in keys:
             rec.status = "present"
         else:

@@ -1,7 +1,10 @@
 """Mail domains served by this installation."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import builtins
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import validation
@@ -9,13 +12,19 @@ from ..db.models import Alias, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError
 from .cache import accounts_changed
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
+
 
 class DomainService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def add(self, name: str, description: str = "") -> dict:
         name = validation.domain_name(name)
+        self.app.require_domain(name)
         try:
             with self.app.dbs.session("data") as s:
                 domain = Domain(name=name, description=description, enabled=True)
@@ -27,8 +36,12 @@ class DomainService:
         self.app.audit.record("domain.add", name)
         return out
 
-    def get(self, session, name: str) -> Domain:
-        domain = session.scalar(select(Domain).where(Domain.name == validation.domain_name(name)))
+    def get(self, session: Session, name: str) -> Domain:
+        """The domain every domain-scoped operation works on: outside the actor's domains it is
+        refused here (PermissionDeniedError), whichever service asked."""
+        name = validation.domain_name(name)
+        self.app.require_domain(name)
+        domain = session.scalar(select(Domain).where(Domain.name == name))
         if domain is None:
             raise NotFoundError(f"domain {name} does not exist (rupost domains add {name})")
         return domain
@@ -38,13 +51,14 @@ class DomainService:
             mailbox_counts = dict(s.execute(select(Mailbox.domain_id, func.count()).group_by(Mailbox.domain_id)).all())
             alias_counts = dict(s.execute(select(Alias.domain_id, func.count()).group_by(Alias.domain_id)).all())
             return [self._as_dict(d, mailbox_counts.get(d.id, 0), alias_counts.get(d.id, 0))
-                    for d in s.scalars(select(Domain).order_by(Domain.name))]
+                    for d in s.scalars(select(Domain).order_by(Domain.name)) if self.app.in_scope(d.name)]
 
-    def page(self, search: str | None = None, domains: list[str] | None = None, limit: int = 50,
+    def page(self, search: str | None = None, domains: builtins.list[str] | None = None, limit: int = 50,
              offset: int = 0, with_counts: bool = True) -> dict:
         """One page of domains by name with their counts, filtered in SQL (`domains`: None for all;
         `with_counts=False`: mailbox and alias counts are not computed, None)."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
+        domains = self.app.scoped(domains)
         if domains is not None:
             conditions.append(Domain.name.in_(domains))
         if search:

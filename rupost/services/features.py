@@ -8,8 +8,13 @@ removal of the last, a configuration change: a deploy. These helpers say so.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def live_on_this_node(app, component: str, filename: str) -> bool:
+if TYPE_CHECKING:
+    from . import Services
+
+
+def live_on_this_node(app: Services, component: str, filename: str) -> bool:
     """Whether this node's live generation holds the file the feature renders."""
     return (app.layout.current / component / filename).is_file()
 

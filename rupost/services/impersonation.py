@@ -11,7 +11,9 @@ not start.
 """
 from __future__ import annotations
 
+import builtins
 import re
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +24,13 @@ from ..errors import ConflictError, NotFoundError, ValidationError
 from ..passwords import hash_password
 from . import features
 from .cache import accounts_changed
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 SEPARATOR = "*"  # auth_master_user_separator of the builtin template
 _NAME = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
@@ -35,7 +44,7 @@ def account_name(name: str) -> str:
     return name
 
 
-def record_use(app, *, account: str, target: str, remote_ip: str = "", mechanism: str = "",
+def record_use(app: Services, *, account: str, target: str, remote_ip: str = "", mechanism: str = "",
                protocol: str = "imap") -> None:
     """One row per mailbox opened by an impersonation account (called by the policy server)."""
     with app.dbs.session("logs") as s:
@@ -45,10 +54,10 @@ def record_use(app, *, account: str, target: str, remote_ip: str = "", mechanism
 
 
 class ImpersonationService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
-    def add(self, name: str, password: str, domains, description: str = "") -> dict:
+    def add(self, name: str, password: str, domains: Iterable[str], description: str = "") -> dict:
         name = account_name(name)
         wanted = []
         for item in domains:
@@ -83,7 +92,7 @@ class ImpersonationService:
         return features.deploy_hint("impersonation (dovecot master users)", self.template_context()["enabled"],
                                     self.live_on_this_node())
 
-    def _get(self, session, name: str) -> ImpersonationAccount:
+    def _get(self, session: Session, name: str) -> ImpersonationAccount:
         row = session.scalar(select(ImpersonationAccount).where(
             ImpersonationAccount.name == (name or "").strip().lower()))
         if row is None:
@@ -102,7 +111,8 @@ class ImpersonationService:
                 out.append({**self._as_dict(row), "uses": n, "last_use": last.isoformat() if last else None})
             return out
 
-    def set(self, name: str, *, password: str | None = None, domains=None, enabled: bool | None = None) -> dict:
+    def set(self, name: str, *, password: str | None = None, domains: Iterable[str] | None = None,
+            enabled: bool | None = None) -> dict:
         password_hash = hash_password(password) if password is not None else None
         with self.app.dbs.session("data") as s:
             row = self._get(s, name)
@@ -129,7 +139,7 @@ class ImpersonationService:
         accounts_changed(self.app)  # the master passdb caches per target user
         self.app.audit.record("impersonation.remove", full)
 
-    def uses(self, name: str | None = None, target: str | None = None, limit: int = 100) -> list[dict]:
+    def uses(self, name: str | None = None, target: str | None = None, limit: int = 100) -> builtins.list[dict]:
         """The journal of mailboxes opened by impersonation accounts, newest first."""
         q = select(ImpersonationUse).order_by(ImpersonationUse.id.desc()).limit(max(1, min(limit, 10000)))
         if name:

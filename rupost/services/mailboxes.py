@@ -1,14 +1,17 @@
 """Mailboxes of the local user directory. Creating one writes rows, never a file."""
 from __future__ import annotations
 
+import builtins
 import csv
 import io
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import ColumnElement, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .. import validation
@@ -16,6 +19,11 @@ from ..db.models import Alias, AuditRecord, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import check_password_policy, hash_password
 from .cache import accounts_changed
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 IMPORT_COLUMNS = ("address", "password", "quota", "name")
 IMPORT_REQUIRED = ("address", "password")
@@ -25,7 +33,7 @@ PARALLEL_HASHING_FROM = 64  # rows; below this a process pool costs more than it
 
 
 class MailboxService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def add(self, address: str, password: str, quota: str | int = 0, display_name: str = "") -> dict:
@@ -48,8 +56,9 @@ class MailboxService:
         self.app.audit.record("mailbox.add", full, quota_bytes=quota_bytes)
         return out
 
-    def _get(self, session, address: str) -> Mailbox:
+    def _get(self, session: Session, address: str) -> Mailbox:
         local, domain = validation.address(address)
+        self.app.require_domain(domain)
         mailbox = session.scalar(select(Mailbox).where(Mailbox.address == f"{local}@{domain}"))
         if mailbox is None:
             raise NotFoundError(f"mailbox {local}@{domain} does not exist")
@@ -65,6 +74,9 @@ class MailboxService:
             query = select(Mailbox).order_by(Mailbox.address).limit(limit).offset(offset)
             if domain:
                 query = query.where(Mailbox.domain_id == self.app.domains.get(s, domain).id)
+            elif self.app.scoped(None) is not None:
+                query = query.where(Mailbox.domain_id.in_(select(Domain.id).where(
+                    Domain.name.in_(self.app.scoped(None) or []))))
             if search:
                 query = query.where(Mailbox.address.contains(search.lower(), autoescape=True))
             return [self._as_dict(m) for m in s.scalars(query)]
@@ -72,13 +84,14 @@ class MailboxService:
     PAGE_SORTS = {"address": Mailbox.address, "name": Mailbox.display_name, "quota": Mailbox.quota_bytes,
                   "enabled": Mailbox.enabled, "created": Mailbox.created_at}
 
-    def page(self, search: str | None = None, domains: list[str] | None = None, sort: str = "address",
+    def page(self, search: str | None = None, domains: builtins.list[str] | None = None, sort: str = "address",
              descending: bool = False, limit: int = 50, offset: int = 0) -> dict:
         """One page of mailboxes, filtered, sorted and counted in SQL. `domains` limits the
         result to those domains (None: all); `search` matches the address or the display name."""
         if sort not in self.PAGE_SORTS:
             raise ValidationError(f"cannot sort mailboxes by {sort!r} (use {', '.join(self.PAGE_SORTS)})")
-        conditions = []
+        conditions: builtins.list[ColumnElement[bool]] = []
+        domains = self.app.scoped(domains)
         if domains is not None:
             conditions.append(Mailbox.domain_id.in_(select(Domain.id).where(Domain.name.in_(domains))))
         if search:
@@ -131,7 +144,8 @@ class MailboxService:
                 "enabled": m.enabled}
 
     # ------------------------------------------------------------------ bulk import
-    def import_csv(self, source, *, check_only: bool = False, workers: int | None = None) -> dict:
+    def import_csv(self, source: str | os.PathLike[str] | TextIO, *, check_only: bool = False,
+                   workers: int | None = None) -> dict:
         """Create every mailbox of a CSV file, all or nothing.
 
         `source` is a path or an open text stream. The first row names the columns:
@@ -144,70 +158,39 @@ class MailboxService:
         transaction: they all appear at once or not at all. No file is written and no
         daemon reloads. `check_only` stops after the checks."""
         label, rows = self._read_import_rows(source)
-        errors: list[str] = []
-        seen: dict[str, int] = {}
-        wanted: list[tuple[int, str, str, str, int, str]] = []  # line, local, domain, password, quota, name
-        addressed: list[tuple[int, str, str]] = []  # every row with a valid, new address: checked below
-        for line, row in rows:
-            problems = []
-            full = local = domain_name = ""
-            try:
-                local, domain_name = validation.address(row["address"])
-                full = f"{local}@{domain_name}"
-            except ValidationError as exc:
-                problems.append(str(exc))
-            try:
-                check_password_policy(row["password"])
-            except ValidationError as exc:
-                problems.append(str(exc))
-            quota_bytes = 0
-            try:
-                quota_bytes = validation.size_bytes(row.get("quota", "").strip() or "0")
-            except ValidationError as exc:
-                problems.append(f"quota: {exc}")
-            name = row.get("name", "").strip()
-            if len(name) > 256:
-                problems.append(f"name is longer than 256 characters ({len(name)})")
-            if full and full in seen:
-                problems.append(f"{full} is already on line {seen[full]}")
-            elif full:
-                seen[full] = line
-                addressed.append((line, local, domain_name))
-            if problems:
-                errors.extend(f"line {line}: {p}" for p in problems)
-            else:
-                wanted.append((line, local, domain_name, row["password"], quota_bytes, name))
+        wanted, addressed, errors = check_import_rows(rows)
         if not rows:
             raise ValidationError(f"{label}: no mailbox rows after the header line; nothing to import")
+        domains, existing, aliases = self._import_targets(addressed)
+        errors += import_conflicts(addressed, domains, existing, aliases)
+        if errors:
+            errors.sort(key=lambda e: int(e.split(":", 1)[0].split()[1]))  # stable: a row's problems stay in order
+            raise _nothing_imported(label, errors)
+        if check_only:
+            return {"checked": len(wanted), "imported": 0, "domains": sorted({w.domain for w in wanted})}
+        hashes = _hash_all([w.password for w in wanted], workers)
+        values = [{"domain_id": domains[w.domain], "local_part": w.local, "address": f"{w.local}@{w.domain}",
+                   "password_hash": h, "display_name": w.name, "quota_bytes": w.quota_bytes, "enabled": True}
+                  for w, h in zip(wanted, hashes, strict=True)]
+        self._insert_imported(label, values)
+        return {"checked": len(values), "imported": len(values), "domains": sorted({w.domain for w in wanted})}
+
+    def _import_targets(self, addressed: Sequence[tuple[int, str, str]]) -> tuple[dict[str, int], set[str], set[str]]:
+        """The ids of the rows' domains, and which of their addresses are taken by a
+        mailbox or an alias."""
         with self.app.dbs.session("data") as s:
             domains = {d.name: d.id for d in s.scalars(select(Domain).where(
                 Domain.name.in_({a[2] for a in addressed})))}
             addresses = [f"{a[1]}@{a[2]}" for a in addressed]
-            existing, aliases = set(), set()
+            existing: set[str] = set()
+            aliases: set[str] = set()
             for i in range(0, len(addresses), 5000):
                 chunk = addresses[i:i + 5000]
                 existing.update(s.scalars(select(Mailbox.address).where(Mailbox.address.in_(chunk))))
                 aliases.update(s.scalars(select(Alias.address).where(Alias.address.in_(chunk))))
-        for line, local, domain_name in addressed:
-            full = f"{local}@{domain_name}"
-            if domain_name not in domains:
-                errors.append(f"line {line}: domain {domain_name} does not exist (rupost domains add {domain_name})")
-            elif full in existing:
-                errors.append(f"line {line}: mailbox {full} already exists")
-            elif full in aliases:
-                errors.append(f"line {line}: {full} is already an alias")
-        if errors:
-            errors.sort(key=lambda e: int(e.split(":", 1)[0].split()[1]))  # stable: a row's problems stay in order
-            shown = errors[:IMPORT_ERRORS_SHOWN]
-            more = f"\n... and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-            raise ValidationError(f"{label}: {len(errors)} problem(s), nothing was imported:\n"
-                                  + "\n".join(shown) + more)
-        if check_only:
-            return {"checked": len(wanted), "imported": 0, "domains": sorted({w[2] for w in wanted})}
-        hashes = _hash_all([w[3] for w in wanted], workers)
-        values = [{"domain_id": domains[d], "local_part": local, "address": f"{local}@{d}", "password_hash": h,
-                   "display_name": name, "quota_bytes": quota, "enabled": True}
-                  for (_line, local, d, _pw, quota, name), h in zip(wanted, hashes)]
+        return domains, existing, aliases
+
+    def _insert_imported(self, label: str, values: Sequence[dict]) -> None:
         try:
             with self.app.dbs.session("data") as s:
                 s.execute(insert(Mailbox), values)
@@ -219,10 +202,9 @@ class MailboxService:
                 {"actor": self.app.actor, "source": "cli", "action": "mailbox.add", "target": v["address"],
                  "details": {"quota_bytes": v["quota_bytes"], "via": "import"}} for v in values])
         self.app.audit.record("mailbox.import", label, count=len(values))
-        return {"checked": len(values), "imported": len(values), "domains": sorted({w[2] for w in wanted})}
 
     @staticmethod
-    def _read_import_rows(source) -> tuple[str, list[tuple[int, dict]]]:
+    def _read_import_rows(source: str | os.PathLike[str] | TextIO) -> tuple[str, builtins.list[tuple[int, dict]]]:
         if isinstance(source, (str, os.PathLike)):
             label = str(source)
             try:
@@ -231,7 +213,7 @@ class MailboxService:
                 raise ValidationError(f"cannot read {label}: {exc.strerror or exc}") from None
             except UnicodeDecodeError as exc:
                 raise ValidationError(f"{label} is not UTF-8 text (byte {exc.start}): save it as UTF-8 CSV") from None
-            stream = io.StringIO(text, newline="")
+            stream: TextIO = io.StringIO(text, newline="")
         else:
             label, stream = str(getattr(source, "name", "<stdin>")), source
         reader = csv.reader(stream)
@@ -260,16 +242,86 @@ class MailboxService:
                 if len(fields) != len(columns):
                     bad.append(f"line {line}: {len(fields)} field(s), the header has {len(columns)}")
                     continue
-                rows.append((line, dict(zip(columns, fields))))
+                rows.append((line, dict(zip(columns, fields, strict=True))))
                 if len(rows) > IMPORT_MAX_ROWS:
                     raise ValidationError(f"{label}: more than {IMPORT_MAX_ROWS} rows; split the file")
         except csv.Error as exc:
             raise ValidationError(f"{label}, line {reader.line_num}: not valid CSV: {exc}") from None
         if bad:
-            shown = bad[:IMPORT_ERRORS_SHOWN]
-            more = f"\n... and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-            raise ValidationError(f"{label}: {len(bad)} problem(s), nothing was imported:\n" + "\n".join(shown) + more)
+            raise _nothing_imported(label, bad)
         return label, rows
+
+
+class ImportRow(NamedTuple):
+    """A CSV row that passed its own checks."""
+
+    line: int
+    local: str
+    domain: str
+    password: str
+    quota_bytes: int
+    name: str
+
+
+def check_import_rows(rows: list[tuple[int, dict]]) -> tuple[list[ImportRow], list[tuple[int, str, str]], list[str]]:
+    """Each row's own checks, without the database: the good rows; every row with a valid
+    address not earlier in the file (line, local part, domain), to check against the
+    database; and the problems, as "line N: problem"."""
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    wanted: list[ImportRow] = []
+    addressed: list[tuple[int, str, str]] = []
+    for line, row in rows:
+        problems = []
+        full = local = domain_name = ""
+        try:
+            local, domain_name = validation.address(row["address"])
+            full = f"{local}@{domain_name}"
+        except ValidationError as exc:
+            problems.append(str(exc))
+        try:
+            check_password_policy(row["password"])
+        except ValidationError as exc:
+            problems.append(str(exc))
+        quota_bytes = 0
+        try:
+            quota_bytes = validation.size_bytes(row.get("quota", "").strip() or "0")
+        except ValidationError as exc:
+            problems.append(f"quota: {exc}")
+        name = row.get("name", "").strip()
+        if len(name) > 256:
+            problems.append(f"name is longer than 256 characters ({len(name)})")
+        if full and full in seen:
+            problems.append(f"{full} is already on line {seen[full]}")
+        elif full:
+            seen[full] = line
+            addressed.append((line, local, domain_name))
+        if problems:
+            errors.extend(f"line {line}: {p}" for p in problems)
+        else:
+            wanted.append(ImportRow(line, local, domain_name, row["password"], quota_bytes, name))
+    return wanted, addressed, errors
+
+
+def import_conflicts(addressed: list[tuple[int, str, str]], domains: dict[str, int], existing: set[str],
+                     aliases: set[str]) -> list[str]:
+    """The rows whose domain does not exist or whose address is taken."""
+    errors = []
+    for line, local, domain_name in addressed:
+        full = f"{local}@{domain_name}"
+        if domain_name not in domains:
+            errors.append(f"line {line}: domain {domain_name} does not exist (rupost domains add {domain_name})")
+        elif full in existing:
+            errors.append(f"line {line}: mailbox {full} already exists")
+        elif full in aliases:
+            errors.append(f"line {line}: {full} is already an alias")
+    return errors
+
+
+def _nothing_imported(label: str, problems: list[str]) -> ValidationError:
+    shown = problems[:IMPORT_ERRORS_SHOWN]
+    more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return ValidationError(f"{label}: {len(problems)} problem(s), nothing was imported:\n" + "\n".join(shown) + more)
 
 
 def _hash_all(passwords: list[str], workers: int | None) -> list[str]:

@@ -16,42 +16,33 @@ configuration, the source given by imapc settings.
 """
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import csv
-import imaplib
 import os
-import re
 import shutil
 import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from .. import validation
 from ..db.models import Mailbox, utcnow
 from ..db.ops_models import MigrationMailbox
-from ..errors import NotFoundError, RuPostError, ValidationError
+from ..errors import NotFoundError, ValidationError
+from .migration_source import MigrationError, Source, parse_source, source_folders
 
-_HOST = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$|^\[?[0-9a-fA-F:.]+\]?$")
-TARGET_SEPARATOR = "/"
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
+
 DSYNC_TIMEOUT = 4 * 3600
-
-
-@dataclass(frozen=True)
-class Source:
-    host: str
-    port: int
-    ssl: str  # imaps | starttls
-
-    @property
-    def url(self) -> str:
-        return f"{'imaps' if self.ssl == 'imaps' else 'imap'}://{self.host}:{self.port}"
 
 
 @dataclass
@@ -79,31 +70,13 @@ class MailboxResult:
         return dict(self.__dict__)
 
 
-class MigrationError(RuPostError):
-    """A source mailbox could not be read or copied (reported per mailbox)."""
-
-
-def parse_source(url: str) -> Source:
-    parts = urlsplit((url or "").strip())
-    if parts.scheme not in ("imaps", "imap"):
-        raise ValidationError(f"--source {url!r}: expected imaps://HOST[:PORT] (or imap://HOST[:PORT] for STARTTLS)")
-    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
-        raise ValidationError(f"--source {url!r}: give only the scheme, host and port (credentials go in the map file)")
-    host = parts.hostname or ""
-    if not host or not _HOST.match(host):
-        raise ValidationError(f"--source {url!r}: invalid host name")
-    try:
-        port = parts.port or (993 if parts.scheme == "imaps" else 143)
-    except ValueError:
-        raise ValidationError(f"--source {url!r}: invalid port") from None
-    return Source(host=host, port=port, ssl="imaps" if parts.scheme == "imaps" else "starttls")
-
-
 def parse_map(text: str, master_user: bool = False, source_name: str = "map") -> list[MapRow]:
     """CSV rows `source_login,source_password,target_address` (a header line is allowed);
     with a master user, `source_login,target_address` (a password column is ignored).
     Every problem is reported with its line number; nothing runs unless all rows are good."""
-    rows, problems, seen = [], [], {}
+    rows: list[MapRow] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     reader = csv.reader(text.splitlines())
     for number, cells in enumerate(reader, start=1):
         cells = [c.strip() for c in cells]
@@ -152,42 +125,8 @@ def dovecot_value(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def decode_mutf7(name: str) -> str:
-    """IMAP modified UTF-7 (RFC 3501 5.1.3) to text."""
-    out, i = [], 0
-    while i < len(name):
-        ch = name[i]
-        if ch != "&":
-            out.append(ch)
-            i += 1
-            continue
-        end = name.find("-", i)
-        if end < 0:
-            out.append(name[i:])
-            break
-        chunk = name[i + 1:end]
-        if not chunk:
-            out.append("&")
-        else:
-            data = chunk.replace(",", "/")
-            data += "=" * (-len(data) % 4)
-            out.append(base64.b64decode(data).decode("utf-16-be", errors="replace"))
-        i = end + 1
-    return "".join(out)
-
-
-_LIST = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<sep>"(?:[^"\\]|\\.)*"|NIL) (?P<name>.+)$')
-
-
-def _unquote(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace")
-    if text.startswith('"') and text.endswith('"'):
-        text = re.sub(r"\\(.)", r"\1", text[1:-1])
-    return text
-
-
 class MigrationService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # --------------------------------------------------------------- source
@@ -198,66 +137,6 @@ class MigrationService:
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
         return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
-
-    def source_folders(self, source: Source, row: MapRow, tls: ssl.SSLContext, master: tuple[str, str] | None
-                       ) -> tuple[dict[str, int], dict[str, str]]:
-        """({folder (target syntax): messages}, {folder: why it cannot be read}) as the source reports them."""
-        try:
-            if source.ssl == "imaps":
-                imap = imaplib.IMAP4_SSL(source.host, source.port, ssl_context=tls, timeout=60)
-            else:
-                imap = imaplib.IMAP4(source.host, source.port, timeout=60)
-                imap.starttls(ssl_context=tls)
-        except (OSError, imaplib.IMAP4.error, ssl.SSLError) as exc:
-            raise MigrationError(f"cannot connect to {source.url}: {exc}") from None
-        try:
-            try:
-                if master:
-                    authz = f"{row.login}\0{master[0]}\0{master[1]}".encode()
-                    imap.authenticate("PLAIN", lambda _challenge: authz)
-                else:
-                    imap.login(row.login, row.password)
-            except imaplib.IMAP4.error as exc:
-                raise MigrationError(f"login as {row.login} on {source.url} failed: {_imap_text(exc)}") from None
-            typ, data = imap.list('""', "*")
-            if typ != "OK":
-                raise MigrationError(f"LIST failed on {source.url} for {row.login}")
-            folders, unreadable = {}, {}
-            for raw in data:
-                if raw is None:
-                    continue
-                if isinstance(raw, tuple):  # a literal name
-                    head, literal = raw
-                    match = _LIST.match(head.rstrip() + b' ""')
-                    name_raw = literal
-                else:
-                    match = _LIST.match(raw)
-                    name_raw = match.group("name") if match else b""
-                if not match:
-                    continue
-                flags = match.group("flags").lower()
-                if b"\\noselect" in flags or b"\\nonexistent" in flags:
-                    continue
-                sep = _unquote(match.group("sep")) if match.group("sep") != b"NIL" else ""
-                wire = _unquote(name_raw) if isinstance(name_raw, bytes) else name_raw
-                name = decode_mutf7(wire)
-                if sep and sep != TARGET_SEPARATOR:
-                    name = TARGET_SEPARATOR.join(name.split(sep))
-                if name.upper() == "INBOX":
-                    name = "INBOX"
-                typ, status = imap.status(_quote(wire), "(MESSAGES)")
-                if typ != "OK":
-                    unreadable[name] = f"cannot be read on the source: {_imap_text(status)}"
-                    continue
-                folders[name] = int(re.search(rb"MESSAGES (\d+)", status[0]).group(1))
-            return folders, unreadable
-        except (OSError, imaplib.IMAP4.abort, ssl.SSLError) as exc:
-            raise MigrationError(f"connection to {source.url} lost while reading {row.login}: {exc}") from None
-        finally:
-            try:
-                imap.logout()
-            except (OSError, imaplib.IMAP4.error, ssl.SSLError):
-                pass
 
     # --------------------------------------------------------------- target
     @property
@@ -276,7 +155,7 @@ class MigrationService:
         lines = proc.stdout.splitlines()
         header = lines[0].split("\t") if lines else []
         for line in lines[1:]:
-            cells = dict(zip(header, line.split("\t")))
+            cells = dict(zip(header, line.split("\t"), strict=False))
             if "mailbox" in cells and cells.get("messages", "").isdigit():
                 folders[cells["mailbox"]] = int(cells["messages"])
         return folders
@@ -288,24 +167,43 @@ class MigrationService:
     # ------------------------------------------------------------------ run
     def run(self, source_url: str, map_text: str, *, map_name: str = "map", ca_file: str | None = None,
             insecure: bool = False, master_user: str | None = None, master_password: str | None = None,
-            resume: bool = False, workers: int = 2, progress=None) -> dict:
+            resume: bool = False, workers: int = 2, progress: Callable[[str], None] | None = None) -> dict:
         source = parse_source(source_url)
-        if ca_file and insecure:
-            raise ValidationError("give either --ca-file or --insecure, not both")
-        if ca_file and not Path(ca_file).is_file():
-            raise ValidationError(f"--ca-file {ca_file}: no such file")
-        if master_user and not master_password:
-            raise ValidationError("--master-user needs the master password (--master-password-stdin)")
-        if not 1 <= workers <= 16:
-            raise ValidationError("--workers must be between 1 and 16")
+        _check_run_options(ca_file, insecure, master_user, master_password, workers)
         rows = parse_map(map_text, master_user=bool(master_user), source_name=map_name)
         conf = self.dovecot_conf
         tls = self._tls_context(ca_file, insecure)
-        master = (master_user, master_password) if master_user else None
+        master: tuple[str, str] | None = ((master_user, master_password)  # type: ignore[assignment]
+                                          if master_user else None)
         say = progress or (lambda _text: None)
         existing = self._existing_targets([r.target for r in rows])
         done_before = self._done(source.url) if resume else set()
+        private, ca_copy = self._private_dir(ca_file)
+        started = time.monotonic()
+        results: list[MailboxResult] = []
+        total = len(rows)
+        try:
+            def one(index_row: tuple[int, MapRow]) -> MailboxResult:
+                index, row = index_row
+                res = (settled_result(row, existing, done_before)
+                       or self._migrate_one(source, row, conf, private, tls, master, ca_copy, insecure))
+                if res.status != "skipped":
+                    self._record(source.url, res)
+                say(f"[{index}/{total}] {_line(res)}")
+                return res
 
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(one, enumerate(rows, start=1)))
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        summary = run_summary(source.url, results, round(time.monotonic() - started, 1))
+        self.app.audit.record("migrate.imap", source.url, mailboxes=summary["mailboxes"], done=summary["done"],
+                              failed=summary["failed"], incomplete=summary["incomplete"], copied=summary["copied"])
+        return summary
+
+    def _private_dir(self, ca_file: str | None) -> tuple[Path, Path | None]:
+        """A directory of this run for the mailboxes' imapc settings (removed afterwards),
+        with a copy of the source's CA."""
         work = self.app.layout.state / "migration"
         work.mkdir(parents=True, exist_ok=True, mode=0o711)
         os.chmod(work, 0o711)
@@ -316,52 +214,16 @@ class MigrationService:
             ca_copy = private / "source-ca.pem"
             shutil.copyfile(ca_file, ca_copy)
             os.chmod(ca_copy, 0o644)
-        started = time.monotonic()
-        results: list[MailboxResult] = []
-        total = len(rows)
-        try:
-            def one(index_row):
-                index, row = index_row
-                if row.target not in existing:
-                    res = MailboxResult(row.login, row.target, status="failed",
-                                        error=f"mailbox {row.target} does not exist on RuPost "
-                                              f"(rupost mailboxes add {row.target})")
-                elif (row.login, row.target) in done_before:
-                    res = MailboxResult(row.login, row.target, status="skipped", error="done in an earlier run")
-                else:
-                    res = self._migrate_one(source, row, conf, private, tls, master, ca_copy, insecure)
-                if res.status != "skipped":
-                    self._record(source.url, res)
-                say(f"[{index}/{total}] {_line(res)}")
-                return res
-
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(one, enumerate(rows, start=1)))
-        finally:
-            shutil.rmtree(private, ignore_errors=True)
-        summary = {
-            "source": source.url,
-            "mailboxes": len(results),
-            "done": sum(r.status == "done" for r in results),
-            "skipped": sum(r.status == "skipped" for r in results),
-            "incomplete": sum(r.status == "incomplete" for r in results),
-            "failed": sum(r.status == "failed" for r in results),
-            "copied": sum(r.copied for r in results),
-            "seconds": round(time.monotonic() - started, 1),
-            "results": [r.as_dict() for r in results],
-        }
-        self.app.audit.record("migrate.imap", source.url, mailboxes=summary["mailboxes"], done=summary["done"],
-                              failed=summary["failed"], incomplete=summary["incomplete"], copied=summary["copied"])
-        return summary
+        return private, ca_copy
 
     def _migrate_one(self, source: Source, row: MapRow, conf: Path, private: Path, tls: ssl.SSLContext,
-                     master, ca_copy: Path | None, insecure: bool) -> MailboxResult:
+                     master: tuple[str, str] | None, ca_copy: Path | None, insecure: bool) -> MailboxResult:
         res = MailboxResult(row.login, row.target)
         t0 = time.monotonic()
         self._mark_running(source.url, row)
         try:
             before = sum(self.target_folders(row.target).values())
-            src, unreadable = self.source_folders(source, row, tls, master)
+            src, unreadable = source_folders(source, row.login, row.password, tls, master)
             res.folders, res.source_messages = len(src) + len(unreadable), sum(src.values())
             # a folder the source cannot read is left out, so the others still copy
             self._dsync(source, row, conf, private, master, ca_copy, insecure, exclude=sorted(unreadable))
@@ -383,8 +245,8 @@ class MigrationService:
         res.seconds = round(time.monotonic() - t0, 1)
         return res
 
-    def _dsync(self, source: Source, row: MapRow, conf: Path, private: Path, master, ca_copy: Path | None,
-               insecure: bool, exclude: list[str] = ()) -> None:
+    def _dsync(self, source: Source, row: MapRow, conf: Path, private: Path, master: tuple[str, str] | None,
+               ca_copy: Path | None, insecure: bool, exclude: Sequence[str] = ()) -> None:
         settings = [f"!include {conf}",
                     f"imapc_host = {dovecot_value(source.host.strip('[]'))}",
                     f"imapc_port = {source.port}",
@@ -410,7 +272,7 @@ class MigrationService:
             for folder in exclude:
                 argv += ["-x", folder]
             argv.append("imapc:")
-            for attempt in (1, 2):
+            for _attempt in (1, 2):
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=DSYNC_TIMEOUT)
                 # 2: the mailbox changed while it was synced; one more pass picks the rest up
                 if proc.returncode != 2:
@@ -424,7 +286,7 @@ class MigrationService:
             os.unlink(name)
 
     # ---------------------------------------------------------------- state
-    def _row(self, s, source: str, login: str, target: str) -> MigrationMailbox:
+    def _row(self, s: Session, source: str, login: str, target: str) -> MigrationMailbox:
         row = s.scalar(select(MigrationMailbox).where(MigrationMailbox.source == source,
                                                       MigrationMailbox.source_login == login,
                                                       MigrationMailbox.target == target))
@@ -466,18 +328,41 @@ class MigrationService:
                     for r in s.scalars(query)]
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _check_run_options(ca_file: str | None, insecure: bool, master_user: str | None, master_password: str | None,
+                       workers: int) -> None:
+    if ca_file and insecure:
+        raise ValidationError("give either --ca-file or --insecure, not both")
+    if ca_file and not Path(ca_file).is_file():
+        raise ValidationError(f"--ca-file {ca_file}: no such file")
+    if master_user and not master_password:
+        raise ValidationError("--master-user needs the master password (--master-password-stdin)")
+    if not 1 <= workers <= 16:
+        raise ValidationError("--workers must be between 1 and 16")
 
 
-def _imap_text(value) -> str:
-    if isinstance(value, BaseException):
-        value = value.args[0] if value.args else str(value)
-    if isinstance(value, (list, tuple)):
-        value = b" ".join(v if isinstance(v, bytes) else str(v).encode() for v in value if v)
-    if isinstance(value, bytes):
-        value = value.decode(errors="replace")
-    return str(value).strip()
+def settled_result(row: MapRow, existing: set[str], done_before: set[tuple[str, str]]) -> MailboxResult | None:
+    """The result of a row that is not copied: its target does not exist, or an earlier
+    run has done it; None when it is to be copied."""
+    if row.target not in existing:
+        return MailboxResult(row.login, row.target, status="failed",
+                             error=f"mailbox {row.target} does not exist on RuPost (rupost mailboxes add {row.target})")
+    if (row.login, row.target) in done_before:
+        return MailboxResult(row.login, row.target, status="skipped", error="done in an earlier run")
+    return None
+
+
+def run_summary(source_url: str, results: list[MailboxResult], seconds: float) -> dict:
+    return {
+        "source": source_url,
+        "mailboxes": len(results),
+        "done": sum(r.status == "done" for r in results),
+        "skipped": sum(r.status == "skipped" for r in results),
+        "incomplete": sum(r.status == "incomplete" for r in results),
+        "failed": sum(r.status == "failed" for r in results),
+        "copied": sum(r.copied for r in results),
+        "seconds": seconds,
+        "results": [r.as_dict() for r in results],
+    }
 
 
 def _strip_secret(text: str, secret: str) -> str:

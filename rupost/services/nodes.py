@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from ..db.models import Node, utcnow
 from ..errors import ConflictError, NotFoundError
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
+
 # a node whose core has not reported for this long is considered dead
 HEARTBEAT_TIMEOUT = dt.timedelta(seconds=30)
 
 
 class NodeService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def register(self) -> dict:
@@ -31,12 +37,12 @@ class NodeService:
             s.flush()
             return self._as_dict(node)
 
-    def current(self, session) -> Node:
+    def current(self, session: Session) -> Node:
         node = session.scalar(select(Node).where(Node.name == self.app.config.node_name))
         if node is None:
             self.register()
             node = session.scalar(select(Node).where(Node.name == self.app.config.node_name))
-        return node
+        return node  # type: ignore[return-value]  # registered just above
 
     def report(self, state: str, components: dict, generation: int | None = None) -> None:
         with self.app.dbs.session("main") as s:
@@ -65,7 +71,7 @@ class NodeService:
         with self.app.dbs.session("main") as s:
             return [self._as_dict(n) for n in s.scalars(select(Node).order_by(Node.name))]
 
-    def _named(self, session, name: str) -> Node:
+    def _named(self, session: Session, name: str) -> Node:
         node = session.scalar(select(Node).where(Node.name == name))
         if node is None:
             known = ", ".join(session.scalars(select(Node.name).order_by(Node.name))) or "none"
@@ -105,12 +111,12 @@ class NodeService:
     def agent_alive(node: dict) -> bool:
         """Its node agent (`rupost run`) reported within the heartbeat timeout."""
         seen = (node.get("components") or {}).get("_agent")
-        return bool(seen) and utcnow() - dt.datetime.fromisoformat(seen) < HEARTBEAT_TIMEOUT
+        return bool(seen and utcnow() - dt.datetime.fromisoformat(seen) < HEARTBEAT_TIMEOUT)
 
     @staticmethod
     def alive(node: dict) -> bool:
         beat = node.get("last_heartbeat")
-        return bool(beat) and utcnow() - dt.datetime.fromisoformat(beat) < HEARTBEAT_TIMEOUT
+        return bool(beat and utcnow() - dt.datetime.fromisoformat(beat) < HEARTBEAT_TIMEOUT)
 
     @staticmethod
     def _as_dict(n: Node) -> dict:

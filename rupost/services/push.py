@@ -10,6 +10,7 @@ older than MAX_AGE are dropped (a push is only useful while it is fresh).
 """
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import json
 import os
@@ -18,7 +19,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -27,6 +30,13 @@ from .. import __version__, validation
 from ..db.ops_models import PushDelivery, PushEndpoint
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from . import features
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 MAX_ATTEMPTS = 5
 MAX_AGE = 3600.0
@@ -43,7 +53,7 @@ def backoff(attempt: int) -> float:
 
 
 class PushService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     @property
@@ -58,12 +68,12 @@ class PushService:
         if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
             raise ValidationError(f"{url!r} is not an http:// or https:// URL")
         try:
-            parts.port
+            _ = parts.port  # raises on a bad port
         except ValueError:
             raise ValidationError(f"{url!r}: invalid port") from None
         return url
 
-    def add(self, name: str, url: str, domains: list[str] = (), secret: str = "") -> dict:
+    def add(self, name: str, url: str, domains: Sequence[str] = (), secret: str = "") -> dict:
         if not _NAME.match(name or ""):
             raise ValidationError(f"invalid endpoint name {name!r}: lower-case letters, digits, '.', '_', '-'")
         url = self._check_url(url)
@@ -86,7 +96,7 @@ class PushService:
             s.delete(self._row(s, name))
         self.app.audit.record("push.remove", name)
 
-    def _row(self, s, name: str) -> PushEndpoint:
+    def _row(self, s: Session, name: str) -> PushEndpoint:
         row = s.scalar(select(PushEndpoint).where(PushEndpoint.name == name))
         if row is None:
             known = ", ".join(s.scalars(select(PushEndpoint.name).order_by(PushEndpoint.name))) or "none"
@@ -115,7 +125,7 @@ class PushService:
     def list(self) -> list[dict]:
         """Endpoints with their failures of the last 24 hours."""
         rows = self.endpoints()
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=24)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=24)
         with self.app.dbs.session("logs") as s:
             counts = dict(s.execute(select(PushDelivery.endpoint, func.count()).where(PushDelivery.at >= since)
                                     .group_by(PushDelivery.endpoint)).all())
@@ -131,7 +141,7 @@ class PushService:
         return {"name": r.name, "url": r.url, "domains": list(r.domains or []), "enabled": r.enabled,
                 "secret": "set" if r.secret else "", "created_by": r.created_by}
 
-    def failures(self, limit: int = 50, endpoint: str | None = None) -> list[dict]:
+    def failures(self, limit: int = 50, endpoint: str | None = None) -> builtins.list[dict]:
         with self.app.dbs.session("logs") as s:
             query = select(PushDelivery).order_by(PushDelivery.id.desc()).limit(limit)
             if endpoint:
@@ -157,7 +167,7 @@ class PushService:
             reason = getattr(exc, "reason", exc)
             return False, None, f"{reason}"
 
-    def _targets(self, user: str) -> list[tuple[dict, str]]:
+    def _targets(self, user: str) -> builtins.list[tuple[dict, str]]:
         domain = user.rsplit("@", 1)[-1].lower()
         with self.app.dbs.session("main") as s:
             rows = s.scalars(select(PushEndpoint).where(PushEndpoint.enabled).order_by(PushEndpoint.name)).all()
@@ -242,7 +252,7 @@ class PushService:
                 path.unlink(missing_ok=True)
         return stats
 
-    def run(self, interval: float = 1.0, stop=None) -> None:
+    def run(self, interval: float = 1.0, stop: Callable[[], bool] | None = None) -> None:
         """The dispatcher loop (what `rupost push dispatch` runs)."""
         while not (stop and stop()):
             try:

@@ -26,7 +26,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -35,6 +37,9 @@ from sqlalchemy.exc import IntegrityError
 from ..db.models import Domain, Mailbox, Setting, utcnow
 from ..db.usage_models import MailboxUsage
 from ..errors import ConflictError, NotFoundError, ServiceError
+
+if TYPE_CHECKING:
+    from . import Services
 
 LAST_RUN_KEY = "quota_usage.last_run"
 MAX_AGE_KEY = "quota_usage.max_age_minutes"
@@ -53,7 +58,8 @@ def maildir_use(maildir: Path) -> tuple[int, int]:
     used = count = 0
     folders = [maildir]
     try:
-        folders += [Path(e.path) for e in os.scandir(maildir) if e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        folders += [Path(e.path) for e in os.scandir(maildir)
+                    if e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return 0, 0
     for folder in folders:
@@ -74,8 +80,46 @@ def maildir_use(maildir: Path) -> tuple[int, int]:
     return used, count
 
 
+class QuotaAnswer:
+    """Each user's [bytes, messages] from ``doveadm -f tab quota get``, line by line. A
+    user's lines come together, so once more than ``batch`` users are read all but the
+    last are complete: ``feed`` hands them out to be written."""
+
+    def __init__(self, batch: int = BATCH) -> None:
+        self.batch = batch
+        self.pending: dict[str, list[int]] = {}
+
+    def feed(self, line: str) -> dict[str, list[int]] | None:
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 4 or parts[0].lower() == "username":
+            return None
+        user, kind, value = parts[0].strip().lower(), parts[2].strip().upper(), parts[3].strip()
+        if not value.isdigit():
+            return None
+        entry = self.pending.setdefault(user, [0, 0])
+        if kind == "STORAGE":
+            entry[0] = int(value) * 1024  # doveadm reports kilobytes
+        elif kind == "MESSAGE":
+            entry[1] = int(value)
+        if len(self.pending) <= self.batch:
+            return None
+        last = next(reversed(self.pending))
+        keep = self.pending.pop(last)
+        complete, self.pending = self.pending, {last: keep}
+        return complete
+
+    def rest(self) -> dict[str, list[int]]:
+        return self.pending
+
+
+def _run_result(now: dt.datetime, started: float, measured: int, total: int, *, complete: bool, timed_out: bool,
+                errors: list[str]) -> dict:
+    return {"measured_at": now.isoformat(), "seconds": round(time.monotonic() - started, 1), "measured": measured,
+            "mailboxes": total, "complete": complete, "timed_out": timed_out, "errors": errors}
+
+
 class QuotaUsageService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # ------------------------------------------------------------ measuring
@@ -85,7 +129,8 @@ class QuotaUsageService:
             raise NotFoundError(f"{conf} does not exist: deploy this node first (rupost deploy)")
         return conf
 
-    def measure(self, deadline: float = DEFAULT_DEADLINE, progress=None, wait: float = 0) -> dict:
+    def measure(self, deadline: float = DEFAULT_DEADLINE, progress: Callable[[int, str], None] | None = None,
+                wait: float = 0) -> dict:
         """Ask dovecot for every mailbox's use and store it; returns what the run did.
         With ``wait``, a measurement already running is waited for (up to ``wait`` seconds)
         and this one runs after it; without, it is a ConflictError."""
@@ -125,12 +170,34 @@ class QuotaUsageService:
         local, _, domain = address.rpartition("@")
         return self.app.layout.mail_storage / domain / local / "Maildir"
 
-    def _measure(self, conf: Path, deadline: float, progress) -> dict:
-        """Mailboxes without a mail home hold nothing: recorded as 0 without asking dovecot
-        (asking would make it create their Maildir). The others are given to one
-        ``doveadm quota get -F FILE`` run."""
+    def _measure(self, conf: Path, deadline: float, progress: Callable[[int, str], None]) -> dict:
         started, now = time.monotonic(), utcnow()
         on_disk = self.on_disk()
+        known, served = self._mailboxes()
+        total = len(known)
+        measured = self._measure_without_dovecot(on_disk, known, served, now)
+        users = sorted(on_disk.intersection(served))
+        if not users:
+            return _run_result(now, started, measured, total, complete=True, timed_out=False, errors=[])
+        progress(5, f"{measured} of {total} mailboxes hold no mail yet; asking dovecot for {len(users)}")
+        before = measured
+
+        def report(asked: int) -> None:
+            progress(min(95, 5 + 90 * asked // len(users)), f"{before + asked} of {total} mailboxes measured")
+
+        asked, returncode, error_lines = self._ask_dovecot(conf, users, deadline, now, known, report)
+        timed_out = returncode < 0 and time.monotonic() - started >= deadline - 1
+        measured += asked
+        if returncode != 0 and not asked and not timed_out:
+            raise ServiceError(f"doveadm quota get failed (exit {returncode}): "
+                               + ("; ".join(error_lines[:3]) or "no message") + " (is dovecot running? "
+                               "`rupost components status`)")
+        return _run_result(now, started, measured, total, complete=returncode == 0 and not timed_out,
+                           timed_out=timed_out, errors=error_lines[:5])
+
+    def _mailboxes(self) -> tuple[dict[str, tuple[int, int, int]], set[str]]:
+        """Every mailbox (address -> id, domain id, quota), and those dovecot serves (the
+        mailbox and its domain enabled)."""
         with self.app.dbs.session("data") as s:
             rows = s.execute(select(Mailbox.address, Mailbox.id, Mailbox.domain_id, Mailbox.quota_bytes,
                                     Mailbox.enabled & Domain.enabled).join(Domain, Domain.id == Mailbox.domain_id))
@@ -139,7 +206,12 @@ class QuotaUsageService:
                 known[address] = (mailbox_id, domain_id, quota)
                 if enabled:
                     served.add(address)
-        total = len(known)
+        return known, served
+
+    def _measure_without_dovecot(self, on_disk: set[str], known: dict[str, tuple], served: set[str],
+                                 now: dt.datetime) -> int:
+        """Mailboxes without a mail home hold nothing: recorded as 0 without asking dovecot
+        (asking would make it create their Maildir). Returns how many were recorded."""
         empty = [a for a in known if a not in on_disk]
         for i in range(0, len(empty), BATCH):
             self._write({a: [0, 0] for a in empty[i:i + BATCH]}, now, known)
@@ -150,12 +222,12 @@ class QuotaUsageService:
             use = {a: maildir_use(self.maildir(a)) for a in unserved[i:i + BATCH]}
             # doveadm reports whole kilobytes, rounded up: every row in the same unit
             self._write({a: [-(-used // 1024) * 1024, count] for a, (used, count) in use.items()}, now, known)
-        users = sorted(on_disk.intersection(served))
-        measured = len(empty) + len(unserved)
-        if not users:
-            return {"measured_at": now.isoformat(), "seconds": round(time.monotonic() - started, 1),
-                    "measured": measured, "mailboxes": total, "complete": True, "timed_out": False, "errors": []}
-        progress(5, f"{measured} of {total} mailboxes hold no mail yet; asking dovecot for {len(users)}")
+        return len(empty) + len(unserved)
+
+    def _ask_dovecot(self, conf: Path, users: list[str], deadline: float, now: dt.datetime,
+                     known: dict[str, tuple], report: Callable[[int], None]) -> tuple[int, int, list[str]]:
+        """One ``doveadm quota get -F FILE`` run for ``users``, its answer written while it
+        streams in, killed at the deadline: (mailboxes written, exit code, its error lines)."""
         listing = tempfile.NamedTemporaryFile(mode="w", prefix="rupost-quota-", suffix=".users")
         listing.write("".join(u + "\n" for u in users))
         listing.flush()
@@ -166,30 +238,18 @@ class QuotaUsageService:
         except FileNotFoundError:
             listing.close()
             raise ServiceError("doveadm is not installed (Debian package dovecot-core)") from None
+        assert proc.stdout is not None  # stdout=PIPE
         killer = threading.Timer(deadline, proc.kill)
         killer.start()
-        pending: dict[str, list[int]] = {}
+        answer = QuotaAnswer()
         asked = 0
         try:
             for line in proc.stdout:
-                parts = line.rstrip("\n").split("\t")
-                if len(parts) < 4 or parts[0].lower() == "username":
-                    continue
-                user, kind, value = parts[0].strip().lower(), parts[2].strip().upper(), parts[3].strip()
-                if not value.isdigit():
-                    continue
-                entry = pending.setdefault(user, [0, 0])
-                if kind == "STORAGE":
-                    entry[0] = int(value) * 1024  # doveadm reports kilobytes
-                elif kind == "MESSAGE":
-                    entry[1] = int(value)
-                if len(pending) > BATCH:  # a user's lines come together: flush all but the last
-                    last = next(reversed(pending))
-                    keep = pending.pop(last)
-                    asked += self._write(pending, now, known)
-                    pending = {last: keep}
-                    progress(min(95, 5 + 90 * asked // len(users)), f"{measured + asked} of {total} mailboxes measured")
-            asked += self._write(pending, now, known)
+                batch = answer.feed(line)
+                if batch is not None:
+                    asked += self._write(batch, now, known)
+                    report(asked)
+            asked += self._write(answer.rest(), now, known)
         finally:
             proc.stdout.close()
             returncode = proc.wait()
@@ -198,15 +258,7 @@ class QuotaUsageService:
             errors.seek(0)
             error_lines = [ln.strip() for ln in errors.read(100_000).splitlines() if ln.strip()]
             errors.close()
-        timed_out = returncode < 0 and time.monotonic() - started >= deadline - 1
-        measured += asked
-        if returncode != 0 and not asked and not timed_out:
-            raise ServiceError(f"doveadm quota get failed (exit {returncode}): "
-                               + ("; ".join(error_lines[:3]) or "no message") + " (is dovecot running? "
-                               "`rupost components status`)")
-        return {"measured_at": now.isoformat(), "seconds": round(time.monotonic() - started, 1),
-                "measured": measured, "mailboxes": total, "complete": returncode == 0 and not timed_out,
-                "timed_out": timed_out, "errors": error_lines[:5]}
+        return asked, returncode, error_lines
 
     def _write(self, batch: dict[str, list[int]], now: dt.datetime, known: dict[str, tuple]) -> int:
         """Upsert one batch; ``known``: address -> (mailbox id, domain id, quota) read at the start
@@ -245,7 +297,7 @@ class QuotaUsageService:
     def last_run(self) -> dict | None:
         with self.app.dbs.session("main") as s:
             row = s.get(Setting, LAST_RUN_KEY)
-            return dict(row.value) if row is not None and row.value else None
+            return dict(row.value) if row is not None and row.value else None  # type: ignore[call-overload]
 
     def max_age_minutes(self) -> int:
         try:
@@ -268,7 +320,7 @@ class QuotaUsageService:
         if not _background.acquire(blocking=False):
             return False
 
-        def run():
+        def run() -> None:
             try:
                 self.measure()
             except Exception as exc:  # noqa: BLE001 - a background measurement must never kill the process

@@ -16,6 +16,7 @@ import http.client
 import json
 import secrets
 import subprocess
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +28,11 @@ from ..db.resource_models import CalendarResource
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import hash_password
 from .cache import accounts_changed, sogo_changed
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 KINDS = {"room": "location", "equipment": "thing"}
 NAMES = {v: k for k, v in KINDS.items()}
@@ -44,7 +50,7 @@ class ResourceProvisionError(RuPostError):
 
 
 class ResourceService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     @staticmethod
@@ -55,7 +61,7 @@ class ResourceService:
         return KINDS[value]
 
     @staticmethod
-    def _bookings(value) -> int:
+    def _bookings(value: int | str) -> int:
         try:
             number = int(value)
         except (TypeError, ValueError):
@@ -65,7 +71,7 @@ class ResourceService:
             raise ValidationError(f"simultaneous bookings must be between 0 (no limit) and {MAX_BOOKINGS}")
         return number
 
-    def add(self, address: str, kind: str = "room", *, display_name: str = "", multiple_bookings=1,
+    def add(self, address: str, kind: str = "room", *, display_name: str = "", multiple_bookings: int | str = 1,
             owner: str | None = None, description: str = "") -> dict:
         local, domain_name = validation.address(address)
         full = f"{local}@{domain_name}"
@@ -170,8 +176,9 @@ class ResourceService:
             raise ResourceProvisionError(f"sogo-tool manage-acl {action} {user} on {address}: "
                                          f"{text.splitlines()[-1] if text else out.returncode}")
 
-    def _get(self, session, address: str) -> tuple[CalendarResource, Mailbox]:
+    def _get(self, session: Session, address: str) -> tuple[CalendarResource, Mailbox]:
         local, domain = validation.address(address)
+        self.app.require_domain(domain)
         row = session.execute(select(CalendarResource, Mailbox).join(Mailbox, Mailbox.id == CalendarResource.mailbox_id)
                               .where(Mailbox.address == f"{local}@{domain}")).first()
         if row is None:
@@ -188,9 +195,9 @@ class ResourceService:
                  .order_by(Mailbox.address))
             if domain:
                 q = q.where(Mailbox.domain_id == self.app.domains.get(s, domain).id)
-            return [self._as_dict(r, m) for r, m in s.execute(q)]
+            return [self._as_dict(r, m) for r, m in s.execute(q) if self.app.in_scope(m.address.rpartition("@")[2])]
 
-    def set(self, address: str, *, multiple_bookings=None, owner: str | None = None,
+    def set(self, address: str, *, multiple_bookings: int | str | None = None, owner: str | None = None,
             display_name: str | None = None) -> dict:
         bookings = None if multiple_bookings is None else self._bookings(multiple_bookings)
         with self.app.dbs.session("data") as s:

@@ -160,11 +160,12 @@ def ensure_builtin_tls(dbs: Databases, cfg: node_config.NodeConfig, report: Setu
 def install(layout: Layout, cfg: node_config.NodeConfig) -> SetupReport:
     from adapters.dovecot import ensure_mail_user
 
-    from . import RuPost
+    from . import Actor, Runtime
 
     report = SetupReport()
     connect_or_create(cfg.database, report)
-    dbs = Databases(cfg.database)
+    runtime = Runtime(layout, cfg)
+    dbs = runtime.dbs
     try:
         try:
             migrate.upgrade(dbs)
@@ -172,8 +173,7 @@ def install(layout: Layout, cfg: node_config.NodeConfig) -> SetupReport:
             raise DatabaseError(describe_db_error(exc, cfg.database, "migrations")) from None
         report.add("database schema is up to date (rupost, rupost_data, rupost_logs)")
         layout.ensure_base()
-        app = RuPost(layout, cfg, actor="rupost-wizard")
-        app.dbs = dbs
+        app = runtime.services(Actor("rupost-wizard"))
         loaded = app.templates.load_builtin()
         report.add(f"builtin templates loaded: {', '.join(loaded)}")
         ensure_builtin_tls(dbs, cfg, report)

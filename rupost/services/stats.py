@@ -33,12 +33,19 @@ import re
 import zlib
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from ..db.stats_models import COUNTERS, StatsHourly, StatsLogState
 from ..errors import ValidationError
+
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 LOCK_CLASS = 0x52505354  # "RPST": advisory-lock namespace of the statistics parser
 DEFAULT_RETENTION_DAYS = 90
@@ -79,7 +86,7 @@ def _syslog_time(stamp: str, year: int, now_ts: int) -> dt.datetime | None:
         return None
     if when.timestamp() - now_ts > 2 * 86400:  # December's lines read in January
         when = when.replace(year=year - 1)
-    return when.astimezone(dt.timezone.utc)
+    return when.astimezone(dt.UTC)
 
 
 def parse_time(line: str, now: dt.datetime) -> tuple[dt.datetime | None, str]:
@@ -100,7 +107,7 @@ def parse_time(line: str, now: dt.datetime) -> tuple[dt.datetime | None, str]:
             return None, line
         if when.tzinfo is None:
             when = when.astimezone()
-        return when.astimezone(dt.timezone.utc), line[m.end():]
+        return when.astimezone(dt.UTC), line[m.end():]
     return None, line
 
 
@@ -111,7 +118,7 @@ def hour_of(when: dt.datetime) -> str:
 class HourOf:
     """The UTC hour (ISO text) of a log line, computed once per minute of log time."""
 
-    def __init__(self, now: dt.datetime):
+    def __init__(self, now: dt.datetime) -> None:
         self.now = now
         self.cache: dict[str, str | None] = {}
 
@@ -128,7 +135,7 @@ class HourOf:
 
 
 class Counts:
-    def __init__(self, hosted: set[str]):
+    def __init__(self, hosted: set[str]) -> None:
         self.hosted = hosted
         self.data: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
 
@@ -151,7 +158,7 @@ class PostfixParser:
     """Per-recipient outcomes of postfix's log; ``memory`` (persisted) knows, per queue id
     still in the queue, its sender, when it was received and the domains it was counted on."""
 
-    def __init__(self, counts: Counts, memory: dict):
+    def __init__(self, counts: Counts, memory: dict) -> None:
         self.counts = counts
         self.msgs: dict = memory.setdefault("msgs", {})
 
@@ -198,7 +205,7 @@ class PostfixParser:
                 return
             status = st.group(1)
             if status == "sent":
-                relay = (_RELAY.search(body) or [None, ""])[1]
+                relay = (_RELAY.search(body) or ["", ""])[1]
                 into_mailbox = service in ("lmtp", "local", "virtual") or relay.endswith("/lmtp]")
                 # a delivery into a mailbox is counted from dovecot's own log line
                 counter = "sent" if service in ("smtp", "relay") and not into_mailbox else None
@@ -212,7 +219,8 @@ class PostfixParser:
                         "rejected")
 
     def _outcome(self, qid: str, hour: str, body: str, counter: str | None) -> None:
-        to = _TO.search(body).group(1) if _TO.search(body) else ""
+        to_ = _TO.search(body)
+        to = to_.group(1) if to_ else ""
         entry = self.msgs.get(qid)
         sender = entry["s"] if entry else None
         if sender is None:
@@ -237,7 +245,7 @@ class DovecotParser:
 
     RECENT = 2000
 
-    def __init__(self, counts: Counts, memory: dict):
+    def __init__(self, counts: Counts, memory: dict) -> None:
         self.counts = counts
         self.recent: list[str] = memory.setdefault("recent", [])
         self._seen = set(self.recent)
@@ -265,7 +273,8 @@ class DovecotParser:
         pass
 
 
-PARSERS = {"postfix": PostfixParser, "dovecot": DovecotParser}
+PARSERS: dict[str, type[PostfixParser] | type[DovecotParser]] = {"postfix": PostfixParser,
+                                                                  "dovecot": DovecotParser}
 
 
 def first_line_hash(path: Path) -> str:
@@ -276,7 +285,7 @@ def first_line_hash(path: Path) -> str:
 
 
 class StatsService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     # ------------------------------------------------------------ ingestion
@@ -301,9 +310,9 @@ class StatsService:
     def ingest(self) -> dict:
         """Read what the logs gained since the last run and add it to the counters."""
         node = self.app.config.node_name
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         counts = Counts(self._hosted())
-        report = {"node": node, "files": {}, "events": 0}
+        report: dict[str, Any] = {"node": node, "files": {}, "events": 0}
         with self.app.dbs.session("logs") as s:
             s.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
                       {"a": LOCK_CLASS, "b": zlib.crc32(node.encode()) - 2 ** 31})
@@ -325,11 +334,12 @@ class StatsService:
             self._store(s, node, counts)
             days = self.retention_days()
             report["expired_rows"] = s.execute(delete(StatsHourly).where(
-                StatsHourly.hour < now - dt.timedelta(days=days))).rowcount
+                StatsHourly.hour < now - dt.timedelta(days=days))).rowcount  # type: ignore[attr-defined]
         return report
 
-    def _ingest_file(self, path: Path, state: StatsLogState, parser, now: dt.datetime) -> dict:
-        info = {"path": str(path), "read_bytes": 0, "lines": 0, "rotated": False, "restarted": False}
+    def _ingest_file(self, path: Path, state: StatsLogState, parser: PostfixParser | DovecotParser,
+                     now: dt.datetime) -> dict:
+        info: dict[str, Any] = {"path": str(path), "read_bytes": 0, "lines": 0, "rotated": False, "restarted": False}
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -374,7 +384,7 @@ class StatsService:
         return None
 
     @staticmethod
-    def _read(path: Path, offset: int, parser, now: dt.datetime) -> tuple[int, int]:
+    def _read(path: Path, offset: int, parser: PostfixParser | DovecotParser, now: dt.datetime) -> tuple[int, int]:
         """Parse complete lines from offset; returns (lines, offset after the last complete line)."""
         lines = 0
         hours = HourOf(now)
@@ -403,7 +413,7 @@ class StatsService:
         return lines, pos
 
     @staticmethod
-    def _store(session, node: str, counts: Counts) -> None:
+    def _store(session: Session, node: str, counts: Counts) -> None:
         rows = [{"hour": dt.datetime.fromisoformat(hour), "node": node, "domain": domain, **values}
                 for (hour, domain), values in counts.data.items() if any(values.values())]
         if not rows:
@@ -419,12 +429,12 @@ class StatsService:
     def _window(hours: int, end: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
         if not isinstance(hours, int) or isinstance(hours, bool) or not 1 <= hours <= MAX_HOURS:
             raise ValidationError(f"invalid number of hours {hours!r}: from 1 to {MAX_HOURS}")
-        end = (end or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+        end = (end or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         last = end.replace(minute=0, second=0, microsecond=0)
         return last - dt.timedelta(hours=hours - 1), last
 
     @staticmethod
-    def _domain_filter(domain: str | None, domains: list[str] | None):
+    def _domain_filter(domain: str | None, domains: list[str] | None) -> list[ColumnElement[bool]]:
         from ..validation import domain_name
 
         conds = []
@@ -446,7 +456,7 @@ class StatsService:
         cols = [func.coalesce(func.sum(getattr(StatsHourly, c)), 0).label(c) for c in COUNTERS]
         with self.app.dbs.session("logs") as s:
             rows = s.execute(select(StatsHourly.hour, *cols).where(*conds).group_by(StatsHourly.hour)).all()
-        by_hour = {r.hour.astimezone(dt.timezone.utc): r for r in rows}
+        by_hour = {r.hour.astimezone(dt.UTC): r for r in rows}
         labels = [start + dt.timedelta(hours=i) for i in range(hours)]
         series = {c: [int(getattr(by_hour[h], c)) if h in by_hour else 0 for h in labels] for c in COUNTERS}
         return {"hours": [h.isoformat() for h in labels], "series": series,
@@ -463,7 +473,8 @@ class StatsService:
         cols = [func.sum(getattr(StatsHourly, c)).label(c) for c in COUNTERS]
         with self.app.dbs.session("logs") as s:
             rows = s.execute(select(StatsHourly.domain, *cols).where(*conds).group_by(StatsHourly.domain)).all()
-        out = [{"domain": r.domain or "-", **{c: int(getattr(r, c) or 0) for c in COUNTERS}} for r in rows]
+        out: list[dict[str, Any]] = [{"domain": r.domain or "-", **{c: int(getattr(r, c) or 0) for c in COUNTERS}}
+                                     for r in rows]
         out.sort(key=lambda d: (-sum(d[c] for c in COUNTERS), d["domain"]))
         return out
 

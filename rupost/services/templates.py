@@ -1,20 +1,30 @@
 """Configuration templates in the database: builtin ones loaded at install, one active."""
 from __future__ import annotations
 
+import builtins
 import difflib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
-from ..db.models import Template
-from ..errors import ConflictError, NotFoundError, TemplateError
 from rupost.templating import builtin_documents, load_document
 from rupost.templating.document import TemplateDocument
+
+from ..db.models import Template
+from ..deploy.plan import build_models
+from ..errors import ConflictError, NotFoundError, TemplateError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from . import Services
 
 DEFAULT_TEMPLATE = "standard"
 
 
 class TemplateService:
-    def __init__(self, app):
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     def load_builtin(self) -> list[str]:
@@ -43,7 +53,7 @@ class TemplateService:
                      "extends": t.extends, "description": t.description, "sha256": t.sha256}
                     for t in s.scalars(select(Template).order_by(Template.name, Template.id))]
 
-    def _row(self, s, name: str, version: str | None) -> Template:
+    def _row(self, s: Session, name: str, version: str | None) -> Template:
         query = select(Template).where(Template.name == name)
         if version:
             query = query.where(Template.version == version)
@@ -92,8 +102,7 @@ class TemplateService:
         if doc.builtin:
             raise TemplateError(f"{source}: metadata.builtin: only templates shipped with RuPost are builtin")
         params = doc.resolve_parameters({})
-        deploys = self.app.deploys
-        deploys.deployer.build_models(doc, deploys.template_context(params))
+        build_models(self.app.adapters, doc, self.app.deploys.template_context(params))
         return doc
 
     def _resolve_base(self, name: str, version: str | None) -> TemplateDocument:
@@ -140,7 +149,7 @@ class TemplateService:
             version = row.version
         self.app.audit.record("template.remove", f"{name}@{version}")
 
-    def parameters(self) -> list[dict]:
+    def parameters(self) -> builtins.list[dict]:
         """Declared parameters of the active template with their current values."""
         from .settings import TEMPLATE_PARAMETERS
 
@@ -150,7 +159,7 @@ class TemplateService:
                  "default": spec["default"], "set": name in values, "description": spec.get("description", "")}
                 for name, spec in doc.parameter_specs.items()]
 
-    def set_parameters(self, updates: dict, unset: list[str] = ()) -> dict:
+    def set_parameters(self, updates: dict, unset: Sequence[str] = ()) -> dict:
         """Validate against the active template before storing; nothing is stored on error."""
         from .settings import TEMPLATE_PARAMETERS
 

@@ -6,24 +6,22 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from adapters import ComponentRegistry, all_adapters
 
 from ..errors import TemplateError
 from . import errors as schema_errors
 
-COMPONENTS = ("memcached", "dovecot", "postfix", "sogo", "nginx", "haproxy")
-# Components added after the first release: a template without their section (e.g. one
-# pinned at import before they existed) gets an empty one, i.e. the adapter's defaults.
-OPTIONAL_COMPONENTS = ("policy", "opendkim")
-
-PARAMETER_TYPES = {"integer": int, "string": str, "boolean": bool, "list": list}
+PARAMETER_TYPES: dict[str, type[Any]] = {"integer": int, "string": str, "boolean": bool, "list": list}
 
 # Template files are untrusted input: bounded in size and in structure.
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_YAML_NODES = 20_000
 
-DOCUMENT_SCHEMA = {
+_DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["apiVersion", "kind", "metadata", "components"],
@@ -60,14 +58,17 @@ DOCUMENT_SCHEMA = {
                 },
             },
         },
-        "components": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": list(COMPONENTS),
-            "properties": {name: {"type": "object"} for name in COMPONENTS + OPTIONAL_COMPONENTS},
-        },
+        "components": {"type": "object"},  # one section per component: document_schema()
     },
 }
+
+
+def document_schema(components: ComponentRegistry) -> dict:
+    """The document schema for these components: a section for each, required unless the
+    adapter declares it optional."""
+    sections = {"type": "object", "additionalProperties": False, "required": list(components.required_sections),
+                "properties": {name: {"type": "object"} for name in components}}
+    return {**_DOCUMENT_SCHEMA, "properties": {**_DOCUMENT_SCHEMA["properties"], "components": sections}}
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -165,6 +166,7 @@ def _check_yaml_shape(text: str, source: str) -> None:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 mark = event.start_mark
+                assert mark is not None  # the (pure Python) SafeLoader's parser marks every event
                 raise TemplateError(f"{source}:{mark.line + 1}:{mark.column + 1}: YAML anchors and aliases are "
                                     "not allowed in templates")
             nodes += isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent))
@@ -200,9 +202,11 @@ def deep_merge(base, overlay):
     return overlay
 
 
-def load_document(text: str, source: str = "<template>", resolve_base=None) -> TemplateDocument:
+def load_document(text: str, source: str = "<template>", resolve_base=None,
+                  components: ComponentRegistry | None = None) -> TemplateDocument:
     """Parse and validate a template. `resolve_base(name, version)` returns the
     TemplateDocument an `extends:` names (None: extending is not possible here)."""
+    components = all_adapters() if components is None else components
     data = _parse(text, source)
     original, extends = None, ""
     if "extends" in data:
@@ -219,8 +223,9 @@ def load_document(text: str, source: str = "<template>", resolve_base=None) -> T
         merged["metadata"] = overlay.get("metadata", {})
         original, extends = text, f"{base.name}@{base.version}"
         data, text = merged, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
-    schema_errors.raise_if(schema_errors.validate(data, DOCUMENT_SCHEMA, ""), f"{source}: invalid template")
-    for name in OPTIONAL_COMPONENTS:
+    schema_errors.raise_if(schema_errors.validate(data, document_schema(components), ""),
+                           f"{source}: invalid template")
+    for name in components.optional_sections:
         data["components"].setdefault(name, {})
     doc = TemplateDocument(data=data, source=source, text=text, original=original, extends=extends)
     for name, spec in doc.parameter_specs.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from mailclients import imap_login_works
-from rupost.services.blocklist import BlocklistService, Limits
+from rupost.services.blocklist import Limits
 from support.cluster import wait_until
 
 
@@ -20,7 +20,7 @@ def test_a_block_and_an_unblock_made_on_node_a_hold_on_node_b(cluster):
     assert imap_login_works(993, user, password, attacker, host=b.address)
 
     # one failure recorded on node A blocks the address (limits of this service: 1 failure)
-    blocks = BlocklistService(a.app, Limits(ip_failures=1, account_failures=0, block_time=300)).record_failure(
+    blocks = a.app.blocklist_with(Limits(ip_failures=1, account_failures=0, block_time=300)).record_failure(
         attacker, "", "imap")
     try:
         assert [(x["kind"], x["value"]) for x in blocks] == [("ip", attacker)]

@@ -292,8 +292,7 @@ def test_filters_and_ldap_administrators_against_a_real_slapd(superadmin, make_c
                             follow_redirects=True)
         assert "no mapping" in flashed_errors(text(r))[0]
     finally:
-        if authenticator in node.app.admins.authenticators:
-            node.app.admins.authenticators.remove(authenticator)
+        node.app.admins.unregister_authenticator(authenticator)
         try:
             node.app.directories.remove(name, force=True)
         except Exception:

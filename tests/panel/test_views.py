@@ -489,14 +489,15 @@ def test_unreachable_directory_is_reported_not_counted_as_a_wrong_password(make_
         def authenticate(self, login, password):
             raise DatabaseError("ldaps://dc.example:636: connection refused")
 
-    node.app.admins.register_authenticator(Unreachable())
+    unreachable = Unreachable()
+    node.app.admins.register_authenticator(unreachable)
     login = f"dir-{uuid.uuid4().hex[:6]}"
     try:
         for _ in range(6):  # more than the per-login lockout threshold
             r = make_client().login(login, "directory-password", expect=503)
         assert "каталог недоступен" in text(r)
     finally:
-        node.app.admins.authenticators.pop()
+        node.app.admins.unregister_authenticator(unreachable)
     rows = audit_rows(node, "panel.login.failed", login)
     assert len(rows) == 6 and "connection refused" in rows[-1].details["reason"]
     assert not [lock for lock in node.app.admins.lockouts() if lock["key"] == login]

@@ -60,6 +60,6 @@ class Instance:
 
     def stop(self) -> None:
         if self.layout.current.exists():
-            self.app.deploys.deployer.stop_all()
+            self.app.component_runtime.stop()
         if self._app is not None:
             self._app.close()

@@ -18,7 +18,7 @@ FILTERS = ("actor", "action", "target", "source", "since", "until")
 def _filters() -> tuple[dict, dict]:
     """(the filter values as typed, the keyword arguments for AuditService.page)."""
     raw = {k: request.args.get(k, "")[:200].strip() for k in FILTERS}
-    kwargs = {k: raw[k] or None for k in ("actor", "action", "target", "source")}
+    kwargs: dict[str, str | dt.datetime | None] = {k: raw[k] or None for k in ("actor", "action", "target", "source")}
     for key in ("since", "until"):
         if raw[key]:
             try:
@@ -29,7 +29,7 @@ def _filters() -> tuple[dict, dict]:
                 continue
             if key == "until":
                 day += dt.timedelta(days=1)  # inclusive
-            kwargs[key] = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+            kwargs[key] = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     return raw, kwargs
 
 

@@ -8,7 +8,8 @@ from flask import Blueprint, abort, flash, g, redirect, request, session, url_fo
 
 from ...errors import RuPostError
 from ...services.admins import AuthenticationError, AuthenticationUnavailable, LockedOutError
-from ..i18n import LANGUAGES, gettext as _
+from ..i18n import LANGUAGES
+from ..i18n import gettext as _
 from ..web import attempt, client_address, render, requires
 
 bp = Blueprint("auth", __name__)

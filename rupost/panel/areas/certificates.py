@@ -7,7 +7,7 @@ import tempfile
 from flask import Blueprint, abort, g, redirect, request, url_for
 
 from ...errors import RuPostError
-from ...services.certificates import MAX_FILE, CertificateService, DHParamService
+from ...services.certificates import MAX_FILE
 from ..web import attempt, fail, render, requires
 
 bp = Blueprint("certificates", __name__, url_prefix="/certificates")
@@ -42,7 +42,7 @@ def _with_uploads(fields: list[str], call):
 @bp.route("/")
 @requires("global")
 def index():
-    certs, dh = CertificateService(g.rp), DHParamService(g.rp)
+    certs, dh = g.rp.certificates, g.rp.dhparams
     return render("certificates.html", certificates=certs.list(), warnings=certs.expiry_warnings(),
                   dhparams=dh.list())
 
@@ -51,7 +51,7 @@ def index():
 @requires("global")
 def show(name):
     try:
-        cert = CertificateService(g.rp).show(name)
+        cert = g.rp.certificates.show(name)
     except RuPostError:
         abort(404)
     return render("certificate.html", c=cert)
@@ -64,7 +64,7 @@ def add():
     cert_type = request.form.get("type", "")
     activate = request.form.get("activate") == "1"
     _with_uploads(["certificate_file", "key_file"], lambda p: attempt(
-        lambda: CertificateService(g.rp).add(name, cert_type, p["certificate_file"], p["key_file"],
+        lambda: g.rp.certificates.add(name, cert_type, p["certificate_file"], p["key_file"],
                                              login=g.admin.login, activate=activate),
         "Certificate stored."))
     return redirect(url_for("certificates.index"))
@@ -74,7 +74,7 @@ def add():
 @requires("super")
 def change(action):
     name = request.form.get("name", "")
-    certs, dh = CertificateService(g.rp), DHParamService(g.rp)
+    certs, dh = g.rp.certificates, g.rp.dhparams
     if action == "activate":
         attempt(lambda: certs.activate(name), "Certificate activated.")
     elif action == "remove":

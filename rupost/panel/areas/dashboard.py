@@ -16,8 +16,6 @@ from flask import Blueprint, g, redirect, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
 from ...errors import RuPostError
-from ...services.certificates import CertificateService
-from ...services.quota_usage import QuotaUsageService
 from .. import jobs
 from ..charts import line_chart
 from ..web import render, requires
@@ -51,8 +49,8 @@ def index():
             node["component_states"] = {k: v for k, v in (node["components"] or {}).items()
                                         if isinstance(v, dict)}
         context.update(nodes=nodes, deploys=_safe(lambda: rp.deploys.history(5), []),
-                       certificates=CertificateService(rp).list(),
-                       warnings=CertificateService(rp).expiry_warnings(),
+                       certificates=rp.certificates.list(),
+                       warnings=rp.certificates.expiry_warnings(),
                        monitor=rp.audit.monitor_events(10),
                        errors=[r for r in rp.audit.page(limit=200, with_total=False)["rows"]
                                if r["action"].endswith(".failed") or r["action"].endswith(".locked")][:10],
@@ -68,7 +66,7 @@ def measure_quota():
     """Measure every mailbox's use now (what the dashboard otherwise does when it is stale)."""
     def work(rp, progress):
         progress(2, "asking dovecot for the use of every mailbox (doveadm quota get -A)")
-        r = QuotaUsageService(rp).measure(progress=progress, wait=3600)
+        r = rp.quota_usage.measure(progress=progress, wait=3600)
         return {"result": f"{r['measured']} of {r['mailboxes']} mailbox(es) measured in {r['seconds']} s"
                           + ("" if r["complete"] else " (incomplete: " + ("deadline reached" if r["timed_out"]
                                                                           else "; ".join(r["errors"][:3])) + ")")}
@@ -120,7 +118,7 @@ def _storage(rp) -> dict:
 
 
 def _quota(rp, scope, start_measurement: bool) -> dict | None:
-    service = QuotaUsageService(rp)
+    service = rp.quota_usage
     try:
         summary = service.summary(scope, top=10)
     except (RuPostError, SQLAlchemyError):  # e.g. the database not upgraded yet (rupost db upgrade)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from flask import Blueprint, g, redirect, request, url_for
 
 from rupost.ldap.client import KINDS, SECURITY
+
 from ...errors import RuPostError
 from .. import jobs
 from ..i18n import gettext as _

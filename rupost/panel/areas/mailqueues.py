@@ -13,8 +13,10 @@ import shlex
 
 from flask import Blueprint, abort, flash, g, redirect, request, url_for
 
+from rupost.cluster.queue_relay import RELAY_LIST_LIMIT
+from rupost.services.queue_messages import ACTIONS, format_age
+
 from ...errors import RuPostError
-from rupost.services.mailqueues import ACTIONS, RELAY_LIST_LIMIT, format_age
 from ..web import fail, page_args, render, requires
 
 bp = Blueprint("mailqueues", __name__, url_prefix="/mailqueues")
@@ -144,14 +146,16 @@ def act():
             fail(str(exc))
             return _back(q, node)
         for target in targets:
-            _run_on(target, lambda t=target: g.rp.mailqueues.act(action, match=match, node=t, timeout=RELAY_TIMEOUT), SUCCESS[action])
+            _run_on(target, lambda t=target: g.rp.mailqueues.act(action, match=match, node=t, timeout=RELAY_TIMEOUT),
+                    SUCCESS[action])
         return _back(q, node)
     ids = [i.strip() for i in request.form.getlist("id") if i.strip()]
     if not ids:
         fail("select one or more messages first")
         return _back(q, node)
     for target, chosen in _by_node(ids, me if node in ("", ALL_NODES) else node).items():
-        _run_on(target, lambda t=target, c=chosen: g.rp.mailqueues.act(action, ids=c, node=t, timeout=RELAY_TIMEOUT), SUCCESS[action])
+        _run_on(target, lambda t=target, c=chosen: g.rp.mailqueues.act(action, ids=c, node=t, timeout=RELAY_TIMEOUT),
+                SUCCESS[action])
     return _back(q, node)
 
 

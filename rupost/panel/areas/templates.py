@@ -123,7 +123,7 @@ def parameters():
 def plan():
     rp = g.rp
     try:
-        the_plan = rp.deploys.plan()
+        the_plan = rp.deploys.plan(check=True)
         drift = rp.deploys.drift()
     except RuPostError as exc:
         return render("plan.html", error=str(exc), plan=None, drift=[])
@@ -133,7 +133,8 @@ def plan():
 @bp.route("/deploy", methods=["POST"])
 @requires("super")
 def deploy():
-    job_id = jobs.submit(g.rp, "deploy", jobs.deploy_work(force=request.form.get("force") == "1"))
+    work = jobs.deploy_work(force=request.form.get("force") == "1", expected=request.form.get("plan") or None)
+    job_id = jobs.submit(g.rp, "deploy", work)
     return redirect(url_for("jobs.show", job_id=job_id))
 
 

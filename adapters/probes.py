@@ -8,6 +8,10 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass
@@ -109,7 +113,7 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
-def retry(probe, *args, attempts_for: float = 30.0) -> ProbeResult:
+def retry(probe: Callable[..., ProbeResult], *args: Any, attempts_for: float = 30.0) -> ProbeResult:
     """Daemons answer a moment after a reload; retry a failing probe for a bounded time."""
     deadline = time.monotonic() + attempts_for
     while True:

@@ -1,0 +1,13 @@
+"""What components read from the database when they start (adapters.base.NodeData)."""
+from __future__ import annotations
+
+from ..db.engine import Databases
+from .dkim import active_keys
+
+
+class DatabaseNodeData:
+    def __init__(self, dbs: Databases) -> None:
+        self.dbs = dbs
+
+    def dkim_keys(self) -> list[tuple[str, str, str]]:
+        return active_keys(self.dbs)

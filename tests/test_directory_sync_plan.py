@@ -1,0 +1,109 @@
+"""The directory sync plan (rupost.services.directory_sync): pure, no directory or
+database needed."""
+from __future__ import annotations
+
+import datetime as dt
+
+from rupost.ldap.client import DirectoryUser
+from rupost.services.directory_sync import (
+    DELETED_REASON,
+    DISABLED_REASON,
+    AccountRow,
+    AddAlias,
+    AliasRow,
+    CreateAccount,
+    CreateMailbox,
+    Existing,
+    MailboxRow,
+    SetAliasEnabled,
+    SetDisplayName,
+    SetMailboxEnabled,
+    UpdateAccount,
+    plan_sync,
+)
+
+DOMAIN = "corp.example"
+MARKER = "!directory:corp"
+EARLIER = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+NOW = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+
+
+def _user(name: str, *, dn: str = "", disabled: bool = False, extra=(), gal=None) -> DirectoryUser:
+    return DirectoryUser(dn=dn or f"cn={name},ou=users,dc=corp", stable_id=f"g-{name}", login=name,
+                         mail=f"{name}@{DOMAIN}", extra=list(extra), disabled=disabled, groups=[],
+                         gal=gal if gal is not None else {"display_name": f"{name.capitalize()} User"})
+
+
+def _account(name: str, mailbox_id: int, **fields) -> AccountRow:
+    return AccountRow(f"g-{name}", mailbox_id, dn=f"cn={name},ou=users,dc=corp", login=name, mail=f"{name}@{DOMAIN}",
+                      gal={"display_name": f"{name.capitalize()} User"}, synced_at=EARLIER, **fields)
+
+
+def _mailbox(name: str, mailbox_id: int, password_hash: str = MARKER) -> MailboxRow:
+    return MailboxRow(mailbox_id, f"{name}@{DOMAIN}", password_hash, True, f"{name.capitalize()} User")
+
+
+def _plan(users, existing, **kwargs):
+    return plan_sync("corp", "objectGUID", [DOMAIN], users, existing, share=kwargs.get("share", 0.5),
+                     force=kwargs.get("force", False), now=NOW)
+
+
+def test_new_changed_disabled_and_gone_users_give_their_actions():
+    existing = Existing(
+        domain_ids={DOMAIN: 1},
+        accounts=(_account("changed", 10), _account("off", 11), _account("gone", 12, aliases=[f"gone.x@{DOMAIN}"])),
+        mailboxes=(_mailbox("changed", 10), _mailbox("off", 11), _mailbox("gone", 12)),
+        aliases=(AliasRow(f"gone.x@{DOMAIN}", f"gone@{DOMAIN}"),),
+        linked=frozenset({10, 11, 12}))
+    new_gal = {"display_name": "Changed Person", "title": "Boss"}
+    users = [_user("new", extra=[f"new.x@{DOMAIN}"]),
+             _user("changed", dn="cn=changed,ou=moved,dc=corp", gal=new_gal),
+             _user("off", disabled=True),
+             DirectoryUser(dn="cn=other", stable_id="g-other", login="other", mail="other@elsewhere.example",
+                           extra=[], disabled=False, groups=[], gal={})]
+    plan = _plan(users, existing)
+    assert plan.refusal is None
+    assert plan.actions == [
+        CreateAccount("g-new", "cn=new,ou=users,dc=corp", "new", f"new@{DOMAIN}"),
+        CreateMailbox("g-new", f"new:new@{DOMAIN}", f"new@{DOMAIN}", 1, "New User", True),
+        UpdateAccount("g-new", {"gal": {"display_name": "New User"}, "synced_at": NOW}, "changed in the directory"),
+        AddAlias(f"new.x@{DOMAIN}", 1, f"new@{DOMAIN}", True),
+        UpdateAccount("g-new", {"aliases": [f"new.x@{DOMAIN}"]}, "its extra addresses changed"),
+        SetDisplayName(10, "Changed Person"),
+        UpdateAccount("g-changed", {"dn": "cn=changed,ou=moved,dc=corp", "gal": new_gal, "synced_at": NOW},
+                      "changed in the directory"),
+        SetMailboxEnabled(11, False, DISABLED_REASON),
+        UpdateAccount("g-off", {"state": "disabled", "state_reason": DISABLED_REASON}, "changed in the directory"),
+        UpdateAccount("g-gone", {"state": "deleted", "state_reason": DELETED_REASON}, DELETED_REASON),
+        SetMailboxEnabled(12, False, DELETED_REASON),
+        SetAliasEnabled(f"gone.x@{DOMAIN}", False, DELETED_REASON),
+    ]
+    assert plan.summary == {"seen": 4, "created": 1, "updated": 3, "renamed": 0, "disabled": 1, "deleted": 1,
+                            "enabled": 0, "aliases_added": 1, "aliases_removed": 0, "skipped": 1, "conflicts": 0,
+                            "problems": []}
+
+
+def test_a_directory_that_loses_most_accounts_is_refused_unless_forced():
+    names = [f"u{i}" for i in range(5)]
+    existing = Existing(domain_ids={DOMAIN: 1}, accounts=tuple(_account(n, i) for i, n in enumerate(names, 1)),
+                        mailboxes=tuple(_mailbox(n, i) for i, n in enumerate(names, 1)), linked=frozenset(range(1, 6)))
+    refused = _plan([], existing)
+    assert refused.actions == [] and (refused.refusal.losing, refused.refusal.active) == (5, 5)
+    assert "would disable 5 of 5" in refused.refusal.message("corp")
+    forced = _plan([], existing, force=True)
+    assert forced.refusal is None and forced.summary["deleted"] == 5
+    assert [a.mailbox for a in forced.actions if isinstance(a, SetMailboxEnabled)] == [1, 2, 3, 4, 5]
+
+
+def test_a_local_mailbox_at_the_users_address_is_a_conflict_and_not_taken_over():
+    existing = Existing(domain_ids={DOMAIN: 1}, mailboxes=(_mailbox("local", 7, password_hash="$6$local"),))
+    plan = _plan([_user("local")], existing)
+    assert plan.actions == [
+        CreateAccount("g-local", "cn=local,ou=users,dc=corp", "local", f"local@{DOMAIN}"),
+        UpdateAccount("g-local", {"state": "conflict", "state_reason": f"local@{DOMAIN} is already a local mailbox",
+                                  "gal": {"display_name": "Local User"}, "synced_at": NOW},
+                      f"local@{DOMAIN} is already a local mailbox"),
+    ]
+    assert plan.summary["conflicts"] == 1 and plan.summary["created"] == 0
+    assert plan.summary["problems"] == [f"cn=local,ou=users,dc=corp: local@{DOMAIN} is already a mailbox not owned "
+                                        "by this directory; not taken over"]
