@@ -78,7 +78,7 @@ SCHEMA = {
                                # cache key postfix builds from the lookup key (%s, or %u@%d:
                                # keys without a domain are then never asked at all)
                                "cache": {"type": "object", "additionalProperties": False, "required": ["key"],
-                                         "properties": {"key": {"type": "string", "enum": ["%s", "%u@%d"]}}}},
+                                         "properties": {"key": {"type": "string", "enum": ["%s", "%u@%d", "%d"]}}}},
             },
         },
         # the memcached in front of the lookups marked `cache`; every change to the rows they
@@ -232,6 +232,32 @@ def check_milters(model: dict) -> list[str]:
     return problems
 
 
+_CIDR_TABLE = re.compile(r"cidr:[^\s,]*/table-([a-z][a-z0-9_.-]*)")
+
+
+def check_cidr_tables(model: dict) -> list[str]:
+    """A `cidr:` table with a bad network makes every lookup in it fail at run time (smtpd
+    then defers the mail): each network of a table the configuration names as cidr is
+    checked here, before anything is written."""
+    import ipaddress
+
+    texts = [str(v) for v in model["main"].values()]
+    texts += [str(v) for svc in model["master"] for v in (svc.get("options") or {}).values()]
+    named = dict.fromkeys(name for text in texts for name in _CIDR_TABLE.findall(text))
+    problems = []
+    for name in named:
+        for number, line in enumerate((model.get("tables") or {}).get(name, "").splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            network = line.split()[0]
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                problems.append(f"components.postfix.tables.{name}: line {number}: {network!r} is not a network "
+                                "(address/prefix)")
+    return problems
+
+
 class PostfixAdapter(Adapter):
     name = "postfix"
     reads_tls = True
@@ -249,6 +275,7 @@ class PostfixAdapter(Adapter):
                 if key not in known and not key.startswith(("smtpd_", "smtp_", "lmtp_")):
                     problems.append(f"components.postfix.master[{i}].options.{key}: unknown key")
         problems += check_milters(model)
+        problems += check_cidr_tables(model)
         if not model.get("lookup_cache"):
             problems += [f"components.postfix.lookups.{name}.cache: no lookup_cache (memcache, ttl) to answer from"
                          for name, table in model["lookups"].items() if table.get("cache")]

@@ -48,6 +48,8 @@ DEFAULT_PORTS = {
     "postfix_submission_internal": 10588,
     # loopback only: the queue evacuator hands a failed node's mail to this node here
     "postfix_evacuation": 10589,
+    # loopback only: dovecot's Sieve actions (redirect, vacation, notify) submit here
+    "postfix_sieve": 10590,
     "sogo": 20000,
     "memcached": 11211,
     # loopback only: the policy server (dovecot auth policy, webmail login guard)

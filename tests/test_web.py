@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import base64
+import urllib.parse
 import uuid
+
+import pytest
 
 from adapters.probes import https_request
 from rupost.deploy.plan import build_models
@@ -29,6 +32,26 @@ def test_http_redirects_to_https(node):
     resp = conn.getresponse()
     assert resp.status == 301
     assert resp.getheader("Location") == f"https://mail.rupost.test:{node.ports['https']}/SOGo/"
+
+
+@pytest.mark.parametrize("path, target", [("/", "/SOGo/"), ("/.well-known/caldav", "/SOGo/dav/"),
+                                          ("/.well-known/carddav", "/SOGo/dav/")])
+def test_discovery_redirects_keep_the_public_host_and_port(node, mailbox, path, target):
+    """RFC 6764 discovery and a browser start from the bare host name on the public port:
+    every redirect there must lead back to that port, never to nginx's loopback listener."""
+    address, password = mailbox("discovery")
+    public = f"https://mail.rupost.test:{node.ports['https']}"
+    status, headers, _ = https_request("127.0.0.1", node.ports["https"], "GET", path,
+                                       headers={"Host": f"mail.rupost.test:{node.ports['https']}"})
+    assert status in (301, 302)
+    location = urllib.parse.urljoin(public + path, headers["location"])
+    assert location == public + target, headers["location"]
+    assert str(node.ports["nginx_https"]) not in headers["location"]
+    followed, _, _ = https_request("127.0.0.1", node.ports["https"], "PROPFIND" if "dav" in target else "GET",
+                                   urllib.parse.urlsplit(location).path,
+                                   headers={**_auth(address, password), "Depth": "0",
+                                            "User-Agent": "Mozilla/5.0 Firefox/128.0"})
+    assert followed in (200, 207), followed
 
 
 def test_caldav_event_created_and_read_back(node, mailbox):

@@ -153,8 +153,9 @@ def check_parameter(spec: dict, value) -> str | None:
     if "pattern" in spec:
         import re
 
-        if not re.fullmatch(spec["pattern"], value):
-            return f"{value!r} does not match {spec['pattern']}"
+        for item in value if isinstance(value, list) else [value]:  # a list's pattern is its items'
+            if not isinstance(item, str) or not re.fullmatch(spec["pattern"], item):
+                return f"{item!r} does not match {spec['pattern']}"
     return None
 
 
