@@ -1,0 +1,81 @@
+"""Real third-party clients from Debian packages, configured as a user would: msmtp sends
+through submission (465), mbsync (isync) synchronises a local Maildir both ways, folders
+included, over IMAPS (993)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from mailclients import IMAPSFrom, message, smtp, wait_for_subject
+
+
+def private_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    os.chmod(path, 0o600)  # msmtp refuses a configuration holding a password that others can read
+    return path
+
+
+def test_msmtp_sends_through_submission(node, mailbox, tmp_path):
+    sender, password = mailbox("msmtpuser")
+    rcpt, rcpt_password = mailbox("msmtprcpt")
+    conf = private_file(tmp_path / "msmtprc", "\n".join([
+        "defaults", "tls on", "tls_starttls off", "tls_certcheck off", "logfile -",
+        "account rupost", "host 127.0.0.1", f"port {node.ports['submissions']}", "auth plain",
+        f"user {sender}", f"password {password}", f"from {sender}", "account default : rupost", ""]))
+    subject = f"msmtp {uuid.uuid4().hex[:8]}"
+    sent = subprocess.run(["msmtp", "-C", str(conf), "-t"], input=message(sender, rcpt, subject).as_string(),
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    raw = wait_for_subject(node.ports["imaps"], rcpt, rcpt_password, subject)
+    assert f"From: {sender}".encode() in raw
+
+
+def mbsync(conf: Path) -> None:
+    done = subprocess.run(["mbsync", "-c", str(conf), "-a"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mbsync_synchronises_mail_and_folders_both_ways(node, mailbox, tmp_path):
+    user, password = mailbox("syncuser")
+    subject = f"to sync {uuid.uuid4().hex[:8]}"
+    with smtp(node.ports["smtp"]) as client:
+        assert client.send_message(message("partner@example.org", user, subject)) == {}
+    wait_for_subject(node.ports["imaps"], user, password, subject)
+    local = tmp_path / "Mail"
+    local.mkdir()
+    # the TLS session is openssl's (the node's certificate is self-signed); IMAP is mbsync's own
+    tunnel = f"openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{node.ports['imaps']} 2>/dev/null"
+    conf = private_file(tmp_path / "mbsyncrc", "\n".join([
+        "IMAPAccount rupost", f'Tunnel "{tunnel}"', f"User {user}", f"Pass {password}", "AuthMechs LOGIN",
+        "", "IMAPStore remote", "Account rupost", "",
+        "MaildirStore local", f"Path {local}/", f"Inbox {local}/INBOX", "SubFolders Verbatim", "",
+        "Channel rupost", "Far :remote:", "Near :local:", "Patterns *", "Create Both", "Expunge Both",
+        "SyncState *", ""]))
+    mbsync(conf)
+    synced = [p.read_bytes() for p in (local / "INBOX" / "new").iterdir()] + \
+        [p.read_bytes() for p in (local / "INBOX" / "cur").iterdir()]
+    assert any(subject.encode() in m for m in synced), "the message did not reach the local INBOX"
+    assert (local / "Sent").is_dir() and (local / "Trash").is_dir()  # the server's folders
+
+    # a folder and a message made locally appear on the server
+    project = local / "Projects"
+    for sub in ("cur", "new", "tmp"):
+        (project / sub).mkdir(parents=True)
+    local_subject = f"made locally {uuid.uuid4().hex[:8]}"
+    (project / "new" / f"{uuid.uuid4().hex}.local").write_text(
+        message(user, user, local_subject).as_string())
+    mbsync(conf)
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    try:
+        imap.login(user, password)
+        assert imap.select("Projects")[0] == "OK"
+        _, data = imap.search(None, "SUBJECT", f'"{local_subject}"')
+        assert data[0].split(), "the local message did not reach the server's Projects folder"
+        # a folder made on the server appears locally
+        assert imap.create("FromServer")[0] == "OK"
+    finally:
+        imap.logout()
+    mbsync(conf)
+    assert (local / "FromServer").is_dir()
