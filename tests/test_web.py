@@ -34,15 +34,16 @@ def test_http_redirects_to_https(node):
     assert resp.getheader("Location") == f"https://mail.rupost.test:{node.ports['https']}/SOGo/"
 
 
-@pytest.mark.parametrize("path, target", [("/", "/SOGo/"), ("/.well-known/caldav", "/SOGo/dav/"),
-                                          ("/.well-known/carddav", "/SOGo/dav/")])
-def test_discovery_redirects_keep_the_public_host_and_port(node, mailbox, path, target):
+@pytest.mark.parametrize("method, path, target", [
+    ("GET", "/", "/SOGo/"), ("PROPFIND", "/", "/SOGo/dav/"),
+    ("PROPFIND", "/.well-known/caldav", "/SOGo/dav/"), ("PROPFIND", "/.well-known/carddav", "/SOGo/dav/")])
+def test_discovery_redirects_keep_the_public_host_and_port(node, mailbox, method, path, target):
     """RFC 6764 discovery and a browser start from the bare host name on the public port:
     every redirect there must lead back to that port, never to nginx's loopback listener."""
     address, password = mailbox("discovery")
     public = f"https://mail.rupost.test:{node.ports['https']}"
-    status, headers, _ = https_request("127.0.0.1", node.ports["https"], "GET", path,
-                                       headers={"Host": f"mail.rupost.test:{node.ports['https']}"})
+    status, headers, _ = https_request("127.0.0.1", node.ports["https"], method, path,
+                                       headers={"Host": f"mail.rupost.test:{node.ports['https']}", "Depth": "0"})
     assert status in (301, 302)
     location = urllib.parse.urljoin(public + path, headers["location"])
     assert location == public + target, headers["location"]
