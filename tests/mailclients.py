@@ -91,3 +91,22 @@ def wait_for_subject(port: int, user: str, password: str, subject: str, timeout:
             imap.logout()
         except (OSError, imaplib.IMAP4.error):
             pass
+
+
+def inbox_subjects(host: str, port: int, user: str, password: str, source: str = "127.0.0.1") -> list[str]:
+    """The subjects of every message in the user's INBOX, oldest first (read without marking them seen)."""
+    imap = IMAPSFrom(host, port, source)
+    try:
+        imap.login(user, password)
+        imap.select("INBOX")
+        _, data = imap.search(None, "ALL")
+        subjects = []
+        for msg_id in data[0].split():
+            _, fetched = imap.fetch(msg_id, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            subjects.append(fetched[0][1].decode().split(":", 1)[1].strip())
+        return subjects
+    finally:
+        try:
+            imap.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass

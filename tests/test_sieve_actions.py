@@ -3,13 +3,12 @@ Vacation pages write the same Sieve) are carried out through the node's own post
 here with a real ManageSieve client, sieve-connect (Debian package)."""
 from __future__ import annotations
 
-import imaplib
 import json
 import subprocess
 import time
 import uuid
 
-from mailclients import UNREACHABLE, IMAPSFrom, message, smtp, wait_for_subject
+from mailclients import UNREACHABLE, inbox_subjects, message, smtp, wait_for_subject
 
 
 def upload_sieve(node, tmp_path, user: str, password: str, script: str) -> None:
@@ -20,24 +19,6 @@ def upload_sieve(node, tmp_path, user: str, password: str, script: str) -> None:
                                "--user", user, "--passwordfd", "0", "--notlsverify", "--remotesieve", "rules",
                                *action], input=password + "\n", capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
-
-
-def subjects(node, user: str, password: str) -> list[str]:
-    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
-    try:
-        imap.login(user, password)
-        imap.select("INBOX")
-        _, data = imap.search(None, "ALL")
-        found = []
-        for num in data[0].split():
-            _, fetched = imap.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            found.append(fetched[0][1].decode().partition(":")[2].strip())
-        return found
-    finally:
-        try:
-            imap.logout()
-        except (OSError, imaplib.IMAP4.error):
-            pass
 
 
 def test_redirect_and_vacation_reach_their_targets(node, mailbox, tmp_path):
@@ -58,7 +39,7 @@ def test_redirect_and_vacation_reach_their_targets(node, mailbox, tmp_path):
     reply = wait_for_subject(node.ports["imaps"], sender, sender_password, "Away until Monday")
     assert b"my deputy has your message" in reply
     time.sleep(3)  # the second question must not bring a second answer (:days 1)
-    assert subjects(node, sender, sender_password).count("Away until Monday") == 1
+    assert inbox_subjects("127.0.0.1", node.ports["imaps"], sender, sender_password).count("Away until Monday") == 1
     dovecot_log = node.layout.log_file("dovecot").read_text()
     assert "failed to redirect" not in dovecot_log and "failed to send vacation" not in dovecot_log
 

@@ -9,23 +9,12 @@ import uuid
 import pytest
 
 from adapters.haproxy import runtime_command, stick_entries
-from mailclients import IMAPSFrom
+from mailclients import inbox_subjects
 from support.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
 
 
 def imap_subjects(node_address: str, source: str, user: str, password: str) -> list[str]:
-    imap = IMAPSFrom(node_address, 993, source)
-    try:
-        imap.login(user, password)
-        imap.select("INBOX")
-        _, data = imap.search(None, "ALL")
-        subjects = []
-        for msg_id in data[0].split():
-            _, fetched = imap.fetch(msg_id, "(BODY[HEADER.FIELDS (SUBJECT)])")
-            subjects.append(fetched[0][1].decode().split(":", 1)[1].strip())
-        return subjects
-    finally:
-        imap.logout()
+    return inbox_subjects(node_address, 993, user, password, source)
 
 
 @pytest.fixture(scope="module")
