@@ -27,6 +27,7 @@ reply), and a reply is given to the evacuator only after the listener gave it.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import hmac
 import socket
@@ -81,15 +82,23 @@ class _Upstream:
         self.sock.close()
 
 
-class HandOverJournal:
-    """What the relay asks of its owner (implemented over Postgres by the queue service)."""
+class HandOverJournal(abc.ABC):
+    """What the relay asks of its owner (PostgresHandOverJournal in rupost/cluster/evacuation.py)."""
 
+    @abc.abstractmethod
     def state(self, evacuation_id: str) -> str | None: ...
+
+    @abc.abstractmethod
     def prepare(self, evacuation_id: str, queue_id: str) -> None: ...
+
+    @abc.abstractmethod
     def delivered(self, evacuation_id: str, reply: str) -> None: ...
+
+    @abc.abstractmethod
     def forget(self, evacuation_id: str) -> None: ...
-    def in_mailbox(self, recipient: str, evacuation_id: str) -> bool:
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def in_mailbox(self, recipient: str, evacuation_id: str) -> bool: ...
 
 
 def _address(line: bytes) -> str:

@@ -116,6 +116,18 @@ class ComponentRuntime:
             raise DeployError(f"{name} failed after {action}: {detail}" + (f"\n{tail}" if tail else ""))
         log.step(f"{action} {name}", True)
 
+    def start(self, names: Iterable[str]) -> list[str]:
+        """Start the named components that are not running, in dependency order (no readiness
+        wait: the agent and the deploy probe afterwards)."""
+        wanted = set(names)
+        ctx = self.live_context()
+        started = []
+        for name, adapter in self.components.items():
+            if name in wanted and not self.backend.is_running(name):
+                self.backend.start(name, adapter.process(ctx))
+                started.append(name)
+        return started
+
     def restart(self, names: list[str], log: StepLog) -> None:
         try:
             stopped = self.stop(names)

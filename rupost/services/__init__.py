@@ -84,7 +84,6 @@ class Runtime:
         self.dbs.after_write("data", functools.partial(lookups_changed, self))
         # administrators' authenticators besides the local one (an LDAP bind, the panel's hooks)
         self.authenticators: list[Authenticator] = []
-        self.directory_authenticator_registered = False
 
     @classmethod
     def open(cls, root: str | os.PathLike[str] | None = None) -> Runtime:
@@ -379,10 +378,9 @@ class Services:
         from .admins import AdminService
         from .directories import ldap_bind_authenticator
 
-        if not self.runtime.directory_authenticator_registered:
+        if not any(a.name == "ldap" for a in self.runtime.authenticators):
             # administrators from LDAP domains (groups mapped to roles: rupost ldap-domains admins)
             self.runtime.authenticators.insert(0, ldap_bind_authenticator(self))
-            self.runtime.directory_authenticator_registered = True
         return AdminService(self)
 
 

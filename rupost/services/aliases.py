@@ -54,9 +54,8 @@ class AliasService:
             query = select(Alias).order_by(Alias.address)
             if domain:
                 query = query.where(Alias.domain_id == self.app.domains.get(s, domain).id)
-            elif self.app.scoped(None) is not None:
-                query = query.where(Alias.domain_id.in_(select(Domain.id).where(
-                    Domain.name.in_(self.app.scoped(None) or []))))
+            elif (scope := self.app.scoped(None)) is not None:  # a domain administrator: their domains
+                query = query.where(Alias.domain_id.in_(select(Domain.id).where(Domain.name.in_(scope))))
             return [self._as_dict(a) for a in s.scalars(query)]
 
     def page(self, search: str | None = None, domains: builtins.list[str] | None = None, limit: int = 50,

@@ -36,12 +36,9 @@ class ComponentService:
     def start(self, names: list[str] | None = None) -> list[str]:
         if not self.app.layout.current.exists():
             raise NotFoundError("nothing is deployed on this node yet: run rupost deploy")
-        started = []
+        wanted = self._check(names)
         with self.app.evacuation.ownership():
-            for name in self.app.adapters:
-                if name in self._check(names) and not self.app.backend.is_running(name):
-                    self.app.backend.start(name, self.process_spec(name))
-                    started.append(name)
+            started = self.app.component_runtime.start(wanted)
         self.app.audit.record("components.start", ",".join(started))
         return started
 

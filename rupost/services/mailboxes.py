@@ -74,9 +74,8 @@ class MailboxService:
             query = select(Mailbox).order_by(Mailbox.address).limit(limit).offset(offset)
             if domain:
                 query = query.where(Mailbox.domain_id == self.app.domains.get(s, domain).id)
-            elif self.app.scoped(None) is not None:
-                query = query.where(Mailbox.domain_id.in_(select(Domain.id).where(
-                    Domain.name.in_(self.app.scoped(None) or []))))
+            elif (scope := self.app.scoped(None)) is not None:  # a domain administrator: their domains
+                query = query.where(Mailbox.domain_id.in_(select(Domain.id).where(Domain.name.in_(scope))))
             if search:
                 query = query.where(Mailbox.address.contains(search.lower(), autoescape=True))
             return [self._as_dict(m) for m in s.scalars(query)]
