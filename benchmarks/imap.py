@@ -150,7 +150,8 @@ def measure(inst, users: list[tuple[str, str]], bare, bare_users, sessions: int,
     for name, runs in results.items():
         best = sorted(runs, key=lambda r: r["sessions_s"])[len(runs) // 2]  # the median run
         out[name] = {**best, "runs_sessions_s": [r["sessions_s"] for r in runs]}
-    out["pair_ratios"] = {other: pair_ratios(results["full"], results[other]) for other in ("direct_tls", "direct_plain")}
+    out["pair_ratios"] = {other: pair_ratios(results["full"], results[other])
+                          for other in ("direct_tls", "direct_plain")}
     return out
 
 
