@@ -310,10 +310,16 @@ def deploy_safety(ctx: Ctx) -> dict:
     if not ctx.cfg["deploy_safety"]:
         return {}
     r = deploy.measure_safety(ctx.inst, ctx.cfg["deploy_repeat"])
+    ctx.details["deploy_safety"] = r
     return {"plan_s": round(r["plan_s"], 3), "changed_deploy_s": round(r["changed_deploy_s"], 3),
             "auto_rollback_deploy_s": round(r["auto_rollback_deploy_s"], 3),
-            "manual_rollback_s": round(r["manual_rollback_s"], 3), "deploy_traffic_sent": r["traffic_sent"],
-            "deploy_traffic_lost": r["traffic_sent"] - r["traffic_delivered"]}
+            "manual_rollback_s": round(r["manual_rollback_s"], 3),
+            "deploy_reload_traffic_sent": r["reload_only"]["sent"],
+            "deploy_reload_refusals": r["reload_only"]["refused"],
+            "deploy_reload_traffic_lost": r["reload_only"]["sent"] - r["reload_only"]["delivered"],
+            "deploy_traffic_sent": r["with_rollback"]["sent"],
+            "deploy_traffic_refusals": r["with_rollback"]["refused"],
+            "deploy_traffic_lost": r["with_rollback"]["sent"] - r["with_rollback"]["delivered"]}
 
 
 def bulk_import(ctx: Ctx) -> dict:
@@ -343,6 +349,7 @@ TARGETS = {
     "passdb_p99_ms_100k": ("<=", 5, "auth (passdb) lookup p99 <= 5 ms"),
     "passdb_flat_ratio": ("<=", 1.5, "passdb p99 100k within 1.5x of 100"),
     "deploy_s_100": ("<=", 10, "full deploy <= 10 s"),
+    "deploy_reload_refusals": ("<=", 0, "a reload-only deploy refuses no connection"),
     "deploy_s_100k": ("<=", 10, "full deploy <= 10 s"),
     "deploy_ratio_100k_vs_100": ("<=", 1.2, "deploy independent of mailboxes (1.2x)"),
     "bulk_create_10k_s": ("<=", 60, "10,000 mailboxes <= 60 s"),
