@@ -13,6 +13,7 @@ so the client's address survives every hop.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,6 +91,10 @@ SCHEMA = {
                     "cluster_port": _PORT,
                     "send_proxy": {"enum": ["v1", "v2", "none"]},
                     "accept_proxy": {"type": "boolean"},
+                    # sessions this node's frontend admits; the next clients go to `refusal`,
+                    # a server that answers them (BYE, 421, 503) and closes
+                    "max_sessions": {"type": "integer", "minimum": 1},
+                    "refusal": {"anyOf": [listen_schema(), {"type": "string", "pattern": r"^unix@/[^\s]+$"}]},
                 },
             },
         },
@@ -177,14 +182,43 @@ def listener_sections(listener: dict, cl: dict, nodes: list[dict]) -> list[str]:
     name = listener["name"]
     accept = " accept-proxy" if listener.get("accept_proxy") else ""
     send = _SEND_PROXY[listener.get("send_proxy", "v2")]
-    return ["", f"frontend fe_{name}", f"    bind {listener['bind']}{accept}", f"    default_backend be_{name}",
+    return ["", f"frontend fe_{name}", f"    bind {listener['bind']}{accept}", *session_limit(listener),
+            f"    default_backend be_{name}",
             "", f"frontend fe_cluster_{name}",
-            f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy",
+            f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy", *session_limit(listener),
             f"    default_backend be_local_{name}",
             "", f"backend be_{name}", "    balance roundrobin", f"    stick on src table {STICK_TABLE}",
             f"    option httpchk GET /health/{name}",
             *listener_servers(listener, send, cl, nodes),
-            "", f"backend be_local_{name}", f"    server local {listener['local']}{send}"]
+            "", f"backend be_local_{name}", f"    server local {listener['local']}{send}",
+            *refusal_backend(listener)]
+
+
+def refusal_slots(sessions: int) -> int:
+    """Connections a full frontend still accepts in order to answer them (the same figure as
+    rupost.templating.limits.refusal_slots, which sizes the global maxconn with it)."""
+    return max(10, sessions // 10)
+
+
+def session_limit(listener: dict) -> list[str]:
+    """A frontend's bound: beyond max_sessions its clients are sent to the refusal server,
+    which answers them. HAProxy's own maxconn (and any daemon's limit behind it) would leave
+    a client waiting in a queue or the kernel's backlog, then close without a word (issue 25);
+    the frontend's maxconn is therefore max_sessions plus the slots the refusals need."""
+    if "max_sessions" not in listener:
+        return []
+    sessions = listener["max_sessions"]
+    lines = [f"    maxconn {sessions + refusal_slots(sessions)}"]
+    if listener.get("refusal"):
+        # fe_conn counts this connection too: the (max_sessions + 1)th client is refused
+        lines.append(f"    use_backend be_refuse_{listener['name']} if {{ fe_conn gt {sessions} }}")
+    return lines
+
+
+def refusal_backend(listener: dict) -> list[str]:
+    if "max_sessions" not in listener or not listener.get("refusal"):
+        return []
+    return ["", f"backend be_refuse_{listener['name']}", f"    server refusal {listener['refusal']}"]
 
 
 def listener_servers(listener: dict, send: str, cl: dict, nodes: list[dict]) -> list[str]:
@@ -299,3 +333,34 @@ def set_drained(layout: Layout, drained: bool) -> None:
     state = "maint" if drained else "ready"
     for name in health_servers(layout):
         runtime_command(layout, f"set server {LOCAL_HEALTH}/{name} state {state}")
+
+
+_REFUSAL_RULE = re.compile(r"^\s+use_backend be_refuse_(\S+) if \{ fe_conn gt (\d+) \}\s*$")
+
+
+def session_limits(cfg_text: str) -> dict[str, int]:
+    """Listener -> sessions its public frontend admits, read from a rendered haproxy.cfg's
+    refusal rules (what runs, whatever the template or its parameters say now)."""
+    limits, frontend = {}, None
+    for line in cfg_text.splitlines():
+        if not line.startswith((" ", "\t")):
+            frontend = line.split()[1] if line.startswith("frontend ") else None
+            continue
+        match = _REFUSAL_RULE.match(line)
+        if match and frontend == f"fe_{match.group(1)}":
+            limits[match.group(1)] = int(match.group(2))
+    return limits
+
+
+def proxy_stats(layout: Layout) -> dict[tuple[str, str], dict[str, str]]:
+    """(proxy, FRONTEND/BACKEND/server) -> HAProxy's counters (`show stat`: scur, stot, slim...)."""
+    lines = runtime_command(layout, "show stat").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise ValueError(f"unexpected answer to 'show stat': {lines[:1]}")
+    header = lines[0][2:].split(",")
+    stats = {}
+    for line in lines[1:]:
+        if line.strip():
+            row = dict(zip(header, line.split(","), strict=False))
+            stats[(row["pxname"], row["svname"])] = row
+    return stats

@@ -38,6 +38,26 @@ SCHEMA = {
     "properties": {
         "worker_processes": {"type": ["string", "integer"], "pattern": r"^(auto|\d+)$"},
         "worker_connections": {"type": "integer", "minimum": 64},
+        "worker_rlimit_nofile": {"type": "integer", "minimum": 64},
+        # stream servers that answer a client HAProxy refuses beyond a listener's max_sessions
+        # (BYE, 421, 503) and close: `listen` host:port or unix:/path, `tls` as the public port
+        # speaks, `answer` the protocol's refusal (CRLF added)
+        "refusals": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "listen", "answer"],
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^[a-z0-9_-]+$"},
+                    "listen": {"anyOf": [listen_schema(), {"type": "string", "pattern": r"^unix:/[^\s;]+$"}]},
+                    "tls": {"type": "boolean"},
+                    # lines, each sent with CRLF; no backslash or $ (nginx escapes and variables)
+                    "answer": {"type": "array", "minItems": 1,
+                               "items": {"type": "string", "pattern": r"^[^\\\r\n$]*$"}},
+                },
+            },
+        },
         "extra": {"type": "object", "additionalProperties": False,
                   "properties": {"main": snippet_schema(), "stream": snippet_schema(), "http": snippet_schema(),
                                  "https_server": snippet_schema()}},

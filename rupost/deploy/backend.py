@@ -25,6 +25,8 @@ _SIGNALS = {"hup": signal.SIGHUP, "usr2": signal.SIGUSR2}
 class ServiceBackend(Protocol):
     """How the daemons of a node are run: DirectBackend or SystemdBackend."""
 
+    name: str
+
     def is_running(self, component: str, spec: ProcessSpec | None = None) -> bool: ...
 
     def pid(self, component: str, spec: ProcessSpec | None = None) -> int | None: ...
@@ -34,6 +36,10 @@ class ServiceBackend(Protocol):
     def reload(self, component: str, spec: ProcessSpec) -> None: ...
 
     def stop(self, component: str, spec: ProcessSpec) -> None: ...
+
+    def open_files_limit(self) -> int:
+        """RLIMIT_NOFILE the daemons run with (the limits' open_files must fit in it)."""
+        ...
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -59,6 +65,12 @@ class DirectBackend:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         _raise_nofile_limit()
+
+    def open_files_limit(self) -> int:
+        """The daemons inherit this process's limit, raised to its hard limit."""
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
     # --- tracking
     def _record(self, component: str) -> tuple[int, str] | None:
@@ -243,6 +255,11 @@ class SystemdBackend:
     def pid(self, component: str, spec: ProcessSpec | None = None) -> int | None:
         out = self._systemctl("show", "-p", "MainPID", "--value", self.unit(component), check=False).stdout
         return int(out.strip()) or None if out.strip().isdigit() else None
+
+    def open_files_limit(self) -> int:
+        """LimitNOFILE of the component unit (systemd/rupost-component@.service)."""
+        out = self._systemctl("show", "-p", "LimitNOFILE", "--value", self.unit("dovecot"), check=False).stdout
+        return int(out.strip()) if out.strip().isdigit() else 1048576
 
     def start(self, component: str, spec: ProcessSpec) -> None:
         if spec.prepare:

@@ -14,6 +14,7 @@ from ..paths import Layout
 from ..templating import errors as schema_errors
 from ..templating import render_components
 from ..templating.document import TemplateDocument
+from ..templating.limits import check_chain, declares_load
 
 TLS = "tls"  # the pseudo-component of the node's certificate, key and DH parameters
 
@@ -71,6 +72,10 @@ def build_models(components: ComponentRegistry, doc: TemplateDocument, context: 
         if not section_problems:
             section_problems = adapter.check_model(models[name])
         problems += section_problems
+    if not problems and declares_load(doc.parameter_specs):
+        # the limits of every component against the load the parameters describe, across
+        # components: a daemon holding fewer sessions than HAProxy admits drops them silently
+        problems += check_chain(context["parameters"], models)
     schema_errors.raise_if(problems, f"template {doc.name} {doc.version}")
     return models
 

@@ -41,6 +41,8 @@ DEFAULTS = {
     # the queue "grows" when it rose at each of this many consecutive checks, by at least this much in all
     "monitor_queue_growth_samples": 4,
     "monitor_queue_growth_min": 50,
+    # live sessions against each listener's max_sessions (template parameters max_*_sessions)
+    "monitor_capacity_warning_percent": 80,
 }
 
 
@@ -208,6 +210,104 @@ def check_directories(app: Services) -> list[CheckResult]:
     return out
 
 
+# the public listeners and the parameter that sizes each (rupost.templating.limits)
+_LISTENER_PARAMETER = {"imaps": "max_imap_sessions", "smtp": "max_smtp_sessions",
+                       "submissions": "max_smtp_sessions", "https": "max_web_sessions",
+                       "http": "max_web_sessions", "sieve": "max_imap_sessions (a tenth)"}
+
+
+def check_capacity(app: Services, state: dict | None = None) -> list[CheckResult]:
+    """Live sessions of each public listener against the sessions it admits (HAProxy's
+    counters; the limits are read from the live haproxy.cfg): a warning from
+    monitor_capacity_warning_percent, critical at the limit (the next clients are refused
+    with an answer) and whenever clients were refused since the last recorded check."""
+    from adapters import haproxy
+
+    if not app.layout.current.exists():
+        return []
+    cfg = app.layout.component_config("haproxy") / "haproxy.cfg"
+    try:
+        limits = haproxy.session_limits(cfg.read_text())
+    except OSError as exc:
+        return [CheckResult("capacity", "haproxy", CRITICAL, f"cannot read {cfg}: {exc.strerror}")]
+    if not limits:
+        return [CheckResult("capacity", "haproxy", WARNING,
+                            "no listener has a session limit (the template sets no max_sessions): clients over "
+                            "a daemon's limit are dropped without an answer")]
+    try:
+        stats = haproxy.proxy_stats(app.layout)
+    except (OSError, ValueError) as exc:
+        return [CheckResult("capacity", "haproxy", CRITICAL, f"HAProxy's counters cannot be read: {exc}")]
+    warn = int(setting(app, "monitor_capacity_warning_percent"))
+    refused_before = state.setdefault("capacity_refused", {}) if state is not None else {}
+    out = []
+    for listener, limit in limits.items():
+        sessions = int(stats.get((f"fe_{listener}", "FRONTEND"), {}).get("scur") or 0)
+        refused = int(stats.get((f"be_refuse_{listener}", "BACKEND"), {}).get("stot") or 0)
+        percent = 100 * sessions // limit
+        new_refusals = refused - int(refused_before.get(listener, 0)) if state is not None else 0
+        if new_refusals < 0:  # HAProxy restarted: its counters did too
+            new_refusals = refused
+        refused_before[listener] = refused
+        detail = (f"{sessions} of {limit} sessions ({percent} %), {refused} refused since HAProxy started"
+                  f" (parameter {_LISTENER_PARAMETER.get(listener, '-')}; warning at {warn} %)")
+        if sessions >= limit or new_refusals > 0:
+            status = CRITICAL
+            detail = (f"limit reached: {detail}"
+                      + (f"; {new_refusals} clients refused since the last check" if new_refusals > 0 else "")
+                      + "; raise the parameter (rupost sizing) and deploy")
+        else:
+            status = WARNING if percent >= warn else OK
+        out.append(CheckResult("capacity", listener, status, detail))
+    return out
+
+
+# A daemon's own limit reached (issue 25): each is a client dropped or kept waiting without an
+# answer, because HAProxy's refusal should have answered it first. (log, pattern, what it means)
+LIMIT_LOG_LINES: tuple[tuple[str, str, str], ...] = (
+    ("dovecot.log", r"service\(\S+\): \w+_limit \(\d+\) reached", "dovecot drops connections"),
+    ("postfix.log", r'service "[^"]+" \([^)]*\) has reached its process limit "\d+"',
+     "postfix keeps clients waiting"),
+    ("nginx-error.log", r"worker_connections are not enough|Too many open files", "nginx drops connections"),
+    ("haproxy.log", r"Proxy \S+ reached (the configured maximum connection limit|process FD limit|system FD limit)",
+     "HAProxy stops accepting"),
+)
+LIMIT_LOG_TAIL = 1 << 20  # bytes read back on the first scan (no offset recorded yet)
+
+
+def check_limit_logs(app: Services, state: dict | None = None) -> list[CheckResult]:
+    """New lines since the last recorded check in which a daemon says it reached a limit:
+    critical (with the last such line) until a check finds none. Without a recorded state,
+    the last MiB of each log."""
+    import re
+
+    offsets = state.setdefault("limit_logs", {}) if state is not None else {}
+    out = []
+    for log_name, pattern, meaning in LIMIT_LOG_LINES:
+        path = app.layout.logs / log_name
+        try:
+            with open(path, "rb") as fh:
+                inode, size = os.fstat(fh.fileno()).st_ino, os.fstat(fh.fileno()).st_size
+                last = offsets.get(log_name)
+                start = last[1] if last and last[0] == inode and last[1] <= size else max(0, size - LIMIT_LOG_TAIL)
+                fh.seek(start)
+                text = fh.read(size - start).decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            out.append(CheckResult("limit", log_name, WARNING, f"cannot read {path}: {exc.strerror}"))
+            continue
+        offsets[log_name] = [inode, size]
+        hits = [line for line in text.splitlines() if re.search(pattern, line)]
+        if hits:
+            out.append(CheckResult("limit", log_name, CRITICAL,
+                                   f"{len(hits)} new line(s): {meaning} ({hits[-1].strip()[:300]}); raise the "
+                                   "max_*_sessions parameters (rupost sizing) and deploy"))
+        else:
+            out.append(CheckResult("limit", log_name, OK, "no limit reached"))
+    return out
+
+
 register_check("component", check_components)
 register_check("probe", check_probes)
 register_check("disk", check_disks)
@@ -215,6 +315,11 @@ register_check("database", check_databases)
 register_check("certificate", check_certificates)
 register_check("directory", check_directories)
 register_check("queue", check_queue)
+register_check("capacity", check_capacity)
+register_check("limit", check_limit_logs)
+
+# checks that keep something between runs (a counter, an offset) in the recorded state
+_STATEFUL = {check_queue, check_capacity, check_limit_logs}
 
 
 # ------------------------------------------------------------------------- the service
@@ -268,8 +373,8 @@ class CheckService:
         for name in names:
             fn = CHECKS[name]
             try:
-                if fn is check_queue:
-                    results.extend(check_queue(self.app, state))
+                if fn in _STATEFUL:
+                    results.extend(fn(self.app, state))
                 else:
                     results.extend(fn(self.app))
             except RuPostError as exc:

@@ -12,9 +12,10 @@ from ..db.models import Certificate, DHParam, Generation, utcnow
 from ..deploy.pipeline import DeployOutcome, DeployPipeline, DeployResult
 from ..deploy.plan import Plan, TLSMaterial
 from ..deploy.store import GenerationStore
-from ..errors import ConflictError, DeployError, NotFoundError
+from ..errors import ConflictError, DeployError, NotFoundError, TemplateError
 from ..paths import GENERATION_TOKEN
 from ..templating.document import TemplateDocument
+from ..templating.limits import declares_load, derive_limits
 from . import settings as settings_keys
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class DeployService:
         components = list(app.adapters)
         return {
             "parameters": parameters,
+            "limits": derive_limits(parameters).as_dict(),
             "node": {"name": cfg.node_name, "fqdn": cfg.fqdn, "address": cfg.address,
                      "listen_address": cfg.listen_address, "ports": dict(cfg.ports)},
             "cluster": {"nodes": app.nodes.members()},
@@ -113,10 +115,26 @@ class DeployService:
         if parameters is None:
             parameters = self.app.settings.get(settings_keys.TEMPLATE_PARAMETERS, {}) or {}
         resolved = doc.resolve_parameters(parameters)
+        self._check_open_files(doc, resolved)
         plan = self.pipeline.plan(doc, resolved, self.template_context(resolved), self.tls_material())
         if check:
             self.pipeline.check(plan)
         return plan
+
+    def _check_open_files(self, doc: TemplateDocument, parameters: dict) -> None:
+        """The limits derived from the load need file descriptors this node's service backend
+        must grant: a daemon that cannot raise its limit refuses to start (HAProxy) or drops
+        connections at full load (nginx, dovecot)."""
+        if not declares_load(doc.parameter_specs):
+            return
+        needed = derive_limits(parameters).open_files
+        granted = self.app.backend.open_files_limit()
+        if needed > granted:
+            raise TemplateError(
+                f"limits.open_files = {needed} (from parameters max_imap_sessions, max_smtp_sessions, "
+                f"max_web_sessions) is above the open-file limit of the {self.app.backend.name} service backend "
+                f"= {granted}: lower the parameters or raise the limit (ulimit -Hn; LimitNOFILE in "
+                "rupost-component@.service)")
 
     @contextlib.contextmanager
     def lock(self, what: str = "deploy") -> Iterator[None]:

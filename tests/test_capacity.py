@@ -1,0 +1,171 @@
+"""Issue 25: every limit sized from the max_*_sessions parameters, checked across components
+when a template is validated; a client over the limit gets an answer; capacity in `rupost check`."""
+from __future__ import annotations
+
+import imaplib
+import json
+import socket
+import ssl
+import time
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from rupost.cli import main as rupost
+from rupost.errors import TemplateError
+from rupost.templating.limits import check_chain, derive_limits
+
+
+def cli(node, *args):
+    return CliRunner().invoke(rupost, ["--root", str(node.root), *args], catch_exceptions=False)
+
+
+def custom(name: str, components: str, parameters: str = "") -> str:
+    return (f"apiVersion: rupost/v1\nkind: ConfigurationTemplate\nextends: standard\n"
+            f"metadata: {{name: {name}, version: 1.0.0}}\n{parameters}components:\n{components}")
+
+
+# ------------------------------------------------------------- the chain, when a template is validated
+def test_the_builtin_template_derives_a_consistent_chain_for_any_load(node):
+    for load in ({}, {"max_imap_sessions": 20, "max_smtp_sessions": 5, "max_web_sessions": 3},
+                 {"max_imap_sessions": 4000, "max_smtp_sessions": 300, "max_web_sessions": 1500}):
+        plan = node.app.deploys.plan(parameters={"reject_unknown_sender_domain": False, **load})
+        haproxy = next(f for f in plan.files["haproxy"] if f.path == "haproxy.cfg").content
+        imap = derive_limits(load).imap_sessions
+        assert f"use_backend be_refuse_imaps if {{ fe_conn gt {imap} }}" in haproxy
+        assert f"maxconn {derive_limits(load).haproxy_maxconn}" in haproxy
+        dovecot = next(f for f in plan.files["dovecot"] if f.path == "dovecot.conf").content
+        assert f"process_limit = {derive_limits(load).dovecot_imap_sessions}" in dovecot
+
+
+def test_a_load_beyond_the_backends_open_file_limit_is_refused_naming_both_values(node):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    sessions = min(200000, hard)  # two descriptors a session in HAProxy alone
+    needed = derive_limits({"max_imap_sessions": sessions}).open_files
+    with pytest.raises(TemplateError) as err:
+        node.app.deploys.plan(parameters={"max_imap_sessions": sessions})
+    assert (f"limits.open_files = {needed} (from parameters max_imap_sessions, max_smtp_sessions, "
+            f"max_web_sessions) is above the open-file limit of the direct service backend = {hard}") in str(err.value)
+
+
+@pytest.mark.parametrize("components, expected", [
+    # a hand-set dovecot limit below what HAProxy admits
+    ('  dovecot: {settings: {"service imap": {process_limit: 100}}}\n',
+     ["components.dovecot.settings.service imap.process_limit = 100 is below "
+      "components.haproxy.listeners[2].max_sessions = 2000"]),
+    # HAProxy's global maxconn below its frontends
+    ("  haproxy: {maxconn: 3000}\n",
+     ["components.haproxy.maxconn = 3000 is below the 5060 connections its public frontends admit"]),
+    # nginx too small for the sessions it proxies
+    ("  nginx: {worker_connections: 1024}\n",
+     ["components.nginx.worker_connections = 1024 is below 2 x the imaps, submissions and https listeners' "
+      "max_sessions = 6400"]),
+    # the stats service of issue 25
+    ('  dovecot: {settings: {"service stats": {client_limit: 1000}}}\n',
+     ["components.dovecot.settings.service stats.client_limit = 1000 is below 2 x "
+      "components.haproxy.listeners[2].max_sessions = 4000"]),
+    ("  postfix: {main: {default_process_limit: 100}}\n",
+     ["components.postfix.main.default_process_limit = 100 is below "
+      "components.haproxy.listeners[0].max_sessions = 200"]),
+])
+def test_an_inconsistent_chain_is_refused_naming_both_values(node, components, expected):
+    with pytest.raises(TemplateError) as err:
+        node.app.templates.validate(custom(f"t{uuid.uuid4().hex[:8]}", components))
+    for text in expected:
+        assert text in str(err.value)
+
+
+def test_a_listener_admitting_less_than_the_parameter_is_refused():
+    wanted = derive_limits({})
+    models = {"haproxy": {"maxconn": 100000, "listeners": [{"name": "imaps", "max_sessions": 500}]}}
+    problem, *others = check_chain({}, models)
+    assert problem.startswith("components.haproxy.listeners[0].max_sessions = 500 is below the "
+                              f"{wanted.imap_sessions} sessions the parameters ask for (parameters.max_imap_sessions)")
+    # dovecot's own defaults count too: 100 login processes for 500 sessions
+    assert others == ["components.dovecot.settings.default_process_limit (dovecot's default) = 100 is "
+                      "below components.haproxy.listeners[0].max_sessions = 500: logins beyond it would wait for "
+                      "a login process"]
+    [problem] = check_chain({}, {"haproxy": {"listeners": [{"name": "imaps"}]}})
+    assert "listeners[0].max_sessions: missing" in problem
+
+
+# ------------------------------------------------------------- the answer over the limit, and the check
+def imaps_session(node, address: str, password: str) -> imaplib.IMAP4_SSL:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    conn = imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"], ssl_context=context, timeout=30)
+    conn.login(address, password)
+    conn.select("INBOX")
+    return conn
+
+
+def refused_greeting(node) -> bytes:
+    """What a client over the limit reads: nginx's answer through TLS, then the close."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", node.ports["imaps"]), timeout=30) as raw, \
+            context.wrap_socket(raw) as tls:
+        data = b""
+        for _ in range(10):  # bounded: the answer and the close come in a few reads
+            chunk = tls.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def settle(node, sessions: int) -> None:
+    """Wait (bounded) until HAProxy counts this many IMAPS sessions."""
+    from adapters import haproxy
+
+    for _ in range(100):
+        if int(haproxy.proxy_stats(node.layout)[("fe_imaps", "FRONTEND")]["scur"]) == sessions:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"HAProxy does not settle at {sessions} IMAPS sessions")
+
+
+def set_and_deploy(node, *assignments: str) -> None:
+    assert cli(node, "template", "set", *assignments).exit_code == 0
+    result = cli(node, "deploy")
+    assert result.exit_code == 0, result.output
+
+
+def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets_it_in(node, mailbox):
+    users = [mailbox(f"cap{i}") for i in range(21)]
+    monitor = node.layout.monitor_log
+    set_and_deploy(node, "max_imap_sessions=20")
+    held: list[imaplib.IMAP4_SSL] = []
+    try:
+        lines_before = len(monitor.read_text().splitlines()) if monitor.exists() else 0
+        settle(node, 0)  # the deploy's own probes have closed
+        held = [imaps_session(node, *user) for user in users[:20]]
+        answer = refused_greeting(node)
+        assert answer.startswith(b"* BYE [UNAVAILABLE] "), answer
+        with pytest.raises(imaplib.IMAP4.error, match=r"BYE \[UNAVAILABLE\]"):
+            imaps_session(node, *users[20])
+
+        settle(node, 20)  # HAProxy counts a refused client until its close is through
+        result = cli(node, "check", "--only", "capacity", "--json")
+        assert result.exit_code != 0
+        imaps = next(r for r in json.loads(result.output)["results"] if r["target"] == "imaps")
+        assert imaps["status"] == "critical"
+        assert imaps["detail"].startswith("limit reached: 20 of 20 sessions (100 %)")
+        assert "max_imap_sessions" in imaps["detail"]
+        new_lines = monitor.read_text().splitlines()[lines_before:]
+        assert any(" capacity:imaps critical: limit reached: 20 of 20 sessions" in line for line in new_lines)
+
+        set_and_deploy(node, "max_imap_sessions=30")
+        held.append(imaps_session(node, *users[20]))
+        assert held[-1].noop()[0] == "OK"
+    finally:
+        for conn in held:
+            try:
+                conn.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+        cli(node, "template", "set", "--unset", "max_imap_sessions", "reject_unknown_sender_domain=false")
+        cli(node, "deploy")
