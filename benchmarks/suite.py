@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rupost.passwords import hash_password
 
-from . import bulk, cpu, deploy, imap, lookups, smtp
+from . import bulk, capacity, cpu, deploy, imap, lookups, smtp
 from .bare import BareStack
 from .common import bulk_mailboxes, node_instance, shrink_mailboxes, summary_ms
 
@@ -32,9 +32,9 @@ DOMAIN = "bench.test"
 
 FULL = {"smtp_messages": 2500, "smtp_size": 10240, "smtp_sessions": 20, "smtp_rounds": 6, "smtp_warmup": 300,
         "lookup_samples": 2000, "lookup_cycles": 2, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
-        "imap_rounds": 4, "bulk": 10_000, "deploy_safety": True}
+        "imap_rounds": 4, "bulk": 10_000, "deploy_safety": True, "capacity_sessions": 1000}
 QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "lookup_cycles": 1, "deploy_repeat": 1,
-         "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False}
+         "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False, "capacity_sessions": 300}
 
 
 @dataclass
@@ -296,6 +296,17 @@ def imap_sessions(ctx: Ctx) -> dict:
             "imap_sessions": cfg["imap_sessions"], "imap_workers": cfg["imap_workers"]}
 
 
+def held_imap_sessions(ctx: Ctx) -> dict:
+    """N mailboxes each holding one IMAPS session (LOGIN, SELECT, IDLE) through port 993: how
+    many are established, and the node's memory per held session (benchmarks/capacity.py)."""
+    n = ctx.cfg["capacity_sessions"]
+    domain = "capacity.test"
+    bulk_mailboxes(ctx.inst, n, domain)
+    r = capacity.held_sessions(ctx.inst, ctx.pg, [(f"u{i}@{domain}", PASSWORD) for i in range(n)])
+    ctx.details["capacity"] = r
+    return {k: v for k, v in r.items() if k != "capacity_failures"}
+
+
 def deploy_at(size: int):
     def section(ctx: Ctx) -> dict:
         r = deploy.measure(ctx.inst, size, ctx.cfg["deploy_repeat"])
@@ -333,8 +344,8 @@ def bulk_import(ctx: Ctx) -> dict:
 
 # Later issues add their sections here (cluster: failover/evacuation; directory: updater,
 # LDAP lookups; panel: list latency) and their targets to TARGETS; see docs/benchmarks.md.
-SECTIONS = [crypt_cost, lookup_scaling, auth_policy_cost, smtp_throughput, imap_sessions, deploy_at(100), deploy_at(100_000),
-            deploy_safety, bulk_import]
+SECTIONS = [crypt_cost, lookup_scaling, auth_policy_cost, smtp_throughput, imap_sessions, held_imap_sessions,
+            deploy_at(100), deploy_at(100_000), deploy_safety, bulk_import]
 
 # figure -> (comparison, bound, what the issue asks)
 TARGETS = {
@@ -350,6 +361,7 @@ TARGETS = {
     "passdb_flat_ratio": ("<=", 1.5, "passdb p99 100k within 1.5x of 100"),
     "deploy_s_100": ("<=", 10, "full deploy <= 10 s"),
     "deploy_reload_refusals": ("<=", 0, "a reload-only deploy refuses no connection"),
+    "capacity_failed": ("<=", 0, "every held IMAPS session within max_imap_sessions is established"),
     "deploy_s_100k": ("<=", 10, "full deploy <= 10 s"),
     "deploy_ratio_100k_vs_100": ("<=", 1.2, "deploy independent of mailboxes (1.2x)"),
     "bulk_create_10k_s": ("<=", 60, "10,000 mailboxes <= 60 s"),

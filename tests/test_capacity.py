@@ -169,3 +169,51 @@ def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets
                 pass
         cli(node, "template", "set", "--unset", "max_imap_sessions", "reject_unknown_sender_domain=false")
         cli(node, "deploy")
+
+
+# ------------------------------------------------------------- rupost sizing
+def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
+    from sqlalchemy import select
+
+    from rupost.db.models import AuditRecord
+
+    r = cli(node, "sizing", "--mailboxes", "10000", "--sessions-per-user", "2", "--ldap-domains", "1", "--json")
+    assert r.exit_code == 0, r.output
+    estimate = json.loads(r.output)
+    assert estimate["parameters"] == {"max_imap_sessions": 20000, "max_smtp_sessions": 200,
+                                      "max_web_sessions": 1000, "memcached_memory_mb": 99}  # 512 + 10 x 10000 KiB, rounded up
+    limits = derive_limits(estimate["parameters"])
+    assert estimate["limits"] == limits.as_dict()
+    assert estimate["memory"]["sessions_mib"] == round(limits.dovecot_imap_sessions * 900 / 1024)
+    assert not estimate["applied"] and node.app.settings.get("template_parameters").get("max_imap_sessions") is None
+
+    r = cli(node, "sizing", "--mailboxes", "0")
+    assert r.exit_code == 1 and "--mailboxes: 0 is not a number of mailboxes" in r.output
+
+    try:
+        r = cli(node, "sizing", "--mailboxes", "300", "--apply")
+        assert r.exit_code == 0 and "parameters stored" in r.output
+        stored = node.app.settings.get("template_parameters")
+        assert (stored["max_imap_sessions"], stored["max_smtp_sessions"], stored["max_web_sessions"]) == (300, 20, 50)
+        with node.app.dbs.session("logs") as s:
+            entry = s.scalars(select(AuditRecord).where(AuditRecord.action == "template.parameters")
+                              .order_by(AuditRecord.id.desc()).limit(1)).one()
+        assert entry.details["changed"]["max_imap_sessions"] == 300
+        assert "max_imap_sessions = 300  [300]" in cli(node, "sizing", "--mailboxes", "300").output
+    finally:
+        cli(node, "template", "set", "--unset", "max_imap_sessions", "--unset", "max_smtp_sessions",
+            "--unset", "max_web_sessions", "--unset", "memcached_memory_mb", "reject_unknown_sender_domain=false")
+
+
+def test_client_limit_counts_only_where_a_process_serves_several_clients():
+    """dovecot's imap service_count 1 (its default) gives each process one client in its life:
+    client_limit 10 does not hold ten times the sessions (measured in docs/benchmarks.md)."""
+    base = {"haproxy": {"maxconn": 100000, "listeners": [{"name": "imaps", "max_sessions": 2000}]},
+            "dovecot": {"settings": {"default_client_limit": 10000, "service imap-login": {"process_limit": 3000}}}}
+    packed_once = {"service imap": {"process_limit": 400, "client_limit": 10}}
+    base["dovecot"]["settings"].update(packed_once)
+    assert ["components.dovecot.settings.service imap.process_limit = 400 is below "
+            "components.haproxy.listeners[0].max_sessions = 2000: dovecot would drop IMAP sessions HAProxy admits, "
+            "silently"] == check_chain({}, base)
+    base["dovecot"]["settings"]["service imap"]["service_count"] = 0
+    assert check_chain({}, base) == []

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .quota_usage import QuotaUsageService
     from .resources import ResourceService
     from .settings import SettingsService
+    from .sizing import SizingService
     from .stats import StatsService
     from .templates import TemplateService
 
@@ -263,6 +264,12 @@ class Services:
         from .checks import CheckService
 
         return CheckService(self)
+
+    @functools.cached_property
+    def sizing(self) -> SizingService:
+        from .sizing import SizingService
+
+        return SizingService(self)
 
     @functools.cached_property
     def stats(self) -> StatsService:

@@ -167,6 +167,12 @@ class TemplateService:
         values.update(updates)
         for name in unset:
             values.pop(name, None)
-        self.active().resolve_parameters(values)
+        doc = self.active()
+        resolved = doc.resolve_parameters(values)
+        # the whole template against the new values (the chain of limits of max_*_sessions
+        # among them), so a value that would fail the next deploy is never stored
+        build_models(self.app.adapters, doc, self.app.deploys.template_context(resolved))
         self.app.settings.set(TEMPLATE_PARAMETERS, values)
+        changed = {name: values.get(name) for name in [*updates, *unset]}
+        self.app.audit.record("template.parameters", f"{doc.name}@{doc.version}", changed=changed)
         return values
