@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import json
+import smtplib
 import socket
 import ssl
 import time
@@ -102,30 +103,33 @@ def imaps_session(node, address: str, password: str) -> imaplib.IMAP4_SSL:
     return conn
 
 
-def refused_greeting(node) -> bytes:
-    """What a client over the limit reads: nginx's answer through TLS, then the close."""
+def refused_answer(node, port: str, tls: bool, send: bytes = b"") -> bytes:
+    """What a client over the limit reads: the refusal server's answer (through TLS where the
+    port speaks it), then the close."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", node.ports["imaps"]), timeout=30) as raw, \
-            context.wrap_socket(raw) as tls:
+    with socket.create_connection(("127.0.0.1", node.ports[port]), timeout=30) as raw:
+        conn = context.wrap_socket(raw) if tls else raw
+        if send:
+            conn.sendall(send)
         data = b""
         for _ in range(10):  # bounded: the answer and the close come in a few reads
-            chunk = tls.recv(4096)
+            chunk = conn.recv(4096)
             if not chunk:
                 break
             data += chunk
         return data
 
 
-def settle(node, sessions: int) -> None:
-    """Wait (bounded) until HAProxy counts this many IMAPS sessions."""
+def settle(node, listener: str, sessions: int) -> None:
+    """Wait (bounded) until HAProxy counts this many sessions on a listener."""
     from adapters import haproxy
 
     for _ in range(100):
-        if int(haproxy.proxy_stats(node.layout)[("fe_imaps", "FRONTEND")]["scur"]) == sessions:
+        if int(haproxy.proxy_stats(node.layout)[(f"fe_{listener}", "FRONTEND")]["scur"]) == sessions:
             return
         time.sleep(0.1)
-    raise AssertionError(f"HAProxy does not settle at {sessions} IMAPS sessions")
+    raise AssertionError(f"HAProxy does not settle at {sessions} {listener} sessions")
 
 
 def set_and_deploy(node, *assignments: str) -> None:
@@ -137,24 +141,37 @@ def set_and_deploy(node, *assignments: str) -> None:
 def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets_it_in(node, mailbox):
     users = [mailbox(f"cap{i}") for i in range(21)]
     monitor = node.layout.monitor_log
-    set_and_deploy(node, "max_imap_sessions=20")
-    held: list[imaplib.IMAP4_SSL] = []
+    set_and_deploy(node, "max_imap_sessions=20", "max_smtp_sessions=2", "max_web_sessions=3")
+    held: list = []
     try:
         lines_before = len(monitor.read_text().splitlines()) if monitor.exists() else 0
-        settle(node, 0)  # the deploy's own probes have closed
-        held = [imaps_session(node, *user) for user in users[:20]]
-        answer = refused_greeting(node)
+        for listener in ("imaps", "smtp", "https"):
+            settle(node, listener, 0)  # the deploy's own probes have closed
+        held += [imaps_session(node, *user) for user in users[:20]]
+        answer = refused_answer(node, "imaps", tls=True)
         assert answer.startswith(b"* BYE [UNAVAILABLE] "), answer
         with pytest.raises(imaplib.IMAP4.error, match=r"BYE \[UNAVAILABLE\]"):
             imaps_session(node, *users[20])
+        # SMTP on port 25 and HTTPS: the same, in their protocols
+        held += [smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=30) for _ in range(2)]
+        assert refused_answer(node, "smtp", tls=False).startswith(b"421 4.7.0 "), "SMTP session 3"
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        for _ in range(3):
+            web = context.wrap_socket(socket.create_connection(("127.0.0.1", node.ports["https"]), timeout=30))
+            held.append(web)
+        answer = refused_answer(node, "https", tls=True, send=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
 
-        settle(node, 20)  # HAProxy counts a refused client until its close is through
+        settle(node, "imaps", 20)  # HAProxy counts a refused client until its close is through
         result = cli(node, "check", "--only", "capacity", "--json")
-        assert result.exit_code != 0
-        imaps = next(r for r in json.loads(result.output)["results"] if r["target"] == "imaps")
-        assert imaps["status"] == "critical"
-        assert imaps["detail"].startswith("limit reached: 20 of 20 sessions (100 %)")
-        assert "max_imap_sessions" in imaps["detail"]
+        assert result.exit_code == 1
+        by_target = {r["target"]: r for r in json.loads(result.output)["results"]}
+        assert by_target["imaps"]["status"] == "critical"
+        assert by_target["imaps"]["detail"].startswith("limit reached: 20 of 20 sessions (100 %)")
+        assert "parameter max_imap_sessions" in by_target["imaps"]["detail"]
+        assert "2 clients refused since the last check" in by_target["imaps"]["detail"]
+        assert by_target["smtp"]["status"] == by_target["https"]["status"] == "critical"
         new_lines = monitor.read_text().splitlines()[lines_before:]
         assert any(" capacity:imaps critical: limit reached: 20 of 20 sessions" in line for line in new_lines)
 
@@ -164,10 +181,12 @@ def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets
     finally:
         for conn in held:
             try:
-                conn.logout()
-            except (imaplib.IMAP4.error, OSError):
+                conn.close() if isinstance(conn, socket.socket) else conn.quit() if isinstance(
+                    conn, smtplib.SMTP) else conn.logout()
+            except (imaplib.IMAP4.error, smtplib.SMTPException, OSError):
                 pass
-        cli(node, "template", "set", "--unset", "max_imap_sessions", "reject_unknown_sender_domain=false")
+        cli(node, "template", "set", "--unset", "max_imap_sessions", "--unset", "max_smtp_sessions",
+            "--unset", "max_web_sessions", "reject_unknown_sender_domain=false")
         cli(node, "deploy")
 
 
@@ -217,3 +236,46 @@ def test_client_limit_counts_only_where_a_process_serves_several_clients():
             "silently"] == check_chain({}, base)
     base["dovecot"]["settings"]["service imap"]["service_count"] = 0
     assert check_chain({}, base) == []
+
+
+# ------------------------------------------------------------- a daemon's own limit, from its log
+def test_a_daemon_limit_reached_in_its_log_fails_the_check_with_a_monitor_line(node):
+    """An `extra` snippet is native text the chain check cannot read: here it sets dovecot's
+    imap-login process limit to 1 behind HAProxy's 2000, and the second IMAP client is dropped.
+    Dovecot says so in its log, and that line is a failed check."""
+    name = f"lim{uuid.uuid4().hex[:8]}"
+    node.app.templates.import_text(custom(name, "  dovecot:\n    extra: |\n      service imap-login {\n"
+                                                "        process_limit = 1\n      }\n"))
+    monitor = node.layout.monitor_log
+    cli(node, "check", "--only", "limit")  # the logs so far are read: only new lines count
+    clients: list[socket.socket] = []
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        node.app.templates.activate(name, "1.0.0")
+        result = cli(node, "deploy")
+        assert result.exit_code == 0, result.output
+        lines_before = len(monitor.read_text().splitlines()) if monitor.exists() else 0
+        dovecot_log = node.layout.logs / "dovecot.log"
+        for _ in range(3):  # three clients waiting before LOGIN hold more than one login process
+            clients.append(context.wrap_socket(socket.create_connection(("127.0.0.1", node.ports["imaps"]),
+                                                                        timeout=30)))
+        for _ in range(100):  # bounded: the master logs the limit once a client waits for a process
+            if "(1) reached" in dovecot_log.read_text(errors="replace"):
+                break
+            time.sleep(0.1)
+        result = cli(node, "check", "--only", "limit", "--json")
+        assert result.exit_code == 1
+        [dovecot] = [r for r in json.loads(result.output)["results"] if r["target"] == "dovecot.log"]
+        assert dovecot["status"] == "critical"
+        # with one process a client, dovecot names both settings
+        assert "service(imap-login): client_limit/service_count (1) reached" in dovecot["detail"]
+        assert "new line(s): dovecot drops connections" in dovecot["detail"]
+        new_lines = monitor.read_text().splitlines()[lines_before:]
+        assert any(" limit:dovecot.log critical: " in line for line in new_lines)
+    finally:
+        for conn in clients:
+            conn.close()
+        node.app.templates.activate("standard")
+        cli(node, "deploy")
+        node.app.templates.remove(name, "1.0.0")

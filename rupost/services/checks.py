@@ -265,7 +265,9 @@ def check_capacity(app: Services, state: dict | None = None) -> list[CheckResult
 # A daemon's own limit reached (issue 25): each is a client dropped or kept waiting without an
 # answer, because HAProxy's refusal should have answered it first. (log, pattern, what it means)
 LIMIT_LOG_LINES: tuple[tuple[str, str, str], ...] = (
-    ("dovecot.log", r"service\(\S+\): \w+_limit \(\d+\) reached", "dovecot drops connections"),
+    # "service(stats): client_limit (1000) reached", "service(imap-login): client_limit/service_count
+    # (1) reached", "... process_limit (1024) reached, client connections are being dropped"
+    ("dovecot.log", r"service\(\S+\): [\w/]+ \(\d+\) reached", "dovecot drops connections"),
     ("postfix.log", r'service "[^"]+" \([^)]*\) has reached its process limit "\d+"',
      "postfix keeps clients waiting"),
     ("nginx-error.log", r"worker_connections are not enough|Too many open files", "nginx drops connections"),
