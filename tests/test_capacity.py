@@ -38,6 +38,13 @@ def test_the_builtin_template_derives_a_consistent_chain_for_any_load(node):
         assert f"maxconn {derive_limits(load).haproxy_maxconn}" in haproxy
         dovecot = next(f for f in plan.files["dovecot"] if f.path == "dovecot.conf").content
         assert f"process_limit = {derive_limits(load).dovecot_imap_sessions}" in dovecot
+    # sessions packed ten to an imap process: a tenth of the processes, and service_count 0
+    # (with 1, client_limit packs nothing)
+    plan = node.app.deploys.plan(parameters={"reject_unknown_sender_domain": False, "imap_sessions_per_process": 10})
+    dovecot = next(f for f in plan.files["dovecot"] if f.path == "dovecot.conf").content
+    imap_service = dovecot.split("service imap {", 1)[1].split("}", 1)[0]
+    assert [line.strip() for line in imap_service.strip().splitlines()] == [
+        "process_limit = 300", "client_limit = 10", "service_count = 0"]
 
 
 def test_a_load_beyond_the_backends_open_file_limit_is_refused_naming_both_values(node):
@@ -121,15 +128,37 @@ def refused_answer(node, port: str, tls: bool, send: bytes = b"") -> bytes:
         return data
 
 
-def settle(node, listener: str, sessions: int) -> None:
-    """Wait (bounded) until HAProxy counts this many sessions on a listener."""
+def haproxy_frontend(node, listener: str) -> dict:
     from adapters import haproxy
 
+    return haproxy.proxy_stats(node.layout)[(f"fe_{listener}", "FRONTEND")]
+
+
+def settle(node, listener: str, sessions: int) -> None:
+    """Wait (bounded) until HAProxy counts this many sessions on a listener."""
     for _ in range(100):
-        if int(haproxy.proxy_stats(node.layout)[(f"fe_{listener}", "FRONTEND")]["scur"]) == sessions:
+        if int(haproxy_frontend(node, listener)["scur"]) == sessions:
             return
         time.sleep(0.1)
     raise AssertionError(f"HAProxy does not settle at {sessions} {listener} sessions")
+
+
+def imap_processes(node) -> list[int]:
+    """The dovecot master's imap processes (not imap-login)."""
+    from pathlib import Path
+
+    master = node.app.backend.pid("dovecot")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                comm = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+            if int(fields[1]) == master and comm == "imap":
+                found.append(int(entry.name))
+    return found
 
 
 def set_and_deploy(node, *assignments: str) -> None:
@@ -141,13 +170,23 @@ def set_and_deploy(node, *assignments: str) -> None:
 def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets_it_in(node, mailbox):
     users = [mailbox(f"cap{i}") for i in range(21)]
     monitor = node.layout.monitor_log
-    set_and_deploy(node, "max_imap_sessions=20", "max_smtp_sessions=2", "max_web_sessions=3")
+    # five sessions to an imap process: the packing works through the real dovecot
+    set_and_deploy(node, "max_imap_sessions=20", "max_smtp_sessions=2", "max_web_sessions=3",
+                   "imap_sessions_per_process=5")
     held: list = []
     try:
         lines_before = len(monitor.read_text().splitlines()) if monitor.exists() else 0
         for listener in ("imaps", "smtp", "https"):
             settle(node, listener, 0)  # the deploy's own probes have closed
-        held += [imaps_session(node, *user) for user in users[:20]]
+        for index, user in enumerate(users[:20]):
+            try:
+                held.append(imaps_session(node, *user))
+            except imaplib.IMAP4.error as exc:
+                frontend = haproxy_frontend(node, "imaps")
+                raise AssertionError(f"session {index + 1} of 20 refused ({exc}); HAProxy counts {frontend['scur']} "
+                                     f"sessions, {frontend['stot']} since it started, at most {frontend['smax']}") \
+                    from None
+        assert len(imap_processes(node)) < 20
         answer = refused_answer(node, "imaps", tls=True)
         assert answer.startswith(b"* BYE [UNAVAILABLE] "), answer
         with pytest.raises(imaplib.IMAP4.error, match=r"BYE \[UNAVAILABLE\]"):
@@ -186,7 +225,8 @@ def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets
             except (imaplib.IMAP4.error, smtplib.SMTPException, OSError):
                 pass
         cli(node, "template", "set", "--unset", "max_imap_sessions", "--unset", "max_smtp_sessions",
-            "--unset", "max_web_sessions", "reject_unknown_sender_domain=false")
+            "--unset", "max_web_sessions", "--unset", "imap_sessions_per_process",
+            "reject_unknown_sender_domain=false")
         cli(node, "deploy")
 
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # measured: 300 held sessions, 889 KiB of PSS each (one imap process per session, dovecot's
 # default client_limit 1; docs/benchmarks.md); rounded up
 SESSION_MEMORY_KIB = 900
+# measured with ten sessions a process (imap_sessions_per_process 10): 438 KiB; used for any
+# value above 1 (fewer sessions a process cost between the two)
+PACKED_SESSION_MEMORY_KIB = 450
 # the node with no session: the daemons, PostgreSQL, SOGo's workers are counted apart
 BASE_MEMORY_MIB = 150
 SOGO_WORKER_MIB = 100  # SxVMemLimit bounds a worker at 512 MiB; ~100 MiB is a worker in use
@@ -59,8 +62,10 @@ class SizingService:
                                       "memcached_memory_mb": memcached_mb(mailboxes, ldap_domains)}
         current = {p["name"]: p["value"] for p in self.app.templates.parameters()}
         sogo_workers = int(current.get("sogo_workers", 3))
-        limits = derive_limits(parameters)
-        session_mib = limits.dovecot_imap_sessions * SESSION_MEMORY_KIB / 1024
+        per_process = int(current.get("imap_sessions_per_process", 1))
+        limits = derive_limits({**parameters, "imap_sessions_per_process": per_process})
+        session_kib = SESSION_MEMORY_KIB if per_process == 1 else PACKED_SESSION_MEMORY_KIB
+        session_mib = limits.dovecot_imap_sessions * session_kib / 1024
         memory = {"sessions_mib": round(session_mib), "memcached_mib": parameters["memcached_memory_mb"],
                   "sogo_mib": sogo_workers * SOGO_WORKER_MIB, "base_mib": BASE_MEMORY_MIB}
         memory["total_mib"] = sum(memory.values())
@@ -68,7 +73,7 @@ class SizingService:
                 "parameters": parameters,
                 "current": {name: current.get(name) for name in parameters},
                 "limits": limits.as_dict(), "memory": memory,
-                "session_memory_kib": SESSION_MEMORY_KIB}
+                "session_memory_kib": session_kib, "imap_sessions_per_process": per_process}
 
     def apply(self, estimate: dict[str, Any]) -> dict:
         """Store the estimate's parameters in the active template's values (checked, with the

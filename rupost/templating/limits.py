@@ -48,6 +48,8 @@ class Limits:
     nginx_worker_connections: int
     nginx_worker_rlimit_nofile: int
     dovecot_imap_sessions: int    # public IMAP sessions plus SOGo's (one per web session at most)
+    imap_sessions_per_process: int  # dovecot imap client_limit; above 1, service_count 0
+    dovecot_imap_processes: int   # imap process_limit: the sessions, that many a process
     dovecot_sieve_sessions: int
     dovecot_lmtp_processes: int
     dovecot_default_client_limit: int
@@ -75,6 +77,7 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
     # workers, so each one is sized for the whole load
     nginx_connections = 2 * (imap + smtp + web) + sum(refusal_slots(n) for n in listeners.values()) + 512
     dovecot_imap = imap + web
+    per_process = int(parameters.get("imap_sessions_per_process", 1))
     dovecot_sieve = sieve + 20
     lmtp = smtp + 20
     # every dovecot process holds a connection to log, stats and anvil, and every login
@@ -91,6 +94,8 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         # one descriptor a connection, plus logs and temporary files
         nginx_worker_rlimit_nofile=nginx_connections + 1024,
         dovecot_imap_sessions=dovecot_imap,
+        imap_sessions_per_process=per_process,
+        dovecot_imap_processes=-(-dovecot_imap // per_process),
         dovecot_sieve_sessions=dovecot_sieve,
         dovecot_lmtp_processes=lmtp,
         dovecot_default_client_limit=default_client_limit,
