@@ -387,6 +387,7 @@ RU = {
     "LDAP filter saved. The dynamic lists using it change at their next update.":
         "LDAP-фильтр сохранён. Динамические списки с ним изменятся при следующем обновлении.",
     "Mail storage": "Почтовое хранилище",
+    "Capacity": "Нагрузка",
     "Mailbox": "Почтовый ящик",
     "Measure now": "Измерить сейчас",
     "Measured": "Измерено",

@@ -501,3 +501,13 @@ def test_unreachable_directory_is_reported_not_counted_as_a_wrong_password(make_
     rows = audit_rows(node, "panel.login.failed", login)
     assert len(rows) == 6 and "connection refused" in rows[-1].details["reason"]
     assert not [lock for lock in node.app.admins.lockouts() if lock["key"] == login]
+
+
+def test_dashboard_shows_the_sessions_against_each_listeners_limit(node, superadmin):
+    from rupost.templating.limits import derive_limits
+
+    page = text(superadmin.get("/"))
+    table = page.split('id="capacity"', 1)[1].split("</table>", 1)[0]
+    imap = derive_limits({}).imap_sessions
+    assert f"of {imap} sessions" in table and "parameter max_imap_sessions" in table
+    assert all(name in table for name in ("imaps", "smtp", "submissions", "https"))

@@ -3,7 +3,8 @@
 Node-wide tiles (not for domain administrators): nodes in/out of service, mail queue sizes
 per node (``postqueue`` service, cached for ``QUEUE_TTL`` seconds: a node whose queue cannot
 be read says so), mail storage disk use (the file system of the mail storage path, as
-``rupost check`` measures it). For everyone: quota use over the mailboxes they may see
+``rupost check`` measures it), this node's sessions against each listener's limit (the
+``capacity`` check). For everyone: quota use over the mailboxes they may see
 (``quota_usage`` service: SQL over the last measurement, which runs in the background).
 Everything is bounded: the page does the same work at 100 and at 100,000 mailboxes."""
 from __future__ import annotations
@@ -41,7 +42,8 @@ def index():
                "mailboxes": quota["mailboxes"] if quota else rp.mailboxes.page(None, scope, limit=1)["total"],
                "aliases": rp.aliases.page(None, scope, limit=1)["total"]}
     context = {"summary": summary, "nodes": [], "deploys": [], "certificates": [], "warnings": [],
-               "errors": [], "monitor": [], "stats": None, "queues": [], "storage": None}
+               "errors": [], "monitor": [], "stats": None, "queues": [], "storage": None,
+               "capacity": []}
     if admin.role != "domain_admin":
         nodes = rp.nodes.list()
         for node in nodes:
@@ -54,7 +56,7 @@ def index():
                        monitor=rp.audit.monitor_events(10),
                        errors=[r for r in rp.audit.page(limit=200, with_total=False)["rows"]
                                if r["action"].endswith(".failed") or r["action"].endswith(".locked")][:10],
-                       queues=_queues(rp), storage=_storage(rp))
+                       queues=_queues(rp), storage=_storage(rp), capacity=_capacity(rp))
     context["stats"] = _stats(rp, scope)
     context["quota"] = quota
     return render("dashboard.html", **context)
@@ -131,6 +133,14 @@ def _quota(rp, scope, start_measurement: bool) -> dict | None:
             return summary  # nothing deployed here yet: nothing to measure
         summary["refreshing"] = service.refresh_in_background()
     return summary
+
+
+def _capacity(rp) -> list:
+    """This node's live sessions against each listener's limit, as `rupost check` reads them
+    (HAProxy's counters; nothing recorded from here)."""
+    from ...services.checks import check_capacity
+
+    return _safe(lambda: check_capacity(rp), [])
 
 
 def _safe(call, default):
