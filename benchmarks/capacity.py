@@ -1,4 +1,5 @@
-"""Held IMAPS sessions: how many a node establishes, and the memory each one costs.
+"""Held IMAPS sessions: how many a node establishes, the memory each one costs, and mail
+delivered to them meanwhile.
 
 N distinct mailboxes each open one session through the public port 993 (TLS in nginx,
 HAProxy in front): LOGIN, SELECT INBOX, IDLE, and hold it. One asyncio process holds every
@@ -7,12 +8,18 @@ time. Memory is the proportional set size (PSS, /proc/PID/smaps_rollup: shared p
 between the processes sharing them) summed over every process of dovecot, nginx, HAProxy,
 postfix and PostgreSQL, measured before the sessions and while they are all held; the
 difference divided by the established sessions is the figure `rupost sizing` uses
-(rupost/services/sizing.py, SESSION_MEMORY_KIB). Loopback only, bounded in count and time.
+(rupost/services/sizing.py, SESSION_MEMORY_KIB). While they are held, SMTP on port 25 sends
+`messages` to random ones among them at `rate` a second, and each idling session times its
+EXISTS against SMTP's 250 (new mail to IDLE notification); the same number of messages back to
+back in one SMTP session, before the sessions and while they are held, gives SMTP's rate
+unloaded and under load in the same run. Loopback only, bounded in count and time.
 """
 from __future__ import annotations
 
 import asyncio
+import random
 import resource
+import smtplib
 import ssl
 import time
 from pathlib import Path
@@ -62,7 +69,7 @@ def node_pss_kib(main_pids: list[int]) -> tuple[int, int]:
 
 
 async def _session(port: int, user: str, password: str, context: ssl.SSLContext, gate: asyncio.Semaphore,
-                   timeout: float, held: list, failures: dict, login_s: list[float]) -> None:
+                   timeout: float, held: dict, failures: dict, login_s: list[float]) -> None:
     try:
         async with gate:
             start = time.perf_counter()
@@ -71,6 +78,7 @@ async def _session(port: int, user: str, password: str, context: ssl.SSLContext,
             greeting = await asyncio.wait_for(reader.readline(), timeout)
             if not greeting.startswith(b"* OK"):
                 raise ConnectionError(greeting.decode(errors="replace").strip() or "closed without an answer")
+            exists = 0
             for tag, command, done in ((b"a", f'LOGIN "{user}" "{password}"', b"a OK"),
                                        (b"b", "SELECT INBOX", b"b OK"), (b"c", "IDLE", b"+ ")):
                 writer.write(tag + b" " + command.encode() + b"\r\n")
@@ -78,22 +86,78 @@ async def _session(port: int, user: str, password: str, context: ssl.SSLContext,
                     line = await asyncio.wait_for(reader.readline(), timeout)
                     if not line:
                         raise ConnectionError(f"closed during {command.split()[0]}")
+                    if line.endswith(b" EXISTS\r\n"):
+                        exists = int(line.split()[1])
                     if line.startswith(done):
                         break
                     if line.startswith(tag + b" "):
                         raise ConnectionError(line.decode(errors="replace").strip())
             login_s.append(time.perf_counter() - start)
-            held.append(writer)
+            held[user] = (reader, writer, exists)
     except (TimeoutError, OSError, ConnectionError) as exc:
         reason = str(exc).split(":")[0][:60] or exc.__class__.__name__
         failures[reason] = failures.get(reason, 0) + 1
 
 
-async def _hold(port: int, users: list[tuple[str, str]], concurrency: int, timeout: float, measure):
+async def _watch(reader: asyncio.StreamReader, arrivals: list[tuple[float, int]]) -> None:
+    """(time, message count) of every EXISTS an idling session is told about."""
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        if line.endswith(b" EXISTS\r\n"):
+            arrivals.append((time.perf_counter(), int(line.split()[1])))
+
+
+def smtp_burst(port: int, recipients: list[str], count: int) -> float:
+    """Messages a second one SMTP session delivers to port 25, `count` of them back to back."""
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+        for i in range(count):
+            smtp.sendmail("load@example.org", [recipients[i % len(recipients)]],
+                          f"From: load@example.org\r\nSubject: burst {i}\r\n\r\nburst\r\n")
+    return count / (time.perf_counter() - start)
+
+
+def smtp_steady(port: int, recipients: list[str], count: int, rate: float, seed: int = 25) -> list[tuple[str, float]]:
+    """`count` messages to random recipients at `rate` a second; (recipient, time accepted) each."""
+    rng = random.Random(seed)
+    sent = []
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as smtp:
+        for i in range(count):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            rcpt = rng.choice(recipients)
+            smtp.sendmail("load@example.org", [rcpt], f"From: load@example.org\r\nSubject: steady {i}\r\n\r\nx\r\n")
+            sent.append((rcpt, time.perf_counter()))
+    return sent
+
+
+def notification_ms(sent: list[tuple[str, float]], arrivals: dict[str, list[tuple[float, int]]],
+                    baseline: dict[str, int]) -> tuple[list[float], int]:
+    """Milliseconds from SMTP's 250 to the IDLE session's EXISTS, per message; and how many
+    were never announced. A user's k-th message arrived when an EXISTS first counted it."""
+    per_user: dict[str, int] = {}
+    out, missing = [], 0
+    for rcpt, accepted in sent:
+        per_user[rcpt] = per_user.get(rcpt, 0) + 1
+        wanted = baseline.get(rcpt, 0) + per_user[rcpt]
+        seen = next((t for t, n in arrivals.get(rcpt, []) if n >= wanted), None)
+        if seen is None:
+            missing += 1
+        else:
+            out.append(max(0.0, (seen - accepted) * 1000))
+    return sorted(out), missing
+
+
+async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurrency: int, timeout: float,
+                measure, messages: int, rate: float):
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     gate = asyncio.Semaphore(concurrency)
-    held: list = []
+    held: dict = {}
     failures: dict[str, int] = {}
     login_s: list[float] = []
     start = time.perf_counter()
@@ -101,34 +165,68 @@ async def _hold(port: int, users: list[tuple[str, str]], concurrency: int, timeo
     elapsed = time.perf_counter() - start
     await asyncio.sleep(1)  # the last processes finish starting
     during = measure()
-    for writer in held:
+    arrivals: dict[str, list[tuple[float, int]]] = {user: [] for user in held}
+    watchers = [asyncio.create_task(_watch(reader, arrivals[user])) for user, (reader, _, _) in held.items()]
+    recipients = sorted(held)
+    loaded_rate = await asyncio.to_thread(smtp_burst, smtp_port, recipients, messages)
+    await asyncio.sleep(2)
+    baseline = {user: max([held[user][2], *(n for _, n in arrivals[user])]) for user in held}
+    sent = await asyncio.to_thread(smtp_steady, smtp_port, recipients, messages, rate)
+    for _ in range(100):  # bounded: up to 10 s for the last deliveries to be announced
+        if not notification_ms(sent, arrivals, baseline)[1]:
+            break
+        await asyncio.sleep(0.1)
+    latencies, missing = notification_ms(sent, arrivals, baseline)
+    for task in watchers:
+        task.cancel()
+    for _, writer, _ in held.values():
         writer.close()
-    return len(held), failures, elapsed, sorted(login_s), during
+    return len(held), failures, elapsed, sorted(login_s), during, loaded_rate, latencies, missing
 
 
-def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50, timeout: float = 60.0) -> dict:
-    """Hold one IMAPS session per user at once; the figures."""
+def _p(values: list[float], q: float) -> float | None:
+    return round(values[min(len(values) - 1, int(len(values) * q))], 1) if values else None
+
+
+def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50, timeout: float = 60.0,
+                  messages: int = 100, rate: float = 10.0) -> dict:
+    """Hold one IMAPS session per user at once, deliver mail to them at a steady rate; the figures."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     mains = [pid for pid in (inst.app.backend.pid(name) for name in COMPONENTS) if pid]
     mains.append(int((pg.data / "postmaster.pid").read_text().split()[0]))
+    smtp_port = inst.ports["smtp"]
+    smtp_burst(smtp_port, [u for u, _ in users], 20)  # warm-up: postfix's processes and lookups start
+    unloaded_rate = smtp_burst(smtp_port, [u for u, _ in users], messages)
+    time.sleep(2)  # the burst's deliveries are through before the baseline
     before, procs_before = node_pss_kib(mains)
-    established, failures, elapsed, login_s, (during, procs_during) = asyncio.run(
-        _hold(inst.ports["imaps"], users, concurrency, timeout, lambda: node_pss_kib(mains)))
+    established, failures, elapsed, login_s, (during, procs_during), loaded_rate, latencies, missing = asyncio.run(
+        _hold(inst.ports["imaps"], smtp_port, users, concurrency, timeout, lambda: node_pss_kib(mains),
+              messages, rate))
     per_session = (during - before) / established if established else 0.0
+    dovecot_log = (inst.layout.logs / "dovecot.log").read_text(errors="replace")
     return {
         "capacity_sessions": len(users),
         "capacity_established": established,
         "capacity_failed": sum(failures.values()),
         "capacity_failures": failures,
         "capacity_login_rate_s": round(established / elapsed, 1) if elapsed else 0.0,
-        "capacity_login_p50_ms": round(1000 * login_s[len(login_s) // 2], 1) if login_s else None,
-        "capacity_login_p99_ms": round(1000 * login_s[min(len(login_s) - 1, int(len(login_s) * 0.99))], 1)
-        if login_s else None,
+        "capacity_login_p50_ms": _p([s * 1000 for s in login_s], 0.5),
+        "capacity_login_p99_ms": _p([s * 1000 for s in login_s], 0.99),
         "capacity_node_pss_idle_mib": round(before / 1024, 1),
         "capacity_node_pss_held_mib": round(during / 1024, 1),
         "capacity_processes_idle": procs_before,
         "capacity_processes_held": procs_during,
         "capacity_kib_per_session": round(per_session, 1),
+        "capacity_smtp_unloaded_msgs_s": round(unloaded_rate, 1),
+        "capacity_smtp_loaded_msgs_s": round(loaded_rate, 1),
+        "capacity_smtp_loaded_ratio": round(loaded_rate / unloaded_rate, 3) if unloaded_rate else None,
+        "capacity_idle_notify_p50_ms": _p(latencies, 0.5),
+        "capacity_idle_notify_p99_ms": _p(latencies, 0.99),
+        "capacity_idle_notify_missing": missing,
+        # dovecot stopped watching mailboxes (fs.inotify.max_user_instances): IDLE polls every 30 s
+        "capacity_dovecot_inotify_exceeded": dovecot_log.count("Inotify instance limit for user"),
+        "capacity_steady_messages": messages,
+        "capacity_steady_rate_s": rate,
     }

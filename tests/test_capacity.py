@@ -319,3 +319,15 @@ def test_a_daemon_limit_reached_in_its_log_fails_the_check_with_a_monitor_line(n
         node.app.templates.activate("standard")
         cli(node, "deploy")
         node.app.templates.remove(name, "1.0.0")
+
+
+def test_the_capacity_check_compares_the_kernels_inotify_instances_with_the_imap_processes(node):
+    granted = int(open("/proc/sys/fs/inotify/max_user_instances").read())
+    needed = derive_limits({}).inotify_instances
+    result = cli(node, "check", "--only", "capacity", "--no-record", "--json")
+    [row] = [r for r in json.loads(result.output)["results"] if r["target"] == "inotify"]
+    assert row["detail"].startswith(f"fs.inotify.max_user_instances = {granted}, the imap processes at full load "
+                                    f"need {needed}")
+    assert row["status"] == ("ok" if granted >= needed else "warning")
+    if granted < needed:
+        assert f"sysctl fs.inotify.max_user_instances={needed}" in row["detail"]

@@ -54,6 +54,7 @@ class Limits:
     dovecot_lmtp_processes: int
     dovecot_default_client_limit: int
     postfix_process_limit: int
+    inotify_instances: int   # fs.inotify.max_user_instances: one a vmail process (IDLE watches)
     open_files: int          # RLIMIT_NOFILE the busiest daemon needs at full load
 
     def as_dict(self) -> dict[str, int]:
@@ -101,6 +102,8 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         dovecot_default_client_limit=default_client_limit,
         # the smtpd of each listener, plus SOGo's and Sieve's own loopback smtpds
         postfix_process_limit=smtp + 20,
+        # every imap process (and LMTP's) of the one vmail user holds an inotify instance
+        inotify_instances=-(-dovecot_imap // per_process) + lmtp + 128,
         # HAProxy needs two descriptors a connection, an nginx worker its worker_rlimit_nofile,
         # a dovecot process with default_client_limit clients one each (log, stats, anvil)
         open_files=max(2 * (frontends + 100), nginx_connections + 1024, default_client_limit) + 1024,
