@@ -258,7 +258,9 @@ def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
             entry = s.scalars(select(AuditRecord).where(AuditRecord.action == "template.parameters")
                               .order_by(AuditRecord.id.desc()).limit(1)).one()
         assert entry.details["changed"]["max_imap_sessions"] == 300
-        assert "max_imap_sessions = 300  [300]" in cli(node, "sizing", "--mailboxes", "300").output
+        output = cli(node, "sizing", "--mailboxes", "300").output
+        assert "max_imap_sessions = 300  [300]" in output
+        assert f"sysctl fs.inotify.max_user_instances >= {derive_limits(stored).inotify_instances}" in output
     finally:
         cli(node, "template", "set", "--unset", "max_imap_sessions", "--unset", "max_smtp_sessions",
             "--unset", "max_web_sessions", "--unset", "memcached_memory_mb", "reject_unknown_sender_domain=false")

@@ -37,6 +37,9 @@ def sizing(c, mailboxes, sessions_per_user, ldap_domains, apply_, as_json):
     click.echo(f"\nmemory at full load: about {memory['total_mib']} MiB "
                f"(IMAP sessions {memory['sessions_mib']} MiB at {estimate['session_memory_kib']} KiB each, "
                f"memcached {memory['memcached_mib']}, SOGo {memory['sogo_mib']}, the rest {memory['base_mib']})")
+    limits = estimate["limits"]
+    click.echo(f"kernel: sysctl fs.inotify.max_user_instances >= {limits['inotify_instances']} (IDLE notifications); "
+               f"open files >= {limits['open_files']} (the service backend's limit)")
     if apply_:
         click.echo("\nparameters stored; run rupost deploy --plan to see the effect")
     else:
