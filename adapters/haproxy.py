@@ -182,10 +182,11 @@ def listener_sections(listener: dict, cl: dict, nodes: list[dict]) -> list[str]:
     name = listener["name"]
     accept = " accept-proxy" if listener.get("accept_proxy") else ""
     send = _SEND_PROXY[listener.get("send_proxy", "v2")]
-    return ["", f"frontend fe_{name}", f"    bind {listener['bind']}{accept}", *session_limit(listener),
+    return ["", f"frontend fe_{name}", f"    bind {listener['bind']}{accept}", *session_limit(listener, f"be_{name}"),
             f"    default_backend be_{name}",
             "", f"frontend fe_cluster_{name}",
-            f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy", *session_limit(listener),
+            f"    bind {cl['address']}:{listener['cluster_port']} accept-proxy",
+            *session_limit(listener, f"be_local_{name}"),
             f"    default_backend be_local_{name}",
             "", f"backend be_{name}", "    balance roundrobin", f"    stick on src table {STICK_TABLE}",
             f"    option httpchk GET /health/{name}",
@@ -200,18 +201,24 @@ def refusal_slots(sessions: int) -> int:
     return max(10, sessions // 10)
 
 
-def session_limit(listener: dict) -> list[str]:
-    """A frontend's bound: beyond max_sessions its clients are sent to the refusal server,
-    which answers them. HAProxy's own maxconn (and any daemon's limit behind it) would leave
-    a client waiting in a queue or the kernel's backlog, then close without a word (issue 25);
-    the frontend's maxconn is therefore max_sessions plus the slots the refusals need."""
+def session_limit(listener: dict, backend: str) -> list[str]:
+    """A frontend's bound: once its backend holds max_sessions, the next clients are sent to
+    the refusal server, which answers them. HAProxy's own maxconn (and any daemon's limit
+    behind it) would leave a client waiting in a queue or the kernel's backlog, then close
+    without a word (issue 25); the frontend's maxconn is therefore max_sessions plus the slots
+    the refusals need.
+
+    The backend's count, not the frontend's: HAProxy reserves a frontend slot before each
+    accept(), so fe_conn can count a connection that does not exist yet and refused the
+    max_sessions-th client about one time in two in the test; a client is counted by its
+    backend only once it is sent there. Two clients arriving in the same instant on two
+    threads can both be admitted, one beyond the limit: the daemons behind are sized above."""
     if "max_sessions" not in listener:
         return []
     sessions = listener["max_sessions"]
     lines = [f"    maxconn {sessions + refusal_slots(sessions)}"]
     if listener.get("refusal"):
-        # fe_conn counts this connection too: the (max_sessions + 1)th client is refused
-        lines.append(f"    use_backend be_refuse_{listener['name']} if {{ fe_conn gt {sessions} }}")
+        lines.append(f"    use_backend be_refuse_{listener['name']} if {{ be_conn({backend}) ge {sessions} }}")
     return lines
 
 
@@ -335,7 +342,7 @@ def set_drained(layout: Layout, drained: bool) -> None:
         runtime_command(layout, f"set server {LOCAL_HEALTH}/{name} state {state}")
 
 
-_REFUSAL_RULE = re.compile(r"^\s+use_backend be_refuse_(\S+) if \{ fe_conn gt (\d+) \}\s*$")
+_REFUSAL_RULE = re.compile(r"^\s+use_backend be_refuse_(\S+) if \{ be_conn\(\S+\) ge (\d+) \}\s*$")
 
 
 def session_limits(cfg_text: str) -> dict[str, int]:

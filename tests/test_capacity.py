@@ -34,7 +34,8 @@ def test_the_builtin_template_derives_a_consistent_chain_for_any_load(node):
         plan = node.app.deploys.plan(parameters={"reject_unknown_sender_domain": False, **load})
         haproxy = next(f for f in plan.files["haproxy"] if f.path == "haproxy.cfg").content
         imap = derive_limits(load).imap_sessions
-        assert f"use_backend be_refuse_imaps if {{ fe_conn gt {imap} }}" in haproxy
+        assert f"use_backend be_refuse_imaps if {{ be_conn(be_imaps) ge {imap} }}" in haproxy
+        assert f"use_backend be_refuse_imaps if {{ be_conn(be_local_imaps) ge {imap} }}" in haproxy
         assert f"maxconn {derive_limits(load).haproxy_maxconn}" in haproxy
         dovecot = next(f for f in plan.files["dovecot"] if f.path == "dovecot.conf").content
         assert f"process_limit = {derive_limits(load).dovecot_imap_sessions}" in dovecot
