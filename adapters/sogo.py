@@ -39,6 +39,8 @@ from .probes import probe_caldav
 if TYPE_CHECKING:
     from rupost.config import DatabaseSettings
 
+_DOMAIN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$"
+
 _PLIST_VALUE = {"anyOf": [{"type": ["string", "integer", "boolean", "number"]}, {"type": "array"},
                           {"type": "object"}]}
 
@@ -56,6 +58,12 @@ SCHEMA = {
         # the global address list (directory users, materialised in rupost_data) as a
         # shared address book of every user (rupost.services.directories)
         "gal": {"type": "boolean"},
+        # groups of mail domains whose users see each other in the address books; any
+        # other domain sees only itself (address_book_scope)
+        "address_book_shared_domains": {
+            "type": "array",
+            "items": {"type": "array", "items": {"type": "string", "pattern": _DOMAIN}},
+        },
         # authentication of directory users by a bind, one source per LDAP domain
         # (rupost.services.directories); identities still come from the SQL source
         "ldap_sources": ldap_directory_schema(
@@ -74,7 +82,7 @@ SCHEMA = {
 _MANAGED = {"WOPort", "WOWorkersCount", "WOLogFile", "WOPidFile", "SOGoProfileURL", "OCSFolderInfoURL",
             "OCSSessionsFolderURL", "OCSEMailAlarmsFolderURL", "OCSStoreURL", "OCSAclURL", "OCSCacheFolderURL",
             "OCSAdminURL", "SOGoMemcachedHost", "SOGoIMAPServer", "SOGoSMTPServer", "SOGoSieveServer",
-            "SOGoUserSources"}
+            "SOGoUserSources", "SOGoDomainsVisibility"}
 
 _BARE = re.compile(r"^[A-Za-z0-9_.$]+$")
 
@@ -113,7 +121,8 @@ def plist(value: object, indent: int = 0) -> str:
         inner = ",\n".join(f"{pad}  {plist(v, indent + 1)}" for v in value)
         return f"(\n{inner}\n{pad})" if value else "()"
     if isinstance(value, dict):
-        inner = "\n".join(f"{pad}  {k} = {plist(v, indent + 1)};" for k, v in value.items())
+        inner = "\n".join(f"{pad}  {k if _BARE.match(k) else plist_string(k)} = {plist(v, indent + 1)};"
+                          for k, v in value.items())
         return f"{{\n{inner}\n{pad}}}"
     raise ValueError(f"cannot express {value!r} in a property list")
 
@@ -152,9 +161,27 @@ def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
     defaults["SOGoUserSources"] = [sql_user_source(ctx),
                                    *(ldap_user_source(src) for src in model.get("ldap_sources") or []),
                                    *([gal_source(ctx)] if model.get("gal") else [])]
+    defaults.update(address_book_scope(model.get("address_book_shared_domains") or []))
     if model.get("sieve_server"):
         defaults["SOGoSieveServer"] = model["sieve_server"]
     return defaults
+
+
+def address_book_scope(groups: list[list[str]]) -> dict:
+    """SOGo's keys that let grouped domains see each other in the address books.
+
+    The SQL sources name their ``domain`` column (DomainFieldName), so SOGo reads a user's
+    domain from the user's own row and adds ``domain = <it>`` to every search, listing and
+    card lookup of those sources: with nothing more, each domain sees only itself, and a
+    domain added later is scoped by its rows alone. SOGoDomainsVisibility widens that to a
+    group; SOGo 5.8 ignores a group member that is not a key of the ``domains`` dictionary
+    (SOGoSystemDefaults visibleDomainsForDomain:), so each grouped domain gets an empty
+    entry there, which changes nothing else (no user sources of its own, every other key
+    inherited from the top level)."""
+    if not groups:
+        return {}
+    return {"SOGoDomainsVisibility": groups,
+            "domains": {name: {} for group in groups for name in group}}
 
 
 def connection_defaults(model: dict, ctx: RenderContext) -> dict:
@@ -194,6 +221,8 @@ def sql_user_source(ctx: RenderContext) -> dict:
         # SOGo resource, which accepts invitations by itself up to its booking limit
         "KindFieldName": "kind",
         "MultipleBookingsFieldName": "multiple_bookings",
+        # each user sees its own domain's entries (address_book_scope)
+        "DomainFieldName": "domain",
     }
 
 
@@ -236,7 +265,27 @@ def gal_source(ctx: RenderContext) -> dict:
         "isAddressBook": True,
         "listRequiresDot": False,
         "displayName": "Global Address List",
+        "DomainFieldName": "domain",
     }
+
+
+def shared_domains_problems(groups: list[list[str]]) -> list[str]:
+    """A group shares one address book among two domains or more, and a domain belongs to one
+    group at most: SOGo's visibility is not transitive, so a domain in two groups would see
+    both while they do not see each other."""
+    where = "components.sogo.address_book_shared_domains"
+    problems = []
+    seen: dict[str, int] = {}
+    for number, group in enumerate(groups, 1):
+        if len(set(group)) < 2:
+            problems.append(f"{where}: group {number} ({', '.join(group) or 'empty'}) names fewer than two "
+                            "domains; a domain alone already sees its own users")
+        for name in dict.fromkeys(group):
+            if name in seen:
+                problems.append(f"{where}: {name} is in groups {seen[name]} and {number}; a domain belongs to "
+                                "one group, merge the two")
+            seen.setdefault(name, number)
+    return problems
 
 
 class SOGoAdapter(Adapter):
@@ -249,8 +298,9 @@ class SOGoAdapter(Adapter):
     def check_model(self, model: dict) -> list[str]:
         problems = [f"components.sogo.defaults.{key}: managed by RuPost, set it through the sogo section keys"
                     for key in model["defaults"] if key in _MANAGED]
-        return problems + [f"components.sogo.defaults.{key}: not a valid property list key"
-                           for key in model["defaults"] if not _BARE.match(key)]
+        problems += [f"components.sogo.defaults.{key}: not a valid property list key"
+                     for key in model["defaults"] if not _BARE.match(key)]
+        return problems + shared_domains_problems(model.get("address_book_shared_domains") or [])
 
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
         text = "/* Generated by RuPost from the active configuration template. Do not edit. */\n"
