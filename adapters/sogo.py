@@ -154,14 +154,17 @@ def source_filter(src: dict) -> str:
 
 def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
     """The template's defaults with the keys RuPost manages: the connections and the
-    authentication sources (SOGo tries them in turn: the SQL users, one per LDAP domain,
-    then the global address list, an address book only)."""
+    sources: the SQL users and the global address list (an address book only) for every
+    domain, and the directory of each LDAP-bound mail domain in that domain's entry of
+    ``domains`` (ldap_sources_by_domain)."""
     defaults = dict(model["defaults"])
     defaults.update(connection_defaults(model, ctx))
-    defaults["SOGoUserSources"] = [sql_user_source(ctx),
-                                   *(ldap_user_source(src) for src in model.get("ldap_sources") or []),
-                                   *([gal_source(ctx)] if model.get("gal") else [])]
-    defaults.update(address_book_scope(model.get("address_book_shared_domains") or []))
+    defaults["SOGoUserSources"] = [sql_user_source(ctx), *([gal_source(ctx)] if model.get("gal") else [])]
+    scope = address_book_scope(model.get("address_book_shared_domains") or [])
+    domains = {**scope.pop("domains", {}), **ldap_sources_by_domain(model.get("ldap_sources") or [])}
+    defaults.update(scope)
+    if domains:
+        defaults["domains"] = domains
     if model.get("sieve_server"):
         defaults["SOGoSieveServer"] = model["sieve_server"]
     return defaults
@@ -175,9 +178,9 @@ def address_book_scope(groups: list[list[str]]) -> dict:
     card lookup of those sources: with nothing more, each domain sees only itself, and a
     domain added later is scoped by its rows alone. SOGoDomainsVisibility widens that to a
     group; SOGo 5.8 ignores a group member that is not a key of the ``domains`` dictionary
-    (SOGoSystemDefaults visibleDomainsForDomain:), so each grouped domain gets an empty
-    entry there, which changes nothing else (no user sources of its own, every other key
-    inherited from the top level)."""
+    (SOGoSystemDefaults visibleDomainsForDomain:), so each grouped domain gets an entry
+    there: empty, which changes nothing else (every other key is inherited from the top
+    level), unless the domain's directory is in it (ldap_sources_by_domain)."""
     if not groups:
         return {}
     return {"SOGoDomainsVisibility": groups,
@@ -226,14 +229,33 @@ def sql_user_source(ctx: RenderContext) -> dict:
     }
 
 
-def ldap_user_source(src: dict) -> dict:
-    """An LDAP domain's directory. A directory user's SQL row carries an unusable password,
-    so the bind against the directory decides. SOGo looks the login up with source_filter(),
-    written as the EOQualifier SOGo takes."""
+def ldap_sources_by_domain(sources: list[dict]) -> dict:
+    """Each LDAP-bound mail domain's entry of SOGo's ``domains``: its directory as its own
+    user source.
+
+    Why not one top-level source per LDAP domain: SOGo takes a user's identity (and its
+    domain, which scopes the address books) from the first source that knows the login, in
+    the hash order of the source ids; a top-level LDAP source knows its users too and
+    answers domain "" (an LDAP entry has no domain column), which would hide every address
+    book entry from them at random. A source inside ``domains`` answers only logins of its
+    domain (SOGo 5.8 takes the domain of a login ``user@DOMAIN`` when DOMAIN is a key of
+    ``domains``), so the password is still checked by a bind there, while the identity is
+    always the user's SQL row, found first by the domain-less lookups."""
+    out: dict[str, dict] = {}
+    for src in sources:
+        for domain in src["domains"]:
+            out.setdefault(domain, {"SOGoUserSources": []})["SOGoUserSources"].append(ldap_user_source(src, domain))
+    return out
+
+
+def ldap_user_source(src: dict, domain: str) -> dict:
+    """An LDAP domain's directory for one of its mail domains. A directory user's SQL row
+    carries an unusable password, so the bind against the directory decides. SOGo looks
+    the login up with source_filter(), written as the EOQualifier SOGo takes."""
     uri = urlsplit(src["uris"][0])
     return {
         "type": "ldap",
-        "id": f"rupost_ldap_{src['name']}",
+        "id": f"rupost_ldap_{src['name']}_{domain}",
         "displayName": f"Directory {src['name']}",
         "hostname": uri.hostname,
         "port": uri.port or (636 if uri.scheme == "ldaps" else 389),
@@ -244,7 +266,8 @@ def ldap_user_source(src: dict) -> dict:
         "canAuthenticate": True,
         "isAddressBook": False,
         "scope": "SUB",
-        "filter": eoqualifier(source_filter(src), f"components.sogo.ldap_sources {src['name']}: filter"),
+        "filter": eoqualifier(source_filter({**src, "domains": [domain]}),
+                              f"components.sogo.ldap_sources {src['name']}: filter"),
         "bindFields": ["mail"],
         "UIDFieldName": "mail",
         "IDFieldName": "mail",

@@ -1,8 +1,8 @@
 """Address books are scoped per domain (issue 24): in the users' address book (rupost_local)
-a user finds the mailboxes of its own domain only, whether it searches over CardDAV or in
-webmail (the address book, the recipient autocompletion, the user picker); the template
-parameter address_book_shared_domains lets a group of domains see each other, and a domain
-added later is scoped without a deploy."""
+a user finds the mailboxes of its own domain only, whether a CardDAV client lists it or
+webmail searches it (the address book, the recipient completion, the user picker); the
+template parameter address_book_shared_domains lets a group of domains see each other, and a
+domain added later is scoped without a deploy. The GAL's scope: tests/test_directories.py."""
 from __future__ import annotations
 
 import base64
@@ -13,9 +13,11 @@ import urllib.parse
 import urllib.request
 import uuid
 
+import pytest
 from mailclients import insecure_tls
 
 from adapters.probes import https_request
+from rupost.errors import TemplateError
 
 LISTING = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getetag/></D:prop></D:propfind>'
 
@@ -149,3 +151,16 @@ def test_each_domain_sees_its_own_users_and_a_shared_group_sees_both(node, domai
 
     assert ann_dav.listing() == {ann[0], amy[0]}
     assert ann_dav.card(bob[0])[0] == 404
+
+
+@pytest.mark.parametrize("groups, expected", [
+    (["a.example", "b.example"], "item 1: expected list, got 'a.example'"),
+    ([["a.example", "B.example"]], "'B.example' does not match"),
+    ([["a.example"]], "group 1 (a.example) names fewer than two domains"),
+    ([["a.example", "b.example"], ["b.example", "c.example"]], "b.example is in groups 1 and 2"),
+])
+def test_a_group_sogo_could_not_honour_is_refused_before_anything_changes(node, groups, expected):
+    live = node.layout.current.resolve()
+    with pytest.raises(TemplateError, match=re.escape(expected)):
+        node.app.deploys.plan({**node.parameters, "address_book_shared_domains": groups})
+    assert node.layout.current.resolve() == live
