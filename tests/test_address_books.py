@@ -164,3 +164,25 @@ def test_a_group_sogo_could_not_honour_is_refused_before_anything_changes(node, 
     with pytest.raises(TemplateError, match=re.escape(expected)):
         node.app.deploys.plan({**node.parameters, "address_book_shared_domains": groups})
     assert node.layout.current.resolve() == live
+
+
+def test_a_deploy_that_restarts_sogo_empties_what_the_previous_sogo_cached(node):
+    """SOGo keeps each user's domain in memcached across restarts: after the upgrade that
+    gave the sources their domain column, entries the previous SOGo wrote (no domain) would
+    show users empty address books until they expired."""
+    from pymemcache.client.base import Client
+
+    client = Client(("127.0.0.1", node.ports["memcached"]), connect_timeout=5, timeout=5)
+    try:
+        client.set("abook-sentinel", b"old", noreply=False)
+        # another sogo.conf, nothing else: only SOGo restarts
+        shared = {**node.parameters, "address_book_shared_domains": [["a.example", "b.example"]]}
+        outcome = node.app.deploys.deploy(node.app.deploys.plan(shared))
+        assert outcome.result == "applied" and "sogo" in outcome.reloaded + outcome.started, outcome.as_dict()
+        assert client.get("abook-sentinel") is None
+        client.set("abook-sentinel", b"new", noreply=False)
+        assert node.app.deploys.deploy(node.app.deploys.plan(shared)).result == "unchanged"
+        assert client.get("abook-sentinel") == b"new"  # nothing restarted, nothing emptied
+    finally:
+        node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+        client.close()
