@@ -150,3 +150,33 @@ def test_reject_returns_the_message_to_its_sender_and_loses_nothing(node, mailbo
     notice = wait_for_subject(node.ports["imaps"], sender, sender_password, f"Rejected: {subject}")
     assert b"I do not take mail here." in notice and subject.encode() in notice.split(b"\r\n\r\n", 1)[1]
     assert subject not in inbox_subjects("127.0.0.1", node.ports["imaps"], user, password)
+
+
+def test_with_postsrsd_down_the_original_is_delivered_and_the_forward_waits(node, mailbox, tmp_path):
+    user, password = mailbox("steady")
+    far = f"later-{uuid.uuid4().hex[:6]}@[{UNREACHABLE}]"
+    upload_sieve(node, tmp_path, user, password, f'require ["copy"];\nredirect :copy "{far}";\n')
+    runtime = node.app.component_runtime
+    assert runtime.stop(["postsrsd"]) == ["postsrsd"]
+    try:
+        subject = f"while srs is down {uuid.uuid4().hex[:8]}"
+        with smtp(node.ports["smtp"]) as client:
+            assert client.send_message(message("partner@example.org", user, subject)) == {}
+            # a bounce to an SRS address meanwhile: "try again later", never a refusal
+            client.mail("")
+            code, _ = client.rcpt(f"SRS0=AAAA=JZ=example.org=partner@{node.app.settings.mail_host()}")
+            assert 400 <= code < 500, code
+        wait_for_subject(node.ports["imaps"], user, password, subject)  # the original, at once
+        # Sieve's submission was accepted (queued); the hop that rewrites waits for postsrsd
+        waiting = wait_for_queued(node, far, "partner@example.org")
+        assert "dovecot" not in runtime.stopped()
+    finally:
+        runtime.start(["postsrsd"])
+    try:
+        conf = node.layout.component_config("postfix")
+        subprocess.run(["postqueue", "-c", str(conf), "-i", waiting["queue_id"]], check=True, capture_output=True)
+        forward = wait_for_queued(node, far, "SRS0=")
+        assert srs_pattern(node, "partner@example.org").fullmatch(forward["sender"])
+        assert "temporary failure" not in node.layout.log_file("dovecot").read_text()
+    finally:
+        node.app.mailqueues.act("delete", match=[f"recipient={far}"])
