@@ -129,13 +129,17 @@ class PostSRSdAdapter(Adapter):
         return [RenderedFile("postsrsd.args", "\n".join(lines) + "\n")]
 
     @staticmethod
-    def read_args(config_dir: Path) -> list[str]:
+    def read_args_text(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    @classmethod
+    def read_args(cls, config_dir: Path) -> list[str]:
         try:
             text = (config_dir / "postsrsd.args").read_text()
         except FileNotFoundError:
             raise ServiceError(f"postsrsd: {config_dir} has no postsrsd.args (a generation from before "
                                "postsrsd was a component: rupost deploy)") from None
-        return [line for line in text.splitlines() if line and not line.startswith("#")]
+        return cls.read_args_text(text)
 
     def _prepare(self, ctx: RenderContext) -> None:
         ctx.layout.run_dir(self.name).mkdir(parents=True, exist_ok=True)

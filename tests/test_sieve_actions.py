@@ -4,6 +4,7 @@ here with a real ManageSieve client, sieve-connect (Debian package)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -180,3 +181,23 @@ def test_with_postsrsd_down_the_original_is_delivered_and_the_forward_waits(node
         assert "temporary failure" not in node.layout.log_file("dovecot").read_text()
     finally:
         node.app.mailqueues.act("delete", match=[f"recipient={far}"])
+
+
+def test_postsrsd_runs_with_the_clusters_secret_readable_by_it_alone(node):
+    import pwd
+    import stat
+
+    from adapters.probes import probe_srs_forward
+    from rupost.services.srs import srs_secrets
+
+    stored = srs_secrets(node.app.dbs)
+    assert stored == srs_secrets(node.app.dbs) and len(stored[0]) >= 40  # created once, then the same
+    path = node.layout.state / "postsrsd" / "secrets"
+    assert path.read_text().splitlines() == stored
+    st, owner = path.stat(), pwd.getpwnam("postsrsd")
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == owner.pw_uid
+    # the daemon itself runs as postsrsd, and the deploy's probe answers
+    pid = node.app.backend.pid("postsrsd")
+    assert pid is not None and os.stat(f"/proc/{pid}").st_uid == owner.pw_uid
+    result = probe_srs_forward("127.0.0.1", node.ports["srs_forward"])
+    assert result.ok and f"@{node.app.settings.mail_host()}" in result.detail, result.detail
