@@ -201,3 +201,37 @@ def test_postsrsd_runs_with_the_clusters_secret_readable_by_it_alone(node):
     assert pid is not None and os.stat(f"/proc/{pid}").st_uid == owner.pw_uid
     result = probe_srs_forward("127.0.0.1", node.ports["srs_forward"])
     assert result.ok and f"@{node.app.settings.mail_host()}" in result.detail, result.detail
+
+
+def test_a_rotated_secret_verifies_everywhere_before_it_signs_and_old_addresses_still_reverse(node):
+    from click.testing import CliRunner
+
+    from adapters.probes import tcp_table_get
+    from rupost.cli import main as rupost
+    from rupost.services.srs import srs_secrets
+
+    def forward(address: str) -> str:
+        return tcp_table_get("127.0.0.1", node.ports["srs_forward"], address).split(" ", 1)[1]
+
+    def reverse(address: str) -> str:
+        return tcp_table_get("127.0.0.1", node.ports["srs_reverse"], address)
+
+    secrets_file = node.layout.state / "postsrsd" / "secrets"
+    before = srs_secrets(node.app.dbs)
+    old_address = forward("partner@example.org")
+    pid = node.app.backend.pid("postsrsd")
+    done = CliRunner().invoke(rupost, ["--root", str(node.root), "srs", "rotate"], catch_exceptions=False)
+    assert done.exit_code == 0 and "rotation under way" in done.output, done.output
+    assert not any(secret in done.output for secret in secrets_file.read_text().splitlines())
+    # the new secret verifies at once (last line, postsrsd restarted) and does not sign yet
+    lines = secrets_file.read_text().splitlines()
+    assert lines[:-1] == before and len(lines) == len(before) + 1
+    assert node.app.backend.pid("postsrsd") != pid
+    assert forward("partner@example.org") == old_address
+    # its time comes (a reader after sign_from promotes it): the agent's reconciliation restarts postsrsd
+    assert srs_secrets(node.app.dbs, now=time.time() + 3600)[0] == lines[-1]
+    assert node.app.srs.reconcile() is True and node.app.srs.reconcile() is False
+    assert secrets_file.read_text().splitlines()[0] == lines[-1]
+    new_address = forward("partner@example.org")
+    assert new_address != old_address and new_address.startswith("SRS0=")
+    assert reverse(new_address) == reverse(old_address) == "200 partner@example.org"
