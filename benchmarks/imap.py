@@ -139,14 +139,30 @@ def measure(inst, users: list[tuple[str, str]], bare, bare_users, sessions: int,
     try:
         direct.start()
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for _ in range(rounds):  # interleaved, so noise hits every target alike
-                for name, (port, tls, who) in targets.items():
+            for order in abba(list(targets), rounds):
+                for name in order:
+                    port, tls, who = targets[name]
                     results[name].append(run_sessions(pool, port, tls, who, sessions))
     finally:
         direct.stop()
         shutil.rmtree(workdir / "direct-dovecot", ignore_errors=True)
-    out = {}
+    out: dict = {}
     for name, runs in results.items():
         best = sorted(runs, key=lambda r: r["sessions_s"])[len(runs) // 2]  # the median run
         out[name] = {**best, "runs_sessions_s": [r["sessions_s"] for r in runs]}
+    out["pair_ratios"] = {other: pair_ratios(results["full"], results[other])
+                          for other in ("direct_tls", "direct_plain")}
     return out
+
+
+def abba(names: list[str], rounds: int) -> list[list[str]]:
+    """The targets' order per round, reversed every other round (A B B A ...): a machine
+    that slows down or speeds up during the run weighs on every target alike."""
+    return [names if i % 2 == 0 else names[::-1] for i in range(rounds)]
+
+
+def pair_ratios(full: list[dict], baseline: list[dict]) -> dict:
+    """The full path's rate over the baseline's, round by round (each pair measured side by
+    side), and the median of those ratios: the figure a slow round cannot bend."""
+    ratios = [round(f["sessions_s"] / b["sessions_s"], 3) for f, b in zip(full, baseline, strict=True)]
+    return {"ratios": ratios, "median": round(statistics.median(ratios), 3)}

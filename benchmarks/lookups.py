@@ -219,10 +219,11 @@ def timed_each(lookup, users: list[str], failure: str) -> list[float]:
 
 
 def summarize(visits: list[dict], blocks: int = 3) -> dict:
-    """Per kind, over the visits of one table size: p50 over all samples; p99 as the median
-    of the p99s of `blocks` consecutive blocks of each visit (a burst of load from another
-    tenant of the machine spoils a block, not the figure). The p99 over all samples and the
-    worst block's are kept too."""
+    """Per kind, over the visits of one table size: p50 and p99 over all samples (the true
+    percentile: every slow lookup counts). Beside it, the median of the p99s of `blocks`
+    consecutive blocks of each visit, which a burst of load from another tenant of the
+    machine spoils block by block rather than whole: it tells noise from a real tail, and is
+    never reported as the p99."""
     out = {"mailboxes": visits[0]["mailboxes"], "visits": len(visits),
            "unknown_recipient_ms": [v["unknown_recipient_ms"] for v in visits]}
     for kind in KINDS:
@@ -231,7 +232,7 @@ def summarize(visits: list[dict], blocks: int = 3) -> dict:
         by_visit = [block_p99s_ms(v["seconds"][kind], blocks) for v in visits]
         per_block = sorted(p for visit in by_visit for p in visit)
         if per_block:
-            figures.update({"p99_all_ms": figures["p99_ms"], "p99_ms": round(statistics.median(per_block), 3),
+            figures.update({"p99_block_median_ms": round(statistics.median(per_block), 3),
                             "p99_worst_block_ms": per_block[-1], "p99_blocks_ms": per_block,
                             "p99_blocks_by_visit_ms": by_visit})
         out[kind] = figures

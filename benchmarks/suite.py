@@ -32,7 +32,7 @@ DOMAIN = "bench.test"
 
 FULL = {"smtp_messages": 2500, "smtp_size": 10240, "smtp_sessions": 20, "smtp_rounds": 6, "smtp_warmup": 300,
         "lookup_samples": 2000, "lookup_cycles": 2, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
-        "imap_rounds": 3, "bulk": 10_000, "deploy_safety": True}
+        "imap_rounds": 4, "bulk": 10_000, "deploy_safety": True}
 QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "lookup_cycles": 1, "deploy_repeat": 1,
          "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False}
 
@@ -85,6 +85,7 @@ def lookup_scaling(ctx: Ctx) -> dict:
         ctx.details[f"lookups_{_label(size)}"] = r
         k = _label(size)
         out.update({f"lookup_p50_ms_{k}": r["recipient"]["p50_ms"], f"lookup_p99_ms_{k}": r["recipient"]["p99_ms"],
+                    f"lookup_p99_block_median_ms_{k}": r["recipient"].get("p99_block_median_ms"),
                     **{f"{kind}_p{q}_ms_{k}": r[kind][f"p{q}_ms"] for kind in ("auth", "passdb", "userdb")
                        for q in (50, 99)}})
     return out
@@ -290,8 +291,8 @@ def imap_sessions(ctx: Ctx) -> dict:
             "imap_direct_plain_sessions_s": r["direct_plain"]["sessions_s"],
             "imap_bare_tls_sessions_s": r["bare_tls"]["sessions_s"],
             "imap_full_p50_ms": r["full"]["p50_ms"], "imap_direct_tls_p50_ms": r["direct_tls"]["p50_ms"],
-            "imap_ratio": round(r["full"]["sessions_s"] / r["direct_tls"]["sessions_s"], 3),
-            "imap_ratio_vs_plain": round(r["full"]["sessions_s"] / r["direct_plain"]["sessions_s"], 3),
+            "imap_ratio": r["pair_ratios"]["direct_tls"]["median"],
+            "imap_ratio_vs_plain": r["pair_ratios"]["direct_plain"]["median"],
             "imap_sessions": cfg["imap_sessions"], "imap_workers": cfg["imap_workers"]}
 
 
@@ -309,10 +310,16 @@ def deploy_safety(ctx: Ctx) -> dict:
     if not ctx.cfg["deploy_safety"]:
         return {}
     r = deploy.measure_safety(ctx.inst, ctx.cfg["deploy_repeat"])
+    ctx.details["deploy_safety"] = r
     return {"plan_s": round(r["plan_s"], 3), "changed_deploy_s": round(r["changed_deploy_s"], 3),
             "auto_rollback_deploy_s": round(r["auto_rollback_deploy_s"], 3),
-            "manual_rollback_s": round(r["manual_rollback_s"], 3), "deploy_traffic_sent": r["traffic_sent"],
-            "deploy_traffic_lost": r["traffic_sent"] - r["traffic_delivered"]}
+            "manual_rollback_s": round(r["manual_rollback_s"], 3),
+            "deploy_reload_traffic_sent": r["reload_only"]["sent"],
+            "deploy_reload_refusals": r["reload_only"]["refused"],
+            "deploy_reload_traffic_lost": r["reload_only"]["sent"] - r["reload_only"]["delivered"],
+            "deploy_traffic_sent": r["with_rollback"]["sent"],
+            "deploy_traffic_refusals": r["with_rollback"]["refused"],
+            "deploy_traffic_lost": r["with_rollback"]["sent"] - r["with_rollback"]["delivered"]}
 
 
 def bulk_import(ctx: Ctx) -> dict:
@@ -342,6 +349,7 @@ TARGETS = {
     "passdb_p99_ms_100k": ("<=", 5, "auth (passdb) lookup p99 <= 5 ms"),
     "passdb_flat_ratio": ("<=", 1.5, "passdb p99 100k within 1.5x of 100"),
     "deploy_s_100": ("<=", 10, "full deploy <= 10 s"),
+    "deploy_reload_refusals": ("<=", 0, "a reload-only deploy refuses no connection"),
     "deploy_s_100k": ("<=", 10, "full deploy <= 10 s"),
     "deploy_ratio_100k_vs_100": ("<=", 1.2, "deploy independent of mailboxes (1.2x)"),
     "bulk_create_10k_s": ("<=", 60, "10,000 mailboxes <= 60 s"),

@@ -1,8 +1,11 @@
 """vdirsyncer (PyPI), the synchroniser behind khal and khard, discovers a user's calendars and
 address books from nothing but the host name (RFC 6764: https://HOST/) and syncs an event and a
-contact both ways."""
+contact both ways. caldav-server-tester (PyPI, from the python-caldav project) runs its CalDAV
+checks and compares what it finds with what python-caldav knows of SOGo."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +16,8 @@ from adapters.probes import https_request
 from test_web import _auth
 
 VDIRSYNCER = shutil.which("vdirsyncer") or str(Path(sys.executable).with_name("vdirsyncer"))
+CALDAV_SERVER_TESTER = (shutil.which("caldav-server-tester")
+                        or str(Path(sys.executable).with_name("caldav-server-tester")))
 
 
 def vdirsyncer(conf: Path, *args: str) -> str:
@@ -87,3 +92,34 @@ def test_vdirsyncer_discovers_from_the_host_name_and_syncs_both_ways(node, mailb
     assert status in (201, 204)
     vdirsyncer(conf, "sync")
     assert any("Booked in webmail" in p.read_text() for p in calendars[0].iterdir())
+
+
+# python-caldav's support levels: a feature "works" when it is full or quirk (usable with care)
+WORKS = {"full", "quirk"}
+# what must have been probed for the comparison to mean anything (not "unknown" afterwards)
+PROBED = ["create-calendar", "delete-calendar", "save-load.event", "save-load.todo", "search.time-range.event",
+          "sync-token", "scheduling.auto-schedule", "scheduling.freebusy-query"]
+
+
+def test_caldav_server_tester_finds_nothing_worse_than_sogo_is_known_for(node, mailbox, tmp_path):
+    """Every check of caldav-server-tester, as two users (the second for the scheduling checks),
+    against the expectations python-caldav keeps for SOGo ("features: sogo"): a feature that
+    profile says works must work here. The URL is the DAV root: python-caldav follows the bare
+    host name's redirect with a body-less PROPFIND (docs/clients.md). Of its ~40 s, 30 are the
+    tool's wait for an invitation in the attendee's schedule inbox, where SOGo delivers none (the
+    profile expects that); its timezone check reads events with vobject (test extra)."""
+    def account(user: str, password: str) -> dict:  # a section of python-caldav's configuration file
+        return {"url": f"https://127.0.0.1:{node.ports['https']}/SOGo/dav/", "username": user, "password": password,
+                "ssl_verify_cert": str(node.layout.current / "tls" / "mail.crt"), "features": "sogo"}
+
+    conf = tmp_path / "calendar.conf"
+    conf.write_text(json.dumps({"user": account(*mailbox("davcheck")), "peer": account(*mailbox("davpeer"))}))
+    done = subprocess.run([CALDAV_SERVER_TESTER, "--config-section", "user", "--config-section", "peer",
+                           "--diff", "--format", "json"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HOME": str(tmp_path), "CALDAV_CONFIG_FILE": str(conf)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    diff = json.loads(done.stdout)["diff"]  # feature -> expected (the SOGo profile) and observed support
+    assert not [f for f in PROBED if diff.get(f, {}).get("observed") == "unknown"], diff
+    worse = {feature: levels for feature, levels in diff.items()
+             if levels["expected"] in WORKS and levels["observed"] not in WORKS | {"unknown"}}
+    assert not worse, f"worse than python-caldav's SOGo profile: {worse}\n{done.stderr}"

@@ -63,10 +63,13 @@ class Traffic:
         self.accepted: list[str] = []
         self.failures: list[str] = []
         self.tag = uuid.uuid4().hex[:8]
+        self.stop = threading.Event()  # set: no new message after the one in flight
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
         for i in range(self.count):
+            if self.stop.is_set():
+                break
             subject = f"traffic {self.tag} {i:03d}"
             for attempt in range(20):
                 try:
@@ -124,6 +127,47 @@ def test_every_message_is_delivered_exactly_once_through_good_and_rolled_back_de
     counts = count_subjects(node, address, password, traffic.tag, 40)
     assert sorted(counts) == sorted(traffic.accepted)
     assert set(counts.values()) == {1}, {s: n for s, n in counts.items() if n != 1}
+
+
+def test_a_reload_only_deploy_refuses_no_connection(node, mailbox):
+    """A deploy that only reloads (the message size limit: postfix's main.cf and nginx's body
+    size) keeps every listener open: no SMTP or IMAPS connection around it is refused or
+    dropped, so no message needed a retry and every login succeeded."""
+    address, password = mailbox("reloadtraffic")
+    changed = {**node.parameters, "message_size_limit": 41943040}
+    logins = {"ok": 0, "failed": []}
+    stop_logins = threading.Event()
+
+    def log_in_and_out():
+        for _ in range(500):  # bounded; stopped when both deploys are done
+            if stop_logins.is_set():
+                return
+            try:
+                imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+                imap.login(address, password)
+                imap.logout()
+                logins["ok"] += 1
+            except Exception as exc:
+                logins["failed"].append(str(exc))
+            time.sleep(0.02)
+
+    imap_thread = threading.Thread(target=log_in_and_out, daemon=True)
+    with Traffic(node, address, count=300, pause=0.02) as traffic:
+        imap_thread.start()
+        while len(traffic.accepted) < 3 and traffic.thread.is_alive():
+            time.sleep(0.05)
+        outcome = node.app.deploys.deploy(node.app.deploys.plan(changed))
+        back = node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+        traffic.stop.set()
+        stop_logins.set()
+    imap_thread.join(timeout=60)
+    assert outcome.result == "applied" and back.result == "applied"
+    assert outcome.started == [] and back.started == [], (outcome.started, back.started)
+    assert {"postfix", "nginx"} <= set(outcome.reloaded), outcome.reloaded
+    assert traffic.failures == []
+    assert logins["failed"] == [] and logins["ok"] > 0
+    counts = count_subjects(node, address, password, traffic.tag, len(traffic.accepted))
+    assert sorted(counts) == sorted(traffic.accepted) and set(counts.values()) == {1}
 
 
 def test_rollback_restarts_a_daemon_the_failed_generation_left_throttled(node, mailbox):

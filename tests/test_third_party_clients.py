@@ -1,14 +1,20 @@
 """Real third-party clients from Debian packages, configured as a user would: msmtp sends
 through submission (465), mbsync (isync) synchronises a local Maildir both ways, folders
-included, over IMAPS (993)."""
+included, over IMAPS (993), fetchmail fetches over IMAPS into a local delivery agent, and mutt
+reads over IMAPS, copying the messages to a local mailbox."""
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import subprocess
 import uuid
+from mailbox import mbox
 from pathlib import Path
 
-from mailclients import IMAPSFrom, message, smtp, wait_for_subject
+from mailclients import IMAPSFrom, inbox_subjects, message, smtp, wait_for_subject
+
+from support.cluster import wait_until
 
 
 def private_file(path: Path, text: str) -> Path:
@@ -79,3 +85,69 @@ def test_mbsync_synchronises_mail_and_folders_both_ways(node, mailbox, tmp_path)
         imap.logout()
     mbsync(conf)
     assert (local / "FromServer").is_dir()
+
+
+def fetchmail(conf: Path, home: Path) -> subprocess.CompletedProcess:
+    # FETCHMAILHOME: its lock and the ids of fetched messages stay in the test's directory
+    return subprocess.run(["fetchmail", "-f", str(conf), "--nodetach"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FETCHMAILHOME": str(home)})
+
+
+def test_fetchmail_fetches_over_imaps_checking_the_certificate(node, mailbox, tmp_path):
+    user, password = mailbox("fetcher")
+    tag = uuid.uuid4().hex[:8]
+    sent = {f"to fetch {n} {tag}": f"body number {n} of {tag}\n" for n in (1, 2)}
+    with smtp(node.ports["smtp"]) as client:
+        for subject, body in sent.items():
+            assert client.send_message(message("partner@example.org", user, subject, body)) == {}
+    # read without marking them seen: fetchmail fetches the unseen
+    assert wait_until(lambda: sorted(inbox_subjects("127.0.0.1", node.ports["imaps"], user, password)) == sorted(sent),
+                      timeout=20), "the messages did not arrive"
+    delivered = tmp_path / "delivered"
+    delivered.mkdir()
+    host = node.config.fqdn
+    conf = private_file(tmp_path / "fetchmailrc", "\n".join([
+        "set no syslog",
+        f"poll {host} via 127.0.0.1 service {node.ports['imaps']} protocol IMAP",
+        f'  user "{user}" password "{password}"',
+        # the node's self-signed certificate is the only trust anchor, its name the mail host's
+        f"  ssl sslcertck sslcertfile {node.layout.current / 'tls' / 'mail.crt'} sslcommonname {host}",
+        # a local delivery agent: one file per message
+        f"  mda \"/bin/sh -c 'cat > {delivered}/$$.eml'\"", ""]))
+    done = fetchmail(conf, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr  # 0: mail was fetched
+    fetched = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in delivered.iterdir()]
+    assert {m["Subject"]: m.get_content() for m in fetched} == sent
+    # fetched messages are deleted on the server (no "keep"), so a second run finds nothing
+    assert inbox_subjects("127.0.0.1", node.ports["imaps"], user, password) == []
+    again = fetchmail(conf, tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr  # 1: no mail
+
+
+def test_mutt_reads_over_imaps_and_copies_the_messages(node, mailbox, tmp_path):
+    user, password = mailbox("muttreader")
+    tag = uuid.uuid4().hex[:8]
+    sent = {f"to read {n} {tag}": f"body number {n} of {tag}\n" for n in (1, 2)}
+    with smtp(node.ports["smtp"]) as client:
+        for subject, body in sent.items():
+            assert client.send_message(message("partner@example.org", user, subject, body)) == {}
+    for subject in sent:
+        wait_for_subject(node.ports["imaps"], user, password, subject)
+    saved = tmp_path / "saved.mbox"
+    login = user.replace("@", "%40")
+    conf = private_file(tmp_path / "muttrc", "\n".join([
+        f'set folder="imaps://{login}@127.0.0.1:{node.ports["imaps"]}/"', f'set imap_pass="{password}"',
+        'set spoolfile="+INBOX"', "set ssl_force_tls=yes",
+        # the node's self-signed certificate is trusted; any other would stop mutt at a question
+        f'set certificate_file="{node.layout.current / "tls" / "mail.crt"}"',
+        "set confirmcreate=no", "set quit=yes", "set mbox_type=mbox", ""]))
+    # mutt is a terminal program: `script` gives it one; the pushed keys tag every message, copy
+    # them to a local mailbox and quit
+    keys = f"<tag-pattern>~A<enter><tag-prefix><copy-message>{saved}<enter><quit>"
+    done = subprocess.run(["script", "-qec", f"mutt -n -F {conf} -e 'push \"{keys}\"'", "/dev/null"],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HOME": str(tmp_path), "TERM": "xterm"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert saved.exists(), done.stdout[-2000:]
+    copied = {m["Subject"]: m.get_payload() for m in mbox(str(saved))}
+    assert copied == sent
