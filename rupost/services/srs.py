@@ -111,6 +111,8 @@ class SrsService:
             on_disk = []
         if on_disk == srs_secrets(self.app.dbs):
             return False
-        runtime.stop(["postsrsd"])
-        runtime.start(["postsrsd"])  # its prepare step writes the file
+        from ..deploy.runtime import StepLog
+
+        # its prepare step writes the file; back only once its tables accept connections
+        runtime.restart(["postsrsd"], StepLog())
         return True
