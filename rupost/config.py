@@ -50,6 +50,12 @@ DEFAULT_PORTS = {
     "postfix_evacuation": 10589,
     # loopback only: dovecot's Sieve actions (redirect, vacation, notify) submit here
     "postfix_sieve": 10590,
+    # loopback only: mail from postfix_sieve re-enters here, where its envelope sender is
+    # rewritten with SRS (component postsrsd)
+    "postfix_forward": 10591,
+    # loopback only: postsrsd's TCP lookup tables (forward: sender -> SRS address; reverse)
+    "srs_forward": 10601,
+    "srs_reverse": 10602,
     "sogo": 20000,
     "memcached": 11211,
     # loopback only: the policy server (dovecot auth policy, webmail login guard)

@@ -253,3 +253,27 @@ def test_sogo_database_password_is_percent_encoded():
     from adapters.sogo import _db_url
 
     assert _db_url(ctx(), "t") == "postgresql://rupost:p%40ss%20word%27%5C@127.0.0.1:5432/rupost_data/t"
+
+
+def test_postsrsd_command_line_attaches_each_value_and_names_the_secrets_outside_the_generation():
+    from adapters.postsrsd import PostSRSdAdapter
+
+    files = PostSRSdAdapter().render({"domain": "mail.example.com", "forward_port": 10601, "reverse_port": 10602,
+                                      "exclude_domains": ["example.net", ".example.org"]}, ctx())
+    args = PostSRSdAdapter.read_args_text(files[0].content)
+    # getopt with optional arguments: "-X example.net" would be an extra argument
+    assert args == ["-dmail.example.com", "-s/srv/rp/var/lib/rupost/postsrsd/secrets", "-l127.0.0.1", "-f10601",
+                    "-r10602", "-a=", "-n4", "-N4", "-upostsrsd", "-c/srv/rp/run/rupost/postsrsd",
+                    "-Xexample.net,.example.org"]
+
+
+@pytest.mark.parametrize("model, problem", [
+    ({"listen": "0.0.0.0"}, "components.postsrsd.listen: '0.0.0.0' is not a loopback address"),
+    ({"listen": "::1", "forward_port": 1, "reverse_port": 1}, "components.postsrsd.reverse_port: the same port"),
+    ({"hash_length": 4, "hash_minimum": 6}, "components.postsrsd.hash_minimum: greater than hash_length"),
+])
+def test_postsrsd_section_checks(model, problem):
+    from adapters.postsrsd import PostSRSdAdapter
+
+    problems = PostSRSdAdapter().check_model(model)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .quota_usage import QuotaUsageService
     from .resources import ResourceService
     from .settings import SettingsService
+    from .srs import SrsService
     from .stats import StatsService
     from .templates import TemplateService
 
@@ -342,6 +343,12 @@ class Services:
         from .dkim import DkimService
 
         return DkimService(self)
+
+    @functools.cached_property
+    def srs(self) -> SrsService:
+        from .srs import SrsService
+
+        return SrsService(self)
 
     @functools.cached_property
     def dns_records(self) -> DnsRecordService:

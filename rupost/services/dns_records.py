@@ -118,7 +118,9 @@ class DnsRecordService:
         data = self.records(domain)
         lines = [f"; DNS records for {data['domain']} (mail host {data['mail_host']}): publish them in the "
                  f"zone {data['domain']}.", f"; The mail host name {data['mail_host']} itself needs an A "
-                 "(and/or AAAA) record and a PTR record matching it."]
+                 "(and/or AAAA) record and a PTR record matching it, and an SPF record",
+                 f"; ({data['mail_host']} TXT \"v=spf1 a -all\"): forwarded mail leaves with SRS senders of "
+                 "that name."]
         for note in data["notes"]:
             lines.append(f"; NOTE: {note}")
         for rec in data["records"]:
