@@ -98,3 +98,75 @@ def test_bad_input_is_named(pg, tmp_path, flag, value, message):
     assert result.exit_code != 0
     assert message in result.output
     assert not (tmp_path / "root/etc/rupost/config.json").exists()
+
+
+# ------------------------------------------------------------------ the mail host name
+def open_app(root):
+    from rupost.services import RuPost
+
+    return RuPost.open(root, actor="test")
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--mail-host", "localhost"], "'localhost' is a loopback name"),
+    (["--mail-host", "localhost.localdomain"], "'localhost.localdomain' is a loopback name"),
+    (["--mail-host", "mx.localhost"], "'mx.localhost' is a loopback name"),
+    (["--mail-host", "mailhost"], "'mailhost' is not fully qualified"),
+    (["--fqdn", "vm"], "'vm' is not fully qualified"),           # the default: the node's FQDN
+])
+def test_unqualified_mail_host_is_refused_naming_it_and_the_flag(pg, tmp_path, extra, named):
+    result, _ = run_wizard(tmp_path / "root", pg, *extra)
+    assert result.exit_code == 1, result.output
+    assert f"mail host name {named}" in result.output and "--allow-unqualified-host" in result.output
+    assert not (tmp_path / "root/etc/rupost/config.json").exists()
+
+
+def test_an_ip_address_is_never_a_mail_host_name(pg, tmp_path):
+    result, _ = run_wizard(tmp_path / "root", pg, "--mail-host", "192.0.2.10", "--allow-unqualified-host")
+    assert result.exit_code == 1
+    assert "mail host name '192.0.2.10' is an IP address" in result.output and "client_mail_host" in result.output
+    assert not (tmp_path / "root/etc/rupost/config.json").exists()
+
+
+def test_allowed_unqualified_mail_host_tells_clients_the_node_address(pg, tmp_path):
+    root = tmp_path / "root"
+    result, _ = run_wizard(root, pg, "--mail-host", "vm", "--allow-unqualified-host", "--address", "192.0.2.10")
+    assert result.exit_code == 0, result.output
+    assert "mail clients are told this node's address 192.0.2.10" in result.output
+    app = open_app(root)
+    try:
+        state = app.settings.mail_host_state()
+        assert (state["mail_host"], state["qualified"], state["client_host"]) == ("vm", False, "192.0.2.10")
+        assert "192.0.2.10" in app.certificates.show("rupost-builtin")["names"]
+    finally:
+        app.close()
+
+
+def test_mail_host_is_stored_kept_on_a_rerun_and_changed_on_request(pg, tmp_path):
+    root = tmp_path / "root"
+    first, user = run_wizard(root, pg, "--mail-host", "Mail.Corp.Test.")
+    assert first.exit_code == 0, first.output
+    assert "mail host name mail.corp.test" in first.output
+    app = open_app(root)
+    try:
+        assert app.settings.mail_host() == "mail.corp.test" and app.config.fqdn == "wiz.rupost.test"
+        builtin = app.certificates.show("rupost-builtin")
+        assert builtin["subject"].endswith("CN=mail.corp.test") and builtin["missing_names"] == []
+        first_cert = builtin["sha256"]
+    finally:
+        app.close()
+    # a re-run (a node joining the cluster) keeps the cluster's name and its certificate
+    again, _ = run_wizard(root, pg, user=user)
+    assert again.exit_code == 0 and "mail host name mail.corp.test" in again.output and "changed" not in again.output
+    # a new name: stored, and the builtin certificates issued again for it
+    changed, _ = run_wizard(root, pg, "--mail-host", "mx.corp.test", user=user)
+    assert changed.exit_code == 0, changed.output
+    assert "mail host name mx.corp.test (changed from mail.corp.test)" in changed.output
+    assert "issued self-signed certificate rupost-builtin again, for mx.corp.test" in changed.output
+    app = open_app(root)
+    try:
+        builtin = app.certificates.show("rupost-builtin")
+        assert builtin["sha256"] != first_cert and "mx.corp.test" in builtin["names"]
+        assert app.autoconfig.client_host() == "mx.corp.test"
+    finally:
+        app.close()

@@ -203,7 +203,14 @@ def test_screen_checks():
     assert "Latin letters" in check_database(t, {**good, "user": "1abc"})
     assert "Latin letters" in check_database(t, {**good, "main": "a-b"})
     assert "empty" in check_database(t, {**good, "logs": " "})
-    node = {"node_name": "mx1", "fqdn": "mx1.example.test", "address": "10.0.0.5"}
+    node = {"node_name": "mx1", "fqdn": "mx1.example.test", "mail_host": "mail.example.test", "address": "10.0.0.5"}
     assert check_node(t, node) is None
     assert "Address" in check_node(t, {**node, "address": "10.0.0.300 x"})
     assert "Fully qualified" in check_node(t, {**node, "fqdn": "-bad-.test"})
+    # the mail host name: the rules of rupost.validation.mail_host, in the screen's language
+    for unqualified in ("mx1", "localhost", "localhost.localdomain", "mx.localhost"):
+        assert "--allow-unqualified-host" in check_node(t, {**node, "mail_host": unqualified}), unqualified
+        assert check_node(t, {**node, "mail_host": unqualified}, allow_unqualified=True) is None
+    assert "is an IP address" in check_node(t, {**node, "mail_host": "10.0.0.5"}, allow_unqualified=True)
+    assert "not a valid host name" in check_node(t, {**node, "mail_host": "mail_host.example"})
+    assert "полное" in check_node(Catalogue("ru"), {**node, "mail_host": "mx1"})
