@@ -170,3 +170,29 @@ def test_mail_host_is_stored_kept_on_a_rerun_and_changed_on_request(pg, tmp_path
         assert app.autoconfig.client_host() == "mx.corp.test"
     finally:
         app.close()
+
+
+def test_quickstart_flags_configure_a_node_whatever_this_machine_is_called(pg, tmp_path):
+    """scripts/quickstart passes no name, only --allow-unqualified-host: on a machine without a
+    fully qualified name (CI runners, fresh VMs) the node is configured with that name and mail
+    clients are told the machine's address; the quickstart summary reads the same state."""
+    from rupost import netinfo, validation
+    from rupost.cli import main as rupost
+    from rupost.config import default_fqdn
+
+    user = f"q{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "root"
+    args = ["--silent", "-h", "127.0.0.1", "-p", str(pg.port), "-u", user, "-n", f"{user}_main", "-d",
+            f"{user}_data", "-l", f"{user}_logs", "--root", str(root), "--db-password", "quick-pass-1",
+            "--allow-unqualified-host"]
+    result = CliRunner().invoke(wizard, args, env={}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    shown = CliRunner().invoke(rupost, ["--root", str(root), "settings", "mail-host", "--json"])
+    state = json.loads(shown.stdout)
+    name = validation.host_name(default_fqdn())
+    assert state["mail_host"] == name and state["mail_host"] != "localhost"
+    if validation.mail_host_problem(name):
+        assert state["qualified"] is False and state["client_host"] == netinfo.primary_address()
+        assert f"mail clients are told this node's address {state['client_host']}" in result.output
+    else:
+        assert state["qualified"] is True and state["client_host"] == name
