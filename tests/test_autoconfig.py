@@ -253,3 +253,23 @@ def test_unqualified_mail_host_is_refused_by_the_cli_and_allowed_on_request(node
         assert settings_cli(node, "mail.rupost.test").exit_code == 0
     shown = settings_cli(node, "--json")
     assert json.loads(shown.output)["mail_host"] == "mail.rupost.test"
+
+
+def test_a_node_with_an_unqualified_mail_host_deploys_and_greets_with_it(node):
+    """What scripts/quickstart gives a machine without a fully qualified name (CI runners): the
+    daemons accept the name (postfix myhostname, dovecot postmaster address), every probe passes."""
+    import smtplib
+
+    node.app.settings.set_mail_host("vm", allow_unqualified=True)
+    try:
+        outcome = node.deploy()
+        assert outcome.result == "applied", outcome
+        client = smtplib.SMTP(timeout=15)
+        try:
+            code, greeting = client.connect("127.0.0.1", node.ports["smtp"])
+            assert code == 220 and greeting.decode().startswith("vm ESMTP")
+        finally:
+            client.close()
+    finally:
+        node.app.settings.set_mail_host("mail.rupost.test")
+        assert node.deploy().result == "applied"
