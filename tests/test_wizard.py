@@ -130,9 +130,15 @@ def test_an_ip_address_is_never_a_mail_host_name(pg, tmp_path):
 
 def test_allowed_unqualified_mail_host_tells_clients_the_node_address(pg, tmp_path):
     root = tmp_path / "root"
-    result, _ = run_wizard(root, pg, "--mail-host", "vm", "--allow-unqualified-host", "--address", "192.0.2.10")
+    result, user = run_wizard(root, pg, "--mail-host", "vm", "--allow-unqualified-host", "--address", "192.0.2.10")
     assert result.exit_code == 0, result.output
-    assert "mail clients are told this node's address 192.0.2.10" in result.output
+    assert ("WARNING: mail host name vm is not fully qualified (no domain): other mail servers and clients cannot "
+            "look it up: mail clients are told this node's address 192.0.2.10 instead") in result.output
+    # a re-run keeps the name accepted once, and says again what it means
+    again, _ = run_wizard(root, pg, "--address", "192.0.2.10", user=user)
+    assert again.exit_code == 0, again.output
+    assert "WARNING: mail host name vm is not fully qualified" in again.output
+    assert "mail clients are told 192.0.2.10 (client_mail_host)" in again.output
     app = open_app(root)
     try:
         state = app.settings.mail_host_state()

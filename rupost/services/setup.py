@@ -28,6 +28,7 @@ from ..tls import ffdhe_default
 
 if TYPE_CHECKING:
     from . import Services
+
 BUILTIN_MAIL_CERT = "rupost-builtin"
 BUILTIN_PANEL_CERT = "rupost-control-panel-builtin"
 BUILTIN_DHPARAM = "rupost-builtin-dhparam.pem"
@@ -177,25 +178,30 @@ def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> 
 def ensure_mail_host(app: Services, cfg: node_config.NodeConfig, choice: MailHostChoice,
                      report: SetupReport) -> None:
     """Store the mail host name: the one asked for, else the stored one (a re-run, a node joining
-    the cluster), else this node's FQDN. An unqualified name accepted with
-    --allow-unqualified-host leaves clients with nothing to look up, so they are told this
-    node's address instead (client_mail_host), unless they are told something already."""
+    the cluster: accepted as it is, the administrator accepted it once), else this node's FQDN.
+    An unqualified name leaves clients with nothing to look up, so they are told this node's
+    address instead (client_mail_host), unless they are told something already."""
     stored = app.settings.get("mail_host")
-    state = app.settings.set_mail_host(choice.name or stored or cfg.fqdn, choice.allow_unqualified)
+    keeping = choice.name is None and stored is not None
+    state = app.settings.set_mail_host(choice.name or stored or cfg.fqdn, choice.allow_unqualified or keeping)
     report.add(f"mail host name {state['mail_host']}" + (f" (changed from {stored})" if stored and state["changed"]
                                                          else ""))
     if choice.client_host:
         app.templates.set_parameters({"client_mail_host": choice.client_host})
         report.add(f"mail clients are told {choice.client_host} (client_mail_host)")
-    elif not state["qualified"] and not state["client_mail_host"]:
+    if state["qualified"]:
+        return
+    told = choice.client_host or state["client_mail_host"]
+    if told:
+        outcome = f"mail clients are told {told} (client_mail_host)"
+    else:
         address = cfg.address if not netinfo.is_loopback(cfg.address) else netinfo.primary_address()
         if address:
             app.templates.set_parameters({"client_mail_host": address})
-            report.add(f"mail host name {state['mail_host']} {state['problem']}: mail clients are told this "
-                       f"node's address {address} instead (client_mail_host)")
+            outcome = f"mail clients are told this node's address {address} instead (client_mail_host)"
         else:
-            report.add(f"WARNING: mail host name {state['mail_host']} {state['problem']}, and this node has no "
-                       "address clients could use: give one with --client-host")
+            outcome = "and this node has no address clients could use: give one with --client-host"
+    report.add(f"WARNING: mail host name {state['mail_host']} {state['problem']}: {outcome}")
 
 
 def ensure_builtin_tls(app: Services, report: SetupReport) -> None:
