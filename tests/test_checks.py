@@ -1,5 +1,5 @@
 """`rupost check` against the real node: components, probes, disks, databases, certificates,
-queue; state changes in monitor.log and rupost_logs.monitor_events."""
+the mail host name, queue; state changes in monitor.log and rupost_logs.monitor_events."""
 from __future__ import annotations
 
 import json

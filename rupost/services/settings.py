@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import validation
 from ..db.models import Setting
+from ..errors import ValidationError
 
 if TYPE_CHECKING:
     from . import Services
@@ -31,6 +32,11 @@ class SettingsService:
             return row.value if row is not None else default
 
     def set(self, key: str, value: Any) -> None:
+        if key == MAIL_HOST:  # one way in, the one that checks the name
+            raise ValidationError("the mail host name is set with `rupost settings mail-host NAME`, which checks it")
+        self._store(key, value)
+
+    def _store(self, key: str, value: Any) -> None:
         with self.app.dbs.session("main") as s:
             row = s.get(Setting, key)
             if row is None:
@@ -58,7 +64,7 @@ class SettingsService:
         host = validation.mail_host(value, allow_unqualified)
         changed = host != self.get(MAIL_HOST)
         if changed:
-            self.set(MAIL_HOST, host)
+            self._store(MAIL_HOST, host)
         state = self.mail_host_state()
         notes = []
         if changed:
