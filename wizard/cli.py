@@ -107,7 +107,7 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
         click.echo(f"rupost-wizard: error: {exc}", err=True)
         sys.exit(1)
     for step in report.steps:
-        click.echo(f"  ok  {step}")
+        click.echo(step_line(step))
     if admin_login:
         try:
             click.echo(f"  ok  {_default_administrator(layout, admin_login)}")
@@ -115,6 +115,11 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
             click.echo(f"rupost-wizard: error: {exc}", err=True)
             sys.exit(1)
     click.echo("RuPost node configured. Next: rupost deploy")
+
+
+def step_line(step: str) -> str:
+    """One step of the report as the console shows it; a warning stands out from the done steps."""
+    return f"  !!  {step}" if step.startswith("WARNING:") else f"  ok  {step}"
 
 
 def _default_administrator(layout, login: str) -> str:

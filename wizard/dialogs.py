@@ -10,6 +10,7 @@ import textwrap
 from rupost import config as node_config
 from rupost.paths import Layout
 
+from .cli import step_line
 from .flow import EXIT_ABORTED, EXIT_OK, Field, MailHostChoice, Wizard
 from .i18n import Catalogue, pick_language
 
@@ -103,7 +104,7 @@ def run_dialogs(root: str, lang: str | None, initial: node_config.NodeConfig,
     os.system("clear" if shutil.which("clear") else "true")
     if code == EXIT_OK:
         for step in wizard.steps:
-            print(f"  ok  {step}")
+            print(step_line(step))
         print(t("done.text", steps="").strip())
     elif code == EXIT_ABORTED:
         print(t("aborted"), file=sys.stderr)
