@@ -132,8 +132,8 @@ def test_allowed_unqualified_mail_host_tells_clients_the_node_address(pg, tmp_pa
     root = tmp_path / "root"
     result, user = run_wizard(root, pg, "--mail-host", "vm", "--allow-unqualified-host", "--address", "192.0.2.10")
     assert result.exit_code == 0, result.output
-    assert ("  !!  WARNING: mail host name vm is not fully qualified (no domain): other mail servers and clients cannot "
-            "look it up: mail clients are told this node's address 192.0.2.10 instead") in result.output
+    assert ("  !!  WARNING: mail host name vm is not fully qualified (no domain): other mail servers and clients "
+            "cannot look it up: mail clients are told this node's address 192.0.2.10 instead") in result.output
     # a re-run keeps the name accepted once, and says again what it means
     again, _ = run_wizard(root, pg, "--address", "192.0.2.10", user=user)
     assert again.exit_code == 0, again.output
