@@ -202,3 +202,32 @@ def test_quickstart_flags_configure_a_node_whatever_this_machine_is_called(pg, t
         assert f"mail clients are told this node's address {state['client_host']}" in result.output
     else:
         assert state["qualified"] is True and state["client_host"] == name
+
+
+@pytest.mark.parametrize("value, allowed, expected", [
+    ("Mail.Example.ORG.", False, "mail.example.org"),
+    ("почта.пример.рф", False, "xn--80a1acny.xn--e1afmkfd.xn--p1ai"),
+    ("vm", True, "vm"),
+    ("localhost", True, "localhost"),
+    ("vm", False, "'vm' is not fully qualified"),
+    ("LOCALHOST.localdomain", False, "'localhost.localdomain' is a loopback name"),
+    ("a.localhost", False, "'a.localhost' is a loopback name"),
+    ("mail.123", False, "'mail.123' ends in a number"),
+    ("10.0.0.1", True, "'10.0.0.1' is an IP address"),
+    ("[::1]", True, "'[::1]' is an IP address"),
+    ("mail_host.example.org", True, "is not a valid host name"),
+    ("-mail.example.org", True, "is not a valid host name"),
+    ("", True, "is not a valid host name"),
+])
+def test_one_rule_for_the_mail_host_name(value, allowed, expected):
+    from rupost import validation
+    from rupost.errors import ValidationError
+
+    if "'" not in expected and " " not in expected:
+        assert validation.mail_host(value, allowed) == expected
+        return
+    with pytest.raises(ValidationError) as caught:
+        validation.mail_host(value, allowed)
+    assert expected in str(caught.value)
+    if "fully qualified" in expected or "loopback" in expected:
+        assert "--allow-unqualified-host" in str(caught.value)
