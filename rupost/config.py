@@ -63,6 +63,16 @@ DEFAULT_PORTS = {
 }
 
 
+def default_fqdn() -> str:
+    """This machine's fully qualified name from the resolver; its plain host name when the
+    resolver knows no better (socket.getfqdn() then answers `localhost`, which names every
+    machine and so none)."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost"):
+        return fqdn
+    return socket.gethostname()
+
+
 @dataclass
 class DatabaseSettings:
     host: str = "127.0.0.1"
@@ -81,7 +91,7 @@ class DatabaseSettings:
 class NodeConfig:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     node_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
-    fqdn: str = field(default_factory=socket.getfqdn)
+    fqdn: str = field(default_factory=default_fqdn)
     address: str = "127.0.0.1"
     listen_address: str = "*"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))

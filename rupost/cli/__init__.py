@@ -169,6 +169,7 @@ from . import (  # noqa: E402,F401
     resources,
     scheduler,
     security,
+    settings,
     srs,
     stats,
     templates,

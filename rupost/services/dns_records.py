@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import validation
 from ..errors import ValidationError
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ class DnsRecordService:
             Record("TXT", zone, _txt_quote("v=spf1 mx -all"), "SPF: only the domain's MX hosts send its mail"),
         ]
         notes = []
+        problem = validation.mail_host_problem(host.rstrip("."))
+        if problem:
+            notes.append(f"the mail host name {host.rstrip('.')} {problem}: the MX record below cannot work; "
+                         "set the real name with `rupost settings mail-host NAME`")
         if dkim:
             recs.append(Record("TXT", _fqdn(dkim["record"]), _txt_quote(dkim["txt"]),
                                f"DKIM public key (selector {dkim['selector']})"))

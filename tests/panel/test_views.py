@@ -501,3 +501,20 @@ def test_unreachable_directory_is_reported_not_counted_as_a_wrong_password(make_
     rows = audit_rows(node, "panel.login.failed", login)
     assert len(rows) == 6 and "connection refused" in rows[-1].details["reason"]
     assert not [lock for lock in node.app.admins.lockouts() if lock["key"] == login]
+
+
+def test_settings_check_the_mail_host_name_as_the_cli_does(superadmin, node):
+    from rupost.services.admins import DEFAULTS
+
+    limits = {key: str(node.app.admins.setting(key)) for key in DEFAULTS}
+    for refused, reason in (("localhost", "is a loopback name"), ("mailhost", "is not fully qualified"),
+                            ("192.0.2.1", "is an IP address")):
+        r = superadmin.post("/settings/", {"mail_host": refused, **limits}, follow_redirects=True)
+        assert reason in text(r) and refused in text(r)
+        assert node.app.settings.mail_host() == "mail.rupost.test"
+    r = superadmin.post("/settings/", {"mail_host": "mx.panel.test", **limits}, follow_redirects=True)
+    try:
+        assert node.app.settings.mail_host() == "mx.panel.test"
+        assert "rupost deploy" in text(r) and "does not cover mx.panel.test" in text(r)
+    finally:
+        node.app.settings.set_mail_host("mail.rupost.test")
