@@ -25,7 +25,12 @@ from .base import Adapter, Probe, ProcessSpec, RenderContext, RenderedFile
 from .probes import probe_srs_forward
 
 SRS_USER = "postsrsd"
-_DOMAIN = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = rf"^{_LABEL}(\.{_LABEL})+$"
+# the SRS domain follows the mail host name, which may be a single label on a node set up with
+# --allow-unqualified-host (scripts/quickstart on a machine without a FQDN): such a node still
+# forwards; only the bounces of its forwards cannot find their way back
+_HOST = rf"^{_LABEL}(\.{_LABEL})*$"
 
 SCHEMA = {
     "type": "object",
@@ -34,7 +39,7 @@ SCHEMA = {
     "properties": {
         # the domain of the rewritten addresses: mail to it must reach this cluster (its MX);
         # the builtin template says the mail host name, the same on every node
-        "domain": {"type": "string", "pattern": _DOMAIN},
+        "domain": {"type": "string", "pattern": _HOST},
         # both tables listen here; loopback only (check_model)
         "listen": {"type": "string"},
         "forward_port": {"type": "integer", "minimum": 1, "maximum": 65535},
