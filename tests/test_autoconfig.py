@@ -231,10 +231,18 @@ def test_banner_and_ehlo_name_the_mail_host(node):
     with smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=15) as client:
         code, banner = client.ehlo("client.example.org")
         assert code == 250 and banner.decode().splitlines()[0] == "mail.rupost.test"
+    assert smtp_greeting(node).startswith("mail.rupost.test ESMTP")
+
+
+def smtp_greeting(node) -> str:
+    """Port 25's 220 greeting, text only."""
+    import smtplib
+
     client = smtplib.SMTP(timeout=15)
     try:
         code, greeting = client.connect("127.0.0.1", node.ports["smtp"])
-        assert code == 220 and greeting.decode().startswith("mail.rupost.test ESMTP")
+        assert code == 220, (code, greeting)
+        return greeting.decode()
     finally:
         client.close()
 
@@ -258,18 +266,11 @@ def test_unqualified_mail_host_is_refused_by_the_cli_and_allowed_on_request(node
 def test_a_node_with_an_unqualified_mail_host_deploys_and_greets_with_it(node):
     """What scripts/quickstart gives a machine without a fully qualified name (CI runners): the
     daemons accept the name (postfix myhostname, dovecot postmaster address), every probe passes."""
-    import smtplib
-
     node.app.settings.set_mail_host("vm", allow_unqualified=True)
     try:
         outcome = node.deploy()
         assert outcome.result == "applied", outcome
-        client = smtplib.SMTP(timeout=15)
-        try:
-            code, greeting = client.connect("127.0.0.1", node.ports["smtp"])
-            assert code == 220 and greeting.decode().startswith("vm ESMTP")
-        finally:
-            client.close()
+        assert smtp_greeting(node).startswith("vm ESMTP")
     finally:
         node.app.settings.set_mail_host("mail.rupost.test")
         assert node.deploy().result == "applied"
