@@ -17,6 +17,7 @@ from .nginx import NginxAdapter
 from .opendkim import OpenDKIMAdapter
 from .policy import PolicyAdapter
 from .postfix import PostfixAdapter
+from .postsrsd import PostSRSdAdapter
 from .sogo import SOGoAdapter
 
 __all__ = ["COMPONENTS", "Adapter", "ComponentRegistry", "LogReopen", "NodeData", "Probe", "ProcessSpec",
@@ -24,11 +25,11 @@ __all__ = ["COMPONENTS", "Adapter", "ComponentRegistry", "LogReopen", "NodeData"
            "RenderedFile", "all_adapters"]
 
 # Dependency order: the order components are started and (re)loaded in, reversed to stop.
-# The policy server before dovecot (auth policy), OpenDKIM before postfix (its milter),
-# HAProxy last (it sends clients on only once everything behind it runs).
+# The policy server before dovecot (auth policy), OpenDKIM and PostSRSd before postfix (its
+# milter, its SRS tables), HAProxy last (it sends clients on only once everything behind it runs).
 COMPONENTS: tuple[type[Adapter], ...] = (
-    MemcachedAdapter, PolicyAdapter, OpenDKIMAdapter, DovecotAdapter, PostfixAdapter, SOGoAdapter,
-    NginxAdapter, HAProxyAdapter,
+    MemcachedAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, DovecotAdapter, PostfixAdapter,
+    SOGoAdapter, NginxAdapter, HAProxyAdapter,
 )
 
 

@@ -52,6 +52,10 @@ class NodeData(Protocol):
         """(domain, selector, private key PEM) of every active DKIM key."""
         ...
 
+    def srs_secrets(self) -> list[str]:
+        """The cluster's SRS secrets, the signing one first (created on first use)."""
+        ...
+
 
 @dataclass
 class RenderContext:
@@ -97,6 +101,9 @@ class Probe:
     """One protocol check through a public port of the node (SPEC §4 step 5)."""
     check: Callable[[str, int], ProbeResult]
     port: str  # the node's port name (NodeConfig.port)
+    # a loopback-only service (never exposed: postsrsd's reverse table would make the node
+    # an open relay), probed on 127.0.0.1 whatever address the public ports listen on
+    loopback: bool = False
 
 
 class Adapter(abc.ABC):

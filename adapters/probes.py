@@ -102,6 +102,32 @@ def probe_caldav(host: str, port: int, timeout: float = 15) -> ProbeResult:
         return ProbeResult("caldav", False, f"{host}:{port}: {exc}")
 
 
+def tcp_table_get(host: str, port: int, key: str, timeout: float = 5) -> str:
+    """One lookup in a postfix tcp_table(5) server: "get KEY" answers "200 VALUE", "500 ..."
+    (not found) or "400 ..." (error). The key is %-encoded like postfix does."""
+    from urllib.parse import quote
+
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(f"get {quote(key, safe='@+=-._')}\n".encode())
+        reply = b""
+        while not reply.endswith(b"\n") and len(reply) < 4096:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.decode(errors="replace").strip()
+
+
+def probe_srs_forward(host: str, port: int, timeout: float = 5) -> ProbeResult:
+    """postsrsd's forward table rewrites an outside sender to an SRS0 address."""
+    try:
+        reply = tcp_table_get(host, port, "probe@probe.rupost.invalid", timeout)
+    except OSError as exc:
+        return ProbeResult("srs", False, f"{host}:{port}: {exc}")
+    ok = reply.startswith("200 SRS0")
+    return ProbeResult("srs", ok, f"forward lookup on {host}:{port}: {reply[:120]}")
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -39,6 +39,8 @@ from .probes import probe_caldav
 if TYPE_CHECKING:
     from rupost.config import DatabaseSettings
 
+_DOMAIN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$"
+
 _PLIST_VALUE = {"anyOf": [{"type": ["string", "integer", "boolean", "number"]}, {"type": "array"},
                           {"type": "object"}]}
 
@@ -56,6 +58,12 @@ SCHEMA = {
         # the global address list (directory users, materialised in rupost_data) as a
         # shared address book of every user (rupost.services.directories)
         "gal": {"type": "boolean"},
+        # groups of mail domains whose users see each other in the address books; any
+        # other domain sees only itself (address_book_scope)
+        "address_book_shared_domains": {
+            "type": "array",
+            "items": {"type": "array", "items": {"type": "string", "pattern": _DOMAIN}},
+        },
         # authentication of directory users by a bind, one source per LDAP domain
         # (rupost.services.directories); identities still come from the SQL source
         "ldap_sources": ldap_directory_schema(
@@ -74,7 +82,7 @@ SCHEMA = {
 _MANAGED = {"WOPort", "WOWorkersCount", "WOLogFile", "WOPidFile", "SOGoProfileURL", "OCSFolderInfoURL",
             "OCSSessionsFolderURL", "OCSEMailAlarmsFolderURL", "OCSStoreURL", "OCSAclURL", "OCSCacheFolderURL",
             "OCSAdminURL", "SOGoMemcachedHost", "SOGoIMAPServer", "SOGoSMTPServer", "SOGoSieveServer",
-            "SOGoUserSources"}
+            "SOGoUserSources", "SOGoDomainsVisibility"}
 
 _BARE = re.compile(r"^[A-Za-z0-9_.$]+$")
 
@@ -113,7 +121,8 @@ def plist(value: object, indent: int = 0) -> str:
         inner = ",\n".join(f"{pad}  {plist(v, indent + 1)}" for v in value)
         return f"(\n{inner}\n{pad})" if value else "()"
     if isinstance(value, dict):
-        inner = "\n".join(f"{pad}  {k} = {plist(v, indent + 1)};" for k, v in value.items())
+        inner = "\n".join(f"{pad}  {k if _BARE.match(k) else plist_string(k)} = {plist(v, indent + 1)};"
+                          for k, v in value.items())
         return f"{{\n{inner}\n{pad}}}"
     raise ValueError(f"cannot express {value!r} in a property list")
 
@@ -145,16 +154,37 @@ def source_filter(src: dict) -> str:
 
 def sogo_defaults(model: dict, ctx: RenderContext) -> dict:
     """The template's defaults with the keys RuPost manages: the connections and the
-    authentication sources (SOGo tries them in turn: the SQL users, one per LDAP domain,
-    then the global address list, an address book only)."""
+    sources: the SQL users and the global address list (an address book only) for every
+    domain, and the directory of each LDAP-bound mail domain in that domain's entry of
+    ``domains`` (ldap_sources_by_domain)."""
     defaults = dict(model["defaults"])
     defaults.update(connection_defaults(model, ctx))
-    defaults["SOGoUserSources"] = [sql_user_source(ctx),
-                                   *(ldap_user_source(src) for src in model.get("ldap_sources") or []),
-                                   *([gal_source(ctx)] if model.get("gal") else [])]
+    defaults["SOGoUserSources"] = [sql_user_source(ctx), *([gal_source(ctx)] if model.get("gal") else [])]
+    scope = address_book_scope(model.get("address_book_shared_domains") or [])
+    domains = {**scope.pop("domains", {}), **ldap_sources_by_domain(model.get("ldap_sources") or [])}
+    defaults.update(scope)
+    if domains:
+        defaults["domains"] = domains
     if model.get("sieve_server"):
         defaults["SOGoSieveServer"] = model["sieve_server"]
     return defaults
+
+
+def address_book_scope(groups: list[list[str]]) -> dict:
+    """SOGo's keys that let grouped domains see each other in the address books.
+
+    The SQL sources name their ``domain`` column (DomainFieldName), so SOGo reads a user's
+    domain from the user's own row and adds ``domain = <it>`` to every search, listing and
+    card lookup of those sources: with nothing more, each domain sees only itself, and a
+    domain added later is scoped by its rows alone. SOGoDomainsVisibility widens that to a
+    group; SOGo 5.8 ignores a group member that is not a key of the ``domains`` dictionary
+    (SOGoSystemDefaults visibleDomainsForDomain:), so each grouped domain gets an entry
+    there: empty, which changes nothing else (every other key is inherited from the top
+    level), unless the domain's directory is in it (ldap_sources_by_domain)."""
+    if not groups:
+        return {}
+    return {"SOGoDomainsVisibility": groups,
+            "domains": {name: {} for group in groups for name in group}}
 
 
 def connection_defaults(model: dict, ctx: RenderContext) -> dict:
@@ -194,17 +224,38 @@ def sql_user_source(ctx: RenderContext) -> dict:
         # SOGo resource, which accepts invitations by itself up to its booking limit
         "KindFieldName": "kind",
         "MultipleBookingsFieldName": "multiple_bookings",
+        # each user sees its own domain's entries (address_book_scope)
+        "DomainFieldName": "domain",
     }
 
 
-def ldap_user_source(src: dict) -> dict:
-    """An LDAP domain's directory. A directory user's SQL row carries an unusable password,
-    so the bind against the directory decides. SOGo looks the login up with source_filter(),
-    written as the EOQualifier SOGo takes."""
+def ldap_sources_by_domain(sources: list[dict]) -> dict:
+    """Each LDAP-bound mail domain's entry of SOGo's ``domains``: its directory as its own
+    user source.
+
+    Why not one top-level source per LDAP domain: SOGo takes a user's identity (and its
+    domain, which scopes the address books) from the first source that knows the login, in
+    the hash order of the source ids; a top-level LDAP source knows its users too and
+    answers domain "" (an LDAP entry has no domain column), which would hide every address
+    book entry from them at random. A source inside ``domains`` answers only logins of its
+    domain (SOGo 5.8 takes the domain of a login ``user@DOMAIN`` when DOMAIN is a key of
+    ``domains``), so the password is still checked by a bind there, while the identity is
+    always the user's SQL row, found first by the domain-less lookups."""
+    out: dict[str, dict] = {}
+    for src in sources:
+        for domain in src["domains"]:
+            out.setdefault(domain, {"SOGoUserSources": []})["SOGoUserSources"].append(ldap_user_source(src, domain))
+    return out
+
+
+def ldap_user_source(src: dict, domain: str) -> dict:
+    """An LDAP domain's directory for one of its mail domains. A directory user's SQL row
+    carries an unusable password, so the bind against the directory decides. SOGo looks
+    the login up with source_filter(), written as the EOQualifier SOGo takes."""
     uri = urlsplit(src["uris"][0])
     return {
         "type": "ldap",
-        "id": f"rupost_ldap_{src['name']}",
+        "id": f"rupost_ldap_{src['name']}_{domain}",
         "displayName": f"Directory {src['name']}",
         "hostname": uri.hostname,
         "port": uri.port or (636 if uri.scheme == "ldaps" else 389),
@@ -215,7 +266,8 @@ def ldap_user_source(src: dict) -> dict:
         "canAuthenticate": True,
         "isAddressBook": False,
         "scope": "SUB",
-        "filter": eoqualifier(source_filter(src), f"components.sogo.ldap_sources {src['name']}: filter"),
+        "filter": eoqualifier(source_filter({**src, "domains": [domain]}),
+                              f"components.sogo.ldap_sources {src['name']}: filter"),
         "bindFields": ["mail"],
         "UIDFieldName": "mail",
         "IDFieldName": "mail",
@@ -236,7 +288,27 @@ def gal_source(ctx: RenderContext) -> dict:
         "isAddressBook": True,
         "listRequiresDot": False,
         "displayName": "Global Address List",
+        "DomainFieldName": "domain",
     }
+
+
+def shared_domains_problems(groups: list[list[str]]) -> list[str]:
+    """A group shares one address book among two domains or more, and a domain belongs to one
+    group at most: SOGo's visibility is not transitive, so a domain in two groups would see
+    both while they do not see each other."""
+    where = "components.sogo.address_book_shared_domains"
+    problems = []
+    seen: dict[str, int] = {}
+    for number, group in enumerate(groups, 1):
+        if len(set(group)) < 2:
+            problems.append(f"{where}: group {number} ({', '.join(group) or 'empty'}) names fewer than two "
+                            "domains; a domain alone already sees its own users")
+        for name in dict.fromkeys(group):
+            if name in seen:
+                problems.append(f"{where}: {name} is in groups {seen[name]} and {number}; a domain belongs to "
+                                "one group, merge the two")
+            seen.setdefault(name, number)
+    return problems
 
 
 class SOGoAdapter(Adapter):
@@ -249,8 +321,9 @@ class SOGoAdapter(Adapter):
     def check_model(self, model: dict) -> list[str]:
         problems = [f"components.sogo.defaults.{key}: managed by RuPost, set it through the sogo section keys"
                     for key in model["defaults"] if key in _MANAGED]
-        return problems + [f"components.sogo.defaults.{key}: not a valid property list key"
-                           for key in model["defaults"] if not _BARE.match(key)]
+        problems += [f"components.sogo.defaults.{key}: not a valid property list key"
+                     for key in model["defaults"] if not _BARE.match(key)]
+        return problems + shared_domains_problems(model.get("address_book_shared_domains") or [])
 
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
         text = "/* Generated by RuPost from the active configuration template. Do not edit. */\n"

@@ -50,11 +50,27 @@ DEFAULT_PORTS = {
     "postfix_evacuation": 10589,
     # loopback only: dovecot's Sieve actions (redirect, vacation, notify) submit here
     "postfix_sieve": 10590,
+    # loopback only: mail from postfix_sieve re-enters here, where its envelope sender is
+    # rewritten with SRS (component postsrsd)
+    "postfix_forward": 10591,
+    # loopback only: postsrsd's TCP lookup tables (forward: sender -> SRS address; reverse)
+    "srs_forward": 10601,
+    "srs_reverse": 10602,
     "sogo": 20000,
     "memcached": 11211,
     # loopback only: the policy server (dovecot auth policy, webmail login guard)
     "auth_policy": 10091,
 }
+
+
+def default_fqdn() -> str:
+    """This machine's fully qualified name from the resolver; its plain host name when the
+    resolver knows no better (socket.getfqdn() then answers `localhost`, which names every
+    machine and so none)."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.startswith("localhost"):
+        return fqdn
+    return socket.gethostname()
 
 
 @dataclass
@@ -75,7 +91,7 @@ class DatabaseSettings:
 class NodeConfig:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     node_name: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
-    fqdn: str = field(default_factory=socket.getfqdn)
+    fqdn: str = field(default_factory=default_fqdn)
     address: str = "127.0.0.1"
     listen_address: str = "*"
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))

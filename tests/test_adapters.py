@@ -203,7 +203,77 @@ def test_sogo_plist_escapes_and_encodes_cyrillic():
     assert "WOWorkersCount = 3;" in text and "SOGoVacationEnabled = NO;" in text
 
 
+def test_sogo_scopes_address_books_by_the_domain_column_and_groups_share_one():
+    from adapters.sogo import SOGoAdapter, sogo_defaults
+
+    model = {"listen": "127.0.0.1:20000", "memcached": "127.0.0.1:11211", "imap_server": "imap://127.0.0.1:143",
+             "smtp_server": "smtp://127.0.0.1:25", "gal": True, "defaults": {}}
+    alone = sogo_defaults(model, ctx())
+    assert [s.get("DomainFieldName") for s in alone["SOGoUserSources"]] == ["domain", "domain"]
+    assert "SOGoDomainsVisibility" not in alone and "domains" not in alone  # no domain is named in the file
+    shared = sogo_defaults({**model, "address_book_shared_domains": [["a.example", "b-c.example"]]}, ctx())
+    assert shared["SOGoDomainsVisibility"] == [["a.example", "b-c.example"]]
+    # SOGo drops a visible domain that is not a key of "domains"; an empty entry changes nothing else
+    assert shared["domains"] == {"a.example": {}, "b-c.example": {}}
+    assert '"b-c.example" = {' in plist(shared["domains"])  # a key with a hyphen is quoted
+    assert SOGoAdapter().check_model({**model, "address_book_shared_domains": [["a.example", "b.example"]]}) == []
+
+
+def test_sogo_puts_each_ldap_bound_mail_domains_directory_in_its_domain_entry():
+    """A top-level LDAP source would answer a directory user's identity without a domain
+    (at random, before the SQL row), leaving the user's address books empty."""
+    from adapters.sogo import sogo_defaults
+
+    src = {"name": "corp", "uris": ["ldaps://dc.corp.example"], "bind_dn": "cn=svc", "bind_password": "pw",
+           "base": "dc=corp", "domains": ["corp.example", "corp.example.net"]}
+    model = {"listen": "127.0.0.1:20000", "memcached": "127.0.0.1:11211", "imap_server": "imap://127.0.0.1:143",
+             "smtp_server": "smtp://127.0.0.1:25", "defaults": {}, "ldap_sources": [src],
+             "address_book_shared_domains": [["corp.example", "other.example"]]}
+    out = sogo_defaults(model, ctx())
+    assert [s["type"] for s in out["SOGoUserSources"]] == ["sql"]
+    assert out["domains"]["other.example"] == {}
+    [net] = out["domains"]["corp.example.net"]["SOGoUserSources"]
+    assert net["id"] == "rupost_ldap_corp_corp.example.net" and net["canAuthenticate"] is True
+    assert "corp.example.net" in net["filter"] and "'*@corp.example'" not in net["filter"]
+    assert out["domains"]["corp.example"]["SOGoUserSources"][0]["id"] == "rupost_ldap_corp_corp.example"
+
+
+@pytest.mark.parametrize("groups, expected", [
+    ([["a.example"]], "group 1 (a.example) names fewer than two domains"),
+    ([["a.example", "a.example"]], "group 1 (a.example, a.example) names fewer than two domains"),
+    ([["a.example", "b.example"], ["c.example", "a.example"]], "a.example is in groups 1 and 2"),
+])
+def test_sogo_refuses_shared_domain_groups_it_could_not_honour(groups, expected):
+    from adapters.sogo import shared_domains_problems
+
+    assert any(expected in p for p in shared_domains_problems(groups)), shared_domains_problems(groups)
+
+
 def test_sogo_database_password_is_percent_encoded():
     from adapters.sogo import _db_url
 
     assert _db_url(ctx(), "t") == "postgresql://rupost:p%40ss%20word%27%5C@127.0.0.1:5432/rupost_data/t"
+
+
+def test_postsrsd_command_line_attaches_each_value_and_names_the_secrets_outside_the_generation():
+    from adapters.postsrsd import PostSRSdAdapter
+
+    files = PostSRSdAdapter().render({"domain": "mail.example.com", "forward_port": 10601, "reverse_port": 10602,
+                                      "exclude_domains": ["example.net", ".example.org"]}, ctx())
+    args = PostSRSdAdapter.read_args_text(files[0].content)
+    # getopt with optional arguments: "-X example.net" would be an extra argument
+    assert args == ["-dmail.example.com", "-s/srv/rp/var/lib/rupost/postsrsd/secrets", "-l127.0.0.1", "-f10601",
+                    "-r10602", "-a=", "-n4", "-N4", "-upostsrsd", "-c/srv/rp/run/rupost/postsrsd",
+                    "-Xexample.net,.example.org"]
+
+
+@pytest.mark.parametrize("model, problem", [
+    ({"listen": "0.0.0.0"}, "components.postsrsd.listen: '0.0.0.0' is not a loopback address"),
+    ({"listen": "::1", "forward_port": 1, "reverse_port": 1}, "components.postsrsd.reverse_port: the same port"),
+    ({"hash_length": 4, "hash_minimum": 6}, "components.postsrsd.hash_minimum: greater than hash_length"),
+])
+def test_postsrsd_section_checks(model, problem):
+    from adapters.postsrsd import PostSRSdAdapter
+
+    problems = PostSRSdAdapter().check_model(model)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems

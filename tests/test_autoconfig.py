@@ -5,6 +5,7 @@ unknown domains get 404."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import plistlib
 import subprocess
@@ -182,3 +183,94 @@ def test_dns_records_cli(node, domain):
     bad = subprocess.run([sys.executable, "-m", "rupost.cli", "--root", str(node.root), "domains", "dns",
                           "unknown.example"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "unknown.example does not exist" in bad.stderr
+
+
+def settings_cli(node, *args):
+    from click.testing import CliRunner
+
+    from rupost.cli import main as rupost
+
+    return CliRunner().invoke(rupost, ["--root", str(node.root), "settings", "mail-host", *args],
+                              catch_exceptions=False)
+
+
+def test_outlook_autodiscover_and_thunderbird_name_the_configured_mail_host(node, domain, autoconfig_server):
+    """The host clients are told is the configured mail host name, never the node's own name:
+    the one the wizard stored for this node, then one set with `rupost settings mail-host`."""
+    assert node.app.settings.mail_host() == "mail.rupost.test" != node.app.config.fqdn
+    configured = "mx.configured.test"
+    r = settings_cli(node, configured)
+    assert r.exit_code == 0 and f"mail host name set to {configured}" in r.output, r.output
+    assert "rupost deploy" in r.output  # the daemons take it at the next deploy
+    try:
+        address = f"olga@{domain}"
+        status, _, body = fetch(node, "/autodiscover/autodiscover.xml", host=f"autodiscover.{domain}",
+                                method="POST", body=AD_REQUEST.format(address).encode(),
+                                headers={"Content-Type": "text/xml; charset=utf-8"})
+        assert status == 200, body
+        account = ET.fromstring(body).find(f"{AD_RESPONSE}Response/{AD_RESPONSE}Account")
+        servers = {p.findtext(f"{AD_RESPONSE}Type"): p.findtext(f"{AD_RESPONSE}Server")
+                   for p in account.findall(f"{AD_RESPONSE}Protocol")}
+        assert servers == {"IMAP": configured, "SMTP": configured}
+
+        status, _, body = fetch(node, "/.well-known/autoconfig/mail/config-v1.1.xml", host=f"autoconfig.{domain}")
+        assert status == 200, body
+        provider = check_clientconfig(body).find("emailProvider")
+        assert [s.findtext("hostname") for s in (*provider.findall("incomingServer"),
+                                                 *provider.findall("outgoingServer"))] == [configured, configured]
+        assert provider.find("documentation").get("url").startswith(f"https://{configured}")
+    finally:
+        assert settings_cli(node, "mail.rupost.test").exit_code == 0
+    status, _, body = fetch(node, f"/mail/config-v1.1.xml?emailaddress=a%40{domain}", host="mail.rupost.test")
+    assert check_clientconfig(body).find("emailProvider/incomingServer").findtext("hostname") == "mail.rupost.test"
+
+
+def test_banner_and_ehlo_name_the_mail_host(node):
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=15) as client:
+        code, banner = client.ehlo("client.example.org")
+        assert code == 250 and banner.decode().splitlines()[0] == "mail.rupost.test"
+    assert smtp_greeting(node).startswith("mail.rupost.test ESMTP")
+
+
+def smtp_greeting(node) -> str:
+    """Port 25's 220 greeting, text only."""
+    import smtplib
+
+    client = smtplib.SMTP(timeout=15)
+    try:
+        code, greeting = client.connect("127.0.0.1", node.ports["smtp"])
+        assert code == 220, (code, greeting)
+        return greeting.decode()
+    finally:
+        client.close()
+
+
+def test_unqualified_mail_host_is_refused_by_the_cli_and_allowed_on_request(node):
+    r = settings_cli(node, "localhost")
+    assert r.exit_code == 1 and "'localhost' is a loopback name" in r.output and "--allow-unqualified-host" in r.output
+    assert node.app.settings.mail_host() == "mail.rupost.test"
+    r = settings_cli(node, "192.0.2.1", "--allow-unqualified-host")
+    assert r.exit_code == 1 and "is an IP address" in r.output
+    r = settings_cli(node, "mailhost", "--allow-unqualified-host")
+    try:
+        assert r.exit_code == 0 and "mailhost is not fully qualified" in r.output, r.output
+        assert node.app.settings.mail_host() == "mailhost"
+    finally:
+        assert settings_cli(node, "mail.rupost.test").exit_code == 0
+    shown = settings_cli(node, "--json")
+    assert json.loads(shown.output)["mail_host"] == "mail.rupost.test"
+
+
+def test_a_node_with_an_unqualified_mail_host_deploys_and_greets_with_it(node):
+    """What scripts/quickstart gives a machine without a fully qualified name (CI runners): the
+    daemons accept the name (postfix myhostname, dovecot postmaster address), every probe passes."""
+    node.app.settings.set_mail_host("vm", allow_unqualified=True)
+    try:
+        outcome = node.deploy()
+        assert outcome.result == "applied", outcome
+        assert smtp_greeting(node).startswith("vm ESMTP")
+    finally:
+        node.app.settings.set_mail_host("mail.rupost.test")
+        assert node.deploy().result == "applied"

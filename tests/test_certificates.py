@@ -401,3 +401,45 @@ def test_dhparam_import_validates_and_deploy_applies(node, tmp_path):
     assert cli(node, "dhparam", "remove", "imported-rupost-builtin-dhparam.pem").exit_code == 0
     r = cli(node, "dhparam", "remove", "rupost-builtin-dhparam.pem")
     assert r.exit_code == 1 and "builtin fallback" in r.output
+
+
+# ------------------------------------------------------------------ the builtin certificate's names
+def test_builtin_certificate_names_follow_the_mail_host_and_the_hosted_domains(pg, tmp_path):
+    """On an installation of its own (the session node's certificates stay as deployed)."""
+    from rupost.config import DatabaseSettings
+    from support.instance import Instance
+
+    user = f"cn{uuid.uuid4().hex[:8]}"
+    inst = Instance(tmp_path / "root", DatabaseSettings(host="127.0.0.1", port=pg.port, user=user,
+                                                        password="names-pass-1", main=f"{user}_main",
+                                                        data=f"{user}_data", logs=f"{user}_logs"),
+                    node_name="cn1", fqdn="cn1.rupost.test", mail_host="mail.names.test")
+    inst.configure()
+    try:
+        first = inst.app.certificates.show("rupost-builtin")
+        assert first["subject"].endswith("CN=mail.names.test") and first["missing_names"] == []
+        assert {"mail.names.test", "cn1.rupost.test", "127.0.0.1"} <= set(first["names"])
+        r = cli(inst, "domains", "add", "shop.test")
+        assert r.exit_code == 0
+        assert ("note: the active mail certificate rupost-builtin does not cover autoconfig.shop.test, "
+                "autodiscover.shop.test: `rupost cert regenerate-builtin rupost-builtin`") in r.output, r.output
+        assert cli(inst, "domains", "add", "closed.test").exit_code == 0
+        assert cli(inst, "domains", "disable", "closed.test").exit_code == 0
+        shown = cli(inst, "cert", "show", "rupost-builtin").output
+        assert "does not cover: autoconfig.shop.test, autodiscover.shop.test (`rupost cert regenerate-builtin" in shown
+        # names are computed when the certificate is issued: the enabled domains of that moment
+        r = cli(inst, "cert", "regenerate-builtin", "rupost-builtin")
+        assert r.exit_code == 0 and "autodiscover.shop.test" in r.output, r.output
+        again = inst.app.certificates.show("rupost-builtin")
+        assert {"autoconfig.shop.test", "autodiscover.shop.test"} <= set(again["names"])
+        assert not [n for n in again["names"] if "closed.test" in n] and again["missing_names"] == []
+        # the control panel's certificate needs only the mail host name
+        assert inst.app.certificates.show("rupost-control-panel-builtin")["missing_names"] == []
+        # a new mail host name: what does not cover it is named, with the command that fixes it
+        r = cli(inst, "settings", "mail-host", "mx.names.test")
+        assert r.exit_code == 0
+        for name in ("rupost-builtin", "rupost-control-panel-builtin"):
+            assert (f"certificate {name} does not cover mx.names.test: `rupost cert regenerate-builtin {name}`"
+                    in r.output), r.output
+    finally:
+        inst.stop()

@@ -1,11 +1,12 @@
 """`rupost check` against the real node: components, probes, disks, databases, certificates,
-queue; state changes in monitor.log and rupost_logs.monitor_events."""
+the mail host name, queue; state changes in monitor.log and rupost_logs.monitor_events."""
 from __future__ import annotations
 
 import json
 import time
 import uuid
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -284,3 +285,38 @@ def test_quota_use_of_a_disabled_mailbox_is_counted_from_its_files(node, domain,
     after = {m["address"]: m for m in service.summary([domain])["largest"]}
     assert after[gone]["used_bytes"] == before[gone]["used_bytes"] and after[gone]["messages"] == 1
     assert after[kept]["used_bytes"] == before[kept]["used_bytes"]
+
+
+# ------------------------------------------------------------------ the mail host name
+def mail_host_check(node, tmp_path, hosts_lines: list[str]) -> tuple[int, dict]:
+    """`rupost check --only mail-host` with this machine's resolver reading a hosts file of ours:
+    bind-mounted over /etc/hosts in a private mount namespace, so the machine's own is untouched."""
+    import subprocess
+    import sys
+
+    hosts = tmp_path / f"hosts-{uuid.uuid4().hex[:6]}"
+    hosts.write_text("".join(f"{line}\n" for line in ["127.0.0.1 localhost", *hosts_lines]))
+    command = (f"mount --bind {hosts} /etc/hosts && exec {sys.executable} -m rupost.cli --root {node.root} "
+               "check --only mail-host --json --no-record")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)["results"][0]
+
+
+def test_mail_host_that_does_not_resolve_to_this_node_is_a_warning_naming_it(node, tmp_path):
+    from rupost import netinfo
+
+    host = node.app.settings.mail_host()
+    code, r = mail_host_check(node, tmp_path, [])
+    assert (code, r["check"], r["target"], r["status"]) == (2, "mail-host", host, "warning")
+    assert f"mail host name {host} does not resolve on this node" in r["detail"]
+    code, r = mail_host_check(node, tmp_path, [f"127.0.1.1 {host}"])
+    assert code == 2 and "resolves only to loopback (127.0.1.1)" in r["detail"], r
+    code, r = mail_host_check(node, tmp_path, [f"203.0.113.9 {host}"])
+    assert code == 2 and "resolves to 203.0.113.9, none of this node's addresses" in r["detail"], r
+    mine = netinfo.primary_address()
+    if mine is None:
+        pytest.skip("this machine has no address but loopback: the resolving case needs one")
+    code, r = mail_host_check(node, tmp_path, [f"{mine} {host}"])
+    assert (code, r["status"]) == (0, "ok") and r["detail"] == f"mail host name {host} resolves to {mine} (this node)"

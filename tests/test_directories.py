@@ -328,7 +328,10 @@ def test_sync_refuses_to_disable_most_accounts_and_keeps_state_when_unreachable(
 
 
 def test_gal_entries_are_visible_through_sogo_carddav(node, ad, ad_bound, mailbox):
+    """The GAL is an address book of the directory's mail domain: its users see it, a user of
+    another domain does not (issue 24)."""
     import base64
+    import re
 
     from adapters.probes import https_request
 
@@ -340,22 +343,24 @@ def test_gal_entries_are_visible_through_sogo_carddav(node, ad, ad_bound, mailbo
     node.app.directories.sync(name)
     gal = {g["mail"]: g for g in node.app.directories.gal(login)}
     assert gal[primary]["title"] == "Chief Accountant" and gal[primary]["department"] == "Finance"
-    reader, password = mailbox("galreader")
-    auth = {"Authorization": "Basic " + base64.b64encode(f"{reader}:{password}".encode()).decode()}
     port = node.ports["https"]
-    folder = f"/SOGo/dav/{reader}/Contacts/rupost_gal/"
-    status, _, body = https_request("127.0.0.1", port, "PROPFIND", folder, headers={**auth, "Depth": "1"})
-    assert status == 207 and b"Global Address List" in body, body[:500]
-    import re
 
-    cards = []
-    for href in dict.fromkeys(re.findall(r"<D:href>([^<]+/rupost_gal/gal-[0-9]+)</D:href>", body.decode())):
-        status, headers, card = https_request("127.0.0.1", port, "GET", href, headers=auth)
-        assert status == 200 and "vcard" in headers.get("content-type", "")
-        cards.append(card.decode())
-    mine = [c for c in cards if primary in c]
-    assert len(mine) == 1, cards
+    def gal_cards(reader: str, password: str) -> list[str]:
+        auth = {"Authorization": "Basic " + base64.b64encode(f"{reader}:{password}".encode()).decode()}
+        folder = f"/SOGo/dav/{reader}/Contacts/rupost_gal/"
+        status, _, body = https_request("127.0.0.1", port, "PROPFIND", folder, headers={**auth, "Depth": "1"})
+        assert status == 207 and b"Global Address List" in body, body[:500]
+        cards = []
+        for href in dict.fromkeys(re.findall(r"<D:href>([^<]+/rupost_gal/gal-[0-9]+)</D:href>", body.decode())):
+            status, headers, card = https_request("127.0.0.1", port, "GET", href, headers=auth)
+            assert status == 200 and "vcard" in headers.get("content-type", "")
+            cards.append(card.decode())
+        return cards
+
+    mine = [c for c in gal_cards(primary, "Gal-pass-123") if primary in c]
+    assert len(mine) == 1, mine
     assert "BEGIN:VCARD" in mine[0] and "Petrova" in mine[0] and "Chief Accountant" in mine[0], mine[0]
+    assert not [c for c in gal_cards(*mailbox("galreader")) if mail_domain in c]
 
 
 def test_directory_group_members_are_panel_administrators(node, ad, ad_bound):

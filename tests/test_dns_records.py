@@ -97,6 +97,21 @@ def test_dns_prints_every_record_to_publish(node, domain):
     assert all(len(chunk) <= 255 for chunk in dkim_line.split('"')[1::2])
     data = json.loads(run(node, domains_dns, domain, "--json").output)
     assert {r["type"] for r in data["records"]} == {"MX", "TXT", "CNAME", "SRV"}
+    assert host == "mail.rupost.test." != node.app.config.fqdn + "."   # the configured name, not the node's
+    assert "NOTE: the mail host name" not in out
+
+
+def test_dns_names_a_mail_host_that_cannot_work(node, domain):
+    """An unqualified name accepted on request (a test machine): the MX record is printed as it
+    is, with a note saying it cannot work, never silently."""
+    node.app.settings.set_mail_host("vm", allow_unqualified=True)
+    try:
+        out = run(node, domains_dns, domain).output
+        assert f"{domain}. 3600 IN MX 10 vm." in out
+        assert "; NOTE: the mail host name vm is not fully qualified (no domain): other mail servers and " \
+               "clients cannot look it up: the MX record below cannot work" in out
+    finally:
+        node.app.settings.set_mail_host("mail.rupost.test")
 
 
 def test_dns_without_a_dkim_key_says_how_to_make_one(node, domain):

@@ -21,6 +21,8 @@ REQUIRED_DEPENDS = [
     "postfix", "postfix-pgsql", "postfix-ldap", "dovecot-imapd", "dovecot-lmtpd", "dovecot-pgsql",
     "dovecot-ldap", "dovecot-sieve", "dovecot-managesieved", "sogo", "gnustep-base-runtime", "nginx",
     "libnginx-mod-stream", "haproxy", "memcached", "python3", "dialog", "util-linux",
+    # SRS for forwarded mail (component postsrsd)
+    "postsrsd",
 ]
 MAINTAINER_SCRIPTS = ["rupost.postinst", "rupost.prerm", "rupost.postrm"]
 

@@ -148,3 +148,11 @@ def test_a_declared_section_is_part_of_the_template_document(registry):
     strict = ComponentRegistry([*all_adapters().values(), RequiredDummy()])
     with pytest.raises(TemplateError, match="dummy"):
         load_document(text, "standard.yaml", components=strict)
+
+
+def test_a_loopback_only_component_is_probed_on_loopback_whatever_the_public_address(tmp_path):
+    node = NodeConfig(node_name="t", fqdn="t.example", listen_address="10.9.9.9")
+    runtime = ComponentRuntime(Layout.at(tmp_path), node, all_adapters(), RecordingBackend({}))
+    planned = {(p.component, p.host, p.port) for p in runtime.planned_probes()}
+    assert ("postsrsd", "127.0.0.1", node.port("srs_forward")) in planned
+    assert ("postfix", "10.9.9.9", node.port("smtp")) in planned

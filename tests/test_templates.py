@@ -15,6 +15,7 @@ parameters:
   size: {type: integer, default: 10, min: 1, max: 100}
   flag: {type: boolean, default: true}
   tz: {type: string, default: UTC, pattern: '^[A-Za-z/_]+$'}
+  groups: {type: list, default: [], items: {type: list, pattern: '^[a-z.]+$'}}
 components: {memcached: {}, dovecot: {}, postfix: {}, sogo: {}, nginx: {}, haproxy: {}}
 """
 
@@ -54,13 +55,22 @@ def test_yaml_errors_point_at_the_line():
     ({"size": True}, "parameters.size: expected an integer, got True"),
     ({"flag": "yes"}, "parameters.flag: expected boolean, got 'yes'"),
     ({"tz": "Europe/Moscow; rm"}, "parameters.tz: 'Europe/Moscow; rm' does not match"),
-    ({"sise": 5}, "parameters.sise: unknown parameter (declared: flag, size, tz)"),
+    ({"sise": 5}, "parameters.sise: unknown parameter (declared: flag, groups, size, tz)"),
+    ({"groups": ["a.example"]}, "parameters.groups: item 1: expected list, got 'a.example'"),
+    ({"groups": [["a.example"], ["B.example"]]}, "parameters.groups: item 2: 'B.example' does not match"),
 ])
 def test_parameter_values_are_typed(values, expected):
     doc = load_document(MINIMAL)
     with pytest.raises(TemplateError) as err:
         doc.resolve_parameters(values)
     assert expected in str(err.value)
+
+
+def test_a_list_of_lists_is_checked_item_by_item():
+    assert load_document(MINIMAL).resolve_parameters({"groups": [["a.example", "b.example"]]})["groups"] == [
+        ["a.example", "b.example"]]
+    with pytest.raises(TemplateError, match="parameters.groups.items.typo: unknown key"):
+        load_document(MINIMAL.replace("items: {type: list,", "items: {type: list, typo: 1,"))
 
 
 def test_every_bad_parameter_is_reported_at_once():

@@ -87,6 +87,16 @@ def test_mbsync_synchronises_mail_and_folders_both_ways(node, mailbox, tmp_path)
     assert (local / "FromServer").is_dir()
 
 
+def send_two(node, user: str, what: str) -> dict[str, str]:
+    """Two messages with unique subjects through port 25; subject -> body."""
+    tag = uuid.uuid4().hex[:8]
+    sent = {f"{what} {n} {tag}": f"body number {n} of {tag}\n" for n in (1, 2)}
+    with smtp(node.ports["smtp"]) as client:
+        for subject, body in sent.items():
+            assert client.send_message(message("partner@example.org", user, subject, body)) == {}
+    return sent
+
+
 def fetchmail(conf: Path, home: Path) -> subprocess.CompletedProcess:
     # FETCHMAILHOME: its lock and the ids of fetched messages stay in the test's directory
     return subprocess.run(["fetchmail", "-f", str(conf), "--nodetach"], capture_output=True, text=True, timeout=120,
@@ -95,11 +105,7 @@ def fetchmail(conf: Path, home: Path) -> subprocess.CompletedProcess:
 
 def test_fetchmail_fetches_over_imaps_checking_the_certificate(node, mailbox, tmp_path):
     user, password = mailbox("fetcher")
-    tag = uuid.uuid4().hex[:8]
-    sent = {f"to fetch {n} {tag}": f"body number {n} of {tag}\n" for n in (1, 2)}
-    with smtp(node.ports["smtp"]) as client:
-        for subject, body in sent.items():
-            assert client.send_message(message("partner@example.org", user, subject, body)) == {}
+    sent = send_two(node, user, "to fetch")
     # read without marking them seen: fetchmail fetches the unseen
     assert wait_until(lambda: sorted(inbox_subjects("127.0.0.1", node.ports["imaps"], user, password)) == sorted(sent),
                       timeout=20), "the messages did not arrive"
@@ -126,11 +132,7 @@ def test_fetchmail_fetches_over_imaps_checking_the_certificate(node, mailbox, tm
 
 def test_mutt_reads_over_imaps_and_copies_the_messages(node, mailbox, tmp_path):
     user, password = mailbox("muttreader")
-    tag = uuid.uuid4().hex[:8]
-    sent = {f"to read {n} {tag}": f"body number {n} of {tag}\n" for n in (1, 2)}
-    with smtp(node.ports["smtp"]) as client:
-        for subject, body in sent.items():
-            assert client.send_message(message("partner@example.org", user, subject, body)) == {}
+    sent = send_two(node, user, "to read")
     for subject in sent:
         wait_for_subject(node.ports["imaps"], user, password, subject)
     saved = tmp_path / "saved.mbox"

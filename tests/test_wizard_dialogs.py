@@ -157,8 +157,12 @@ def test_english_checks_every_screen_and_creates_the_local_role_and_databases(pg
     term.keys("Enter")
     term.wait_for('"Node name" = "bad name!": not a valid name')
     term.set_field(0, "dlgen")
+    term.set_field(2, "localhost")                                        # the mail host name
     term.keys("Enter")
-    term.wait_for("Start the configuration?", "Node: dlgen (dlg-en.rupost.test")
+    term.wait_for('Mail host name "localhost" is not fully')
+    term.set_field(2, "mail.dlg-en.rupost.test")
+    term.keys("Enter")
+    term.wait_for("Start the configuration?", "Node: dlgen (dlg-en.rupost.test", "Mail host: mail.dlg-en.rupost.test")
     term.keys("Enter")
     screen = term.wait_for("Next step: rupost deploy", timeout=180)
     assert f"created database role {user}" in screen and "node dlgen registered" in screen
@@ -168,6 +172,8 @@ def test_english_checks_every_screen_and_creates_the_local_role_and_databases(pg
     assert dbs == [f"{user}_data", f"{user}_logs", f"{user}_main"]
     cfg = json.loads((root / "etc/rupost/config.json").read_text())
     assert cfg["node_name"] == "dlgen" and cfg["database"]["password"] == "new-role-pass-1"
+    stored = pg.psql("SELECT value FROM settings WHERE key = 'mail_host'", dbname=f"{user}_main").strip()
+    assert json.loads(stored) == "mail.dlg-en.rupost.test" and cfg["fqdn"] == "dlg-en.rupost.test"
 
 
 def test_no_on_the_first_screen_aborts_and_english_follows_lang(pg, tmp_path, terminal):
@@ -203,7 +209,14 @@ def test_screen_checks():
     assert "Latin letters" in check_database(t, {**good, "user": "1abc"})
     assert "Latin letters" in check_database(t, {**good, "main": "a-b"})
     assert "empty" in check_database(t, {**good, "logs": " "})
-    node = {"node_name": "mx1", "fqdn": "mx1.example.test", "address": "10.0.0.5"}
+    node = {"node_name": "mx1", "fqdn": "mx1.example.test", "mail_host": "mail.example.test", "address": "10.0.0.5"}
     assert check_node(t, node) is None
     assert "Address" in check_node(t, {**node, "address": "10.0.0.300 x"})
     assert "Fully qualified" in check_node(t, {**node, "fqdn": "-bad-.test"})
+    # the mail host name: the rules of rupost.validation.mail_host, in the screen's language
+    for unqualified in ("mx1", "localhost", "localhost.localdomain", "mx.localhost"):
+        assert "--allow-unqualified-host" in check_node(t, {**node, "mail_host": unqualified}), unqualified
+        assert check_node(t, {**node, "mail_host": unqualified}, allow_unqualified=True) is None
+    assert "is an IP address" in check_node(t, {**node, "mail_host": "10.0.0.5"}, allow_unqualified=True)
+    assert "not a valid host name" in check_node(t, {**node, "mail_host": "mail_host.example"})
+    assert "полное" in check_node(Catalogue("ru"), {**node, "mail_host": "mx1"})

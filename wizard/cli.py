@@ -41,7 +41,18 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--root", envvar="RUPOST_ROOT", default="/", show_default=True,
               help="Root under which every RuPost path lives (tests use a temporary one).")
 @click.option("--node-name", default=None, help="This node's name (default: the host name).")
-@click.option("--fqdn", default=None, help="This node's fully qualified name (default: from the resolver).")
+@click.option("--fqdn", default=None,
+              help="This node's own fully qualified name, naming this node among the others (default: from the "
+                   "resolver).")
+@click.option("--mail-host", default=None, metavar="NAME",
+              help="The mail system's host name, one for the whole cluster: SMTP banner and EHLO, MX target, "
+                   "autoconfig, certificates (default: the one stored, else the node's FQDN).")
+@click.option("--allow-unqualified-host", is_flag=True,
+              help="Accept a mail host name that is not fully qualified or is a loopback name (a test machine); "
+                   "mail clients are then told the node's address.")
+@click.option("--client-host", default=None, metavar="NAME|IPv4",
+              help="What mail clients are told to connect to, when it is not the mail host name "
+                   "(template parameter client_mail_host).")
 @click.option("--address", default=None, help="Address other nodes reach this node at.")
 @click.option("--listen-address", default=None, help="Address the public ports listen on ('*' for all).")
 @click.option("--port", "ports", multiple=True, metavar="NAME=PORT", help="Override a listening port.")
@@ -53,7 +64,8 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--lang", type=click.Choice(["ru", "en"]), default=None,
               help="Language of the dialog screens (default: English when LC_ALL/LANG starts with 'en', else Russian).")
 def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, root, node_name,
-         fqdn, address, listen_address, ports, service_backend, mail_storage, queue_directory, admin_login, lang):
+         fqdn, mail_host, allow_unqualified_host, client_host, address, listen_address, ports, service_backend,
+         mail_storage, queue_directory, admin_login, lang):
     """Configure this RuPost node: databases, schema, builtin templates,
     certificates and DH parameters, node registration."""
     from rupost.services import setup
@@ -79,17 +91,23 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
         mail_storage=mail_storage if mail_storage is not None else previous.mail_storage,
         queue_directory=queue_directory if queue_directory is not None else previous.queue_directory,
     )
+    choice = setup.MailHostChoice(mail_host, allow_unqualified_host, client_host)
+    try:
+        choice = choice.checked()   # a name refused before anything is created
+    except RuPostError as exc:
+        click.echo(f"rupost-wizard: error: {exc}", err=True)
+        sys.exit(1)
     if not silent:
         from wizard.dialogs import run_dialogs, start_values
 
-        sys.exit(run_dialogs(root, lang, start_values(cfg, previous, click.get_current_context())))
+        sys.exit(run_dialogs(root, lang, start_values(cfg, previous, click.get_current_context()), choice))
     try:
-        report = setup.install(layout, cfg)
+        report = setup.install(layout, cfg, choice)
     except RuPostError as exc:
         click.echo(f"rupost-wizard: error: {exc}", err=True)
         sys.exit(1)
     for step in report.steps:
-        click.echo(f"  ok  {step}")
+        click.echo(step_line(step))
     if admin_login:
         try:
             click.echo(f"  ok  {_default_administrator(layout, admin_login)}")
@@ -97,6 +115,11 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
             click.echo(f"rupost-wizard: error: {exc}", err=True)
             sys.exit(1)
     click.echo("RuPost node configured. Next: rupost deploy")
+
+
+def step_line(step: str) -> str:
+    """One step of the report as the console shows it; a warning stands out from the done steps."""
+    return f"  !!  {step}" if step.startswith("WARNING:") else f"  ok  {step}"
 
 
 def _default_administrator(layout, login: str) -> str:

@@ -10,7 +10,8 @@ import textwrap
 from rupost import config as node_config
 from rupost.paths import Layout
 
-from .flow import EXIT_ABORTED, EXIT_OK, Field, Wizard
+from .cli import step_line
+from .flow import EXIT_ABORTED, EXIT_OK, Field, MailHostChoice, Wizard
 from .i18n import Catalogue, pick_language
 
 WIDTH = 76
@@ -32,6 +33,8 @@ class DialogUI:
         """Rows for `text` wrapped in a box `width` wide, plus the frame, buttons and `extra` rows."""
         inner = width - 6
         lines = sum(len(textwrap.wrap(line, inner)) or 1 for line in text.split("\n"))
+        # dialog moves a word longer than a line (a path) to a line of its own before breaking it
+        lines += sum(1 for line in text.split("\n") for word in line.split()[1:] if len(word) > inner)
         return min(lines + 4 + extra, shutil.get_terminal_size((80, 24)).lines - 2)
 
     def yesno(self, title: str, text: str) -> bool:
@@ -83,7 +86,8 @@ def start_values(cfg: node_config.NodeConfig, previous: node_config.NodeConfig, 
                                                               **chosen))
 
 
-def run_dialogs(root: str, lang: str | None, initial: node_config.NodeConfig) -> int:
+def run_dialogs(root: str, lang: str | None, initial: node_config.NodeConfig,
+                mail_host: MailHostChoice | None = None) -> int:
     if not shutil.which("dialog"):
         print("rupost-wizard: the `dialog` program is missing (apt-get install dialog), "
               "or run rupost-wizard --silent", file=sys.stderr)
@@ -95,12 +99,12 @@ def run_dialogs(root: str, lang: str | None, initial: node_config.NodeConfig) ->
     _utf8_locale()
     t = Catalogue(pick_language(lang))
     layout = Layout.at(root)
-    wizard = Wizard(DialogUI(t), t, layout, initial)
+    wizard = Wizard(DialogUI(t), t, layout, initial, mail_host=mail_host)
     code = wizard.run()
     os.system("clear" if shutil.which("clear") else "true")
     if code == EXIT_OK:
         for step in wizard.steps:
-            print(f"  ok  {step}")
+            print(step_line(step))
         print(t("done.text", steps="").strip())
     elif code == EXIT_ABORTED:
         print(t("aborted"), file=sys.stderr)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from rupost import config as node_config
+from rupost import validation
 from rupost.errors import RuPostError
 from rupost.paths import Layout
+from rupost.services.setup import MailHostChoice
 
 from .i18n import Catalogue
 
@@ -72,28 +74,50 @@ def check_database(t: Catalogue, values: dict[str, str]) -> str | None:
     return None
 
 
-def check_node(t: Catalogue, values: dict[str, str]) -> str | None:
-    for key, label in (("node_name", "node.name"), ("fqdn", "node.fqdn"), ("address", "node.address")):
+NODE_LABELS = {"node_name": "node.name", "fqdn": "node.fqdn", "mail_host": "node.mail_host",
+               "address": "node.address"}
+
+
+def check_node(t: Catalogue, values: dict[str, str], allow_unqualified: bool = False) -> str | None:
+    for key, label in NODE_LABELS.items():
         if not values[key].strip():
             return t("err.empty", field=t(label))
     if not _NODE_NAME.match(values["node_name"].strip()):
         return t("err.node", field=t("node.name"), value=values["node_name"].strip())
     if not _HOSTNAME.match(values["fqdn"].strip()):
         return t("err.node", field=t("node.fqdn"), value=values["fqdn"].strip())
+    error = check_mail_host(t, values["mail_host"].strip(), allow_unqualified)
+    if error:
+        return error
     if not _is_address(values["address"].strip()):
         return t("err.address", value=values["address"].strip())
     return None
 
 
+def check_mail_host(t: Catalogue, value: str, allow_unqualified: bool) -> str | None:
+    """The same rules as rupost.validation.mail_host, told in the screen's language."""
+    if validation.is_ip_address(value):
+        return t("err.mail_host.ip", value=value)
+    try:
+        name = validation.host_name(value)
+    except RuPostError:
+        return t("err.mail_host.invalid", value=value)
+    if validation.mail_host_problem(name) and not allow_unqualified:
+        return t("err.mail_host.unqualified", value=value, flag=validation.UNQUALIFIED_FLAG)
+    return None
+
+
 class Wizard:
     DB_KEYS = ("host", "port", "main", "data", "logs", "user", "password")
-    NODE_KEYS = ("node_name", "fqdn", "address")
+    NODE_KEYS = tuple(NODE_LABELS)
 
-    def __init__(self, ui: UI, t: Catalogue, layout: Layout, initial: node_config.NodeConfig, setup=None):
+    def __init__(self, ui: UI, t: Catalogue, layout: Layout, initial: node_config.NodeConfig, setup=None,
+                 mail_host: MailHostChoice | None = None):
         if setup is None:
             from rupost.services import setup
         self.ui, self.t, self.layout, self.setup = ui, t, layout, setup
         self.cfg = initial
+        self.mail_host = mail_host or MailHostChoice()
         self.pre_steps: list[str] = []   # role/databases created on the connection screen
         self.steps: list[str] = []
 
@@ -166,32 +190,35 @@ class Wizard:
 
     def node_screen(self) -> bool:
         t = self.t
-        values = {"node_name": self.cfg.node_name, "fqdn": self.cfg.fqdn, "address": self.cfg.address}
-        labels = {"node_name": "node.name", "fqdn": "node.fqdn", "address": "node.address"}
+        # the mail host name is the cluster's: a node joining it starts from the stored one
+        mail_host = self.mail_host.name or self.setup.stored_mail_host(self.cfg.database) or self.cfg.fqdn
+        values = {"node_name": self.cfg.node_name, "fqdn": self.cfg.fqdn, "mail_host": mail_host,
+                  "address": self.cfg.address}
         error = None
         while True:
             typed = self.ui.form(t("node.title"), t("node.text") if error is None else error,
-                                 [Field(t(labels[k]), values[k]) for k in self.NODE_KEYS])
+                                 [Field(t(NODE_LABELS[k]), values[k]) for k in self.NODE_KEYS])
             if typed is None:
                 return False
             values = dict(zip(self.NODE_KEYS, typed, strict=False))
-            error = check_node(t, values)
+            error = check_node(t, values, self.mail_host.allow_unqualified)
             if error is None:
                 self.cfg = replace(self.cfg, node_name=values["node_name"].strip(), fqdn=values["fqdn"].strip(),
                                    address=values["address"].strip())
+                self.mail_host = replace(self.mail_host, name=values["mail_host"].strip())
                 return True
 
     def confirmation_text(self) -> str:
         db = self.cfg.database
         return self.t("confirm.text", user=db.user, host=db.host, port=db.port, main=db.main, data=db.data,
                       logs=db.logs, node_name=self.cfg.node_name, fqdn=self.cfg.fqdn, address=self.cfg.address,
-                      config=self.layout.config_file)
+                      mail_host=self.mail_host.name or self.cfg.fqdn, config=self.layout.config_file)
 
     def configure(self) -> bool:
         t = self.t
         self.ui.info(t("run.title"), t("run.working"))
         try:
-            report = self.setup.install(self.layout, self.cfg)
+            report = self.setup.install(self.layout, self.cfg, self.mail_host)
         except RuPostError as exc:
             self.ui.message(t("run.title"), t("run.failed", reason=str(exc)))
             return False

@@ -42,15 +42,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "db.create.declined": "Пользователь и базы не созданы. Исправьте параметры или создайте их вручную.",
         "db.create.failed": "Не удалось создать: {reason}",
         "node.title": "Идентификация узла",
-        "node.text": "Имя узла, полное доменное имя и адрес, по которому узел доступен другим узлам.",
+        "node.text": ("Имя узла, его полное доменное имя, имя почтового сервера (одно для всего кластера: "
+                      "приветствие SMTP и EHLO, запись MX, автонастройка клиентов, сертификат) и адрес, "
+                      "по которому узел доступен другим узлам."),
         "node.name": "Имя узла",
         "node.fqdn": "Полное имя (FQDN)",
+        "node.mail_host": "Имя почтового сервера",
         "node.address": "Адрес",
         "confirm.title": "Подтверждение",
         "confirm.text": ("Будут применены настройки:\n\n"
                          "PostgreSQL: {user}@{host}:{port}\n"
                          "Базы: {main}, {data}, {logs}\n"
                          "Узел: {node_name} ({fqdn}, {address})\n"
+                         "Почтовый сервер: {mail_host}\n"
                          "Файл настроек: {config}\n\n"
                          "Начать настройку?"),
         "run.title": "Автоматическая настройка",
@@ -65,6 +69,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "err.host": "Сервер «{value}»: недопустимое имя или адрес.",
         "err.node": "«{field}» = «{value}»: недопустимое имя (буквы, цифры, точки, дефисы).",
         "err.address": "Адрес «{value}»: нужен IPv4/IPv6-адрес или имя узла.",
+        "err.mail_host.invalid": "Имя почтового сервера «{value}»: недопустимое имя (например, mail.example.ru).",
+        "err.mail_host.ip": "Имя почтового сервера «{value}» — это IP-адрес; нужно имя (например, mail.example.ru).",
+        "err.mail_host.unqualified": ("Имя почтового сервера «{value}» не полное или указывает на сам узел "
+                                      "(localhost): другие серверы и почтовые клиенты не найдут по нему этот "
+                                      "узел. Введите полное имя, например mail.example.ru, или запустите мастер "
+                                      "с {flag}."),
     },
     "en": {
         "backtitle": "RuPost: node configuration",
@@ -98,15 +108,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "db.create.declined": "The user and databases were not created. Correct the values or create them by hand.",
         "db.create.failed": "Could not create them: {reason}",
         "node.title": "Node identity",
-        "node.text": "Node name, fully qualified name, and the address other nodes reach this node at.",
+        "node.text": ("Node name, its fully qualified name, the mail host name (one for the whole cluster: "
+                      "SMTP banner and EHLO, MX record, client autoconfiguration, certificate) and the address "
+                      "other nodes reach this node at."),
         "node.name": "Node name",
         "node.fqdn": "Fully qualified name",
+        "node.mail_host": "Mail host name",
         "node.address": "Address",
         "confirm.title": "Confirmation",
         "confirm.text": ("These settings will be applied:\n\n"
                          "PostgreSQL: {user}@{host}:{port}\n"
                          "Databases: {main}, {data}, {logs}\n"
                          "Node: {node_name} ({fqdn}, {address})\n"
+                         "Mail host: {mail_host}\n"
                          "Configuration file: {config}\n\n"
                          "Start the configuration?"),
         "run.title": "Auto-configuration",
@@ -122,6 +136,11 @@ MESSAGES: dict[str, dict[str, str]] = {
         "err.host": "Host \"{value}\": not a valid name or address.",
         "err.node": "\"{field}\" = \"{value}\": not a valid name (letters, digits, dots, hyphens).",
         "err.address": "Address \"{value}\": expected an IPv4/IPv6 address or a host name.",
+        "err.mail_host.invalid": "Mail host name \"{value}\": not a valid host name (e.g. mail.example.org).",
+        "err.mail_host.ip": "Mail host name \"{value}\" is an IP address: it must be a name (e.g. mail.example.org).",
+        "err.mail_host.unqualified": ("Mail host name \"{value}\" is not fully qualified or is a loopback name: "
+                                      "other servers and mail clients cannot find this node by it. Enter a name "
+                                      "such as mail.example.org, or run the wizard with {flag}."),
     },
 }
 

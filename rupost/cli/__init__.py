@@ -169,7 +169,9 @@ from . import (  # noqa: E402,F401
     resources,
     scheduler,
     security,
+    settings,
     sizing,
+    srs,
     stats,
     templates,
 )

@@ -79,6 +79,10 @@ def cert_show(c, name, as_json):
     click.echo("chain:")
     for i, subject in enumerate(d["chain"], start=1):
         click.echo(f"  {i}. {subject}")
+    if d["missing_names"]:
+        fix = (f"`rupost cert regenerate-builtin {name}` issues it for them" if d["builtin"]
+               else "a certificate that covers them replaces it")
+        click.echo(f"does not cover: {', '.join(d['missing_names'])} ({fix})")
 
 
 @cert.command("activate")
@@ -105,7 +109,7 @@ def cert_remove(c, name):
 def cert_regenerate_builtin(c, name):
     """Generate a new self-signed key and certificate for a builtin certificate."""
     r = _certs(c).regenerate_builtin(name)
-    click.echo(f"{name} regenerated, valid until {r['not_after']}")
+    click.echo(f"{name} regenerated for {', '.join(r['names'])}, valid until {r['not_after']}")
     if r["active"]:
         click.echo(_after_activation(r["type"]))
 

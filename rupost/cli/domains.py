@@ -18,6 +18,9 @@ def domains():
 def domains_add(c, name, description):
     d = c.app.domains.add(name, description)
     click.echo(f"domain {d['name']} added")
+    note = c.app.certificates.domain_note(d["name"])
+    if note:
+        click.echo(f"note: {note}", err=True)
 
 
 @domains.command("list")

@@ -166,7 +166,8 @@ class ComponentRuntime:
     def planned_probes(self) -> list[PlannedProbe]:
         """Every probe the components declare, with where it connects."""
         host = self.probe_host()
-        return [PlannedProbe(name, probe, host, self.node.port(probe.port)) for name, probe in self.components.probes()]
+        return [PlannedProbe(name, probe, "127.0.0.1" if probe.loopback else host, self.node.port(probe.port))
+                for name, probe in self.components.probes()]
 
     def run_probes(self, patience: float = 10.0) -> list[protocol.ProbeResult]:
         """Every daemon already accepts connections (checked after its start or reload);

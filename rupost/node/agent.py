@@ -195,6 +195,13 @@ class NodeAgent:
         self._queue_problem = None
         return served
 
+    def _reconcile_srs(self) -> None:
+        try:
+            if self.app.srs.reconcile():
+                self.log("postsrsd", "restarted", "its SRS secrets changed in the database")
+        except RuPostError as exc:  # the agent's other duties of this tick go on
+            self.log("postsrsd", "error", f"reconciling the SRS secrets: {exc}")
+
     def _supervise_core(self) -> None:
         for proc in self.core:
             was = proc.proc is not None
@@ -215,6 +222,7 @@ class NodeAgent:
             try:
                 self._supervise_core()
                 self.check_once()
+                self._reconcile_srs()
                 self.check_certificates()
                 if self.app.rollouts.serve_requests():
                     self.log("node", "rollout", "applied a cluster-wide deploy step")

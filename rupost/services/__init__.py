@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .resources import ResourceService
     from .settings import SettingsService
     from .sizing import SizingService
+    from .srs import SrsService
     from .stats import StatsService
     from .templates import TemplateService
 
@@ -349,6 +350,12 @@ class Services:
         from .dkim import DkimService
 
         return DkimService(self)
+
+    @functools.cached_property
+    def srs(self) -> SrsService:
+        from .srs import SrsService
+
+        return SrsService(self)
 
     @functools.cached_property
     def dns_records(self) -> DnsRecordService:

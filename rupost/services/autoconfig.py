@@ -53,9 +53,7 @@ class AutoconfigService:
     # ------------------------------------------------------------- settings
     def client_host(self) -> str:
         """The template parameter client_mail_host when set (its default is empty), else the mail host."""
-        params = self.app.settings.get("template_parameters", {}) or {}
-        host = str(params.get("client_mail_host") or "").strip()
-        return host or self.app.settings.mail_host()
+        return self.app.settings.client_mail_host() or self.app.settings.mail_host()
 
     def settings_for(self, domain: str) -> ClientSettings:
         name = validation.domain_name(domain)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from .. import tls
-from ..db.models import Certificate, DHParam
+from ..db.models import Certificate, DHParam, Domain
 from ..errors import ConflictError, NotFoundError, ValidationError
 from .setup import BUILTIN_DHPARAM, BUILTIN_MAIL_CERT, BUILTIN_PANEL_CERT
 
@@ -69,6 +69,57 @@ class CertificateService:
         """Both types are served under the mail host name (mail ports on it, the panel on its port 5000)."""
         return [self.app.settings.mail_host()]
 
+    def expected_names(self, cert_type: str) -> builtins.list[str]:
+        """The names clients reach a certificate's services by: the mail host for both types;
+        for the mail certificate also the host clients are told (client_mail_host) and the
+        autoconfig./autodiscover. names of every enabled domain (Thunderbird and Outlook try
+        https://autoconfig.DOMAIN and https://autodiscover.DOMAIN first)."""
+        names = [self.app.settings.mail_host()]
+        if cert_type == "mail":
+            names.append(self.app.autoconfig.client_host())
+            for domain in self._enabled_domains():
+                names += [f"autoconfig.{domain}", f"autodiscover.{domain}"]
+        return list(dict.fromkeys(names))
+
+    def builtin_names(self) -> builtins.list[str]:
+        """What a builtin self-signed certificate is issued for, computed when it is issued: the
+        expected names, then this node's own names and loopback (local tools and probes)."""
+        cfg = self.app.config
+        return list(dict.fromkeys([*self.expected_names("mail"), cfg.fqdn, cfg.node_name, "localhost",
+                                   "127.0.0.1", cfg.address]))
+
+    def _enabled_domains(self) -> builtins.list[str]:
+        with self.app.dbs.session("data") as s:
+            return list(s.scalars(select(Domain.name).where(Domain.enabled).order_by(Domain.name)))
+
+    @staticmethod
+    def _missing(cert_pem: str, wanted: builtins.list[str]) -> builtins.list[str]:
+        have = tls.describe_stored(cert_pem)["names"]
+        return [n for n in wanted if not any(tls.name_matches(pattern, n) for pattern in have)]
+
+    def active_coverage(self) -> builtins.list[dict]:
+        """Each active certificate and the expected names it does not cover."""
+        with self.app.dbs.session("main") as s:
+            rows = [(r.name, r.cert_type, r.builtin, r.cert_pem)
+                    for r in s.scalars(select(Certificate).where(Certificate.active).order_by(Certificate.cert_type))]
+        return [{"name": name, "type": cert_type, "builtin": builtin,
+                 "missing": self._missing(pem, self.expected_names(cert_type))}
+                for name, cert_type, builtin, pem in rows]
+
+    def domain_note(self, domain: str) -> str | None:
+        """What to do when the active mail certificate does not cover a domain's
+        autoconfig./autodiscover. names (after `domains add`), or None."""
+        for cert in self.active_coverage():
+            missing = [n for n in cert["missing"] if n.endswith(f".{domain}")]
+            if cert["type"] != "mail" or not missing:
+                continue
+            fix = (f"`rupost cert regenerate-builtin {cert['name']}` and `rupost deploy` add them (clients are "
+                   "asked to trust the new self-signed certificate)" if cert["builtin"] else
+                   "a certificate that covers them does; until then clients fall back to plain-HTTP autoconfig "
+                   "and the SRV records")
+            return f"the active mail certificate {cert['name']} does not cover {', '.join(missing)}: {fix}"
+        return None
+
     def _row(self, s: Session, name: str) -> Certificate:
         row = s.scalar(select(Certificate).where(Certificate.name == name))
         if row is None:
@@ -91,9 +142,11 @@ class CertificateService:
     def show(self, name: str) -> dict:
         with self.app.dbs.session("main") as s:
             row = self._row(s, name)
-            return {**self._summary(row), **tls.describe_stored(row.cert_pem),
-                    "created_at": row.created_at.isoformat() if row.created_at else None,
-                    "used_by": self._used_by(row.cert_type)}
+            summary, pem = self._summary(row), row.cert_pem
+            created = row.created_at.isoformat() if row.created_at else None
+        return {**summary, **tls.describe_stored(pem),
+                "missing_names": self._missing(pem, self.expected_names(summary["type"])),
+                "created_at": created, "used_by": self._used_by(summary["type"])}
 
     @staticmethod
     def _used_by(cert_type: str) -> str:
@@ -168,10 +221,8 @@ class CertificateService:
         if name not in BUILTIN_CERT_TYPES:
             raise ValidationError(f"{name} is not a builtin certificate (builtin: "
                                   f"{', '.join(BUILTIN_CERT_TYPES)})")
-        cfg = self.app.config
-        mail_host = self.app.settings.mail_host()
-        names = [mail_host, cfg.fqdn, cfg.node_name, "localhost", "127.0.0.1", cfg.address]
-        cert_pem, key_pem, not_after = tls.self_signed(mail_host, names)
+        names = self.builtin_names()
+        cert_pem, key_pem, not_after = tls.self_signed(names[0], names)
         with self.app.dbs.session("main") as s:
             row = s.scalar(select(Certificate).where(Certificate.name == name))
             if row is None:
@@ -182,7 +233,7 @@ class CertificateService:
             active, cert_type = bool(row.active), row.cert_type
         self.app.audit.record("cert.regenerate_builtin", name)
         return {"name": name, "type": cert_type, "active": active, "not_after": not_after.isoformat(),
-                "used_by": self._used_by(cert_type)}
+                "names": names, "used_by": self._used_by(cert_type)}
 
     def expiry_warnings(self, now: dt.datetime | None = None) -> builtins.list[dict]:
         """Certificates that expire within 30 days (level warning), 7 days (critical), or expired."""

@@ -339,11 +339,40 @@ def check_limit_logs(app: Services, state: dict | None = None) -> list[CheckResu
     return out
 
 
+def check_mail_host(app: Services) -> list[CheckResult]:
+    """The mail host name resolves, here, to an address of this node. Warnings, not critical:
+    mail on the node keeps flowing, and a name that is right in the public DNS may resolve
+    otherwise inside (split DNS) or to the address of a NAT or a load balancer in front."""
+    from .. import netinfo, validation
+
+    host = app.settings.mail_host()
+    problem = validation.mail_host_problem(host)
+    found = netinfo.resolve(host)
+    mine = {a for a in netinfo.local_addresses() | {app.config.address} if not netinfo.is_loopback(a)}
+    if problem:
+        status, detail = WARNING, f"mail host name {host} {problem}"
+    elif not found:
+        status, detail = WARNING, (f"mail host name {host} does not resolve on this node: mail clients and other "
+                                   "servers cannot find it by that name (publish an A record, or set the mail "
+                                   "host name: rupost settings mail-host NAME)")
+    elif all(netinfo.is_loopback(a) for a in found):
+        status, detail = WARNING, (f"mail host name {host} resolves only to loopback ({', '.join(found)}): every "
+                                   "other machine that looks it up finds itself (/etc/hosts?)")
+    elif not set(found) & mine:
+        others = ", ".join(sorted(mine)) or "none but loopback"
+        status, detail = WARNING, (f"mail host name {host} resolves to {', '.join(found)}, none of this node's "
+                                   f"addresses ({others}): right only behind a NAT or a load balancer")
+    else:
+        status, detail = OK, f"mail host name {host} resolves to {', '.join(found)} (this node)"
+    return [CheckResult("mail-host", host, status, detail)]
+
+
 register_check("component", check_components)
 register_check("probe", check_probes)
 register_check("disk", check_disks)
 register_check("database", check_databases)
 register_check("certificate", check_certificates)
+register_check("mail-host", check_mail_host)
 register_check("directory", check_directories)
 register_check("queue", check_queue)
 register_check("capacity", check_capacity)

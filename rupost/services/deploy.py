@@ -186,6 +186,7 @@ class DeployService:
             try:
                 outcome = self.pipeline.rollback_to(generation, force)
                 self._raise_unless_ok(outcome)
+                self._forget_what_sogo_cached(outcome)
             except DeployError as exc:
                 self.app.audit.record("deploy.rollback.failed", self.app.config.node_name, generation=generation,
                                       error=str(exc))
@@ -215,6 +216,7 @@ class DeployService:
             outcome = self.pipeline.apply(plan, force)
             self._record(plan, outcome)
             self._raise_unless_ok(outcome)
+            self._forget_what_sogo_cached(outcome)
         except DeployError as exc:
             self.app.audit.record("deploy.failed", self.app.config.node_name, error=str(exc))
             self._report_node(None)
@@ -228,6 +230,16 @@ class DeployService:
         self.app.audit.record("deploy", self.app.config.node_name, result=str(outcome.result),
                               generation=outcome.generation, reloaded=outcome.reloaded, started=outcome.started)
         return outcome
+
+    def _forget_what_sogo_cached(self, outcome: DeployOutcome) -> None:
+        """SOGo keeps each user's attributes in memcached across its restarts, among them the
+        domain its sources gave the user, which scopes the address books: a SOGo restarted
+        with other sources must not read what the previous ones answered (a user would find
+        an empty address book until the entry expires). Emptying memcached logs nobody out."""
+        from .cache import flush_memcached
+
+        if "sogo" in outcome.reloaded or "sogo" in outcome.started:
+            flush_memcached(self.app)
 
     def _report_node(self, applied_generation: int | None) -> None:
         """The node's state is what its components are, whatever the deploy intended."""

@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from .. import validation
 from ..errors import ValidationError
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ class DnsRecordService:
             Record("TXT", zone, _txt_quote("v=spf1 mx -all"), "SPF: only the domain's MX hosts send its mail"),
         ]
         notes = []
+        problem = validation.mail_host_problem(host.rstrip("."))
+        if problem:
+            notes.append(f"the mail host name {host.rstrip('.')} {problem}: the MX record below cannot work; "
+                         "set the real name with `rupost settings mail-host NAME`")
         if dkim:
             recs.append(Record("TXT", _fqdn(dkim["record"]), _txt_quote(dkim["txt"]),
                                f"DKIM public key (selector {dkim['selector']})"))
@@ -118,7 +123,9 @@ class DnsRecordService:
         data = self.records(domain)
         lines = [f"; DNS records for {data['domain']} (mail host {data['mail_host']}): publish them in the "
                  f"zone {data['domain']}.", f"; The mail host name {data['mail_host']} itself needs an A "
-                 "(and/or AAAA) record and a PTR record matching it."]
+                 "(and/or AAAA) record and a PTR record matching it, and an SPF record",
+                 f"; ({data['mail_host']} TXT \"v=spf1 a -all\"): forwarded mail leaves with SRS senders of "
+                 "that name."]
         for note in data["notes"]:
             lines.append(f"; NOTE: {note}")
         for rec in data["records"]:

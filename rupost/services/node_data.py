@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..db.engine import Databases
 from .dkim import active_keys
+from .srs import srs_secrets
 
 
 class DatabaseNodeData:
@@ -11,3 +12,6 @@ class DatabaseNodeData:
 
     def dkim_keys(self) -> list[tuple[str, str, str]]:
         return active_keys(self.dbs)
+
+    def srs_secrets(self) -> list[str]:
+        return srs_secrets(self.dbs)

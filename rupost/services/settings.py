@@ -1,9 +1,19 @@
-"""Cluster-wide settings kept in the rupost database."""
+"""Cluster-wide settings kept in the rupost database.
+
+The mail host name (``mail_host``) is the one name of the mail system, for the whole cluster:
+postfix's banner and EHLO (myhostname), dovecot's hostname and postmaster address, nginx's
+server name, the MX target of `rupost domains dns`, the host mail clients are told (unless the
+template parameter ``client_mail_host`` says otherwise) and the builtin certificate's main name.
+Each node's own ``fqdn`` (config.json) only identifies that node. The wizard stores the mail
+host name; an install that predates it falls back to the node's FQDN.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import validation
 from ..db.models import Setting
+from ..errors import ValidationError
 
 if TYPE_CHECKING:
     from . import Services
@@ -22,6 +32,11 @@ class SettingsService:
             return row.value if row is not None else default
 
     def set(self, key: str, value: Any) -> None:
+        if key == MAIL_HOST:  # one way in, the one that checks the name
+            raise ValidationError("the mail host name is set with `rupost settings mail-host NAME`, which checks it")
+        self._store(key, value)
+
+    def _store(self, key: str, value: Any) -> None:
         with self.app.dbs.session("main") as s:
             row = s.get(Setting, key)
             if row is None:
@@ -32,3 +47,43 @@ class SettingsService:
 
     def mail_host(self) -> str:
         return self.get(MAIL_HOST) or self.app.config.fqdn
+
+    def mail_host_state(self) -> dict:
+        """The mail host name, whether it is fully qualified (and if not, why), and the host
+        mail clients are told."""
+        host = self.mail_host()
+        problem = validation.mail_host_problem(host)
+        return {"mail_host": host, "stored": self.get(MAIL_HOST) is not None, "qualified": problem is None,
+                "problem": problem, "client_host": self.app.autoconfig.client_host(),
+                "client_mail_host": self.client_mail_host()}
+
+    def set_mail_host(self, value: str, allow_unqualified: bool = False) -> dict:
+        """Check and store the mail host name; the state afterwards, with `changed` and the
+        `notes` an administrator needs (the deploy that applies it, certificates that do not
+        cover it, a client_mail_host that overrides it)."""
+        host = validation.mail_host(value, allow_unqualified)
+        changed = host != self.get(MAIL_HOST)
+        if changed:
+            self._store(MAIL_HOST, host)
+        state = self.mail_host_state()
+        notes = []
+        if changed:
+            notes.append("run `rupost deploy`: postfix (banner, EHLO), dovecot, SOGo and nginx take the name "
+                         "at the next deploy; autoconfig and `rupost domains dns` use it at once")
+        if state["problem"]:
+            notes.append(f"{host} {state['problem']}")
+        for cert in self.app.certificates.active_coverage():
+            if host in cert["missing"]:
+                fix = (f"`rupost cert regenerate-builtin {cert['name']}`" if cert["builtin"]
+                       else "add a certificate that covers it (`rupost cert add`)")
+                notes.append(f"the active {cert['type']} certificate {cert['name']} does not cover {host}: {fix}")
+        if state["client_mail_host"]:
+            notes.append(f"mail clients are told {state['client_mail_host']} (template parameter "
+                         "client_mail_host); `rupost template set --unset client_mail_host` tells them the "
+                         "mail host name")
+        return {**state, "changed": changed, "notes": notes}
+
+    def client_mail_host(self) -> str:
+        """The template parameter client_mail_host, empty when not set."""
+        params = self.get(TEMPLATE_PARAMETERS, {}) or {}
+        return str(params.get("client_mail_host") or "").strip()

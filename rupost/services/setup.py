@@ -12,23 +12,45 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy import select
 
 from .. import config as node_config
+from .. import netinfo, tls, validation
 from ..db import migrate
 from ..db.engine import Databases, describe_db_error
-from ..db.models import Certificate, DHParam
+from ..db.models import Certificate, DHParam, Setting
 from ..errors import DatabaseError, ValidationError
 from ..paths import Layout
-from ..tls import ffdhe_default, self_signed
+from ..tls import ffdhe_default
+
+if TYPE_CHECKING:
+    from . import Services
 
 BUILTIN_MAIL_CERT = "rupost-builtin"
 BUILTIN_PANEL_CERT = "rupost-control-panel-builtin"
 BUILTIN_DHPARAM = "rupost-builtin-dhparam.pem"
 LOCAL_SOCKET_DIR = Path("/var/run/postgresql")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class MailHostChoice:
+    """What the wizard was told about the mail host name (rupost-wizard --mail-host,
+    --allow-unqualified-host, --client-host); None: keep the stored one, else the node's FQDN."""
+    name: str | None = None
+    allow_unqualified: bool = False
+    client_host: str | None = None
+
+    def checked(self) -> MailHostChoice:
+        """The same choice with its names checked (before anything is created)."""
+        name = validation.mail_host(self.name, self.allow_unqualified) if self.name else None
+        client = self.client_host.strip() if self.client_host else None
+        if client and not validation.is_ip_address(client):
+            client = validation.host_name(client, "client host")
+        return MailHostChoice(name, self.allow_unqualified, client)
 
 
 @dataclass
@@ -120,6 +142,20 @@ def _local_missing(db: node_config.DatabaseSettings) -> tuple[bool, list[str]]:
     return role_missing, missing
 
 
+def stored_mail_host(db: node_config.DatabaseSettings) -> str | None:
+    """The cluster's mail host name in an existing configuration database, or None (no
+    database, no schema yet, no name stored): the wizard's screen starts from it."""
+    dbs = Databases(db)
+    try:
+        with dbs.session("main") as s:
+            row = s.get(Setting, "mail_host")
+            return str(row.value) if row is not None and row.value else None
+    except (DatabaseError, sa.exc.SQLAlchemyError):
+        return None
+    finally:
+        dbs.dispose()
+
+
 def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> None:
     check_identifiers(db)
     reason = _probe(db)
@@ -139,17 +175,57 @@ def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> 
     raise DatabaseError(reason)
 
 
-def ensure_builtin_tls(dbs: Databases, cfg: node_config.NodeConfig, report: SetupReport) -> None:
-    names = [cfg.fqdn, cfg.node_name, "localhost", "127.0.0.1", cfg.address]
-    with dbs.session("main") as s:
+def ensure_mail_host(app: Services, cfg: node_config.NodeConfig, choice: MailHostChoice,
+                     report: SetupReport) -> None:
+    """Store the mail host name: the one asked for, else the stored one (a re-run, a node joining
+    the cluster: accepted as it is, the administrator accepted it once), else this node's FQDN.
+    An unqualified name leaves clients with nothing to look up, so they are told this node's
+    address instead (client_mail_host), unless they are told something already."""
+    stored = app.settings.get("mail_host")
+    keeping = choice.name is None and stored is not None
+    state = app.settings.set_mail_host(choice.name or stored or cfg.fqdn, choice.allow_unqualified or keeping)
+    report.add(f"mail host name {state['mail_host']}" + (f" (changed from {stored})" if stored and state["changed"]
+                                                         else ""))
+    if choice.client_host:
+        app.templates.set_parameters({"client_mail_host": choice.client_host})
+        report.add(f"mail clients are told {choice.client_host} (client_mail_host)")
+    if state["qualified"]:
+        return
+    told = choice.client_host or state["client_mail_host"]
+    if told:
+        outcome = f"mail clients are told {told} (client_mail_host)"
+    else:
+        address = cfg.address if not netinfo.is_loopback(cfg.address) else netinfo.primary_address()
+        if address:
+            app.templates.set_parameters({"client_mail_host": address})
+            outcome = f"mail clients are told this node's address {address} instead (client_mail_host)"
+        else:
+            outcome = "and this node has no address clients could use: give one with --client-host"
+    report.add(f"WARNING: mail host name {state['mail_host']} {state['problem']}: {outcome}")
+
+
+def ensure_builtin_tls(app: Services, report: SetupReport) -> None:
+    """The builtin self-signed certificates (issued for CertificateService.builtin_names) and
+    DH parameters; a builtin certificate that does not cover the mail host name (issued before
+    the name changed) is issued again."""
+    mail_host = app.settings.mail_host()
+    names = app.certificates.builtin_names()
+    with app.dbs.session("main") as s:
         for name, cert_type in ((BUILTIN_MAIL_CERT, "mail"), (BUILTIN_PANEL_CERT, "control_panel")):
-            if s.scalar(select(Certificate.id).where(Certificate.name == name)) is None:
-                cert_pem, key_pem, not_after = self_signed(cfg.fqdn, names)
+            row = s.scalar(select(Certificate).where(Certificate.name == name))
+            if row is not None and any(tls.name_matches(n, mail_host)
+                                       for n in tls.describe_stored(row.cert_pem)["names"]):
+                continue
+            cert_pem, key_pem, not_after = tls.self_signed(mail_host, names)
+            if row is None:
                 has_active = s.scalar(select(Certificate.id).where(Certificate.cert_type == cert_type,
                                                                     Certificate.active))
                 s.add(Certificate(name=name, cert_type=cert_type, cert_pem=cert_pem, key_pem=key_pem, builtin=True,
                                   active=has_active is None, not_after=not_after, added_by="rupost-wizard"))
                 report.add(f"generated self-signed certificate {name}")
+            else:
+                row.cert_pem, row.key_pem, row.not_after, row.added_by = cert_pem, key_pem, not_after, "rupost-wizard"
+                report.add(f"issued self-signed certificate {name} again, for {mail_host}")
         if s.scalar(select(DHParam.id).where(DHParam.name == BUILTIN_DHPARAM)) is None:
             pem, bits = ffdhe_default()
             has_active = s.scalar(select(DHParam.id).where(DHParam.active))
@@ -157,11 +233,12 @@ def ensure_builtin_tls(dbs: Databases, cfg: node_config.NodeConfig, report: Setu
             report.add(f"loaded DH parameters {BUILTIN_DHPARAM} (RFC 7919 ffdhe{bits})")
 
 
-def install(layout: Layout, cfg: node_config.NodeConfig) -> SetupReport:
+def install(layout: Layout, cfg: node_config.NodeConfig, mail_host: MailHostChoice | None = None) -> SetupReport:
     from adapters.dovecot import ensure_mail_user
 
     from . import Actor, Runtime
 
+    choice = (mail_host or MailHostChoice()).checked()
     report = SetupReport()
     connect_or_create(cfg.database, report)
     runtime = Runtime(layout, cfg)
@@ -176,7 +253,8 @@ def install(layout: Layout, cfg: node_config.NodeConfig) -> SetupReport:
         app = runtime.services(Actor("rupost-wizard"))
         loaded = app.templates.load_builtin()
         report.add(f"builtin templates loaded: {', '.join(loaded)}")
-        ensure_builtin_tls(dbs, cfg, report)
+        ensure_mail_host(app, cfg, choice, report)
+        ensure_builtin_tls(app, report)
         ensure_mail_user()
         path = node_config.save(layout, cfg, owner="rupost")
         report.add(f"node configuration written to {path} (mode 0600)")

@@ -21,6 +21,15 @@ PARAMETER_TYPES: dict[str, type[Any]] = {"integer": int, "string": str, "boolean
 MAX_TEMPLATE_BYTES = 256 * 1024
 MAX_YAML_NODES = 20_000
 
+# what a parameter's declaration may require of its value
+_VALUE_CHECKS: dict[str, Any] = {
+    "type": {"enum": sorted(PARAMETER_TYPES)},
+    "min": {"type": "integer"},
+    "max": {"type": "integer"},
+    "enum": {"type": "array"},
+    "pattern": {"type": "string"},
+}
+
 _DOCUMENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -48,13 +57,12 @@ _DOCUMENT_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
                 "required": ["type", "default"],
                 "properties": {
-                    "type": {"enum": sorted(PARAMETER_TYPES)},
+                    **_VALUE_CHECKS,
                     "default": {},
-                    "min": {"type": "integer"},
-                    "max": {"type": "integer"},
-                    "enum": {"type": "array"},
-                    "pattern": {"type": "string"},
                     "description": {"type": "string"},
+                    # a list's items, each checked as a value of its own (a list of lists)
+                    "items": {"type": "object", "additionalProperties": False, "required": ["type"],
+                              "properties": _VALUE_CHECKS},
                 },
             },
         },
@@ -156,6 +164,10 @@ def check_parameter(spec: dict, value) -> str | None:
         for item in value if isinstance(value, list) else [value]:  # a list's pattern is its items'
             if not isinstance(item, str) or not re.fullmatch(spec["pattern"], item):
                 return f"{item!r} does not match {spec['pattern']}"
+    for number, item in enumerate(value if "items" in spec else [], 1):
+        problem = check_parameter(spec["items"], item)
+        if problem:
+            return f"item {number}: {problem}"
     return None
 
 

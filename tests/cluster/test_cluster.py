@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import os
 import signal
+import smtplib
+import sys
 import time
 import uuid
+from email.message import EmailMessage
 
 import pytest
 
 from adapters.haproxy import runtime_command, stick_entries
 from mailclients import inbox_subjects
-from support.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, send, wait_until
+from support.cluster import evacuator, health, kill_node, maildir_queue_ids, queue_on, run, send, wait_until
 
 
 def imap_subjects(node_address: str, source: str, user: str, password: str) -> list[str]:
@@ -230,3 +233,31 @@ def test_a_deploy_rolls_across_the_nodes_and_a_failing_version_stops_at_the_firs
         for node in (a, b):
             node.stop_agent()
     assert live_template(a) == live_template(b) == "standard@1.0.0"
+
+
+def srs_lookup(node, table: str, key: str) -> str:
+    """One question to a node's postsrsd table, asked inside its namespace (loopback only)."""
+    code = ("import sys; from adapters.probes import tcp_table_get; "
+            "print(tcp_table_get('127.0.0.1', int(sys.argv[1]), sys.argv[2]))")
+    return run("ip", "netns", "exec", node.netns, sys.executable, "-c", code,
+               str(node.app.config.port(table)), key).stdout.strip()
+
+
+def test_an_srs_address_one_node_signed_is_reversed_by_the_other(cluster, users):
+    a, b = cluster.node("nodea"), cluster.node("nodeb")
+    ann, ann_pw = users["ann"]
+    # the secret is the cluster's (database): B verifies what A signed
+    signed = srs_lookup(a, "srs_forward", ann)
+    assert signed.startswith("200 SRS0="), signed
+    srs_address = signed.split(" ", 1)[1]
+    assert srs_lookup(b, "srs_reverse", srs_address) == f"200 {ann}"
+    # a bounce to it arriving at B's port 25 reaches ann (a new client: B's own stack serves it)
+    subject = f"bounce via B {uuid.uuid4().hex}"
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "MAILER-DAEMON@example.net", srs_address, subject
+    msg.set_content("Your message could not be delivered.\n")
+    with smtplib.SMTP(b.address, 25, timeout=15, source_address=(cluster.client_address(7), 0)) as client:
+        client.ehlo("mx.example.net")
+        assert client.send_message(msg, from_addr="", to_addrs=[srs_address]) == {}
+    assert wait_until(lambda: subject in imap_subjects(b.address, cluster.client_address(7), ann, ann_pw), 20)
+    assert f"orig_to=<{srs_address}>" in b.layout.log_file("postfix").read_text()

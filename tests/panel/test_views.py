@@ -511,3 +511,20 @@ def test_dashboard_shows_the_sessions_against_each_listeners_limit(node, superad
     imap = derive_limits({}).imap_sessions
     assert f"of {imap} sessions" in table and "parameter max_imap_sessions" in table
     assert all(name in table for name in ("imaps", "smtp", "submissions", "https"))
+
+
+def test_settings_check_the_mail_host_name_as_the_cli_does(superadmin, node):
+    from rupost.services.admins import DEFAULTS
+
+    limits = {key: str(node.app.admins.setting(key)) for key in DEFAULTS}
+    for refused, reason in (("localhost", "is a loopback name"), ("mailhost", "is not fully qualified"),
+                            ("192.0.2.1", "is an IP address")):
+        r = superadmin.post("/settings/", {"mail_host": refused, **limits}, follow_redirects=True)
+        assert reason in text(r) and refused in text(r)
+        assert node.app.settings.mail_host() == "mail.rupost.test"
+    r = superadmin.post("/settings/", {"mail_host": "mx.panel.test", **limits}, follow_redirects=True)
+    try:
+        assert node.app.settings.mail_host() == "mx.panel.test"
+        assert "rupost deploy" in text(r) and "does not cover mx.panel.test" in text(r)
+    finally:
+        node.app.settings.set_mail_host("mail.rupost.test")

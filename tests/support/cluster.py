@@ -212,11 +212,14 @@ def send(node_address: str, source: str, rcpt: str, subject: str) -> None:
 
 
 def maildir_queue_ids(storage: Path, address: str, origin: str) -> list[str]:
-    """The queue id each delivered message got on `origin` (from its Received header)."""
+    """The queue id each delivered message got on `origin` when queue_on() left it there: from
+    the Received header of that hop, which names the HELO queue_on() gave. (Every node's
+    postfix calls itself by the cluster's one mail host name, so `by` tells no node apart.)"""
     import re
 
     local, domain = address.split("@")
-    pattern = re.compile(rf"by {origin}\.cluster\.test \(Postfix\) with E?SMTP id (\w+)")
+    pattern = re.compile(rf"from {re.escape(queue_helo(origin))} \([^)]*\)\s+by \S+ \(Postfix\) "
+                         r"with E?SMTP id (\w+)")
     ids = []
     for sub in ("new", "cur"):
         for path in (storage / domain / local / "Maildir" / sub).glob("*"):
@@ -251,9 +254,14 @@ def evacuator(node: ClusterNode) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def queue_helo(node_name: str) -> str:
+    return f"queue-on-{node_name}"
+
+
 def queue_on(node: ClusterNode, rcpt: str, total: int, size: int = 1024) -> None:
     """`total` messages for `rcpt` accepted by the node's evacuation listener and left in its
-    queue (the caller has made delivery impossible, e.g. by killing its dovecot)."""
+    queue (the caller has made delivery impossible, e.g. by killing its dovecot); their HELO
+    names the node, for maildir_queue_ids()."""
     run("ip", "netns", "exec", node.netns, "smtp-source", "-s", "20", "-m", total, "-l", size,
-        "-f", "load@example.org", "-t", rcpt, f"127.0.0.1:{node.app.config.port('postfix_evacuation')}",
+        "-M", queue_helo(node.name), "-f", "load@example.org", "-t", rcpt, f"127.0.0.1:{node.app.config.port('postfix_evacuation')}",
         timeout=300)

@@ -26,12 +26,15 @@ class Instance:
     """Wizard + deploy of the builtin template into `root`, against a database server."""
 
     def __init__(self, root: Path, database: DatabaseSettings, node_name: str = "node1",
-                 fqdn: str = "mail.rupost.test", parameters: dict | None = None):
+                 fqdn: str = "node1.rupost.test", mail_host: str = "mail.rupost.test", parameters: dict | None = None):
         self.root = Path(root)
         self.layout = Layout.at(self.root)
         ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS))))
         self.config = NodeConfig(database=database, node_name=node_name, fqdn=fqdn, address="127.0.0.1",
                                  listen_address="127.0.0.1", ports=ports, service_backend="direct")
+        # the mail host name differs from the node's own name, as in a cluster: whatever clients
+        # are told or see in the banner must come from the one, not the other
+        self.mail_host = mail_host
         self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False}
         self._app = None
 
@@ -42,7 +45,7 @@ class Instance:
     def configure(self):
         from rupost.services import setup
 
-        report = setup.install(self.layout, self.config)
+        report = setup.install(self.layout, self.config, setup.MailHostChoice(self.mail_host))
         app = self.app
         app.settings.set("template_parameters", self.parameters)
         return report

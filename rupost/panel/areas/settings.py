@@ -1,12 +1,11 @@
 """Settings: the mail host name, the panel's session timeout and lockout thresholds."""
 from __future__ import annotations
 
-from flask import Blueprint, g, redirect, request, url_for
+from flask import Blueprint, flash, g, redirect, request, url_for
 
 from ... import validation
 from ...errors import ValidationError
 from ...services.admins import DEFAULTS
-from ...services.settings import MAIL_HOST
 from ..web import attempt, render, requires
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -33,7 +32,7 @@ def save():
         changes = {}
         host = request.form.get("mail_host", "").strip()
         if host and host != rp.settings.mail_host():
-            changes[MAIL_HOST] = validation.domain_name(host)
+            validation.mail_host(host)  # checked with the others, before any is stored
         for key, (low, high) in LIMITS.items():
             raw = request.form.get(key, "").strip()
             if not raw.isdigit() or not low <= int(raw) <= high:
@@ -42,6 +41,9 @@ def save():
                 changes[key] = int(raw)
         for key, value in changes.items():  # all checked before any is stored
             rp.settings.set(key, value)
+        if host and host != rp.settings.mail_host():
+            for note in rp.settings.set_mail_host(host)["notes"]:
+                flash(note, "warning")
         return changes
 
     attempt(apply, "Settings saved.")
