@@ -334,3 +334,24 @@ def test_the_capacity_check_compares_the_kernels_inotify_instances_with_the_imap
     assert row["status"] == ("ok" if granted >= needed else "warning")
     if granted < needed:
         assert f"sysctl fs.inotify.max_user_instances={needed}" in row["detail"]
+
+
+def test_template_set_refuses_a_load_the_active_templates_hand_set_limit_cannot_carry(node):
+    """A custom template with HAProxy's maxconn written by hand: enough for the default load,
+    refused (naming both values, nothing stored) when max_imap_sessions grows past it."""
+    name = f"mc{uuid.uuid4().hex[:8]}"
+    node.app.templates.import_text(custom(name, "  haproxy: {maxconn: 6000}\n"))
+    before = node.app.settings.get("template_parameters")
+    try:
+        node.app.templates.activate(name, "1.0.0")
+        r = cli(node, "template", "set", "max_imap_sessions=3000")
+        frontends = derive_limits({"max_imap_sessions": 3000}).haproxy_maxconn - 100
+        assert r.exit_code == 1
+        assert (f"components.haproxy.maxconn = 6000 is below the {frontends} connections its public frontends "
+                "admit") in r.output
+        assert node.app.settings.get("template_parameters") == before
+        assert cli(node, "template", "set", "max_imap_sessions=2500").exit_code == 0
+    finally:
+        node.app.settings.set("template_parameters", before)
+        node.app.templates.activate("standard")
+        node.app.templates.remove(name, "1.0.0")
