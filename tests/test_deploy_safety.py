@@ -2,6 +2,7 @@
 rollback by hand, locking, custom templates as untrusted input."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -179,7 +180,10 @@ def test_rollback_restarts_a_daemon_the_failed_generation_left_throttled(node, m
         proxy_read_maps="$virtual_alias_maps $virtual_mailbox_maps $virtual_mailbox_domains"))
     with pytest.raises(DeployError) as err:
         node.app.deploys.deploy(node.app.deploys.plan(node.parameters, document=broken))
-    assert "probe failed: smtp" in str(err.value) and "rolled back to generation" in str(err.value)
+    # port 25's probe or submission's, whichever met a new smtpd first: an smtpd of the previous
+    # files, not yet gone after the reload, may still answer one of them
+    assert re.search(r"probe failed: (smtp|submissions):", str(err.value)), err.value
+    assert "rolled back to generation" in str(err.value)
     steps = [s.step for s in err.value.outcome.steps]
     assert "stop postfix" in steps and "start postfix" in steps, steps
     assert all(p.ok for p in node.app.component_runtime.run_probes())
