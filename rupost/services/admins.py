@@ -52,7 +52,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import validation
 from ..db.models import AuditRecord, Domain, Setting, utcnow
 from ..db.panel_models import PanelAdmin, PanelLockout
-from ..errors import ConflictError, NotFoundError, PermissionDeniedError, RuPostError, ValidationError
+from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import check_password_policy, dummy_admin_hash, hash_admin_password, verify_admin_password
 
 if TYPE_CHECKING:
@@ -414,10 +414,8 @@ class AdminService:
         the administrators page or `rupost admins totp-reset` (whoever runs the CLI holds the
         node's database credentials). Journaled as admin.totp_reset with who did it."""
         acting = self.app.acting
+        self.app.require_superadmin("resetting another administrator's second factor")
         if acting.source == "panel":
-            me = self.identity(acting.login)
-            if me is None or not me.is_superadmin:
-                raise PermissionDeniedError("only a superadministrator resets another administrator's second factor")
             if (login or "").strip() == acting.login:
                 raise ValidationError("your own second factor is turned off on the Account page, with your "
                                       "password and a current code")
