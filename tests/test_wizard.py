@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import threading
 import uuid
 
 import pytest
@@ -12,14 +15,20 @@ from click.testing import CliRunner
 from wizard.cli import main as wizard
 
 
-def run_wizard(root, pg, *extra, user=None, password="wizard-pass-1", env=None):
-    user = user or f"w{uuid.uuid4().hex[:8]}"
-    args = ["--silent", "-h", "127.0.0.1", "-p", str(pg.port), "-u", user, "-n", f"{user}_main",
+def wizard_args(root, pg, user, *extra):
+    return ["--silent", "-h", "127.0.0.1", "-p", str(pg.port), "-u", user, "-n", f"{user}_main",
             "-d", f"{user}_data", "-l", f"{user}_logs", "--root", str(root), "--node-name", "wiz",
             "--fqdn", "wiz.rupost.test", *extra]
+
+
+def run_wizard(root, pg, *extra, user=None, password="wizard-pass-1", env=None, input=None):
+    """The silent wizard, the password in the environment (the way that shows it to nobody)."""
+    user = user or f"w{uuid.uuid4().hex[:8]}"
+    env = dict(env or {})
     if password is not None:
-        args += ["--db-password", password]
-    result = CliRunner().invoke(wizard, args, env=env or {}, catch_exceptions=False)
+        env["RUPOST_INSTALLER_DB_PASSWORD"] = password
+    result = CliRunner().invoke(wizard, wizard_args(root, pg, user, *extra), env=env, input=input,
+                                catch_exceptions=False)
     return result, user
 
 
@@ -231,3 +240,73 @@ def test_one_rule_for_the_mail_host_name(value, allowed, expected):
     assert expected in str(caught.value)
     if "fully qualified" in expected or "loopback" in expected:
         assert "--allow-unqualified-host" in str(caught.value)
+
+
+# ------------------------------------------------------------ no secret in any process's argv
+
+def _command_lines_with(secret: str, stop: threading.Event, seen: list[str]) -> None:
+    """Poll every process's /proc/PID/cmdline (readable by any local user) for `secret`."""
+    needle = secret.encode()
+    while not stop.is_set():
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    line = f.read()
+            except OSError:
+                continue  # the process ended meanwhile
+            if needle in line:
+                seen.append(line.replace(b"\0", b" ").decode(errors="replace"))
+
+
+def test_the_database_password_is_in_no_command_line_during_a_silent_install(pg, tmp_path):
+    """The wizard reads the password from the environment and creates the role (CREATE ROLE ...
+    PASSWORD) through psql reading SQL on stdin: no process it starts shows the password."""
+    password = f"argv-{uuid.uuid4().hex}"
+    user = f"w{uuid.uuid4().hex[:8]}"
+    seen: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_command_lines_with, args=(password, stop, seen), daemon=True)
+    watcher.start()
+    try:
+        result = subprocess.run([sys.executable, "-m", "wizard.cli", *wizard_args(tmp_path / "root", pg, user)],
+                                env={**os.environ, "RUPOST_INSTALLER_DB_PASSWORD": password},
+                                capture_output=True, text=True, timeout=300)
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"created database role {user}" in result.stdout  # the CREATE ROLE path ran
+    assert not seen, seen
+
+
+def test_the_password_flag_still_works_and_warns(pg, tmp_path):
+    user = f"w{uuid.uuid4().hex[:8]}"
+    result = CliRunner().invoke(wizard, wizard_args(tmp_path / "root", pg, user, "--db-password", "flag-pass-1"),
+                                env={}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "warning: --db-password is visible to every local user" in result.stderr
+
+
+def test_password_from_a_file_or_stdin(pg, tmp_path):
+    secret = tmp_path / "db-password"
+    secret.write_text("file-pass-1\n")
+    result, user = run_wizard(tmp_path / "root", pg, "--db-password-file", str(secret), password=None)
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
+    # the role now has that password: a re-run from stdin with it connects
+    again, _ = run_wizard(tmp_path / "root", pg, "--db-password-stdin", user=user, password=None,
+                          input="file-pass-1\n")
+    assert again.exit_code == 0, again.output
+
+
+@pytest.mark.parametrize("extra, input, message", [
+    (["--db-password-file", "/nonexistent/db-password"], None, "--db-password-file /nonexistent/db-password: No such"),
+    (["--db-password-stdin"], "\n", "--db-password-stdin: the first line is empty"),
+    (["--db-password-stdin", "--db-password", "x-pass-123"], "y\n", "--db-password and --db-password-stdin"),
+])
+def test_bad_password_sources_are_named(pg, tmp_path, extra, input, message):
+    result, _ = run_wizard(tmp_path / "root", pg, *extra, password=None, input=input)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "root/etc/rupost/config.json").exists()

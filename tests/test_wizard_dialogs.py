@@ -6,6 +6,7 @@ bounded (a missing screen fails with the last screen in the message); nothing as
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -94,6 +95,21 @@ def names(user):
     return ["-u", user, "-n", f"{user}_main", "-d", f"{user}_data", "-l", f"{user}_logs"]
 
 
+def command_lines_with(secret: str) -> list[str]:
+    """The command lines (/proc/PID/cmdline) of running processes that contain `secret`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    line = f.read()
+            except OSError:
+                continue
+            if secret.encode() in line:
+                found.append(line.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
 def test_wrong_password_is_shown_on_the_screen_and_can_be_corrected(pg, tmp_path, terminal):
     user = f"wd{uuid.uuid4().hex[:8]}"
     pg.psql(f"CREATE ROLE {user} LOGIN PASSWORD '{RIGHT}'")
@@ -111,6 +127,9 @@ def test_wrong_password_is_shown_on_the_screen_and_can_be_corrected(pg, tmp_path
     screen = term.wait_for("Ошибка подключения", "password authentication failed", timeout=60)
     assert ru["db.title"] in screen and f"{user}_main" in screen        # still the form, values kept
     assert "not-the-password" not in screen                            # the password field is masked
+    # the form is shown again with the password kept in its field: dialog gets it from a file,
+    # not on its command line, which any local user reads in /proc
+    assert not command_lines_with("not-the-password")
     assert not (root / "etc/rupost/config.json").exists()
     term.set_field(6, RIGHT)
     term.keys("Enter")

@@ -37,7 +37,12 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--data-db-name", "-d", default="rupost_data", show_default=True, help="User data database.")
 @click.option("--logs-db-name", "-l", default="rupost_logs", show_default=True, help="Logs database.")
 @click.option("--db-user", "-u", default="rupost", show_default=True, help="Database user (role).")
-@click.option("--db-password", default=None, help=f"Database password (or set {PASSWORD_ENV}).")
+@click.option("--db-password", default=None,
+              help=f"Database password. Visible to every local user in the process list: prefer {PASSWORD_ENV}, "
+                   "--db-password-file or --db-password-stdin.")
+@click.option("--db-password-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Read the database password from the first line of FILE.")
+@click.option("--db-password-stdin", is_flag=True, help="Read the database password from the first line of stdin.")
 @click.option("--root", envvar="RUPOST_ROOT", default="/", show_default=True,
               help="Root under which every RuPost path lives (tests use a temporary one).")
 @click.option("--node-name", default=None, help="This node's name (default: the host name).")
@@ -63,16 +68,17 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
               help=f"Create this control panel superadmin if it does not exist (password: {ADMIN_PASSWORD_ENV}).")
 @click.option("--lang", type=click.Choice(["ru", "en"]), default=None,
               help="Language of the dialog screens (default: English when LC_ALL/LANG starts with 'en', else Russian).")
-def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, root, node_name,
-         fqdn, mail_host, allow_unqualified_host, client_host, address, listen_address, ports, service_backend,
-         mail_storage, queue_directory, admin_login, lang):
+def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, db_password_file,
+         db_password_stdin, root, node_name, fqdn, mail_host, allow_unqualified_host, client_host, address,
+         listen_address, ports, service_backend, mail_storage, queue_directory, admin_login, lang):
     """Configure this RuPost node: databases, schema, builtin templates,
     certificates and DH parameters, node registration."""
     from rupost.services import setup
 
-    password = db_password if db_password is not None else os.environ.get(PASSWORD_ENV)
+    password = database_password(db_password, db_password_file, db_password_stdin)
     if silent and not password:
-        raise click.UsageError(f"the database password is required: --db-password or {PASSWORD_ENV}")
+        raise click.UsageError(f"the database password is required: {PASSWORD_ENV}, --db-password-file, "
+                               "--db-password-stdin or --db-password")
     layout = Layout.at(root)
     try:
         previous = node_config.load(layout)
@@ -115,6 +121,35 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
             click.echo(f"rupost-wizard: error: {exc}", err=True)
             sys.exit(1)
     click.echo("RuPost node configured. Next: rupost deploy")
+
+
+def database_password(flag: str | None, path: str | None, from_stdin: bool) -> str | None:
+    """The database password from one place: a file, stdin, the flag (warned about: any local
+    user reads a command line in /proc), else the environment."""
+    given = [name for name, used in (("--db-password", flag is not None), ("--db-password-file", path is not None),
+                                     ("--db-password-stdin", from_stdin)) if used]
+    if len(given) > 1:
+        raise click.UsageError(f"give the database password once: {' and '.join(given)} were both given")
+    if flag is not None:
+        click.echo("rupost-wizard: warning: --db-password is visible to every local user in the process list; "
+                   f"use {PASSWORD_ENV}, --db-password-file or --db-password-stdin", err=True)
+        return flag
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return _first_line(f.readline(), f"--db-password-file {path}")
+        except OSError as exc:
+            raise click.UsageError(f"--db-password-file {path}: {exc.strerror}") from None
+    if from_stdin:
+        return _first_line(sys.stdin.readline(), "--db-password-stdin")
+    return os.environ.get(PASSWORD_ENV)
+
+
+def _first_line(line: str, source: str) -> str:
+    password = line.rstrip("\r\n")
+    if not password:
+        raise click.UsageError(f"{source}: the first line is empty (expected the database password)")
+    return password
 
 
 def step_line(step: str) -> str:

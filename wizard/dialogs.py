@@ -23,7 +23,9 @@ class DialogUI:
         from dialog import Dialog
 
         self.t = t
-        self.d = Dialog(dialog="dialog", autowidgetsize=False)
+        # arguments through a temporary file (dialog --file), never on dialog's command line:
+        # the database password's field is in them, and /proc/PID/cmdline is world-readable
+        self.d = Dialog(dialog="dialog", autowidgetsize=False, pass_args_via_file=True)
         self.d.set_background_title(t("backtitle"))
 
     def _width(self) -> int:

@@ -66,8 +66,9 @@ def admins_set_role(c, login, role, domains):
 @click.argument("login")
 @pass_ctx
 def admins_totp_reset(c, login):
-    """Turn off the second factor of an administrator who lost the phone."""
-    c.app.admins.disable_totp(login)
+    """Turn off the second factor of an administrator who lost the phone (journaled as
+    admin.totp_reset)."""
+    c.app.admins.reset_totp(login)
     click.echo(f"second factor of {login} turned off")
 
 

@@ -66,6 +66,9 @@ def template_import(c, path):
     t = c.app.templates.import_text(*_read_template_file(path))
     click.echo(f"template {t['name']}@{t['version']} imported; activate it with "
                f"rupost template activate {t['name']}@{t['version']}")
+    if t["raw_snippets"]:
+        click.echo(f"note: raw snippets, passed to the daemons as written on every node once deployed: "
+                   f"{', '.join(t['raw_snippets'])}")
 
 
 @template.command("export")

@@ -1,8 +1,9 @@
 """Models of the control panel, in the ``rupost`` database (migration 0004_main_panel).
 
-- ``panel_admins``: administrators who may log in to the panel (local accounts with a
-  SHA512-CRYPT password, or LDAP administrators registered by login whose password is
-  checked by an LDAP bind), their role and, for domain administrators, their domains.
+- ``panel_admins``: administrators who may log in to the panel (local accounts with an
+  Argon2id password, older rows SHA512-CRYPT until their next login; or LDAP administrators
+  registered by login whose password is checked by an LDAP bind), their role and, for
+  domain administrators, their domains.
 - ``panel_lockouts``: failed logins counted per login and per client address, so that
   every gunicorn worker and every node sees the same lockout.
 - ``panel_jobs``: long actions (deploy, rollback...) run in the background, with progress
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, DateTime, Integer, String, Text, func
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -32,6 +33,8 @@ class PanelAdmin(MainBase):
     domains: Mapped[list] = mapped_column(JSONB, default=list)  # domain_admin: the domains it manages
     language: Mapped[str] = mapped_column(String(8), default="ru")
     totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # the last TOTP time-step (unix time // 30) accepted: a code is refused once used (0006_main)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     last_login_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)

@@ -195,6 +195,8 @@ RU = {
     "Turn on": "Включить",
     "Two-factor": "Второй фактор",
     "Two-factor login (TOTP)": "Двухфакторный вход (TOTP)",
+    "To turn it off, enter your password and a current code.":
+        "Чтобы отключить его, введите свой пароль и текущий код.",
     "Type": "Тип",
     "Unlock": "Разблокировать",
     "Unlocked.": "Разблокировано.",

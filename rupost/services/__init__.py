@@ -152,6 +152,19 @@ class Services:
             raise PermissionDeniedError(f"{self.actor} administers {', '.join(sorted(self.acting.domains or ()))} "
                                         f"only, not {domain}")
 
+    def require_superadmin(self, what: str) -> None:
+        """Actions that amount to running code on every node (importing or activating a
+        template: its raw snippets and postfix/dovecot commands) or to weakening another
+        administrator's login are for superadministrators, whatever face asks. A panel
+        actor's role is read from the database at the call; the CLI's actor already holds
+        the node's database credentials (config.json, root only)."""
+        if self.acting.domains is not None:
+            raise PermissionDeniedError(f"{what}: only a superadministrator may, not a domain administrator")
+        if self.acting.source == "panel":
+            identity = self.admins.identity(self.actor)
+            if identity is None or not identity.is_superadmin:
+                raise PermissionDeniedError(f"{what}: only a superadministrator may")
+
     def require_address(self, address: str) -> None:
         self.require_domain(address.rpartition("@")[2])
 

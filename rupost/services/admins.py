@@ -27,7 +27,8 @@ and register it with ``app.admins.register_authenticator(LdapBindAuthenticator(.
 ``panel_admins`` row for the identity (source ``ldap``, no password) up to date, so
 every panel request re-reads the role from the database and a role removed in the
 directory takes effect at the next login. ``AdminService.login`` applies the lockout,
-the TOTP second factor and the audit record whatever authenticator answered.
+the TOTP second factor (each code accepted once) and the audit record whatever
+authenticator answered.
 
 Lockout: after ``lockout_user_failures`` failed logins for one login name, or
 ``lockout_address_failures`` from one client address, within ``lockout_minutes``,
@@ -52,7 +53,7 @@ from .. import validation
 from ..db.models import AuditRecord, Domain, Setting, utcnow
 from ..db.panel_models import PanelAdmin, PanelLockout
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
-from ..passwords import hash_password, verify_password
+from ..passwords import check_password_policy, dummy_admin_hash, hash_admin_password, verify_admin_password
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -64,8 +65,8 @@ if TYPE_CHECKING:
 ROLES = ("superadmin", "domain_admin", "readonly")
 LANGUAGES = ("ru", "en")
 _LOGIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-# checked when the login is unknown, so that an unknown login costs as much as a wrong password
-_DUMMY_HASH = "{SHA512-CRYPT}$6$rounds=5000$rupostdummysalt$" + "x" * 86
+# one time-step either side of now: a phone whose clock is up to 30 s off still works
+TOTP_WINDOW = 1
 
 DEFAULTS = {
     "panel.session_timeout_minutes": 30,
@@ -129,7 +130,8 @@ class Authenticator(abc.ABC):
 
 
 class LocalAuthenticator(Authenticator):
-    """Accounts in ``panel_admins`` with a SHA512-CRYPT password (source ``local``)."""
+    """Accounts in ``panel_admins`` with an Argon2id password (source ``local``); a row still
+    holding an older SHA512-CRYPT hash is verified with it and rehashed on the spot."""
 
     name = "local"
 
@@ -139,11 +141,41 @@ class LocalAuthenticator(Authenticator):
     def authenticate(self, login: str, password: str) -> AdminIdentity | None:
         with self.service.app.dbs.session("main") as s:
             row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == login, PanelAdmin.source == "local"))
-            stored = row.password_hash if row is not None and row.enabled else _DUMMY_HASH
-            ok = verify_password(password, stored)
-            if row is None or not row.enabled or not ok:
+            stored = row.password_hash if row is not None and row.enabled else dummy_admin_hash()
+            check = verify_admin_password(password, stored)
+            if row is None or not row.enabled or not check.ok:
                 return None
+            if check.rehash and _rehashable(password):
+                row.password_hash = hash_admin_password(password)
             return _identity(row)
+
+
+def _rehashable(password: str) -> bool:
+    """An old password that no longer meets the policy still logs in; it keeps its old hash
+    until it is changed (hash_admin_password refuses it)."""
+    try:
+        check_password_policy(password)
+    except ValidationError:
+        return False
+    return True
+
+
+def totp_step(secret: str, code: str | None, now: dt.datetime) -> int | None:
+    """The time-step (unix time // 30) whose code `code` is, within TOTP_WINDOW steps of now;
+    None when it is none of them."""
+    import hmac
+
+    import pyotp
+
+    code = (code or "").strip()
+    if not re.fullmatch(r"\d{6}", code):
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    for step in range(current - TOTP_WINDOW, current + TOTP_WINDOW + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
 
 
 def _identity(row: PanelAdmin) -> AdminIdentity:
@@ -222,7 +254,7 @@ class AdminService:
             raise ValidationError(f"invalid source {source!r}: use local or ldap")
         if source == "local" and not password:
             raise ValidationError("a local administrator needs a password")
-        password_hash = hash_password(password) if source == "local" and password else ""
+        password_hash = hash_admin_password(password) if source == "local" and password else ""
         try:
             with self.app.dbs.session("main") as s:
                 row = PanelAdmin(login=login, source=source, password_hash=password_hash, role=role, domains=names,
@@ -268,7 +300,7 @@ class AdminService:
         self.app.audit.record("admin.remove", login)
 
     def set_password(self, login: str, password: str) -> None:
-        password_hash = hash_password(password)
+        password_hash = hash_admin_password(password)
         with self.app.dbs.session("main") as s:
             row = self._row(s, login)
             if row.source != "local":
@@ -282,7 +314,7 @@ class AdminService:
             row = self._row(s, login)
             if row.source != "local":
                 raise ValidationError(f"{login} is an LDAP administrator: its password is the directory's")
-            if not verify_password(current or "", row.password_hash):
+            if not verify_admin_password(current or "", row.password_hash).ok:
                 raise AuthenticationError("the current password is wrong")
         self.set_password(login, new)
 
@@ -337,28 +369,98 @@ class AdminService:
         return pyotp.TOTP(secret).provisioning_uri(name=login, issuer_name="RuPost")
 
     def enable_totp(self, login: str, secret: str, code: str) -> None:
-        """Store the second factor only once the administrator proved the app generates codes."""
-        import pyotp
-
+        """Store the second factor only once the administrator proved the app generates codes.
+        A factor already set is not replaced here: replacing it is removing it first, which
+        asks the password and a current code (remove_own_totp)."""
         if not re.fullmatch(r"[A-Z2-7]{16,64}", secret or ""):
             raise ValidationError("invalid TOTP secret")
-        if not pyotp.TOTP(secret).verify((code or "").strip(), valid_window=1):
+        step = totp_step(secret, code, utcnow())
+        if step is None:
             raise ValidationError("the code does not match: check the clock of the phone and try again")
         with self.app.dbs.session("main") as s:
-            self._row(s, login).totp_secret = secret
+            row = self._row(s, login)
+            if row.totp_secret:
+                raise ConflictError(f"{login} already has a second factor: turn it off first (password and a "
+                                    "current code)")
+            row.totp_secret, row.totp_last_step = secret, step  # the code just shown is spent
         self.app.audit.record("admin.totp_enable", login)
 
-    def disable_totp(self, login: str) -> None:
+    def remove_own_totp(self, login: str, password: str, code: str) -> None:
+        """An administrator turns off its own second factor: with its password and a current
+        code, so that a stolen session (or a password alone) cannot strip it. A wrong password
+        or code counts towards the login lockout and is journaled."""
+        address = (self.app.acting.address or "?")[:255]
+        now = utcnow()
         with self.app.dbs.session("main") as s:
-            self._row(s, login).totp_secret = None
-        self.app.audit.record("admin.totp_disable", login)
+            row = self._row(s, login)
+            if not row.totp_secret:
+                raise ValidationError(f"{login} has no second factor to turn off")
+        locked = self._locked(login, address, now)
+        if locked:
+            raise LockedOutError(f"too many failed attempts: try again after {locked:%H:%M} UTC")
+        problem = None if self._password_ok(login, password) else "wrong password"
+        if problem is None:
+            problem = self._accept_totp(login, code)
+        if problem is not None:
+            self._failed(login, address, now)
+            self.app.audit.record("admin.totp_disable.refused", login, reason=problem)
+            raise AuthenticationError("the second factor stays on: the password or the code is wrong "
+                                      "(a code is accepted once)")
+        self._clear_totp(login)
+        self.app.audit.record("admin.totp_disable", login, by="self")
 
-    def _totp_ok(self, login: str, code: str | None) -> bool:
-        import pyotp
-
+    def reset_totp(self, login: str) -> None:
+        """A superadministrator turns off another administrator's second factor (a lost phone):
+        the administrators page or `rupost admins totp-reset` (whoever runs the CLI holds the
+        node's database credentials). Journaled as admin.totp_reset with who did it."""
+        acting = self.app.acting
+        self.app.require_superadmin("resetting another administrator's second factor")
+        if acting.source == "panel":
+            if (login or "").strip() == acting.login:
+                raise ValidationError("your own second factor is turned off on the Account page, with your "
+                                      "password and a current code")
         with self.app.dbs.session("main") as s:
-            secret = s.scalar(select(PanelAdmin.totp_secret).where(PanelAdmin.login == login))
-        return bool(secret and code and pyotp.TOTP(secret).verify(code.strip(), valid_window=1))
+            if not self._row(s, login).totp_secret:
+                raise ValidationError(f"{login} has no second factor to reset")
+        self._clear_totp(login)
+        self.app.audit.record("admin.totp_reset", login, by=acting.login)
+
+    def _clear_totp(self, login: str) -> None:
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            row.totp_secret, row.totp_last_step = None, None
+
+    def _password_ok(self, login: str, password: str) -> bool:
+        """The administrator's password, checked by whoever holds it (the local hash, or the
+        directory of an LDAP administrator: RuPostError when it cannot be reached)."""
+        with self.app.dbs.session("main") as s:
+            row = self._row(s, login)
+            source, stored = row.source, row.password_hash
+        if not password:
+            return False
+        if source == "local":
+            return verify_admin_password(password, stored).ok
+        for authenticator in self.authenticators[1:]:
+            identity = authenticator.authenticate(login, password)
+            if identity is not None and identity.login == login and identity.source == source:
+                return True
+        return False
+
+    def _accept_totp(self, login: str, code: str | None) -> str | None:
+        """Accept a code once: None when it is right and newer than the last one accepted
+        (stored in the same transaction, the row locked, so two logins racing with one code
+        cannot both pass); else why not."""
+        with self.app.dbs.session("main") as s:
+            row = s.scalar(select(PanelAdmin).where(PanelAdmin.login == login).with_for_update())
+            if row is None or not row.totp_secret:
+                return "no second factor"
+            step = totp_step(row.totp_secret, code, utcnow())
+            if step is None:
+                return "wrong or missing second factor code"
+            if row.totp_last_step is not None and step <= row.totp_last_step:
+                return "second factor code already used"
+            row.totp_last_step = step
+            return None
 
     # --------------------------------------------------------------------- login
     def login(self, login: str, password: str, address: str, totp_code: str | None = None) -> AdminIdentity:
@@ -389,8 +491,10 @@ class AdminService:
             stored = self.identity(identity.login)  # the stored row decides (it may be disabled)
             # a directory password never opens a local account of the same name
             identity = stored if stored is not None and stored.source == identity.source else None
-        if identity is not None and identity.totp and not self._totp_ok(identity.login, totp_code):
-            identity, reason = None, "wrong or missing second factor code"
+        if identity is not None and identity.totp:
+            problem = self._accept_totp(identity.login, totp_code)
+            if problem is not None:
+                identity, reason = None, problem
         if identity is None:
             self._failed(login, address, now)
             self._audit(login or "?", "panel.login.failed", address=address, reason=reason)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from ..cluster.queue_relay import RELAY_LIST_LIMIT, RELAYED
 from ..errors import ValidationError
+from ..user_regex import UserPattern
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -39,7 +40,7 @@ class Term:
     key: str
     op: str  # "=" substring, "~" regular expression, ">" / "<" age comparison
     value: str
-    regex: re.Pattern | None = None
+    regex: UserPattern | None = None
     seconds: float | None = None
 
     def matches(self, msg: QueueMessage) -> bool:
@@ -49,7 +50,7 @@ class Term:
         values = {"id": [msg["id"]], "queue": [msg["queue"]], "sender": [msg["sender"]],
                   "recipient": msg["recipients"], "reason": [msg["reason"]]}[self.key]
         if self.op == "~" and self.regex is not None:
-            return any(self.regex.search(v or "") for v in values)
+            return any(self.regex.search(v or "") for v in values)  # PatternTimeout if it backtracks
         if self.key in ("queue", "id"):
             return any((v or "").lower() == self.value.lower() for v in values)
         return any(self.value.lower() in (v or "").lower() for v in values)
@@ -58,7 +59,7 @@ class Term:
 @dataclass
 class QueueFilter:
     """Terms that must all match: KEY=TEXT (substring, case-insensitive; exact for id and
-    queue), KEY~REGEX (Python regular expression), age>DURATION, age<DURATION, or `all`."""
+    queue), KEY~REGEX (Python regular expression, run with a time limit), age>DURATION, age<DURATION, or `all`."""
 
     terms: list[Term] = field(default_factory=list)
     everything: bool = False
@@ -92,10 +93,8 @@ class QueueFilter:
                 raise ValidationError(f"invalid filter {expr!r}: only age compares with > or <; "
                                       f"use {key}=TEXT or {key}~REGEX")
             elif op == "~":
-                try:
-                    term.regex = re.compile(value, re.I)
-                except re.error as exc:
-                    raise ValidationError(f"invalid filter {expr!r}: bad regular expression: {exc}") from None
+                # run with a time limit: the pattern is the user's (rupost/user_regex.py)
+                term.regex = UserPattern(value, f"filter {key}~", ignore_case=True)
             elif key == "queue" and value.lower() not in QUEUES:
                 raise ValidationError(f"invalid filter {expr!r}: unknown queue (queues: {', '.join(QUEUES)})")
             flt.terms.append(term)

@@ -91,9 +91,12 @@ def _probe(db: node_config.DatabaseSettings) -> str | None:
 
 
 def _psql_as_postgres(port: int, sql: str) -> subprocess.CompletedProcess:
+    """Run SQL as the local postgres superuser. The SQL goes to psql on stdin, never on its
+    command line: CREATE ROLE carries the role's password, and any local user reads the
+    command lines of running processes in /proc."""
     return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                           "-h", str(LOCAL_SOCKET_DIR), "-p", str(port), "-d", "postgres", "-tA", "-c", sql],
-                          capture_output=True, text=True, timeout=60, cwd="/")
+                           "-h", str(LOCAL_SOCKET_DIR), "-p", str(port), "-d", "postgres", "-tA", "-f", "-"],
+                          input=sql, capture_output=True, text=True, timeout=60, cwd="/")
 
 
 def _quote_literal(text: str) -> str:

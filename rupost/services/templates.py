@@ -86,6 +86,7 @@ class TemplateService:
             return self._document(row)
 
     def activate(self, name: str, version: str | None = None) -> None:
+        self.app.require_superadmin("activating a template")  # the next deploy runs it on every node
         with self.app.dbs.session("main") as s:
             row = self._row(s, name, version)
             self._document(row)
@@ -113,7 +114,13 @@ class TemplateService:
                 from None
 
     def import_text(self, text: str, source: str = "<template>") -> dict:
+        """Store a custom template. A template is code run on every node once activated and
+        deployed (its raw snippets are native configuration passed through, postfix's master
+        services name commands): a superadministrator's action, journaled with the key path of
+        every raw snippet it carries."""
+        self.app.require_superadmin("importing a template")
         doc = self.validate(text, source)
+        snippets = raw_snippets(doc)
         with self.app.dbs.session("main") as s:
             if s.scalar(select(Template.id).where(Template.name == doc.name, Template.kind == "builtin")):
                 raise ConflictError(f"{doc.name} is the name of a builtin template; choose another name")
@@ -123,8 +130,9 @@ class TemplateService:
             s.add(Template(name=doc.name, version=doc.version, kind="custom", description=doc.description,
                            body=doc.original or doc.text, resolved=doc.text if doc.original else None,
                            extends=doc.extends, sha256=doc.sha256, active=False, imported_by=self.app.actor))
-        self.app.audit.record("template.import", f"{doc.name}@{doc.version}", extends=doc.extends)
-        return {"name": doc.name, "version": doc.version, "extends": doc.extends}
+        self.app.audit.record("template.import", f"{doc.name}@{doc.version}", extends=doc.extends,
+                              sha256=doc.sha256, raw_snippets=snippets)
+        return {"name": doc.name, "version": doc.version, "extends": doc.extends, "raw_snippets": snippets}
 
     def export(self, name: str, version: str | None = None) -> str:
         return self.show(name, version)["body"]
@@ -176,3 +184,25 @@ class TemplateService:
         changed = {name: values.get(name) for name in [*updates, *unset]}
         self.app.audit.record("template.parameters", f"{doc.name}@{doc.version}", changed=changed)
         return values
+
+
+# Keys whose text reaches a daemon's configuration as written, past every schema: native
+# configuration appended to a component's files, static postfix tables, global Sieve scripts.
+RAW_SNIPPET_KEYS = ("extra", "tables", "sieve_scripts")
+
+
+def raw_snippets(doc: TemplateDocument) -> builtins.list[str]:
+    """The key paths of the raw snippets this template itself brings (with `extends:`, those
+    of the document as written, not of the builtin it extends)."""
+    import yaml
+
+    own = yaml.safe_load(doc.original) if doc.original else doc.data  # validated already
+    found = []
+    for component, section in sorted(((own or {}).get("components") or {}).items()):
+        for key in RAW_SNIPPET_KEYS:
+            value = section.get(key) if isinstance(section, dict) else None
+            if isinstance(value, dict):
+                found += [f"components.{component}.{key}.{name}" for name, text in sorted(value.items()) if text]
+            elif value:
+                found.append(f"components.{component}.{key}")
+    return found

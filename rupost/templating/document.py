@@ -159,10 +159,12 @@ def check_parameter(spec: dict, value) -> str | None:
     if "enum" in spec and value not in spec["enum"]:
         return f"{value!r} is not one of {spec['enum']}"
     if "pattern" in spec:
-        import re
+        from ..user_regex import UserPattern
 
+        # the template author's pattern: compiled and run with a time limit
+        pattern = UserPattern(spec["pattern"], "parameter pattern")
         for item in value if isinstance(value, list) else [value]:  # a list's pattern is its items'
-            if not isinstance(item, str) or not re.fullmatch(spec["pattern"], item):
+            if not isinstance(item, str) or not pattern.fullmatch(item):
                 return f"{item!r} does not match {spec['pattern']}"
     for number, item in enumerate(value if "items" in spec else [], 1):
         problem = check_parameter(spec["items"], item)

@@ -74,7 +74,7 @@ def change(login, action):
         attempt(lambda: admins.set_enabled(login, action == "enable"),
                 "Administrator enabled." if action == "enable" else "Administrator disabled.")
     elif action == "totp-reset":
-        attempt(lambda: admins.disable_totp(login), "Second factor disabled.")
+        attempt(lambda: admins.reset_totp(login), "Second factor disabled.")
     elif action == "remove":
         if login == g.admin.login:
             fail("you cannot remove yourself")

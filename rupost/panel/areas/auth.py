@@ -95,7 +95,9 @@ def account():
                                                      request.form.get("code", "")),
                     "Second factor enabled: the login form now asks for a code.")
         elif what == "totp-disable":
-            attempt(lambda: g.rp.admins.disable_totp(admin.login), "Second factor disabled.")
+            # the password and a current code: a stolen session alone cannot strip the factor
+            attempt(lambda: g.rp.admins.remove_own_totp(admin.login, request.form.get("password", ""),
+                                                         request.form.get("code", "")), "Second factor disabled.")
         else:
             abort(400)
         return redirect(url_for("auth.account"))
