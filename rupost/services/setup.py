@@ -256,13 +256,15 @@ def install(layout: Layout, cfg: node_config.NodeConfig, mail_host: MailHostChoi
         app = runtime.services(Actor("rupost-wizard"))
         loaded = app.templates.load_builtin()
         report.add(f"builtin templates loaded: {', '.join(loaded)}")
+        # registered first: template parameters are validated by rendering the whole template,
+        # whose cluster sections list the registered nodes (none on a new database)
+        node = app.nodes.register()
+        report.add(f"node {node['name']} registered")
         ensure_mail_host(app, cfg, choice, report)
         ensure_builtin_tls(app, report)
         ensure_mail_user()
         path = node_config.save(layout, cfg, owner="rupost")
         report.add(f"node configuration written to {path} (mode 0600)")
-        node = app.nodes.register()
-        report.add(f"node {node['name']} registered")
         app.audit.record("wizard.install", cfg.node_name, source="wizard")
     finally:
         dbs.dispose()
