@@ -6,6 +6,7 @@ the real client IP reaches the daemons' logs and policies.
 """
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import jinja2
@@ -132,6 +133,27 @@ def render_nginx_conf(model: dict, ctx: RenderContext) -> str:
     )
 
 
+def remove_stale_sockets(directory: Path) -> list[Path]:
+    """Unlink the Unix sockets in `directory` that nobody listens on. nginx unlinks its sockets
+    when it exits, not when it is killed, and will not bind over one that is left: after a
+    SIGKILL its next start failed with "Address already in use". A socket some process still
+    accepts on is kept (a start called while nginx runs changes nothing)."""
+    removed = []
+    for path in sorted(directory.glob("*.sock")):
+        if not path.is_socket():
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1)
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            except OSError:
+                pass  # busy or unreadable: not ours to judge
+    return removed
+
+
 class NginxAdapter(Adapter):
     name = "nginx"
     reads_tls = True
@@ -147,6 +169,10 @@ class NginxAdapter(Adapter):
         ctx.layout.run_dir(self.name).mkdir(parents=True, exist_ok=True)
         ctx.layout.logs.mkdir(parents=True, exist_ok=True)
 
+    def _before_start(self, ctx: RenderContext) -> None:
+        self._prepare_dirs(ctx)
+        remove_stale_sockets(ctx.layout.run_dir(self.name))
+
     def validate(self, config_dir: Path, ctx: RenderContext) -> None:
         self._prepare_dirs(ctx)
         self.run_checker(["nginx", "-t", "-q", "-p", str(ctx.layout.run_dir(self.name)),
@@ -157,6 +183,6 @@ class NginxAdapter(Adapter):
             argv=["nginx", "-p", str(ctx.layout.run_dir(self.name)), "-c",
                   str(ctx.config_dir(self.name) / "nginx.conf"), "-g", "daemon off;"],
             reload="hup",
-            prepare=lambda: self._prepare_dirs(ctx),
+            prepare=lambda: self._before_start(ctx),
             ports=[("127.0.0.1", ctx.node.port("nginx_https")), ("127.0.0.1", ctx.node.port("nginx_imaps"))],
         )

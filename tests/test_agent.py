@@ -77,6 +77,25 @@ def test_a_crashed_component_takes_the_node_out_of_service_then_back(lone_node):
     assert app.nodes.list()[0]["state"] == "in_service"
 
 
+def test_nginx_killed_outright_comes_back_over_its_own_leftover_sockets(lone_node):
+    """SIGKILL to nginx's process group (the OOM killer, a crash of the node) leaves its Unix
+    sockets (the refusal servers HAProxy sends clients beyond a limit to) behind; nginx does not
+    unlink them, and its next start failed with "Address already in use": the node stayed out
+    of service."""
+    app = lone_node.app
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    assert agent.check_once() == "in_service"
+    sockets = sorted(app.layout.run_dir("nginx").glob("*.sock"))
+    assert sockets, "the builtin template's nginx listens on Unix sockets"
+    os.killpg(app.backend.pid("nginx"), signal.SIGKILL)
+    assert wait_until(lambda: not app.backend.is_running("nginx"))
+    assert all(path.exists() for path in sockets)  # left behind
+
+    assert agent.check_once() == "out_of_service"
+    assert agent.check_once() == "in_service"
+    assert app.backend.is_running("nginx") and wait_until(lambda: health(lone_node) == 200)
+
+
 def test_agent_flushes_the_account_caches_another_node_asks_it_to(lone_node):
     """A change made on another node reaches this node's dovecot cache through the agent
     (NOTIFY rupost_caches): a mailbox disabled elsewhere is refused here at once."""

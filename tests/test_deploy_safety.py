@@ -310,7 +310,8 @@ def test_untrusted_templates_are_rejected_and_nothing_is_stored(node, text, expe
 def test_custom_template_lifecycle(node, mailbox):
     t = node.app.templates
     imported = t.import_text(CUSTOM, "corp.yaml")
-    assert imported == {"name": "corp", "version": "1.0.0", "extends": "standard@1.0.0"}
+    assert imported == {"name": "corp", "version": "1.0.0", "extends": "standard@1.0.0",
+                        "raw_snippets": ["components.postfix.extra.main"]}  # named: code on every node
     with pytest.raises(ConflictError, match="versions are immutable"):
         t.import_text(CUSTOM, "corp.yaml")
     assert t.export("corp") == CUSTOM

@@ -169,8 +169,9 @@ def test_evacuation_delivers_a_dead_nodes_queue_exactly_once(cluster, users):
             rows = s.scalars(select(Evacuation).where(Evacuation.failed_node == "nodea")).all()
             assert any(r.result == "done" and r.remaining == 0 for r in rows)
     finally:
-        a.rupost("components", "start", check=False)
-        assert wait_until(lambda: health(a) == 200, 30)
+        started = a.rupost("components", "start", check=False)  # after a crash: over its leftovers
+        assert wait_until(lambda: health(a) == 200, 30), (started.stdout + started.stderr,
+                                                           a.layout.log_file("nginx").read_text()[-1500:])
 
 
 ROLLING = """
@@ -205,7 +206,8 @@ def test_a_deploy_rolls_across_the_nodes_and_a_failing_version_stops_at_the_firs
         node.start_agent(interval=1, hold_down=300)
     try:
         assert wait_until(lambda: all(n["state"] == "in_service" and a.app.nodes.alive(n)
-                                      for n in a.app.nodes.list()), 20)
+                                      for n in a.app.nodes.list()), 20), \
+            ([(n["name"], n["state"]) for n in a.app.nodes.list()], a.layout.monitor_log.read_text()[-1500:])
         a.app.templates.activate("rolling", "1.0.0")
         out = a.rupost("deploy")
         assert "rollout" in out.stdout and ": done" in out.stdout, out.stdout
