@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 import uuid
 
-
 from mailclients import UNREACHABLE, message, smtps
+from test_mailqueues import raw_queue as postfix_queue
+from test_mailqueues import wait_for
+
 from support.instance import free_ports
-from test_mailqueues import raw_queue as postfix_queue, wait_for
+
 from .conftest import audit_rows, text
 
 PAGES = ["/mailqueues/", "/lists/", "/directories/"]
@@ -20,13 +22,14 @@ def raw_queue(node) -> dict[str, dict]:
     return {m["queue_id"]: m for m in postfix_queue(node)}
 
 
-def queue_one(node, mailbox) -> tuple[str, str]:
-    """Submit one message to an unreachable recipient; (sender, queue id) once it is deferred."""
+def queue_one(node, mailbox, local_part: str = "far-", subject: str = "queued from the panel test") -> tuple[str, str]:
+    """Submit one message to an unreachable recipient (`local_part` + a unique tag); (sender,
+    queue id) once it is deferred."""
     sender, password = mailbox(f"q{uuid.uuid4().hex[:6]}")
-    rcpt = f"far-{uuid.uuid4().hex[:6]}@[{UNREACHABLE}]"
+    rcpt = f"{local_part}{uuid.uuid4().hex[:6]}@[{UNREACHABLE}]"
     with smtps(node.ports["submissions"]) as client:
         client.login(sender, password)
-        assert client.send_message(message(sender, rcpt, "queued from the panel test")) == {}
+        assert client.send_message(message(sender, rcpt, subject)) == {}
 
     def deferred():
         mine = [m for m in raw_queue(node).values() if m["sender"] == sender]

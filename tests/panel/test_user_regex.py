@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-import uuid
 
 import pytest
 from click.testing import CliRunner
-from mailclients import UNREACHABLE, message, smtps
 
 from rupost.cli import main as rupost
 from rupost.errors import ValidationError
@@ -17,7 +15,7 @@ from rupost.services.queue_messages import QueueFilter
 from rupost.templating.document import check_parameter
 from rupost.user_regex import MAX_PATTERN, UserPattern
 
-from .test_ops_areas import raw_queue, text, wait_for
+from .test_ops_areas import queue_one, text
 
 CATASTROPHIC = "(a+)+$"  # exponential on 'aaa...a' followed by anything else, in Python's re
 
@@ -25,17 +23,7 @@ CATASTROPHIC = "(a+)+$"  # exponential on 'aaa...a' followed by anything else, i
 @pytest.fixture
 def long_recipient(node, mailbox):
     """(sender, queue id) of a deferred message to a 1,500-letter local part."""
-    sender, password = mailbox(f"rx{uuid.uuid4().hex[:6]}")
-    rcpt = f"{'a' * 1500}x{uuid.uuid4().hex[:6]}@[{UNREACHABLE}]"
-    with smtps(node.ports["submissions"]) as client:
-        client.login(sender, password)
-        assert client.send_message(message(sender, rcpt, "a long recipient")) == {}
-
-    def deferred():
-        mine = [m for m in raw_queue(node).values() if m["sender"] == sender]
-        return mine[0]["queue_id"] if len(mine) == 1 and mine[0]["queue_name"] == "deferred" else None
-
-    qid = wait_for(deferred, what="the message to be deferred")
+    sender, qid = queue_one(node, mailbox, local_part=f"{'a' * 1500}x", subject="a long recipient")
     yield sender, qid
     node.app.mailqueues.act("delete", ids=[qid])
 
