@@ -138,6 +138,14 @@ class ComponentRuntime:
             log.step(f"stop {name}", True)
         self.start_or_reload(names, [], log)
 
+    def reload(self, name: str) -> bool:
+        """Reload one running component outside a deploy (the same files); False when it
+        is not running."""
+        if not self.backend.is_running(name):
+            return False
+        self.backend.reload(name, self.process_spec(name))
+        return True
+
     def stop(self, names: Iterable[str] | None = None) -> list[str]:
         """Stop the named components (all by default), in reverse dependency order."""
         wanted = set(self.components if names is None else names)

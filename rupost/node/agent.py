@@ -32,6 +32,7 @@ class NodeAgent:
         self._queue_hold = None  # this node's queue, held while its mail unit runs
         self.cert_levels: dict[str, str] = {}  # certificate -> last expiry level logged
         self.certs_checked_at: float | None = None
+        self._cache_serial: int | None = None  # cache flush requests counted at the last flush
 
     def log(self, component: str, state: str, message: str) -> None:
         from rupost.db.models import MonitorEvent
@@ -170,17 +171,37 @@ class NodeAgent:
             if getattr(self, "_listen", None) is None:
                 # rollouts, queue requests from other nodes, cache flushes
                 self._listen = self.app.dbs.listener("main", CHANNEL, QUEUE_CHANNEL, cache.CHANNEL)
-                # requests sent while nobody listened here are lost: start from empty caches
-                cache.flush_here(self.app)
+                # requests sent while nobody listened here are lost, but counted: flush only if
+                # one came meanwhile. Not after a mere database restart: dovecot would then meet
+                # its first logins with an empty cache and SQL connections still failing
+                serial = cache.announced(self._listen, cache.CHANNEL)
+                if serial is None or serial != self._cache_serial:
+                    cache.flush_here(self.app)
+                self._cache_serial = serial
             while not self._stop and (left := deadline - time.monotonic()) > 0:
                 for note in self._listen.notifies(timeout=left, stop_after=1):
                     if note.channel != cache.CHANNEL:
                         return
+                    serial = cache.announced(self._listen, cache.CHANNEL)  # counted before the flush
                     cache.apply_notification(self.app, note.payload)
+                    self._cache_serial = serial
         except psycopg.Error:
             self._listen = None  # periodic polling still serves the requests
             while not self._stop and time.monotonic() < deadline:
                 time.sleep(0.2)
+
+    def database_back(self) -> bool:
+        """The database is back after an outage and the daemons' lookups answer again (the
+        lookup cache guard calls this from its thread once it revived them): retry the mail
+        deferred meanwhile now, not at postfix's next queue run (minutes). True when the
+        queue was flushed."""
+        try:
+            self.app.mailqueues.flush()
+        except RuPostError as exc:
+            self.log("queue", "error", f"retrying the mail deferred during the database outage: {exc}")
+            return False
+        self.log("queue", "flushed", "the database is back: mail deferred during the outage retried now")
+        return True
 
     def serve_queue_requests(self) -> int:
         """Queue actions other nodes asked of this node's queue (services/mailqueues.py)."""
@@ -216,7 +237,8 @@ class NodeAgent:
         self.core = make_core(self.app.layout.root) if core_processes else []
         from rupost.services.cache import LookupCacheGuard
 
-        guard = LookupCacheGuard(self.app, report=functools.partial(self.log, "lookup-cache")).start()
+        guard = LookupCacheGuard(self.app, report=functools.partial(self.log, "lookup-cache"),
+                                 recovered=self.database_back).start()
         while not self._stop:
             self.serve_queue_requests()
             try:

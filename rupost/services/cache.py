@@ -20,6 +20,16 @@ after every data session that wrote), and each node's agent runs a ``LookupCache
 that empties its node's memcached when an announcement arrives, and once more
 ``SECOND_FLUSH`` seconds later: a postfix process that read the old row just before the
 commit may store that answer just after the first flush.
+
+Announcements sent while a listener was away are lost, but each one is also counted in the
+database, in the writer's transaction (``announcement_serials``, main migration
+0007_main_cache_serial and data migration 0010_data_lookup_serial). A listener that comes back
+compares the count with the one it last flushed for and flushes only if it moved. After a
+database restart nothing changed, so nothing is emptied: postfix keeps answering from
+memcached, and dovecot from its auth cache, while their own connections to PostgreSQL recover
+(issue 32: emptying them at the reconnect cost 62 s of 451 to known recipients and failed
+IMAP logins). Back from an outage, the guard first makes postfix's and dovecot's own lookups answer again
+(``lookup_probe.revive_lookups``), then flushes if something changed.
 """
 from __future__ import annotations
 
@@ -35,11 +45,17 @@ from sqlalchemy import text
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import psycopg
+
     from . import Runtime, Services
 
 CHANNEL = "rupost_caches"
 LOOKUPS_CHANNEL = "rupost_lookups"  # in the data database (data migration 0008_data_lookup_changes)
 SECOND_FLUSH = 2.0
+# how long a guard back from an outage waits for the daemons' lookups to answer before it
+# goes on (empties memcached if something changed: a stale answer may refuse a new mailbox
+# for good with a 550, which is worse than a 451 the sender retries)
+RESYNC_PATIENCE = 30.0
 
 log = logging.getLogger("rupost.cache")
 
@@ -105,10 +121,26 @@ def lookups_changed(app: Services | Runtime) -> None:
     flush_memcached(app)
 
 
+def announced(conn: psycopg.Connection, channel: str) -> int | None:
+    """How many announcements on `channel` were committed so far (``announcement_serials``);
+    None where the database does not count them (not migrated yet: a listener then flushes at
+    every reconnect, as before)."""
+    import psycopg
+
+    try:
+        row = conn.execute("SELECT serial FROM announcement_serials WHERE channel = %s", (channel,)).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else int(row[0])
+
+
 def _notify(app: Services, dovecot: bool) -> None:
     payload = json.dumps({"node": app.config.node_name, "dovecot": dovecot})
     try:
         with app.dbs.engine("main").connect() as conn:
+            # counted in the same transaction: an agent that was not listening sees it on return
+            conn.execute(text("UPDATE announcement_serials SET serial = serial + 1 WHERE channel = :c"),
+                         {"c": CHANNEL})
             conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload})
             conn.commit()
     except Exception as exc:  # noqa: BLE001 - the change is made; the other nodes' caches expire on their own
@@ -132,19 +164,25 @@ class LookupCacheGuard:
     """The agent's side of ``LOOKUPS_CHANNEL``: a thread that LISTENs on the data database and
     empties this node's memcached when rows postfix's cached lookups read change anywhere,
     then once more ``second_flush`` seconds after the last change (the race in the module
-    docstring). It also empties it whenever it (re)connects: announcements sent while it was
-    not listening are lost."""
+    docstring). Back after losing the database, it first makes the daemons' lookups answer
+    (``lookup_probe.revive_lookups``), then empties memcached only if a change was committed
+    since its last flush (the announcements it may have missed, counted by the database), then
+    calls `recovered` (the agent retries the mail deferred meanwhile)."""
 
     def __init__(self, app: Services, second_flush: float = SECOND_FLUSH, retry: float = 2.0,
-                 report: Callable[[str, str], None] | None = None) -> None:
+                 report: Callable[[str, str], None] | None = None,
+                 recovered: Callable[[], object] | None = None, patience: float = RESYNC_PATIENCE) -> None:
         self.app = app
-        self.second_flush, self.retry = second_flush, retry
+        self.second_flush, self.retry, self.patience = second_flush, retry, patience
         # report(state, message): the agent's monitor log; else this module's logger
         self.report = report or (lambda state, message: log.warning("lookup cache %s: %s", state, message))
+        self.recovered = recovered
         self._stop = threading.Event()
         self.flushes = 0
         self.listening = False
         self._lost = False  # reported as lost, not yet as back
+        self.flushed_serial: int | None = None  # the announcements counted at the last complete flush
+        self.started = False  # connected at least once
 
     def start(self) -> LookupCacheGuard:
         threading.Thread(target=self._run, name="lookup-cache-guard", daemon=True).start()
@@ -157,30 +195,63 @@ class LookupCacheGuard:
         flush_memcached(self.app)
         self.flushes += 1
 
+    def _flush_counted(self, conn: psycopg.Connection) -> None:
+        """Count first, then flush: every change the count includes was committed before the
+        flush, so it is out of the cache."""
+        serial = announced(conn, LOOKUPS_CHANNEL)
+        self._flush()
+        self.flushed_serial = serial
+
+    def _resync(self, conn: psycopg.Connection) -> None:
+        serial = announced(conn, LOOKUPS_CHANNEL)
+        if self.started and serial is not None and serial == self.flushed_serial:
+            return  # nothing committed while away: the cache is as true as when we left
+        self._flush()
+        self.flushed_serial = serial
+
+    def _come_back(self) -> None:
+        """Back after losing the database: the daemons' lookups answer before anything is
+        emptied (memcached is what postfix lives on until they do), then the agent retries
+        the mail deferred meanwhile."""
+        from .lookup_probe import revive_lookups
+
+        problems = revive_lookups(self.app, self.patience)
+        if problems:
+            self.report("error", f"listening again, but lookups still fail after {self.patience:.0f} s: "
+                                 f"{'; '.join(problems)}")
+        else:
+            self.report("ok", "listening to the database's announcements again; lookups answer")
+
     def _run(self) -> None:
         import psycopg
 
         while not self._stop.is_set():
             try:
                 with self.app.dbs.listener("data", LOOKUPS_CHANNEL) as conn:
-                    self._flush()
-                    if self._lost:
-                        self.report("ok", "listening to the database's announcements again")
-                    self.listening, self._lost = True, False
-                    again_at = None
-                    while not self._stop.is_set():
-                        wait = 1.0 if again_at is None else max(0.0, again_at - time.monotonic())
-                        if any(True for _ in conn.notifies(timeout=wait, stop_after=1)):
-                            self._flush()
-                            again_at = time.monotonic() + self.second_flush
-                        elif again_at is not None and time.monotonic() >= again_at:
-                            self._flush()
-                            again_at = None
+                    back = self._lost
+                    if back:
+                        self._come_back()
+                    self._resync(conn)
+                    self.started, self.listening, self._lost = True, True, False
+                    if back and self.recovered is not None:
+                        self.recovered()
+                    self._listen(conn)
             except psycopg.Error as exc:
                 if self.listening:
                     self._lost = True
-                    self.report("error", f"lost the database's announcements ({str(exc).strip()}); cached "
-                                         "lookups changed elsewhere now live until their ttl")
+                    self.report("error", f"lost the database's announcements ({str(exc).strip()}); "
+                                         "postfix answers from the cache meanwhile")
                 self.listening = False
                 self._stop.wait(self.retry)
         self.listening = False
+
+    def _listen(self, conn: psycopg.Connection) -> None:
+        again_at = None
+        while not self._stop.is_set():
+            wait = 1.0 if again_at is None else max(0.0, again_at - time.monotonic())
+            if any(True for _ in conn.notifies(timeout=wait, stop_after=1)):
+                self._flush()
+                again_at = time.monotonic() + self.second_flush
+            elif again_at is not None and time.monotonic() >= again_at:
+                self._flush_counted(conn)
+                again_at = None

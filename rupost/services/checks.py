@@ -153,6 +153,25 @@ def check_databases(app: Services) -> list[CheckResult]:
     return out
 
 
+def check_lookups(app: Services) -> list[CheckResult]:
+    """postfix's and dovecot's own database lookups, asked as the daemons ask them
+    (services/lookup_probe.py): a database that answers a ping can still leave them failing
+    (postfix's proxymap holding its connections dead after a restart), and every message to
+    an uncached recipient then gets a 451."""
+    from .lookup_probe import dovecot_problems, postfix_problems
+
+    if not app.layout.current.exists():
+        return []
+    out = []
+    for daemon, probe, what in (("postfix", postfix_problems, "every proxy:pgsql table answers through proxymap"),
+                                ("dovecot", dovecot_problems, "the userdb answers through the auth service")):
+        problems = probe(app)
+        out.append(CheckResult("lookup", daemon, CRITICAL if problems else OK,
+                               f"failing: {'; '.join(problems)} (mail to recipients it has not cached is "
+                               "deferred or refused with 4xx; logins fail)" if problems else what))
+    return out
+
+
 def check_certificates(app: Services) -> list[CheckResult]:
 
     warnings = app.certificates.expiry_warnings()
@@ -371,6 +390,7 @@ register_check("component", check_components)
 register_check("probe", check_probes)
 register_check("disk", check_disks)
 register_check("database", check_databases)
+register_check("lookup", check_lookups)
 register_check("certificate", check_certificates)
 register_check("mail-host", check_mail_host)
 register_check("directory", check_directories)

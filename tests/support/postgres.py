@@ -67,9 +67,11 @@ class TempPostgres:
         self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.base / "server.log", "-w", "-t", "60", "start")
         return self
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate` for teardown; `fast` for a server stopped and started again within a test
+        (with synchronous_commit off, an immediate stop forgets the last commits)."""
         if (self.data / "postmaster.pid").exists():
-            self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
+            self._run(self.bin / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
 
     def destroy(self) -> None:
         self.stop()
