@@ -1,0 +1,219 @@
+"""A PostgreSQL outage during a steady mail flow (issue 32), for tests/test_db_recovery.py and
+benchmarks/db_outage.py.
+
+One node with its own PostgreSQL (stopping it must not disturb the session's shared server)
+and its real agent (`rupost run`, a process of its own). A sender thread sends one message
+at a time to known recipients through the public SMTP port, a login thread logs in over
+IMAPS; each answer is recorded with the phase it fell in (before, during, after the outage).
+Delivery is read from the mailboxes' Maildirs (file times give when each message arrived).
+"""
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailclients import IMAPSFrom, message, smtp
+
+SENDER = "sender@example.org"
+
+
+@dataclass
+class Answer:
+    phase: str
+    who: str
+    ok: bool
+    detail: str
+    at: float = field(default_factory=time.time)
+    subject: str = ""
+
+
+class Flow:
+    """A bounded loop in a thread: `step(i)` every `pace` seconds until stopped (at most
+    `limit` steps), each answer recorded under the phase current when it was asked."""
+
+    def __init__(self, pace: float, limit: int = 2000) -> None:
+        self.pace, self.limit = pace, limit
+        self.phase = "before"
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Flow:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        for i in range(self.limit):
+            if self._stop.is_set():
+                return
+            self.answers.append(self.step(i))
+            self._stop.wait(self.pace)
+
+    def step(self, i: int) -> Answer:
+        raise NotImplementedError
+
+    def refused(self, phase: str | None = None) -> list[Answer]:
+        return [a for a in self.answers if not a.ok and (phase is None or a.phase == phase)]
+
+    def count(self, phase: str) -> int:
+        return sum(1 for a in self.answers if a.phase == phase)
+
+
+class MailFlow(Flow):
+    """One message per SMTP session to each recipient in turn, on port 25."""
+
+    def __init__(self, port: int, recipients: list[str], pace: float = 0.2) -> None:
+        super().__init__(pace)
+        self.port, self.recipients = port, recipients
+
+    def step(self, i: int) -> Answer:
+        rcpt, subject, phase = self.recipients[i % len(self.recipients)], f"flow-{i:05d}", self.phase
+        try:
+            with smtp(self.port) as client:
+                client.mail(SENDER)
+                code, text = client.rcpt(rcpt)
+                if code != 250:
+                    return Answer(phase, rcpt, False, f"RCPT {code} {text.decode(errors='replace')}", subject=subject)
+                code, text = client.data(message(SENDER, rcpt, subject).as_bytes())
+                return Answer(phase, rcpt, code == 250, f"DATA {code} {text.decode(errors='replace')}",
+                              subject=subject)
+        except (OSError, smtplib.SMTPException) as exc:
+            return Answer(phase, rcpt, False, f"{type(exc).__name__}: {exc}", subject=subject)
+
+    def accepted(self) -> dict[str, Answer]:
+        return {a.subject: a for a in self.answers if a.ok}
+
+
+class LoginFlow(Flow):
+    """An IMAPS login (and logout) for each user in turn."""
+
+    def __init__(self, port: int, users: dict[str, str], pace: float = 0.3) -> None:
+        super().__init__(pace)
+        self.port, self.users = port, list(users.items())
+
+    def step(self, i: int) -> Answer:
+        user, password = self.users[i % len(self.users)]
+        return login(self.port, user, password, self.phase)
+
+
+def login(port: int, user: str, password: str, phase: str = "") -> Answer:
+    try:
+        imap = IMAPSFrom("127.0.0.1", port)
+    except OSError as exc:
+        return Answer(phase, user, False, f"connect: {exc}")
+    try:
+        imap.login(user, password)
+        return Answer(phase, user, True, "logged in")
+    except (imaplib.IMAP4.error, OSError) as exc:
+        return Answer(phase, user, False, str(exc))
+    finally:
+        try:
+            imap.shutdown()
+        except OSError:
+            pass
+
+
+def delivered(mail_storage: Path, addresses: list[str]) -> dict[str, float]:
+    """subject -> the time its file reached a Maildir, over the addresses' Maildirs."""
+    found: dict[str, float] = {}
+    for address in addresses:
+        local, domain = address.split("@")
+        for sub in ("new", "cur"):
+            folder = mail_storage / domain / local / "Maildir" / sub
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                try:
+                    with open(entry.path, "rb") as fh:
+                        head = fh.read(4096).decode(errors="replace")
+                    at = entry.stat().st_mtime
+                except FileNotFoundError:  # moved from new to cur meanwhile
+                    continue
+                for line in head.splitlines():
+                    if line.startswith("Subject: "):
+                        found[line[9:].strip()] = at
+                        break
+    return found
+
+
+def wait_delivered(mail_storage: Path, addresses: list[str], subjects: set[str], timeout: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = delivered(mail_storage, addresses)
+        if subjects <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+class Agent:
+    """The node's agent, `rupost run`, as a process of its own (its log beside the daemons')."""
+
+    def __init__(self, root: Path, logs: Path) -> None:
+        self.root, self.logs = root, logs
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Agent:
+        log = open(self.logs / "agent.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "rupost.cli", "--root", str(self.root), "run",
+                                      "--interval", "1", "--hold-down", "5", "--no-core-processes"],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+
+def memcached_flushes(port: int) -> int:
+    """flush_all commands memcached has served since it started."""
+    from pymemcache.client.base import Client
+
+    client = Client(("127.0.0.1", port), connect_timeout=2, timeout=2)
+    try:
+        return int(client.stats()[b"cmd_flush"])
+    finally:
+        client.close()
+
+
+def listeners(pg) -> int:
+    """The agent's LISTEN connections (main and data databases) the server holds now."""
+    return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rupost-listen'").strip())
+
+
+def rupost_check(root: Path, *only: str) -> tuple[int, dict]:
+    """`rupost check --only ... --json` as an administrator runs it: exit code and results."""
+    argv = [sys.executable, "-m", "rupost.cli", "--root", str(root), "check", "--no-record", "--json"]
+    for name in only:
+        argv += ["--only", name]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        report = {"output": done.stdout + done.stderr}
+    return done.returncode, report
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {f"{r['check']}:{r['target']}": r["status"] for r in report.get("results", [])}
