@@ -169,7 +169,9 @@ class LookupCacheGuard:
     since its last flush (the announcements it may have missed, counted by the database), then
     calls `recovered` (the agent retries the mail deferred meanwhile)."""
 
-    def __init__(self, app: Services, second_flush: float = SECOND_FLUSH, retry: float = 2.0,
+    # retry: seconds between attempts to listen again; each costs one refused connection while
+    # the database is away, and the sooner it is heard again the sooner the lookups revive
+    def __init__(self, app: Services, second_flush: float = SECOND_FLUSH, retry: float = 1.0,
                  report: Callable[[str, str], None] | None = None,
                  recovered: Callable[[], object] | None = None, patience: float = RESYNC_PATIENCE) -> None:
         self.app = app

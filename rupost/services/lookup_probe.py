@@ -111,14 +111,21 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
     dead for 60 s, hard-coded (dict_pgsql.c; pgsql_table(5) has no setting for it), in each
     proxymap process: measured, every uncached lookup failed for that whole minute after a
     restart and answered right after a `postfix reload`, which replaces the proxymap processes
-    (gracefully: sessions in progress finish on the old processes). dovecot's auth workers
-    reconnect by themselves (they retry a query that met a dropped connection). The problems
+    (gracefully: sessions in progress finish on the old processes). dovecot's auth process
+    escapes each key with a PostgreSQL connection of its own (the queries run in its auth
+    workers): after an outage that connection comes back on lib-sql's reconnect back-off
+    (hard-coded, doubling), and until then every key is escaped to an empty string
+    ("Could not escape string: Not connected to database"; measured: still so 60 s after a
+    10 s outage). lookup_key() turns such a query into an error (tempfail, not "user unknown",
+    data migration 0010), and a dovecot reload starts a new auth process that connects at
+    once (IMAP sessions in progress stay; a lookup it held fails temporarily). The problems
     left when patience runs out (none: every lookup answers)."""
     from ..errors import RuPostError
 
-    if postfix_problems(app):
-        try:
-            app.component_runtime.reload("postfix")
-        except (RuPostError, OSError, subprocess.SubprocessError) as exc:
-            return [f"postfix reload: {exc}"]
+    for component, probe in (("postfix", postfix_problems), ("dovecot", dovecot_problems)):
+        if probe(app):
+            try:
+                app.component_runtime.reload(component)
+            except (RuPostError, OSError, subprocess.SubprocessError) as exc:
+                return [f"{component} reload: {exc}"]
     return wait_for_lookups(app, patience)

@@ -1,5 +1,5 @@
 """Count the lookup changes announced (announcement_serials), so a listener that lost its
-connection knows on its return whether it missed anything
+connection knows on its return whether it missed anything; lookup_key() refuses an empty key
 
 The lookup cache guard (rupost/services/cache.py) empties a node's memcached when the data
 database announces a change postfix's cached lookups depend on (migration 0008). Announcements
@@ -11,6 +11,14 @@ the count is visible exactly when the announcement is sent (at commit), so a gua
 compares it with the count it last flushed for knows whether a change committed meanwhile.
 The row is locked until the writer commits: writers of lookup rows commit one after the
 other, which the directory updater and the panel already did in practice.
+
+``lookup_key(key)`` returns its argument, or raises on an empty one: dovecot's SQL lookups
+wrap their key in it. While dovecot's PostgreSQL client is reconnecting (after a database
+outage) it cannot escape the key ("Could not escape string: Not connected to database") and
+sends the query with an empty one once connected: the mailbox is then not found, and mail
+accepted during the outage was bounced with "550 5.1.1 User doesn't exist" and the answer
+cached as negative (measured, issue 32). An error instead makes dovecot answer "temporary
+failure": postfix defers the message, the login may be retried.
 
 Revision ID: 0010_data_lookup_serial
 """
@@ -39,7 +47,18 @@ PREVIOUS = f"""CREATE OR REPLACE FUNCTION announce_lookup_change() RETURNS trigg
    END $$"""
 
 
+LOOKUP_KEY = """CREATE OR REPLACE FUNCTION lookup_key(key text) RETURNS text
+     LANGUAGE plpgsql IMMUTABLE AS $$
+   BEGIN
+     IF key IS NULL OR key = '' THEN
+       RAISE EXCEPTION 'empty lookup key (the client could not escape it)';
+     END IF;
+     RETURN key;
+   END $$"""
+
+
 def upgrade() -> None:
+    op.execute(LOOKUP_KEY)
     op.execute("CREATE TABLE announcement_serials (channel text PRIMARY KEY, serial bigint NOT NULL DEFAULT 0)")
     op.execute(f"INSERT INTO announcement_serials (channel) VALUES ('{CHANNEL}')")
     op.execute(FUNCTION)
@@ -48,3 +67,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(PREVIOUS)
     op.execute("DROP TABLE announcement_serials")
+    op.execute("DROP FUNCTION IF EXISTS lookup_key(text)")
