@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -190,17 +191,27 @@ class NodeAgent:
             while not self._stop and time.monotonic() < deadline:
                 time.sleep(0.2)
 
-    def database_back(self) -> bool:
+    def database_back(self, rounds: int = 6, pause: float = 5.0) -> bool:
         """The database is back after an outage and the daemons' lookups answer again (the
         lookup cache guard calls this from its thread once it revived them): retry the mail
-        deferred meanwhile now, not at postfix's next queue run (minutes). True when the
-        queue was flushed."""
-        try:
-            self.app.mailqueues.flush()
-        except RuPostError as exc:
-            self.log("queue", "error", f"retrying the mail deferred during the database outage: {exc}")
-            return False
-        self.log("queue", "flushed", "the database is back: mail deferred during the outage retried now")
+        deferred meanwhile now, not at postfix's next queue run (minutes). Again while mail is
+        queued, `rounds` times `pause` seconds apart: a delivery in flight while dovecot was
+        reloaded is deferred after the first flush (its old processes end it). True when the queue was
+        flushed."""
+        for round_ in range(rounds):
+            try:
+                self.app.mailqueues.flush()
+            except RuPostError as exc:
+                self.log("queue", "error", f"retrying the mail deferred during the database outage: {exc}")
+                return False
+            if round_ == 0:
+                self.log("queue", "flushed", "the database is back: mail deferred during the outage retried now")
+            time.sleep(pause)
+            try:
+                if not self.app.mailqueues.summary()["total"]:  # active too: one in flight may yet be deferred
+                    break
+            except RuPostError:
+                break
         return True
 
     def serve_queue_requests(self) -> int:
@@ -238,7 +249,9 @@ class NodeAgent:
         from rupost.services.cache import LookupCacheGuard
 
         guard = LookupCacheGuard(self.app, report=functools.partial(self.log, "lookup-cache"),
-                                 recovered=self.database_back).start()
+                                 # its own thread: the guard goes back to listening at once
+                                 recovered=lambda: threading.Thread(target=self.database_back, name="database-back",
+                                                                    daemon=True).start()).start()
         while not self._stop:
             self.serve_queue_requests()
             try:

@@ -122,10 +122,14 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
     left when patience runs out (none: every lookup answers)."""
     from ..errors import RuPostError
 
-    for component, probe in (("postfix", postfix_problems), ("dovecot", dovecot_problems)):
-        if probe(app):
-            try:
-                app.component_runtime.reload(component)
-            except (RuPostError, OSError, subprocess.SubprocessError) as exc:
-                return [f"{component} reload: {exc}"]
+    # dovecot first: postfix's reload then also ends the LMTP connections its delivery agents
+    # keep open to the old dovecot processes (which would go on asking the old auth process)
+    dovecot_failing = bool(dovecot_problems(app))
+    reloads = (["dovecot"] if dovecot_failing else []) + \
+        (["postfix"] if dovecot_failing or postfix_problems(app) else [])
+    for component in reloads:
+        try:
+            app.component_runtime.reload(component)
+        except (RuPostError, OSError, subprocess.SubprocessError) as exc:
+            return [f"{component} reload: {exc}"]
     return wait_for_lookups(app, patience)
