@@ -217,3 +217,126 @@ def rupost_check(root: Path, *only: str) -> tuple[int, dict]:
 
 def statuses(report: dict) -> dict[str, str]:
     return {f"{r['check']}:{r['target']}": r["status"] for r in report.get("results", [])}
+
+
+@dataclass
+class Outage:
+    """What one run of the scenario saw (times are wall-clock, time.time())."""
+    mail: MailFlow
+    logins: LoginFlow
+    warm: dict[str, str]
+    cold: dict[str, str]
+    check_during: tuple[int, dict]
+    back: float
+    cold_login_s: float | None
+    arrived: dict[str, float]
+    monitor: str
+
+    @property
+    def accepted(self) -> dict[str, Answer]:
+        return self.mail.accepted()
+
+    @property
+    def lost(self) -> list[str]:
+        return sorted(set(self.accepted) - set(self.arrived))
+
+    @property
+    def deferred(self) -> list[str]:
+        """Mail accepted during the outage for accounts dovecot had not cached."""
+        return [a.subject for a in self.mail.answers if a.ok and a.phase == "during" and a.who in self.cold]
+
+    @property
+    def delivered_after_s(self) -> float | None:
+        """Seconds from the database's return to the last delivery of that mail."""
+        times = [self.arrived[s] for s in self.deferred if s in self.arrived]
+        return max(times) - self.back if times and len(times) == len(self.deferred) else None
+
+    def refusal_window_s(self) -> float:
+        """From the first refused message to a known recipient to the last (0: none)."""
+        refused = [a.at for a in self.mail.refused()]
+        return max(refused) - min(refused) if refused else 0.0
+
+
+def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, settle: float = 120) -> Outage:
+    """The scenario: three warm accounts (mail and logins all along) and two cold ones (known
+    to postfix's cache, forgotten by dovecot's, as when its 5-minute auth cache ran out);
+    PostgreSQL stopped for `outage_s` while mail flows to all of them and the warm ones log
+    in; then started again. Waits (bounded by `settle`) for the mail accepted meanwhile."""
+    app = inst.app
+    app.domains.add(domain)
+    warm = _accounts(app, domain, "warm", 3)
+    cold = _accounts(app, domain, "cold", 2)
+    everyone = {**warm, **cold}
+    storage = app.layout.mail_storage
+    flushes = memcached_flushes(inst.ports["memcached"])
+    agent = Agent(inst.root, app.layout.logs).start() if with_agent else None
+    mail = MailFlow(inst.ports["smtp"], list(warm))
+    logins = LoginFlow(inst.ports["imaps"], warm)
+    try:
+        if agent is not None:
+            _require(_wait(lambda: listeners(pg) >= 2, 60), "the agent listens on both databases")
+            # each listener empties memcached when it starts (it cannot know what it missed)
+            _require(_wait(lambda: memcached_flushes(inst.ports["memcached"]) >= flushes + 2, 60),
+                     "the agent's listeners empty memcached once at start")
+        # one message to everyone: postfix caches every answer it needs in memcached
+        with smtp(inst.ports["smtp"]) as client:
+            for address in everyone:
+                client.send_message(message(SENDER, address, f"hello {address}"))
+        _require(len(wait_delivered(storage, list(everyone), {f"hello {a}" for a in everyone}, 60)) == len(everyone),
+                 "the first messages are delivered")
+        from rupost.services.cache import flush_dovecot_auth_cache
+
+        _require(flush_dovecot_auth_cache(app), "dovecot's auth cache is flushed")
+        mail.start()
+        logins.start()
+        _require(_wait(lambda: mail.count("before") >= 2 * len(warm) and logins.count("before") >= len(warm), 120),
+                 "the flows run")
+
+        mail.recipients = list(everyone)
+        mail.phase = logins.phase = "during"
+        pg.stop("fast")
+        stopped = time.monotonic()
+        try:
+            _wait(lambda: mail.count("during") >= len(everyone), outage_s)
+            check_during = rupost_check(inst.root, "database", "lookup")
+            time.sleep(max(0.0, outage_s - (time.monotonic() - stopped)))
+        finally:
+            pg.start()
+        back = time.time()
+        mail.phase = logins.phase = "after"
+        # an account dovecot has not cached logs in only once its SQL client is back
+        user, password = next(iter(cold.items()))
+        cold_login = _wait(lambda: login(inst.ports["imaps"], user, password, "after").ok, settle, 0.5)
+        cold_login_s = time.time() - back if cold_login else None
+        during = {a.subject for a in mail.answers if a.phase == "during" and a.ok}
+        wait_delivered(storage, list(everyone), during, settle)
+        _wait(lambda: mail.count("after") >= 2 * len(everyone) and logins.count("after") >= len(warm), 60)
+    finally:
+        mail.stop()
+        logins.stop()
+        if agent is not None:
+            agent.stop()
+    arrived = wait_delivered(storage, list(everyone), set(mail.accepted()), 60)
+    return Outage(mail, logins, warm, cold, check_during, back, cold_login_s, arrived,
+                  app.layout.monitor_log.read_text() if app.layout.monitor_log.exists() else "")
+
+
+def _accounts(app, domain: str, prefix: str, count: int) -> dict[str, str]:
+    made = {f"{prefix}{i}@{domain}": f"pw-{os.urandom(6).hex()}" for i in range(count)}
+    for address, password in made.items():
+        app.mailboxes.add(address, password)
+    return made
+
+
+def _wait(predicate, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def _require(condition: object, what: str) -> None:
+    if not condition:
+        raise AssertionError(f"scenario step failed: {what}")
