@@ -180,7 +180,8 @@ class NodeAgent:
                     cache.flush_here(self.app)
                 self._cache_serial = serial
             while not self._stop and (left := deadline - time.monotonic()) > 0:
-                for note in self._listen.notifies(timeout=left, stop_after=1):
+                # drained before anything else runs on the connection (the generator holds it)
+                for note in list(self._listen.notifies(timeout=left, stop_after=1)):
                     if note.channel != cache.CHANNEL:
                         return
                     serial = cache.announced(self._listen, cache.CHANNEL)  # counted before the flush

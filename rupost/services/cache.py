@@ -8,8 +8,8 @@ cache: not on this node, not on any other node of the cluster.
 The node where the change is made flushes its own caches at once (``accounts_changed``,
 ``sogo_changed``), then sends a NOTIFY on ``CHANNEL`` (rupost database) that every node's
 agent (``rupost run``) listens to; each agent flushes its node's caches when one arrives,
-and flushes everything whenever it (re)connects to listen, since it may have missed some
-meanwhile. A node without a running agent falls back to the caches' own lifetimes.
+and when it (re)connects to listen if one was sent meanwhile (counted, below). A node
+without a running agent falls back to the caches' own lifetimes.
 
 postfix's hottest lookups (hosted domain, port 25's recipient access, alias expansion) are
 answered from the same memcached before PostgreSQL (the builtin template's
