@@ -5,8 +5,9 @@ away and after it is back, with the node agent's recovery and without it.
 The scenario is tests/support/db_outage.py's (run_outage): steady SMTP to five known
 recipients (three warm: mail and IMAP logins all along; two cold: known to postfix's cache,
 forgotten by dovecot's), PostgreSQL stopped for OUTAGE seconds, started again. Figures per
-run: messages refused to known recipients and their window, lost, seconds from the database's
-return to the delivery of the mail deferred meanwhile (bounded: SETTLE), IMAP logins refused,
+run: messages refused to known recipients and their window, messages accepted but not in a
+mailbox after the bounded wait (undelivered), seconds from the database's return to the
+delivery of the mail deferred meanwhile (bounded: SETTLE), IMAP logins refused,
 seconds until an uncached account logs in. Two modes on one node, in one run:
 
 - ``recovery``: the agent runs (`rupost run`): the lookup cache is kept, the lookups revived,
@@ -45,7 +46,9 @@ SETTLE = 120.0  # seconds waited for the deferred mail (postfix's own queue run 
 
 def figures(run) -> dict:
     return {"accepted": len(run.accepted), "refused": len(run.mail.refused()),
-            "refusal_window_s": round(run.refusal_window_s(), 1), "lost": len(run.lost),
+            "refusal_window_s": round(run.refusal_window_s(), 1),
+            # accepted, not in a mailbox by the end of the bounded wait (still queued, or lost)
+            "undelivered": len(run.lost),
             "deferred_delivered_after_s": None if run.delivered_after_s is None else round(run.delivered_after_s, 1),
             "logins": len(run.logins.answers), "logins_refused": len(run.logins.refused()),
             "uncached_login_after_s": None if run.cold_login_s is None else round(run.cold_login_s, 1)}

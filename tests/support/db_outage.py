@@ -231,6 +231,7 @@ class Outage:
     cold_login_s: float | None
     arrived: dict[str, float]
     monitor: str
+    cache_flushes: int  # memcached flush_all commands from the database's stop to the end
 
     @property
     def accepted(self) -> dict[str, Answer]:
@@ -294,6 +295,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
 
         mail.recipients = list(everyone)
         mail.phase = logins.phase = "during"
+        flushes_before_stop = memcached_flushes(inst.ports["memcached"])
         pg.stop("fast")
         stopped = time.monotonic()
         try:
@@ -318,7 +320,8 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
             agent.stop()
     arrived = wait_delivered(storage, list(everyone), set(mail.accepted()), 60)
     return Outage(mail, logins, warm, cold, check_during, back, cold_login_s, arrived,
-                  app.layout.monitor_log.read_text() if app.layout.monitor_log.exists() else "")
+                  app.layout.monitor_log.read_text() if app.layout.monitor_log.exists() else "",
+                  memcached_flushes(inst.ports["memcached"]) - flushes_before_stop)
 
 
 def _accounts(app, domain: str, prefix: str, count: int) -> dict[str, str]:
