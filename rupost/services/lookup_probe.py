@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from . import Runtime, Services
 
 PROBE_DOMAIN = "rupost.invalid"
-TIMEOUT = 10.0  # per tool: a lookup postfix waits longer for already failed
+TIMEOUT = 5.0  # per tool: a lookup slower than this is failing mail and logins in practice
 
 
 def _probe_key() -> str:
