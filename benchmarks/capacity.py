@@ -17,7 +17,6 @@ unloaded and under load in the same run. Loopback only, bounded in count and tim
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import random
 import resource
@@ -25,6 +24,8 @@ import smtplib
 import ssl
 import time
 from pathlib import Path
+
+from .common import percentile
 
 COMPONENTS = ("dovecot", "nginx", "haproxy", "postfix")
 
@@ -187,11 +188,9 @@ async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurr
 
 
 def _p(values: list[float], q: float) -> float | None:
-    """The q-quantile of sorted `values` by nearest rank: the smallest value with at least
-    q of all the samples at or below it (p99 of 100 samples is the 99th, not the largest)."""
-    if not values:
-        return None
-    return round(values[max(0, math.ceil(q * len(values)) - 1)], 1)
+    """The q-quantile (0..1) of `values`, nearest rank over every sample (common.percentile:
+    p99 of 100 samples is the 99th, not the largest)."""
+    return round(percentile(values, q * 100), 1) if values else None
 
 
 # a notification later than this (the issue's p99 target) counts as late, as does a missing one
