@@ -121,8 +121,8 @@ def section(ctx, bare, bare_locals: list[str]) -> dict:
     r = measure(ctx.inst, bare, full, bare_locals, cfg["spread_messages"], cfg["spread_rounds"],
                 cfg["smtp_sessions"], cfg["smtp_size"])
     ctx.details["smtp_spread"] = r
-    return {"smtp_spread_full_msgs_s": statistics.median(x["msgs_s"] for x in r["runs"]["full"]),
-            "smtp_spread_bare_msgs_s": statistics.median(x["msgs_s"] for x in r["runs"]["bare"]),
+    return {"smtp_spread_full_msgs_s": round(statistics.median(x["msgs_s"] for x in r["runs"]["full"]), 1),
+            "smtp_spread_bare_msgs_s": round(statistics.median(x["msgs_s"] for x in r["runs"]["bare"]), 1),
             "smtp_ratio_spread": round(statistics.median(r["ratios"]), 3), "smtp_ratio_spread_rounds": r["ratios"],
             "smtp_spread_mailbox_changes": sum(x["mailbox_changes"] for x in r["runs"]["full"]),
             "smtp_spread_mailboxes": cfg["spread_mailboxes"], "smtp_spread_domains": DOMAINS,
