@@ -203,7 +203,12 @@ def raise_open_files(needed: int) -> tuple[int, int]:
     inherit it, and this process holds one socket a session. Returns the limits now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < needed and os.geteuid() == 0:
-        hard = min(needed, int(Path("/proc/sys/fs/nr_open").read_text()))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, min(needed, int(
+                Path("/proc/sys/fs/nr_open").read_text()))))
+        except (ValueError, OSError):  # no CAP_SYS_RESOURCE (a container): the hard limit stays
+            pass
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
@@ -308,13 +313,25 @@ def section(ctx, password: str) -> dict:
 
 
 def load(cfg: dict) -> dict:
-    """The template parameters held_imap_sessions deploys: max_imap_sessions with a tenth to
-    spare when the sessions exceed the default load, and the sessions a process asked for."""
+    """The template parameters held_imap_sessions deploys: max_imap_sessions with a fiftieth to
+    spare when the sessions exceed nine tenths of the default load, and the sessions a process
+    asked for. Where the daemons' open-file limit (`capacity_open_files`: the hard limit this
+    process could get) cannot carry the default SMTP and web loads beside them, those shrink to
+    rupost sizing's minimums (20 and 50: the benchmark holds IMAP sessions); beyond that the
+    run stops naming the limit."""
     from rupost.templating.limits import derive_limits
 
-    out = {}
-    if cfg["capacity_sessions"] > derive_limits({}).imap_sessions * 9 // 10:
-        out["max_imap_sessions"] = cfg["capacity_sessions"] * 11 // 10
+    out: dict = {}
+    n = cfg["capacity_sessions"]
+    if n > derive_limits({}).imap_sessions * 9 // 10:
+        out["max_imap_sessions"] = n + max(10, n // 50)
     if cfg.get("capacity_per_process", 1) > 1:
         out["imap_sessions_per_process"] = cfg["capacity_per_process"]
+    granted = cfg.get("capacity_open_files")
+    if granted and derive_limits(out).open_files > granted:
+        out.update(max_smtp_sessions=20, max_web_sessions=50)
+        if derive_limits(out).open_files > granted:
+            raise RuntimeError(f"{n} held sessions need limits.open_files = {derive_limits(out).open_files} in HAProxy "
+                               f"(two descriptors a session), and this machine grants {granted} (the hard "
+                               "RLIMIT_NOFILE, which this process cannot raise): use fewer --capacity-sessions")
     return out

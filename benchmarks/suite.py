@@ -464,7 +464,9 @@ def run(args, sections: list, cfg: dict) -> dict:
     # per held session
     from rupost.templating.limits import derive_limits
 
-    capacity.raise_open_files(derive_limits(capacity.load(cfg)).open_files + cfg["capacity_sessions"] + 1024)
+    wanted = derive_limits(capacity.load(cfg)).open_files
+    cfg["capacity_open_files"] = capacity.raise_open_files(max(wanted, cfg["capacity_sessions"]) + 1024)[1]
+    capacity.load(cfg)  # a load this machine cannot carry stops the run here, before the node starts
     # a SIGTERM unwinds like Ctrl-C: the node, PostgreSQL and the bare stack are stopped
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     started = time.perf_counter()

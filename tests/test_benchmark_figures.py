@@ -3,6 +3,8 @@ benchmarks/run, not here): percentiles by nearest rank, late notifications, the 
 held-session section deploys."""
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import capacity
 
 
@@ -26,6 +28,13 @@ def test_a_notification_is_timed_from_smtps_250_to_the_exists_that_counts_it():
 
 def test_the_held_session_section_sizes_the_node_beyond_the_default_load():
     assert capacity.load({"capacity_sessions": 300}) == {}
-    assert capacity.load({"capacity_sessions": 10_000}) == {"max_imap_sessions": 11_000}
+    assert capacity.load({"capacity_sessions": 10_000}) == {"max_imap_sessions": 10_200}
+    # the daemons' open files cannot carry the default SMTP and web loads beside 7,000 sessions
+    # under a hard limit of 20,000: they shrink to rupost sizing's minimums
+    assert capacity.load({"capacity_sessions": 7000, "capacity_open_files": 20_000}) == {
+        "max_imap_sessions": 7140, "max_smtp_sessions": 20, "max_web_sessions": 50}
+    with pytest.raises(RuntimeError, match="10000 held sessions need limits.open_files = .* this machine grants "
+                                           "20000"):
+        capacity.load({"capacity_sessions": 10_000, "capacity_open_files": 20_000})
     assert capacity.load({"capacity_sessions": 1000, "capacity_per_process": 10}) == {
         "imap_sessions_per_process": 10}
