@@ -309,7 +309,11 @@ def section(ctx, password: str) -> dict:
             inst.app.deploys.deploy(inst.app.deploys.plan(dict(inst.parameters)))
     ctx.details["capacity"] = r
     return {**{k: v for k, v in r.items() if k != "capacity_failures"},
-            "capacity_imap_sessions_per_process": sized.get("imap_sessions_per_process", 1)}
+            "capacity_imap_sessions_per_process": sized.get("imap_sessions_per_process", 1),
+            "capacity_max_imap_sessions": sized.get("max_imap_sessions", 2000),
+            "capacity_max_smtp_sessions": sized.get("max_smtp_sessions", 200),
+            "capacity_max_web_sessions": sized.get("max_web_sessions", 1000),
+            "capacity_open_files": ctx.cfg.get("capacity_open_files")}
 
 
 def load(cfg: dict) -> dict:
