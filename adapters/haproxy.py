@@ -359,9 +359,11 @@ def session_limits(cfg_text: str) -> dict[str, int]:
     return limits
 
 
-def proxy_stats(layout: Layout) -> dict[tuple[str, str], dict[str, str]]:
-    """(proxy, FRONTEND/BACKEND/server) -> HAProxy's counters (`show stat`: scur, stot, slim...)."""
-    lines = runtime_command(layout, "show stat").splitlines()
+def proxy_stats(layout: Layout, clear_max: bool = False) -> dict[tuple[str, str], dict[str, str]]:
+    """(proxy, FRONTEND/BACKEND/server) -> HAProxy's counters (`show stat`: scur, smax, stot,
+    slim...). ``clear_max``: in the same runtime-API call, reset the maxima (``clear counters``:
+    smax and the rates; the totals stay), so the next reading's smax covers the time between."""
+    lines = runtime_command(layout, "show stat;clear counters" if clear_max else "show stat").splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError(f"unexpected answer to 'show stat': {lines[:1]}")
     header = lines[0][2:].split(",")

@@ -17,12 +17,15 @@ unloaded and under load in the same run. Loopback only, bounded in count and tim
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import resource
 import smtplib
 import ssl
 import time
 from pathlib import Path
+
+from .common import percentile
 
 COMPONENTS = ("dovecot", "nginx", "haproxy", "postfix")
 
@@ -185,7 +188,56 @@ async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurr
 
 
 def _p(values: list[float], q: float) -> float | None:
-    return round(values[min(len(values) - 1, int(len(values) * q))], 1) if values else None
+    """The q-quantile (0..1) of `values`, nearest rank over every sample (common.percentile:
+    p99 of 100 samples is the 99th, not the largest)."""
+    return round(percentile(values, q * 100), 1) if values else None
+
+
+# a notification later than this (the issue's p99 target) counts as late, as does a missing one
+LATE_MS = 2000.0
+
+
+def raise_open_files(needed: int) -> tuple[int, int]:
+    """Raise this process's RLIMIT_NOFILE (soft and hard; root may raise the hard limit up to
+    fs.nr_open) to at least `needed`: the node's daemons, started by the direct backend,
+    inherit it, and this process holds one socket a session. Returns the limits now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < needed and os.geteuid() == 0:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, min(needed, int(
+                Path("/proc/sys/fs/nr_open").read_text()))))
+        except (ValueError, OSError):  # no CAP_SYS_RESOURCE (a container): the hard limit stays
+            pass
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+class PackageKernelLimits:
+    """The package's sysctl drop-in (systemd/sysctl.d/60-rupost.conf) for the run: each value
+    only raised, never lowered, and put back afterwards unless someone changed it meanwhile
+    (the machine is shared). The measured node then has what a packaged node has."""
+
+    def __init__(self, dropin: Path) -> None:
+        self.wanted = {}
+        for line in dropin.read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith(("#", ";")):
+                key, _, value = line.partition("=")
+                self.wanted[Path("/proc/sys") / key.strip().replace(".", "/")] = int(value)
+        self.restore: dict[Path, tuple[int, int]] = {}
+
+    def __enter__(self) -> dict[str, int]:
+        for path, value in self.wanted.items():
+            before = int(path.read_text())
+            if before < value:
+                path.write_text(str(value))
+                self.restore[path] = (before, value)
+        return {str(path): int(path.read_text()) for path in self.wanted}
+
+    def __exit__(self, *exc) -> None:
+        for path, (before, set_to) in self.restore.items():
+            if int(path.read_text()) == set_to:
+                path.write_text(str(before))
 
 
 def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50, timeout: float = 60.0,
@@ -225,8 +277,65 @@ def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50,
         "capacity_idle_notify_p50_ms": _p(latencies, 0.5),
         "capacity_idle_notify_p99_ms": _p(latencies, 0.99),
         "capacity_idle_notify_missing": missing,
+        "capacity_idle_notify_late": missing + sum(1 for ms in latencies if ms > LATE_MS),
         # dovecot stopped watching mailboxes (fs.inotify.max_user_instances): IDLE polls every 30 s
         "capacity_dovecot_inotify_exceeded": dovecot_log.count("Inotify instance limit for user"),
+        # what the kernel granted the run (the package's sysctl drop-in raises both)
+        "capacity_kernel_inotify_instances": int(Path("/proc/sys/fs/inotify/max_user_instances").read_text()),
+        "capacity_kernel_inotify_watches": int(Path("/proc/sys/fs/inotify/max_user_watches").read_text()),
         "capacity_steady_messages": messages,
         "capacity_steady_rate_s": rate,
     }
+
+
+def section(ctx, password: str) -> dict:
+    """The suite's held_imap_sessions: `capacity_sessions` mailboxes (capacity.test), the node
+    sized for them, each holding a session."""
+    from .common import bulk_mailboxes
+
+    n, inst = ctx.cfg["capacity_sessions"], ctx.inst
+    domain = "capacity.test"
+    bulk_mailboxes(inst, n, domain)
+    wanted = load(ctx.cfg)
+    sized = {**inst.parameters, **wanted}
+    if wanted:  # beyond the builtin template's default load: the node sized for it, as rupost sizing would
+        result = inst.app.deploys.deploy(inst.app.deploys.plan(sized))
+        if result.result not in ("applied", "unchanged"):
+            raise RuntimeError(f"the node was not sized for {n} sessions: {result.result}")
+    try:
+        r = held_sessions(inst, ctx.pg, [(f"u{i}@{domain}", password) for i in range(n)])
+    finally:
+        if wanted:
+            inst.app.deploys.deploy(inst.app.deploys.plan(dict(inst.parameters)))
+    ctx.details["capacity"] = r
+    return {**{k: v for k, v in r.items() if k != "capacity_failures"},
+            "capacity_imap_sessions_per_process": sized.get("imap_sessions_per_process", 1),
+            "capacity_max_imap_sessions": sized.get("max_imap_sessions", 2000),
+            "capacity_max_smtp_sessions": sized.get("max_smtp_sessions", 200),
+            "capacity_max_web_sessions": sized.get("max_web_sessions", 1000),
+            "capacity_open_files": ctx.cfg.get("capacity_open_files")}
+
+
+def load(cfg: dict) -> dict:
+    """The template parameters held_imap_sessions deploys: max_imap_sessions with a fiftieth to
+    spare when the sessions exceed nine tenths of the default load, and the sessions a process
+    asked for. Where the daemons' open-file limit (`capacity_open_files`: the hard limit this
+    process could get) cannot carry the default SMTP and web loads beside them, those shrink to
+    rupost sizing's minimums (20 and 50: the benchmark holds IMAP sessions); beyond that the
+    run stops naming the limit."""
+    from rupost.templating.limits import derive_limits
+
+    out: dict = {}
+    n = cfg["capacity_sessions"]
+    if n > derive_limits({}).imap_sessions * 9 // 10:
+        out["max_imap_sessions"] = n + max(10, n // 50)
+    if cfg.get("capacity_per_process", 1) > 1:
+        out["imap_sessions_per_process"] = cfg["capacity_per_process"]
+    granted = cfg.get("capacity_open_files")
+    if granted and derive_limits(out).open_files > granted:
+        out.update(max_smtp_sessions=20, max_web_sessions=50)
+        if derive_limits(out).open_files > granted:
+            raise RuntimeError(f"{n} held sessions need limits.open_files = {derive_limits(out).open_files} in HAProxy "
+                               f"(two descriptors a session), and this machine grants {granted} (the hard "
+                               "RLIMIT_NOFILE, which this process cannot raise): use fewer --capacity-sessions")
+    return out

@@ -240,11 +240,20 @@ def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
     r = cli(node, "sizing", "--mailboxes", "10000", "--sessions-per-user", "2", "--ldap-domains", "1", "--json")
     assert r.exit_code == 0, r.output
     estimate = json.loads(r.output)
+    # SOGo: a worker a hundred web sessions; memcached: 512 + 10 x 10000 KiB, rounded up to MB
     assert estimate["parameters"] == {"max_imap_sessions": 20000, "max_smtp_sessions": 200,
-                                      "max_web_sessions": 1000, "memcached_memory_mb": 99}  # 512 + 10 x 10000 KiB, rounded up
+                                      "max_web_sessions": 1000, "sogo_workers": 10, "memcached_memory_mb": 99}
     limits = derive_limits(estimate["parameters"])
-    assert estimate["limits"] == limits.as_dict()
+    assert estimate["limits"] == limits.as_dict() and limits.sogo_workers == 10
     assert estimate["memory"]["sessions_mib"] == round(limits.dovecot_imap_sessions * 900 / 1024)
+    assert estimate["memory"]["sogo_mib"] == 10 * 100 and estimate["memory"]["memcached_mib"] == 99
+    assert estimate["memory"]["total_mib"] == sum(v for k, v in estimate["memory"].items() if k != "total_mib")
+    # bounded both ways: SOGo's usual 3 for a small node, the parameter's 64 for a huge one
+    small = json.loads(cli(node, "sizing", "--mailboxes", "50", "--ldap-domains", "0", "--json").output)
+    assert small["parameters"]["sogo_workers"] == 3 and small["parameters"]["memcached_memory_mb"] == 16
+    huge = json.loads(cli(node, "sizing", "--mailboxes", "100000", "--ldap-domains", "3", "--json").output)
+    assert huge["parameters"]["sogo_workers"] == 64
+    assert huge["parameters"]["memcached_memory_mb"] == -(-(3 * 512 + 10 * 100000) // 1024)
     assert not estimate["applied"] and node.app.settings.get("template_parameters").get("max_imap_sessions") is None
 
     r = cli(node, "sizing", "--mailboxes", "0")
@@ -254,17 +263,26 @@ def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
         r = cli(node, "sizing", "--mailboxes", "300", "--apply")
         assert r.exit_code == 0 and "parameters stored" in r.output
         stored = node.app.settings.get("template_parameters")
-        assert (stored["max_imap_sessions"], stored["max_smtp_sessions"], stored["max_web_sessions"]) == (300, 20, 50)
+        assert (stored["max_imap_sessions"], stored["max_smtp_sessions"], stored["max_web_sessions"],
+                stored["sogo_workers"]) == (300, 20, 50, 3)
         with node.app.dbs.session("logs") as s:
             entry = s.scalars(select(AuditRecord).where(AuditRecord.action == "template.parameters")
                               .order_by(AuditRecord.id.desc()).limit(1)).one()
         assert entry.details["changed"]["max_imap_sessions"] == 300
         output = cli(node, "sizing", "--mailboxes", "300").output
         assert "max_imap_sessions = 300  [300]" in output
-        assert f"sysctl fs.inotify.max_user_instances >= {derive_limits(stored).inotify_instances}" in output
+        assert f"sysctl fs.inotify.max_user_instances >= {derive_limits(stored).inotify_instances} and " in output
+        assert f"fs.inotify.max_user_watches >= {derive_limits(stored).inotify_watches}" in output
+        # the sizing is what a deploy renders: SOGo's WOWorkersCount and memcached's -m
+        plan = node.app.deploys.plan()
+        sogo = next(f for f in plan.files["sogo"] if f.path == "sogo.conf").content
+        assert "WOWorkersCount = 3;" in sogo
+        memcached = next(f for f in plan.files["memcached"] if f.path == "memcached.conf").content
+        assert f"\n-m {stored['memcached_memory_mb']}\n" in memcached
     finally:
         cli(node, "template", "set", "--unset", "max_imap_sessions", "--unset", "max_smtp_sessions",
-            "--unset", "max_web_sessions", "--unset", "memcached_memory_mb", "reject_unknown_sender_domain=false")
+            "--unset", "max_web_sessions", "--unset", "memcached_memory_mb", "--unset", "sogo_workers",
+            "reject_unknown_sender_domain=false")
 
 
 def test_client_limit_counts_only_where_a_process_serves_several_clients():
@@ -324,16 +342,44 @@ def test_a_daemon_limit_reached_in_its_log_fails_the_check_with_a_monitor_line(n
         node.app.templates.remove(name, "1.0.0")
 
 
-def test_the_capacity_check_compares_the_kernels_inotify_instances_with_the_imap_processes(node):
-    granted = int(open("/proc/sys/fs/inotify/max_user_instances").read())
-    needed = derive_limits({}).inotify_instances
-    result = cli(node, "check", "--only", "capacity", "--no-record", "--json")
-    [row] = [r for r in json.loads(result.output)["results"] if r["target"] == "inotify"]
-    assert row["detail"].startswith(f"fs.inotify.max_user_instances = {granted}, the imap processes at full load "
-                                    f"need {needed}")
-    assert row["status"] == ("ok" if granted >= needed else "warning")
-    if granted < needed:
-        assert f"sysctl fs.inotify.max_user_instances={needed}" in row["detail"]
+def test_the_capacity_check_compares_the_kernel_and_open_file_limits_with_the_load(node):
+    """inotify instances and watches (from /proc/sys) and the backend's open-file limit against
+    what the active load needs: a warning naming the setting and value when short."""
+    import resource
+
+    def rows(parameters=None):
+        if parameters:
+            node.app.settings.set("template_parameters", {**before, **parameters})
+        result = cli(node, "check", "--only", "capacity", "--no-record", "--json")
+        return {r["target"]: r for r in json.loads(result.output)["results"]}
+
+    before = node.app.settings.get("template_parameters")
+    try:
+        for load in ({}, {"max_imap_sessions": 60000}):
+            limits = derive_limits(load)
+            found = rows(load)
+            for target, sysctl, field, what in (
+                    ("inotify", "fs.inotify.max_user_instances", "inotify_instances", "the imap processes"),
+                    ("inotify-watches", "fs.inotify.max_user_watches", "inotify_watches", "the IDLE sessions")):
+                granted = int(open("/proc/sys/" + sysctl.replace(".", "/")).read())
+                needed = getattr(limits, field)
+                row = found[target]
+                assert row["detail"].startswith(f"{sysctl} = {granted}, {what} at full load need {needed} "
+                                                f"(limits.{field})")
+                assert row["status"] == ("ok" if granted >= needed else "warning")
+                if granted < needed:
+                    assert f"raise it (sysctl {sysctl}={needed}" in row["detail"]
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            row = found["open-files"]
+            assert row["detail"].startswith(f"open-file limit of the direct service backend = {hard}, the busiest "
+                                            f"daemon at full load needs {limits.open_files}")
+            assert row["status"] == ("ok" if hard >= limits.open_files else "warning")
+        # 60,000 sessions need more instances than 128 and more descriptors than the test's
+        # hard limit: both rows say so (the kernel's default watches may suffice)
+        assert found["inotify"]["status"] == "warning" or int(open(
+            "/proc/sys/fs/inotify/max_user_instances").read()) >= limits.inotify_instances
+    finally:
+        node.app.settings.set("template_parameters", before)
 
 
 def test_template_set_refuses_a_load_the_active_templates_hand_set_limit_cannot_carry(node):

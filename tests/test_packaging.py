@@ -195,6 +195,55 @@ def test_dovecot_dropin_limits():
     assert "/etc/systemd/system/dovecot.service.d/override.conf" in (DEBIAN / "rules").read_text()
 
 
+def _load_maxima() -> dict[str, int]:
+    """The largest load the builtin template's parameters allow."""
+    import yaml
+
+    specs = yaml.safe_load((ROOT / "templates" / "builtin" / "standard.yaml").read_text())["parameters"]
+    return {name: specs[name]["max"] for name in ("max_imap_sessions", "max_smtp_sessions", "max_web_sessions")}
+
+
+def test_units_grant_the_open_files_of_the_largest_load_the_template_allows():
+    """LimitNOFILE of the daemons' units covers limits.open_files at every load a template value
+    may ask for (a deploy refuses a load beyond the backend's grant), and stays within the
+    kernel's default fs.nr_open (systemd cannot set more)."""
+    from rupost.templating.limits import derive_limits
+
+    needed = derive_limits(_load_maxima()).open_files
+    for unit in ("rupost-component@.service", "rupost.service", "dovecot.service.d/override.conf"):
+        granted = int(parse_unit(UNITS / unit)["Service"]["LimitNOFILE"])
+        assert needed <= granted <= 1048576, (unit, needed, granted)
+
+
+def _sysctl_dropin() -> dict[str, int]:
+    values = {}
+    for line in (UNITS / "sysctl.d" / "60-rupost.conf").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", ";")):
+            key, _, value = line.partition("=")
+            values[key.strip()] = int(value.strip())
+    return values
+
+
+def test_sysctl_dropin_carries_the_load_the_package_is_sized_for():
+    from rupost.templating.limits import KERNEL_SETTINGS, PACKAGE_KERNEL_LOAD, derive_limits
+
+    values = _sysctl_dropin()
+    limits = derive_limits(PACKAGE_KERNEL_LOAD)
+    assert sorted(values) == sorted(sysctl for sysctl, _, _ in KERNEL_SETTINGS)
+    for sysctl, proc_path, field in KERNEL_SETTINGS:
+        assert values[sysctl] >= getattr(limits, field), sysctl
+        assert Path(proc_path).exists() and proc_path == "/proc/sys/" + sysctl.replace(".", "/")
+    # never below the largest default the kernel picks for watches (it scales with memory)
+    assert values["fs.inotify.max_user_watches"] >= 1048576
+    # the package installs it where systemd-sysctl reads it at boot, and postinst applies it now
+    assert ("systemd/sysctl.d/60-rupost.conf $(DESTDIR)/usr/lib/sysctl.d/60-rupost.conf"
+            in (DEBIAN / "rules").read_text())
+    postinst = "\n".join(_code_lines(DEBIAN / "rupost.postinst"))
+    configure = postinst.split("configure)", 1)[1].split(";;", 1)[0]
+    assert "\tapply_sysctl\n" in configure
+    assert 'sysctl -q -p "$conf"' in postinst and "conf=/etc/sysctl.d/60-rupost.conf" in postinst
+
+
 # ------------------------------------------------------------ debian/
 def _control_paragraphs() -> list[dict]:
     paragraphs, current, key = [], {}, None

@@ -17,8 +17,8 @@ from . import emit, main, pass_ctx
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_ctx
 def sizing(c, mailboxes, sessions_per_user, ldap_domains, apply_, as_json):
-    """Work out max_imap_sessions, max_smtp_sessions, max_web_sessions and memcached_memory_mb
-    for MAILBOXES, every limit derived from them and the memory the node needs at full load."""
+    """Work out max_imap_sessions, max_smtp_sessions, max_web_sessions, sogo_workers and
+    memcached_memory_mb for MAILBOXES, every limit derived from them and the memory the node needs at full load."""
     estimate = c.app.sizing.estimate(mailboxes, sessions_per_user, ldap_domains)
     if apply_:
         c.app.sizing.apply(estimate)
@@ -36,9 +36,12 @@ def sizing(c, mailboxes, sessions_per_user, ldap_domains, apply_, as_json):
     memory = estimate["memory"]
     click.echo(f"\nmemory at full load: about {memory['total_mib']} MiB "
                f"(IMAP sessions {memory['sessions_mib']} MiB at {estimate['session_memory_kib']} KiB each, "
-               f"memcached {memory['memcached_mib']}, SOGo {memory['sogo_mib']}, the rest {memory['base_mib']})")
+               f"memcached {memory['memcached_mib']}, SOGo {memory['sogo_mib']} for "
+               f"{estimate['parameters']['sogo_workers']} workers, the rest {memory['base_mib']})")
     limits = estimate["limits"]
-    click.echo(f"kernel: sysctl fs.inotify.max_user_instances >= {limits['inotify_instances']} (IDLE notifications); "
+    click.echo(f"kernel: sysctl fs.inotify.max_user_instances >= {limits['inotify_instances']} and "
+               f"fs.inotify.max_user_watches >= {limits['inotify_watches']} (IDLE notifications; "
+               "/usr/lib/sysctl.d/60-rupost.conf); "
                f"open files >= {limits['open_files']} (the service backend's limit)")
     if apply_:
         click.echo("\nparameters stored; run rupost deploy --plan to see the effect")

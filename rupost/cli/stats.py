@@ -70,3 +70,29 @@ def stats_retention(c, days):
 def stats_positions(c, as_json):
     """Where the log parser of each node stopped in each log."""
     emit(c.app.stats.positions(), as_json, ["node", "source", "path", "inode", "offset", "lines", "updated_at"])
+
+
+@stats.command("sessions")
+@click.option("--hours", default=24, show_default=True, type=click.IntRange(1, 24 * 400),
+              help="How many hours back, this hour included.")
+@click.option("--node", default=None, help="Only this node (default: the nodes' peaks added up).")
+@click.option("--record", is_flag=True, help="Sample this node's HAProxy first (what the node agent does "
+                                            "every interval).")
+@json_option
+@pass_ctx
+def stats_sessions(c, hours, node, record, as_json):
+    """Peak concurrent sessions per hour of each public listener (IMAPS, SMTP, submissions,
+    HTTPS, HTTP, ManageSieve), as the node agent samples them from HAProxy."""
+    from ..services.session_peaks import LISTENERS
+
+    if record:
+        c.app.session_peaks.record()
+    data = c.app.session_peaks.series(hours=hours, node=node)
+    if as_json:
+        emit(data, True)
+        return
+    click.echo(f"peak concurrent sessions, {node or 'all nodes (added up)'}, {data['from']} .. {data['to']} (UTC)")
+    rows = [{"hour": h[:16].replace("T", " "), **{name: data["series"][name][i] for name in LISTENERS}}
+            for i, h in enumerate(data["hours"]) if any(data["series"][name][i] for name in LISTENERS)]
+    rows.append({"hour": "peak", **data["peaks"]})
+    emit(rows, False, ["hour", *LISTENERS])

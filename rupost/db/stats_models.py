@@ -51,3 +51,18 @@ class StatsLogState(LogsBase):
     memory: Mapped[dict] = mapped_column(JSONB, default=dict)
     lines: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now(), onupdate=func.now())
+
+
+class SessionPeakHourly(LogsBase):
+    """The most sessions a public listener of a node held at once in an hour (UTC, the hour's
+    start): the node agent samples HAProxy's frontend counters every interval (the current
+    sessions and their maximum since the previous sample) and keeps the greatest."""
+
+    __tablename__ = "session_peaks_hourly"
+    __table_args__ = (UniqueConstraint("hour", "node", "listener", name="uq_session_peaks_hourly_hour_node_listener"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hour: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    node: Mapped[str] = mapped_column(String(128))
+    listener: Mapped[str] = mapped_column(String(32))  # imaps, smtp, submissions, https, http, sieve
+    peak: Mapped[int] = mapped_column(Integer, default=0)

@@ -235,6 +235,16 @@ class NodeAgent:
         except RuPostError as exc:  # the agent's other duties of this tick go on
             self.log("postsrsd", "error", f"reconciling the SRS secrets: {exc}")
 
+    def record_session_peaks(self) -> dict[str, int]:
+        """Each public listener's peak concurrent sessions since the last interval, kept per hour
+        (rupost/services/session_peaks.py); HAProxy down or not deployed: nothing this time."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return self.app.session_peaks.record()
+        except (OSError, ValueError, SQLAlchemyError):  # e.g. rupost_logs not upgraded yet
+            return {}
+
     def _supervise_core(self) -> None:
         for proc in self.core:
             was = proc.proc is not None
@@ -258,6 +268,7 @@ class NodeAgent:
             try:
                 self._supervise_core()
                 self.check_once()
+                self.record_session_peaks()
                 self._reconcile_srs()
                 self.check_certificates()
                 if self.app.rollouts.serve_requests():

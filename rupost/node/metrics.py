@@ -13,6 +13,8 @@ import re
 import threading
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from rupost.errors import RuPostError, ValidationError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -84,6 +86,14 @@ def render(app) -> str:
                          "When the statistics parser last read this log.", f"{ts:.0f}", node=node,
                          log=pos["source"])
     except RuPostError:
+        errors += 1
+    try:
+        peaks = app.session_peaks.series(hours=1, node=node)["peaks"]
+        for listener, peak in peaks.items():
+            w.metric("rupost_sessions_peak", "gauge",
+                     "Most sessions a public listener held at once this hour (sampled by the node agent).",
+                     peak, node=node, listener=listener)
+    except (RuPostError, SQLAlchemyError):  # e.g. rupost_logs not upgraded yet
         errors += 1
     w.metric("rupost_metrics_errors", "gauge", "Parts of this scrape that could not be read.", errors, node=node)
     w.metric("rupost_metrics_scrape_seconds", "gauge", "Time this scrape took.",

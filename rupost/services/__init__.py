@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from .push import PushService
     from .quota_usage import QuotaUsageService
     from .resources import ResourceService
+    from .session_peaks import SessionPeakService
     from .settings import SettingsService
     from .sizing import SizingService
     from .srs import SrsService
@@ -290,6 +291,12 @@ class Services:
         from .stats import StatsService
 
         return StatsService(self)
+
+    @functools.cached_property
+    def session_peaks(self) -> SessionPeakService:
+        from .session_peaks import SessionPeakService
+
+        return SessionPeakService(self)
 
     @functools.cached_property
     def directories(self) -> DirectoryService:

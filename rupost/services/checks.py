@@ -258,7 +258,9 @@ def check_capacity(app: Services, state: dict | None = None) -> list[CheckResult
     except (OSError, ValueError) as exc:
         return [CheckResult("capacity", "haproxy", CRITICAL, f"HAProxy's counters cannot be read: {exc}")]
     warn = int(setting(app, "monitor_capacity_warning_percent"))
-    out = [_inotify_instances(app)]
+    from .kernel_limits import kernel_limits
+
+    out = kernel_limits(app)
     refused_before = state.setdefault("capacity_refused", {}) if state is not None else {}
     for listener, limit in limits.items():
         sessions = int(stats.get((f"fe_{listener}", "FRONTEND"), {}).get("scur") or 0)
@@ -279,33 +281,6 @@ def check_capacity(app: Services, state: dict | None = None) -> list[CheckResult
             status = WARNING if percent >= warn else OK
         out.append(CheckResult("capacity", listener, status, detail))
     return out
-
-
-INOTIFY_INSTANCES = "/proc/sys/fs/inotify/max_user_instances"
-
-
-def _inotify_instances(app: Services) -> CheckResult:
-    """Every imap process of the one vmail user watches its mailbox with an inotify instance;
-    beyond the kernel's per-user limit dovecot stops watching and IDLE clients learn of new
-    mail only at the next 30-second poll (measured: 53 of 100 deliveries not announced within
-    10 s with 300 held sessions and the default 128, docs/benchmarks.md)."""
-    from ..templating.limits import derive_limits
-
-    values = {p["name"]: p["value"] for p in app.templates.parameters()}
-    needed = derive_limits(values).inotify_instances
-    try:
-        with open(INOTIFY_INSTANCES) as fh:
-            granted = int(fh.read().strip())
-    except (OSError, ValueError) as exc:
-        return CheckResult("capacity", "inotify", WARNING, f"cannot read {INOTIFY_INSTANCES}: {exc}")
-    detail = (f"fs.inotify.max_user_instances = {granted}, the imap processes at full load need {needed} "
-              "(limits.inotify_instances)")
-    if granted >= needed:
-        return CheckResult("capacity", "inotify", OK, detail)
-    return CheckResult("capacity", "inotify", WARNING,
-                       f"{detail}: beyond it IDLE clients see new mail up to 30 s late; raise it "
-                       f"(sysctl fs.inotify.max_user_instances={needed}) or pack sessions "
-                       "(imap_sessions_per_process)")
 
 
 # A daemon's own limit reached (issue 25): each is a client dropped or kept waiting without an

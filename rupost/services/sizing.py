@@ -58,16 +58,17 @@ class SizingService:
             raise ValidationError(f"--sessions-per-user: {sessions_per_user} is outside 0 < K <= 20")
         if ldap_domains is None:
             ldap_domains = len(self.app.directories.list())
-        parameters: dict[str, int] = {**load_for(mailboxes, sessions_per_user),
-                                      "memcached_memory_mb": memcached_mb(mailboxes, ldap_domains)}
         current = {p["name"]: p["value"] for p in self.app.templates.parameters()}
-        sogo_workers = int(current.get("sogo_workers", 3))
         per_process = int(current.get("imap_sessions_per_process", 1))
-        limits = derive_limits({**parameters, "imap_sessions_per_process": per_process})
+        load = load_for(mailboxes, sessions_per_user)
+        limits = derive_limits({**load, "imap_sessions_per_process": per_process})
+        # SOGo's workers follow the web sessions, memcached the guide's formula (§2.6)
+        parameters: dict[str, int] = {**load, "sogo_workers": limits.sogo_workers,
+                                      "memcached_memory_mb": memcached_mb(mailboxes, ldap_domains)}
         session_kib = SESSION_MEMORY_KIB if per_process == 1 else PACKED_SESSION_MEMORY_KIB
         session_mib = limits.dovecot_imap_sessions * session_kib / 1024
         memory = {"sessions_mib": round(session_mib), "memcached_mib": parameters["memcached_memory_mb"],
-                  "sogo_mib": sogo_workers * SOGO_WORKER_MIB, "base_mib": BASE_MEMORY_MIB}
+                  "sogo_mib": parameters["sogo_workers"] * SOGO_WORKER_MIB, "base_mib": BASE_MEMORY_MIB}
         memory["total_mib"] = sum(memory.values())
         return {"mailboxes": mailboxes, "sessions_per_user": sessions_per_user, "ldap_domains": ldap_domains,
                 "parameters": parameters,

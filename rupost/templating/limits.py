@@ -55,7 +55,9 @@ class Limits:
     dovecot_default_client_limit: int
     postfix_process_limit: int
     inotify_instances: int   # fs.inotify.max_user_instances: one a vmail process (IDLE watches)
+    inotify_watches: int     # fs.inotify.max_user_watches: the directories and index each IDLE watches
     open_files: int          # RLIMIT_NOFILE the busiest daemon needs at full load
+    sogo_workers: int        # SOGo's WOWorkersCount for the web sessions (parameter sogo_workers)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -104,10 +106,39 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         postfix_process_limit=smtp + 20,
         # every imap process (and LMTP's) of the one vmail user holds an inotify instance
         inotify_instances=-(-dovecot_imap // per_process) + lmtp + 128,
+        # an IDLE session on Maildir watches new/, cur/ and the mailbox's index log: three,
+        # one spare (a second mailbox selected by another client of the process)
+        inotify_watches=WATCHES_PER_IMAP_SESSION * dovecot_imap + 8192,
         # HAProxy needs two descriptors a connection, an nginx worker its worker_rlimit_nofile,
         # a dovecot process with default_client_limit clients one each (log, stats, anvil)
         open_files=max(2 * (frontends + 100), nginx_connections + 1024, default_client_limit) + 1024,
+        sogo_workers=sogo_workers_for(web),
     )
+
+
+WATCHES_PER_IMAP_SESSION = 4
+# A SOGo worker (sogod child) serves one HTTP request at a time and the web sessions are
+# mostly idle keep-alive connections of webmail and CalDAV/CardDAV clients polling every
+# minute or so: one worker for a hundred of them, at least SOGo's usual 3 and at most the
+# sogo_workers parameter's bound (64; SxVMemLimit keeps each under 512 MiB). An assumption
+# from the request pattern, not a measurement (docs/templates.md#capacity).
+WEB_SESSIONS_PER_SOGO_WORKER = 100
+SOGO_WORKERS_MIN, SOGO_WORKERS_MAX = 3, 64
+
+
+def sogo_workers_for(web_sessions: int) -> int:
+    return min(SOGO_WORKERS_MAX, max(SOGO_WORKERS_MIN, -(-web_sessions // WEB_SESSIONS_PER_SOGO_WORKER)))
+
+
+# The load the package's kernel settings are sized for (debian: /usr/lib/sysctl.d/60-rupost.conf,
+# from systemd/sysctl.d/60-rupost.conf): the guide's largest node, 20,000 users, each with two
+# IMAP sessions (a desktop client and a phone), one in ten in webmail at once. A template that
+# asks for more gets a warning from `rupost check` naming the sysctl to raise.
+PACKAGE_KERNEL_LOAD = {"max_imap_sessions": 40000, "max_smtp_sessions": 400, "max_web_sessions": 2000,
+                       "imap_sessions_per_process": 1}
+# kernel settings `rupost check` compares with the derived limits: (sysctl, /proc path, Limits field)
+KERNEL_SETTINGS = (("fs.inotify.max_user_instances", "/proc/sys/fs/inotify/max_user_instances", "inotify_instances"),
+                   ("fs.inotify.max_user_watches", "/proc/sys/fs/inotify/max_user_watches", "inotify_watches"))
 
 
 def listener_sessions(listener: str, limits: Limits) -> int:

@@ -515,6 +515,28 @@ def test_dashboard_shows_the_sessions_against_each_listeners_limit(node, superad
     assert all(name in table for name in ("imaps", "smtp", "submissions", "https"))
 
 
+def test_dashboard_shows_this_nodes_peak_sessions_of_the_hour_and_the_day(node, superadmin):
+    import datetime as dt
+
+    from sqlalchemy.dialects.postgresql import insert
+
+    from rupost.db.stats_models import SessionPeakHourly
+
+    # a peak of 7 HTTPS sessions three hours ago, the agent's sample of this hour beside it
+    earlier = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    with node.app.dbs.session("logs") as s:
+        s.execute(insert(SessionPeakHourly).values(hour=earlier, node=node.app.config.node_name, listener="https",
+                                                   peak=7).on_conflict_do_nothing())
+    now = node.app.session_peaks.record()
+    page = text(superadmin.get("/"))
+    table = page.split('id="session-peaks"', 1)[1].split("</table>", 1)[0]
+    rows = dict((cells[0], cells[1:]) for cells in (re.findall(r"<td>([^<]*)</td>", row)
+                                                    for row in table.split("<tr>")[2:]))
+    assert set(rows) == {"imaps", "smtp", "submissions", "https", "http", "sieve"}
+    assert int(rows["https"][0]) >= now["https"] and int(rows["https"][1]) >= 7
+    assert int(rows["imaps"][0]) >= now["imaps"]
+
+
 def test_settings_check_the_mail_host_name_as_the_cli_does(superadmin, node):
     from rupost.services.admins import DEFAULTS
 

@@ -4,8 +4,8 @@ Node-wide tiles (not for domain administrators): nodes in/out of service, mail q
 per node (``postqueue`` service, cached for ``QUEUE_TTL`` seconds: a node whose queue cannot
 be read says so), mail storage disk use (the file system of the mail storage path, as
 ``rupost check`` measures it), this node's sessions against each listener's limit (the
-``capacity`` check). For everyone: quota use over the mailboxes they may see
-(``quota_usage`` service: SQL over the last measurement, which runs in the background).
+``capacity`` check) and their peaks per hour (``session_peaks``). For everyone: quota use over
+the mailboxes they may see (``quota_usage`` service: SQL over the last measurement, which runs in the background).
 Everything is bounded: the page does the same work at 100 and at 100,000 mailboxes."""
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def index():
                "aliases": rp.aliases.page(None, scope, limit=1)["total"]}
     context = {"summary": summary, "nodes": [], "deploys": [], "certificates": [], "warnings": [],
                "errors": [], "monitor": [], "stats": None, "queues": [], "storage": None,
-               "capacity": []}
+               "capacity": [], "session_peaks": None}
     if admin.role != "domain_admin":
         nodes = rp.nodes.list()
         for node in nodes:
@@ -56,7 +56,8 @@ def index():
                        monitor=rp.audit.monitor_events(10),
                        errors=[r for r in rp.audit.page(limit=200, with_total=False)["rows"]
                                if r["action"].endswith(".failed") or r["action"].endswith(".locked")][:10],
-                       queues=_queues(rp), storage=_storage(rp), capacity=_capacity(rp))
+                       queues=_queues(rp), storage=_storage(rp), capacity=_capacity(rp),
+                       session_peaks=_session_peaks(rp))
     context["stats"] = _stats(rp, scope)
     context["quota"] = quota
     return render("dashboard.html", **context)
@@ -141,6 +142,17 @@ def _capacity(rp) -> list:
     from ...services.checks import check_capacity
 
     return _safe(lambda: check_capacity(rp), [])
+
+
+def _session_peaks(rp) -> list | None:
+    """This node's peak concurrent sessions of each listener: this hour's and the last 24 hours'
+    (sampled by the node agent, rupost/services/session_peaks.py)."""
+    try:
+        data = rp.session_peaks.series(24, node=rp.config.node_name)
+    except (RuPostError, SQLAlchemyError):
+        return None
+    return [{"listener": name, "hour": values[-1], "day": data["peaks"][name]}
+            for name, values in data["series"].items()]
 
 
 def _safe(call, default):
