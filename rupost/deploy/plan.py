@@ -60,7 +60,8 @@ class Plan:
 
 def render_context(layout: Layout, node: NodeConfig, generation_dir: Path,
                    data: NodeData | None = None) -> RenderContext:
-    return RenderContext(layout, node, node.database, generation_dir, data)
+    consumers = data.consumer_logins() if data is not None else {}
+    return RenderContext(layout, node, node.database, generation_dir, data, consumers)
 
 
 def build_models(components: ComponentRegistry, doc: TemplateDocument, context: dict) -> dict:

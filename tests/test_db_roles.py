@@ -1,0 +1,165 @@
+"""The daemons' own database roles (issue 26): each logs in as itself, reads what it needs and
+is refused the configuration database's secrets; rotating their passwords during a mail
+flow loses nothing. Real PostgreSQL, real psycopg and psql connections as each role."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import threading
+import uuid
+
+import psycopg
+import pytest
+
+from mailclients import message, smtp, wait_for_subject
+from rupost.db import roles
+from rupost.services import db_roles
+
+CONSUMERS = ("postfix", "dovecot", "sogo")
+SECRETS = ("panel_admins", "settings", "certificates", "dkim_keys", "push_endpoints", "ldap_domains")
+
+
+def _login(node, consumer: str) -> roles.ConsumerLogin:
+    return db_roles.active_logins(node.app.dbs)[consumer]
+
+
+def _connect(node, user: str, password: str, dbname: str) -> psycopg.Connection:
+    db = node.config.database
+    return psycopg.connect(host=db.host, port=db.port, user=user, password=password, dbname=dbname,
+                           connect_timeout=5, autocommit=True)
+
+
+def test_every_daemon_has_its_own_ready_role(node):
+    status = {row["consumer"]: row for row in node.app.db_roles.status()}
+    assert set(status) == set(CONSUMERS)
+    for consumer in CONSUMERS:
+        assert status[consumer]["ready"], status[consumer]
+        login = _login(node, consumer)
+        assert login.user != node.config.database.user
+        assert login.password != node.config.database.password
+        with _connect(node, login.user, login.password, node.config.database.data) as conn:
+            # sessions run as the group role, which holds the grants
+            assert conn.execute("SELECT current_user").fetchone()[0] == roles.group_role(node.config.database,
+                                                                                         consumer)
+
+
+@pytest.mark.parametrize("consumer", CONSUMERS)
+def test_daemon_role_is_refused_the_configuration_database(node, consumer):
+    login = _login(node, consumer)
+    db = node.config.database
+    for dbname in (db.main, db.logs):
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            _connect(node, login.user, login.password, dbname)
+    # the same through psql, as an administrator would try it (password in the environment)
+    env = {**os.environ, "PGPASSWORD": login.password}
+    for table in SECRETS:
+        r = subprocess.run(["psql", "-X", "-h", db.host, "-p", str(db.port), "-U", login.user, "-d", db.main,
+                            "-tAc", f"SELECT count(*) FROM {table}"], capture_output=True, text=True, env=env,
+                           timeout=30)
+        assert r.returncode != 0 and "permission denied for database" in r.stderr, (table, r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("consumer", ("postfix", "dovecot"))
+def test_lookup_roles_read_the_lookups_and_not_the_tables(node, mailbox, consumer):
+    address, _ = mailbox("lookup")
+    login = _login(node, consumer)
+    with _connect(node, login.user, login.password, node.config.database.data) as conn:
+        assert conn.execute("SELECT lookup_mailbox(%s)", (address,)).fetchone() == (1,)
+        assert conn.execute("SELECT lookup_domain(%s)", (address.split("@")[1],)).fetchone() == (1,)
+        assert conn.execute("SELECT address FROM lookup_mailboxes WHERE address = %s",
+                            (address,)).fetchone() == (address,)
+        for table in ("mailboxes", "domains", "aliases", "impersonation_accounts"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {table} LIMIT 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CREATE TABLE forged (x int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            # an updatable view (one table): refused for want of the privilege, not of a trigger
+            conn.execute("DELETE FROM lookup_domains WHERE name = %s", (address.split("@")[1],))
+
+
+def test_sogo_role_reads_its_sources_and_owns_its_tables(node, mailbox):
+    address, _ = mailbox("sogouser")
+    login = _login(node, "sogo")
+    with _connect(node, login.user, login.password, node.config.database.data) as conn:
+        assert conn.execute("SELECT c_uid FROM sogo_users WHERE c_uid = %s", (address,)).fetchone() == (address,)
+        conn.execute("SELECT count(*) FROM sogo_gal")
+        # SOGo created its own tables at its first start, as its role
+        owners = dict(conn.execute("SELECT tablename, tableowner FROM pg_tables WHERE tablename LIKE 'sogo\\_%'"))
+        assert owners.get("sogo_user_profile") == roles.group_role(node.config.database, "sogo"), owners
+        conn.execute("SELECT count(*) FROM sogo_user_profile")
+        for table in ("mailboxes", "domains", "lookup_aliases", "lookup_master_users"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {table} LIMIT 1")
+
+
+def _generation_files(node):
+    for path in node.layout.current.resolve().rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            yield path
+
+
+def test_rendered_files_hold_each_daemon_its_own_password_only(node):
+    owner = node.config.database.password
+    logins = {c: _login(node, c) for c in CONSUMERS}
+    holders: dict[str, set[str]] = {c: set() for c in CONSUMERS}
+    for path in _generation_files(node):
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        assert owner not in text, f"{path} holds the owner role's password"
+        for consumer, login in logins.items():
+            if login.password in text:
+                holders[consumer].add(path.parent.name if path.parent.name != "sieve" else "dovecot")
+                mode = path.stat()
+                assert stat.S_IMODE(mode.st_mode) == 0o640 and mode.st_uid == 0, (path, oct(mode.st_mode))
+    assert holders == {"postfix": {"postfix"}, "dovecot": {"dovecot"}, "sogo": {"sogo"}}
+
+
+def test_grants_script_names_every_role_without_clear_passwords(node):
+    script = node.app.db_roles.grants_script()
+    for consumer in CONSUMERS:
+        login = _login(node, consumer)
+        assert f'"{login.user}"' in script and login.password not in script
+    assert "SCRAM-SHA-256$4096:" in script
+
+
+def test_rotation_during_mail_flow_loses_nothing(node, mailbox):
+    address, password = mailbox("rotation")
+    before = {c: _login(node, c) for c in CONSUMERS}
+    subjects, refused, errors = [], [], []
+    stop = threading.Event()
+
+    def send():
+        for i in range(200):  # bounded: stops when the rotation is done
+            if stop.is_set() and i >= 5:
+                return
+            subject = f"rotation {i} {uuid.uuid4().hex}"
+            try:
+                with smtp(node.ports["smtp"], source="127.0.0.41") as client:
+                    refused.append(client.send_message(message("someone@example.org", address, subject)))
+                subjects.append(subject)
+            except Exception as exc:  # noqa: BLE001 - counted: a refused connection fails the test
+                errors.append(repr(exc))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        result = node.app.db_roles.rotate_and_deploy()
+    finally:
+        stop.set()
+        sender.join(timeout=300)
+    assert not errors and all(r == {} for r in refused), (errors, refused)
+    assert result["retired"] and not result["other_nodes"]
+    for subject in subjects:
+        wait_for_subject(node.ports["imaps"], address, password, subject, timeout=60)
+    after = {c: _login(node, c) for c in CONSUMERS}
+    for consumer in CONSUMERS:
+        assert after[consumer].user != before[consumer].user
+        assert db_roles.can_login(node.config.database, after[consumer].user, after[consumer].password)
+        # the previous login no longer opens anything
+        assert not db_roles.can_login(node.config.database, before[consumer].user, before[consumer].password)
+    actions = [r["action"] for r in node.app.audit.page(action="db.rotate_passwords")["rows"]]
+    assert actions and len(subjects) >= 5
