@@ -163,3 +163,47 @@ def test_rotation_during_mail_flow_loses_nothing(node, mailbox):
         assert not db_roles.can_login(node.config.database, before[consumer].user, before[consumer].password)
     actions = [r["action"] for r in node.app.audit.page(action="db.rotate_passwords")["rows"]]
     assert actions and len(subjects) >= 5
+
+
+def test_external_server_roles_from_the_printed_sql_then_upgrade(pg):
+    """An installation whose database server is not local (no superuser at hand), as an
+    existing one meets issue 26: `rupost db upgrade` names the missing roles and the daemons
+    keep the owner's login; the DBA runs the SQL of `rupost db grants --print`; the next
+    upgrade applies the grants and the daemons get their own logins."""
+    from rupost.config import DatabaseSettings
+    from rupost.db import migrate
+    from rupost.db.engine import Databases
+
+    suffix = uuid.uuid4().hex[:8]
+    owner = f"rp_ext_{suffix}"
+    settings = DatabaseSettings(host="127.0.0.1", port=pg.port, user=owner, password=f"pw-{suffix}",
+                                main=f"ext_{suffix}", data=f"ext_{suffix}_data", logs=f"ext_{suffix}_logs")
+    pg.psql(f"CREATE ROLE {owner} LOGIN PASSWORD '{settings.password}'")
+    for name in settings.names().values():
+        pg.psql(f"CREATE DATABASE {name} OWNER {owner}")
+    dbs = Databases(settings)
+    try:
+        migrate.upgrade(dbs)
+        lines = db_roles.ensure(dbs, superuser=None)
+        assert any(line.startswith("WARNING") and "postfix, dovecot, sogo" in line and "grants --print" in line
+                   for line in lines), lines
+        assert db_roles.active_logins(dbs) == {}  # rendered files keep the owner's login meanwhile
+
+        script = db_roles.creation_script(dbs)
+        assert "PASSWORD 'SCRAM-SHA-256$" in script
+        pg.psql(script)  # the DBA
+        lines = db_roles.ensure(dbs, superuser=None)
+        assert lines == ["database grants applied: postfix, dovecot, sogo log in with their own roles"], lines
+        logins = db_roles.active_logins(dbs)
+        assert set(logins) == set(CONSUMERS)
+        db = settings
+        with psycopg.connect(host=db.host, port=db.port, user=logins["postfix"].user,
+                             password=logins["postfix"].password, dbname=db.data, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM lookup_domain('nothing.test')").fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT * FROM domains")
+        with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+            psycopg.connect(host=db.host, port=db.port, user=logins["sogo"].user, password=logins["sogo"].password,
+                            dbname=db.main)
+    finally:
+        dbs.dispose()

@@ -124,9 +124,11 @@ def _mark_ready(dbs: Databases) -> list[str]:
     for name in roles.CONSUMERS:
         entry = value.get(name) or {}
         slot = entry.get("active", "a")
-        if entry.get(slot) and can_login(dbs.settings, roles.slot_role(dbs.settings, name, slot), entry[slot]):
-            entry["ready"] = True
-        else:
+        ready = bool(entry.get(slot)) and can_login(dbs.settings, roles.slot_role(dbs.settings, name, slot),
+                                                   entry[slot])
+        if name in value:
+            entry["ready"] = ready  # not ready (a restored old password): its daemon uses the owner
+        if not ready:
             missing.append(name)
     _store(dbs, value)
     return missing
