@@ -207,3 +207,46 @@ def test_external_server_roles_from_the_printed_sql_then_upgrade(pg):
                             dbname=db.main)
     finally:
         dbs.dispose()
+
+
+def test_cli_rotation_of_one_role_in_a_cluster_keeps_the_previous_until_retired(node, mailbox):
+    """`rupost db rotate-passwords --consumer sogo --keep-previous` (what a cluster needs: the
+    other nodes still hold the previous login), then `--only-retire`; SOGo logs users in
+    with its new role throughout (CalDAV through nginx)."""
+    import base64
+    import json
+
+    from click.testing import CliRunner
+
+    from adapters.probes import https_request
+    from rupost.cli import main as rupost
+
+    address, password = mailbox("sogorot")
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{address}:{password}".encode()).decode(), "Depth": "0"}
+
+    def propfind() -> int:
+        return https_request("127.0.0.1", node.ports["https"], "PROPFIND", f"/SOGo/dav/{address}/Calendar/",
+                             headers=auth)[0]
+
+    def cli(*args):
+        r = CliRunner().invoke(rupost, ["--root", str(node.root), "db", *args])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    assert propfind() == 207
+    before = {c: _login(node, c) for c in CONSUMERS}
+    out = cli("rotate-passwords", "--consumer", "sogo", "--keep-previous")
+    idle = "a" if before["sogo"].user.endswith("_b") else "b"
+    assert f"sogo: now logs in as {roles.slot_role(node.config.database, 'sogo', idle)}" in out
+    after = _login(node, "sogo")
+    assert after.user != before["sogo"].user
+    assert f"{after.user}:" in (node.layout.current / "sogo" / "sogo.conf").read_text()
+    assert {c: _login(node, c) for c in ("postfix", "dovecot")} == {c: before[c] for c in ("postfix", "dovecot")}
+    assert db_roles.can_login(node.config.database, before["sogo"].user, before["sogo"].password)  # kept
+    assert propfind() == 207
+    assert "retired: " + before["sogo"].user in cli("rotate-passwords", "--only-retire")
+    assert not db_roles.can_login(node.config.database, before["sogo"].user, before["sogo"].password)
+    assert propfind() == 207
+    rows = {r["consumer"]: r for r in json.loads(cli("roles", "--json"))}
+    assert rows["sogo"]["login"] == after.user and all(r["ready"] for r in rows.values())
+    assert after.password not in cli("roles")
