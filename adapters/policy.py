@@ -133,6 +133,9 @@ class PolicyAdapter(Adapter):
         listen = model.get("listen") or f"127.0.0.1:{ctx.node.port('auth_policy')}"
         config = {"listen": listen, "postfix_socket": model.get("postfix_socket", ""),
                   "postfix_socket_group": "postfix",
+                  # the role it logs in as (its password stays in the database): a rotation changes
+                  # this file, so the deploy restarts the server with the new login
+                  "database_login": ctx.consumer_database("policy").user,
                   "sogo_upstream": model.get("sogo_upstream", ""), "limits": model.get("limits") or {},
                   "sender_rate": model.get("sender_rate") or {}}
         return [RenderedFile("policy.json", json.dumps(config, indent=2, sort_keys=True) + "\n")]

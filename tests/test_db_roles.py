@@ -3,6 +3,7 @@ is refused the configuration database's secrets; rotating their passwords during
 flow loses nothing. Real PostgreSQL, real psycopg and psql connections as each role."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -16,7 +17,8 @@ from mailclients import message, smtp, wait_for_subject
 from rupost.db import roles
 from rupost.services import db_roles
 
-CONSUMERS = ("postfix", "dovecot", "sogo")
+CONSUMERS = ("postfix", "dovecot", "sogo", "policy")
+DAEMONS = ("postfix", "dovecot", "sogo")  # the ones that never reach the configuration database
 SECRETS = ("panel_admins", "settings", "certificates", "dkim_keys", "push_endpoints", "ldap_domains")
 
 
@@ -44,7 +46,7 @@ def test_every_daemon_has_its_own_ready_role(node):
                                                                                          consumer)
 
 
-@pytest.mark.parametrize("consumer", CONSUMERS)
+@pytest.mark.parametrize("consumer", DAEMONS)
 def test_daemon_role_is_refused_the_configuration_database(node, consumer):
     login = _login(node, consumer)
     db = node.config.database
@@ -94,6 +96,39 @@ def test_sogo_role_reads_its_sources_and_owns_its_tables(node, mailbox):
                 conn.execute(f"SELECT * FROM {table} LIMIT 1")
 
 
+def test_policy_role_keeps_its_tables_and_reaches_no_secret(node, mailbox):
+    """The policy server's role: the block list, counters, list members and DKIM keys (it
+    writes OpenDKIM's files), the journals to add to; not the administrators, settings,
+    certificates, nor the mailboxes; a journal row cannot be changed or removed."""
+    login = _login(node, "policy")
+    db = node.config.database
+    with _connect(node, login.user, login.password, db.main) as conn:
+        for table in ("auth_failures", "auth_blocks", "sender_messages", "dkim_keys"):
+            conn.execute(f"SELECT count(*) FROM {table}")
+        for table in SECRETS:
+            if table == "dkim_keys":
+                continue
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {table} LIMIT 1")
+    with _connect(node, login.user, login.password, db.data) as conn:
+        conn.execute("SELECT count(*) FROM distribution_list_members")
+        for table in ("mailboxes", "lookup_mailboxes", "impersonation_accounts", "sogo_users"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(f"SELECT * FROM {table} LIMIT 1")
+    with _connect(node, login.user, login.password, db.logs) as conn:
+        conn.execute("SELECT count(*) FROM impersonation_uses")
+        for statement in ("DELETE FROM audit_log", "UPDATE audit_log SET actor = 'x'", "DELETE FROM impersonation_uses"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+    # the running server logs in as it
+    with node.app.dbs.engine("main").connect() as conn:
+        from sqlalchemy import text
+
+        users = set(conn.execute(text("SELECT usename FROM pg_stat_activity WHERE datname = :d "
+                                      "AND application_name = 'rupost-listen'"), {"d": db.main}).scalars())
+    assert login.user in users, users
+
+
 def _generation_files(node):
     for path in node.layout.current.resolve().rglob("*"):
         if path.is_file() and not path.is_symlink():
@@ -115,7 +150,10 @@ def test_rendered_files_hold_each_daemon_its_own_password_only(node):
                 holders[consumer].add(path.parent.name if path.parent.name != "sieve" else "dovecot")
                 mode = path.stat()
                 assert stat.S_IMODE(mode.st_mode) == 0o640 and mode.st_uid == 0, (path, oct(mode.st_mode))
-    assert holders == {"postfix": {"postfix"}, "dovecot": {"dovecot"}, "sogo": {"sogo"}}
+    # the policy server reads its password from the database (its file names the login only)
+    assert holders == {"postfix": {"postfix"}, "dovecot": {"dovecot"}, "sogo": {"sogo"}, "policy": set()}
+    policy = json.loads((node.layout.current / "policy" / "policy.json").read_text())
+    assert policy["database_login"] == logins["policy"].user
 
 
 def test_grants_script_names_every_role_without_clear_passwords(node):
@@ -185,7 +223,7 @@ def test_external_server_roles_from_the_printed_sql_then_upgrade(pg):
     try:
         migrate.upgrade(dbs)
         lines = db_roles.ensure(dbs, superuser=None)
-        assert any(line.startswith("WARNING") and "postfix, dovecot, sogo" in line and "grants --print" in line
+        assert any(line.startswith("WARNING") and "postfix, dovecot, sogo, policy" in line and "grants --print" in line
                    for line in lines), lines
         assert db_roles.active_logins(dbs) == {}  # rendered files keep the owner's login meanwhile
 
@@ -193,7 +231,7 @@ def test_external_server_roles_from_the_printed_sql_then_upgrade(pg):
         assert "PASSWORD 'SCRAM-SHA-256$" in script
         pg.psql(script)  # the DBA
         lines = db_roles.ensure(dbs, superuser=None)
-        assert lines == ["database grants applied: postfix, dovecot, sogo log in with their own roles"], lines
+        assert lines == ["database grants applied: postfix, dovecot, sogo, policy log in with their own roles"], lines
         logins = db_roles.active_logins(dbs)
         assert set(logins) == set(CONSUMERS)
         db = settings

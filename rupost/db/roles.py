@@ -30,7 +30,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ..config import DatabaseSettings
 
@@ -49,6 +49,11 @@ class Consumer:
     # database kind -> tables (LIKE patterns) it may read and write
     write: dict[str, tuple[str, ...]]
     create_in: tuple[str, ...] = ()  # database kinds where it may create tables (schema public)
+    # database kind -> tables (LIKE patterns) it may read and add to, never change (journals)
+    append: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def kinds(self) -> set[str]:
+        return set(self.select) | set(self.write) | set(self.append) | set(self.create_in)
 
 
 LOOKUP_VIEWS = ("lookup\\_%",)
@@ -60,6 +65,12 @@ CONSUMERS: dict[str, Consumer] = {
         # alarms, store, ACLs, cache) it creates itself on first start, all named sogo_*
         Consumer("sogo", "SOGo's users, address list and its own tables",
                  {"data": ("sogo\\_users", "sogo\\_gal")}, {"data": ("sogo\\_%",)}, create_in=("data",)),
+        # the block list and counters, list membership, the DKIM keys it writes for OpenDKIM,
+        # the journals it adds to (a block, an impersonation use)
+        Consumer("policy", "the policy server's block list, counters, list members, DKIM keys",
+                 {"main": ("dkim\\_keys",), "data": ("distribution\\_lists", "distribution\\_list\\_members")},
+                 {"main": ("auth\\_failures", "auth\\_blocks", "sender\\_messages")},
+                 append={"logs": ("impersonation\\_uses", "audit\\_log")}),
     )
 }
 
@@ -143,7 +154,7 @@ def database_grants_sql(db: DatabaseSettings, consumers: list[str]) -> list[str]
     statements = [f"REVOKE CONNECT, TEMPORARY ON DATABASE {_ident(name)} FROM PUBLIC" for name in names.values()]
     for consumer in (CONSUMERS[n] for n in consumers):
         group = _ident(group_role(db, consumer.name))
-        for kind in sorted(set(consumer.select) | set(consumer.write)):
+        for kind in sorted(consumer.kinds()):
             statements.append(f"GRANT CONNECT ON DATABASE {_ident(names[kind])} TO {group}")
     return statements
 
@@ -155,18 +166,20 @@ def object_grants_sql(db: DatabaseSettings, kind: str, consumers: list[str]) -> 
     statements = []
     for consumer in (CONSUMERS[n] for n in consumers):
         group = group_role(db, consumer.name)
-        selects = consumer.select.get(kind, ())
-        writes = consumer.write.get(kind, ())
-        if not (selects or writes or kind in consumer.create_in):
+        if kind not in consumer.kinds():
             continue
+        selects, writes, appends = (consumer.select.get(kind, ()), consumer.write.get(kind, ()),
+                                    consumer.append.get(kind, ()))
         statements.append(f"GRANT USAGE ON SCHEMA public TO {_ident(group)}")
         if kind in consumer.create_in:
             statements.append(f"GRANT CREATE ON SCHEMA public TO {_ident(group)}")
-        for patterns, privileges in ((selects, "SELECT"), (writes, "SELECT, INSERT, UPDATE, DELETE")):
+        for patterns, privileges in ((selects, "SELECT"), (writes, "SELECT, INSERT, UPDATE, DELETE"),
+                                     (appends, "SELECT, INSERT")):
             for pattern in patterns:
                 statements.append(_grant_matching(pattern, privileges, group))
-        for pattern in writes:
-            statements.append(_grant_matching(pattern, "USAGE, SELECT, UPDATE", group, sequences=True))
+        for pattern in (*writes, *appends):  # their id sequences (serial columns)
+            statements.append(_grant_matching(pattern + "\\_%\\_seq", "USAGE, SELECT, UPDATE", group,
+                                              sequences=True))
     return statements
 
 

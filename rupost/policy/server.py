@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters.policy import API_HEADER, read_api_secret
 
 from ..errors import RuPostError
+from ..paths import Layout
 from ..services.blocklist import BlockView, Limits
 
 log = logging.getLogger("rupost.policy")
@@ -386,12 +387,10 @@ def dkim_sync(app) -> None:
 
 
 def serve(root: str, config_path: str) -> None:
-    from ..services import RuPost
-
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s rupost-policy %(levelname)s %(message)s")
     config = json.loads(Path(config_path).read_text())
-    app = RuPost.open(root, actor="policy", source="policy")
+    app = _open_as_policy_role(root)
     policy = PolicyApp(app, config, read_api_secret(app.layout))
     # checked before every authentication: from memory, kept current by NOTIFY
     policy.blocklist.view = BlockView(app).start()
@@ -435,6 +434,27 @@ def serve(root: str, config_path: str) -> None:
         if sock_path:
             Path(sock_path).unlink(missing_ok=True)
         app.close()
+
+
+def _open_as_policy_role(root: str):
+    """The services over the policy server's own database role (rupost/db/roles.py): its
+    tables and nothing else, so a flaw in a request it parses reaches no other secret. The
+    owner's login of config.json reads which one; without one (roles not created yet), the
+    owner's."""
+    from dataclasses import replace
+
+    from ..db.roles import consumer_database
+    from ..services import Actor, Runtime
+    from ..services.db_roles import active_logins
+
+    runtime = Runtime.open(root)
+    try:
+        login = active_logins(runtime.dbs).get("policy")
+    finally:
+        runtime.close()
+    config = replace(runtime.config, database=consumer_database(runtime.config.database, login))
+    log.info("database role %s", config.database.user)
+    return Runtime(Layout.at(root), config).services(Actor("policy", source="policy"))
 
 
 def _restrict_socket(path: str, group: str) -> None:
