@@ -69,11 +69,15 @@ class RenderContext:
     database: DatabaseSettings
     generation_dir: Path  # real or tokenized generation directory the files refer to
     data: NodeData | None = None  # absent when rendering for a plan
-    # the daemons' own database logins (postfix, dovecot, sogo); a daemon without one uses `database`
-    consumers: dict[str, ConsumerLogin] = field(default_factory=dict)
+    # the daemons' own database logins, read from `data` when a file first needs one (only the
+    # owner role reads them: a process spec, asked by the policy server too, never does); a
+    # daemon without one uses `database`
+    consumers: dict[str, ConsumerLogin] | None = None
 
     def consumer_database(self, consumer: str) -> DatabaseSettings:
         """What `consumer`'s files connect with: the node's server, the consumer's own role."""
+        if self.consumers is None:
+            self.consumers = self.data.consumer_logins() if self.data is not None else {}
         return consumer_database(self.database, self.consumers.get(consumer))
 
     def config_dir(self, component: str) -> Path:

@@ -120,6 +120,16 @@ def test_policy_role_keeps_its_tables_and_reaches_no_secret(node, mailbox):
         for statement in ("DELETE FROM audit_log", "UPDATE audit_log SET actor = 'x'", "DELETE FROM impersonation_uses"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
+    # what the server does with it besides requests: rewrite OpenDKIM's files from the keys
+    # (its DKIM sync, every 15 s), as the policy role
+    from rupost.policy.server import _open_as_policy_role
+
+    policy_app = _open_as_policy_role(str(node.root))
+    try:
+        assert policy_app.dbs.settings.user == login.user
+        policy_app.dkim.apply()
+    finally:
+        policy_app.close()
     # the running server logs in as it
     with node.app.dbs.engine("main").connect() as conn:
         from sqlalchemy import text

@@ -60,8 +60,7 @@ class Plan:
 
 def render_context(layout: Layout, node: NodeConfig, generation_dir: Path,
                    data: NodeData | None = None) -> RenderContext:
-    consumers = data.consumer_logins() if data is not None else {}
-    return RenderContext(layout, node, node.database, generation_dir, data, consumers)
+    return RenderContext(layout, node, node.database, generation_dir, data)
 
 
 def build_models(components: ComponentRegistry, doc: TemplateDocument, context: dict) -> dict:

@@ -382,7 +382,7 @@ def dkim_sync(app) -> None:
                 result = app.dkim.apply()
                 log.info("DKIM keys changed in the database: files rewritten%s",
                          ", OpenDKIM re-read them" if result["reloaded"] else "")
-        except (RuPostError, OSError) as exc:
+        except (RuPostError, OSError, SQLAlchemyError) as exc:  # the thread lives on: next round
             log.error("DKIM key sync: %s", exc)
 
 
