@@ -53,7 +53,7 @@ def db_grants(c, print_sql):
 
 
 @db.command("rotate-passwords")
-@click.option("--consumer", help="Only this daemon's role (postfix, dovecot, sogo).")
+@click.option("--consumer", help="Only this daemon's role (postfix, dovecot, sogo, policy).")
 @click.option("--retire-previous", "retire", flag_value=True, default=None,
               help="Retire the previous passwords now (default: only when this is the only node).")
 @click.option("--keep-previous", "retire", flag_value=False,
