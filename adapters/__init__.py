@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from .base import Adapter, LogReopen, NodeData, Probe, ProcessSpec, RenderContext, RenderedFile
 from .dovecot import DovecotAdapter
 from .haproxy import HAProxyAdapter
+from .lookup_cache import LookupCacheAdapter
 from .memcached import MemcachedAdapter
 from .nginx import NginxAdapter
 from .opendkim import OpenDKIMAdapter
@@ -28,8 +29,8 @@ __all__ = ["COMPONENTS", "Adapter", "ComponentRegistry", "LogReopen", "NodeData"
 # The policy server before dovecot (auth policy), OpenDKIM and PostSRSd before postfix (its
 # milter, its SRS tables), HAProxy last (it sends clients on only once everything behind it runs).
 COMPONENTS: tuple[type[Adapter], ...] = (
-    MemcachedAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, DovecotAdapter, PostfixAdapter,
-    SOGoAdapter, NginxAdapter, HAProxyAdapter,
+    MemcachedAdapter, LookupCacheAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, DovecotAdapter,
+    PostfixAdapter, SOGoAdapter, NginxAdapter, HAProxyAdapter,
 )
 
 

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Protocol
 
 from adapters.probes import ProbeResult
 from rupost.config import DatabaseSettings, NodeConfig
+from rupost.db.roles import ConsumerLogin, consumer_database
 from rupost.errors import ComponentCheckError
 from rupost.paths import Layout
 
@@ -56,6 +57,10 @@ class NodeData(Protocol):
         """The cluster's SRS secrets, the signing one first (created on first use)."""
         ...
 
+    def consumer_logins(self) -> dict[str, ConsumerLogin]:
+        """The database login of each daemon that has its own role (rupost/db/roles.py)."""
+        ...
+
 
 @dataclass
 class RenderContext:
@@ -64,6 +69,16 @@ class RenderContext:
     database: DatabaseSettings
     generation_dir: Path  # real or tokenized generation directory the files refer to
     data: NodeData | None = None  # absent when rendering for a plan
+    # the daemons' own database logins, read from `data` when a file first needs one (only the
+    # owner role reads them: a process spec, asked by the policy server too, never does); a
+    # daemon without one uses `database`
+    consumers: dict[str, ConsumerLogin] | None = None
+
+    def consumer_database(self, consumer: str) -> DatabaseSettings:
+        """What `consumer`'s files connect with: the node's server, the consumer's own role."""
+        if self.consumers is None:
+            self.consumers = self.data.consumer_logins() if self.data is not None else {}
+        return consumer_database(self.database, self.consumers.get(consumer))
 
     def config_dir(self, component: str) -> Path:
         return self.generation_dir / component

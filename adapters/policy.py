@@ -5,13 +5,17 @@ block list and counters shared by every node in the ``rupost`` database.
 It has no native configuration language: we render its settings as JSON."""
 from __future__ import annotations
 
+import grp
 import ipaddress
 import json
+import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rupost.errors import ComponentCheckError
+from rupost.paths import Layout
 
 from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, listen_schema, split_listen
 
@@ -75,6 +79,42 @@ class Limits:
         return False
 
 
+# The report endpoints (/dovecot, /impersonation) answer only requests carrying this header
+# with the node's secret: any local process could otherwise block accounts with forged
+# failures or journal forged impersonation uses.
+API_HEADER = "X-RuPost-Policy"
+API_HEADER_GROUP = "dovecot"  # dovecot's auth process and its post-login script send it
+
+
+def api_header_file(layout: Layout) -> Path:
+    return layout.state / "policy" / "api-header"
+
+
+def ensure_api_header(layout: Layout) -> Path:
+    """The node's secret header line, created once (0640, root and group dovecot). It stays
+    outside the generations: dovecot reads it through `<file` and curl through `-H @file`,
+    so no rendered file and no command line holds it."""
+    path = api_header_file(layout)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{API_HEADER}: {secrets.token_urlsafe(32)}")
+    try:
+        os.chown(tmp, 0, grp.getgrnam(API_HEADER_GROUP).gr_gid)
+        os.chmod(tmp, 0o640)
+    except KeyError:  # no dovecot on this machine: root alone
+        pass
+    os.replace(tmp, path)
+    return path
+
+
+def read_api_secret(layout: Layout) -> str:
+    return ensure_api_header(layout).read_text().partition(":")[2].strip()
+
+
 class PolicyAdapter(Adapter):
     name = "policy"
     optional_section = True
@@ -92,6 +132,10 @@ class PolicyAdapter(Adapter):
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
         listen = model.get("listen") or f"127.0.0.1:{ctx.node.port('auth_policy')}"
         config = {"listen": listen, "postfix_socket": model.get("postfix_socket", ""),
+                  "postfix_socket_group": "postfix",
+                  # the role it logs in as (its password stays in the database): a rotation changes
+                  # this file, so the deploy restarts the server with the new login
+                  "database_login": ctx.consumer_database("policy").user,
                   "sogo_upstream": model.get("sogo_upstream", ""), "limits": model.get("limits") or {},
                   "sender_rate": model.get("sender_rate") or {}}
         return [RenderedFile("policy.json", json.dumps(config, indent=2, sort_keys=True) + "\n")]
@@ -102,6 +146,11 @@ class PolicyAdapter(Adapter):
             Limits(**config["limits"])
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ComponentCheckError(self.name, f"policy.json: {exc}") from None
+
+    @staticmethod
+    def _prepare(ctx: RenderContext) -> None:
+        ctx.layout.run_dir("policy").mkdir(parents=True, exist_ok=True)
+        ensure_api_header(ctx.layout)
 
     def process(self, ctx: RenderContext) -> ProcessSpec:
         conf = ctx.config_dir(self.name) / "policy.json"
@@ -114,7 +163,7 @@ class PolicyAdapter(Adapter):
             argv=[sys.executable, "-m", "rupost.policy", "--root", str(ctx.layout.root), "--config", str(conf)],
             env={"PYTHONUNBUFFERED": "1"},
             reload="restart",
-            prepare=lambda: ctx.layout.run_dir(self.name).mkdir(parents=True, exist_ok=True),
+            prepare=lambda: self._prepare(ctx),
             ports=[(host if host not in ("*", "0.0.0.0") else "127.0.0.1", port)],
             stop_timeout=5.0,
         )

@@ -128,7 +128,7 @@ def plist(value: object, indent: int = 0) -> str:
 
 
 def _db_url(ctx: RenderContext, table: str) -> str:
-    db = ctx.database
+    db = ctx.consumer_database("sogo")
     # SOPE takes the server from the URL's host and port; a Unix socket directory cannot be
     # written there, so the URL leaves both out and libpq reads them from database_environment()
     server = "" if db.host.startswith("/") else f"{db.host}:{db.port}"

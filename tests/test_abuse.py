@@ -387,7 +387,11 @@ def test_policy_and_opendkim_sections_are_checked(node):
 def test_policy_server_keeps_connections_alive_and_answers_bad_bodies(node):
     """dovecot asks twice per authentication: one connection serves them all, and a body
     the server will not read ends the connection instead of being taken for a request."""
+    from adapters.policy import API_HEADER, read_api_secret
+
     port = node.ports["auth_policy"]
+    # dovecot sends the node's secret header (its file, 0640 root:dovecot)
+    secret = {API_HEADER: read_api_secret(node.layout)}
     allow = json.dumps({"login": "someone@example.test", "remote": "198.51.100.20", "protocol": "imap"})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -396,7 +400,7 @@ def test_policy_server_keeps_connections_alive_and_answers_bad_bodies(node):
         for path, body in (("/dovecot?command=allow", allow), ("/nowhere", "an unread body"),
                            ("/dovecot?command=report", json.dumps({**json.loads(allow), "success": True})),
                            ("/dovecot?command=allow", allow)):
-            conn.request("POST", path, body, {"Content-Type": "application/json"})
+            conn.request("POST", path, body, {"Content-Type": "application/json", **secret})
             resp = conn.getresponse()
             answer = resp.read()
             assert resp.status == (404 if path == "/nowhere" else 200), answer
@@ -404,11 +408,12 @@ def test_policy_server_keeps_connections_alive_and_answers_bad_bodies(node):
                 assert json.loads(answer) == {"status": 0, "msg": ""}
         assert conn.sock is first  # never reconnected: the same TCP connection throughout
 
-        conn.request("POST", "/dovecot?command=allow", "x" * (70 * 1024), {"Content-Type": "application/json"})
+        conn.request("POST", "/dovecot?command=allow", "x" * (70 * 1024),
+                     {"Content-Type": "application/json", **secret})
         resp = conn.getresponse()
         assert resp.status == 413 and resp.getheader("Connection") == "close"
         resp.read()
-        conn.request("POST", "/dovecot?command=bogus", "{}")  # a new connection: the old one was closed
+        conn.request("POST", "/dovecot?command=bogus", "{}", secret)  # a new connection: the old one was closed
         resp = conn.getresponse()
         assert resp.status == 500 and b"unknown dovecot auth policy command 'bogus'" in resp.read()
         assert conn.sock is not first

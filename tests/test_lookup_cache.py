@@ -13,6 +13,7 @@ import uuid
 from pymemcache.client.base import Client
 from sqlalchemy import text
 
+from adapters.lookup_cache import socket_path
 from mailclients import message, smtp, wait_for_subject
 from rupost.services.cache import LookupCacheGuard
 from support.cluster import wait_until
@@ -25,7 +26,8 @@ def rcpt(node, address: str) -> int:
 
 
 def cached(node, table: str, key: str) -> bytes | None:
-    client = Client(("127.0.0.1", node.ports["memcached"]), connect_timeout=2, timeout=2)
+    # postfix's own memcached, on its Unix socket (component lookup_cache)
+    client = Client(str(socket_path(node.layout)), connect_timeout=2, timeout=2)
     try:
         return client.get(f"rupost:{table}:{key}")
     finally:
@@ -137,13 +139,13 @@ def test_mail_flows_on_postgresql_alone_while_memcached_is_down(node, domain, ma
     address, password = mailbox("steady")
     # memcached gone (as if it died), not an administrator's stop: that would also take the
     # node out of service
-    spec = node.app.components.process_spec("memcached")
-    node.app.backend.stop("memcached", spec)
-    assert not node.app.backend.is_running("memcached", spec)
+    spec = node.app.components.process_spec("lookup_cache")
+    node.app.backend.stop("lookup_cache", spec)
+    assert not node.app.backend.is_running("lookup_cache", spec)
     try:
         assert rcpt(node, f"nobody-{uuid.uuid4().hex[:6]}@{domain}") == 550
         with smtp(node.ports["smtp"]) as client:
             assert client.send_message(message("someone@example.org", address, "no cache")) == {}
         wait_for_subject(node.ports["imaps"], address, password, "no cache")
     finally:
-        node.app.backend.start("memcached", spec)
+        node.app.backend.start("lookup_cache", spec)

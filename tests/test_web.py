@@ -112,9 +112,11 @@ def test_sogo_reaches_a_database_on_a_unix_socket(node, pg, mailbox, tmp_path):
                          headers={**_auth(address, password), "Depth": "1"})[0] == 207
     database = node.app.config.database
     hba = pg.data / "pg_hba.conf"
-    if f"local all {database.user} " not in hba.read_text():  # peer authentication is the default for local
-        hba.write_text(f"local all {database.user} scram-sha-256\n" + hba.read_text())
-        pg._run(pg.bin / "pg_ctl", "-D", pg.data, "reload")
+    sogo_login = node.app.component_runtime.live_context().consumer_database("sogo").user
+    for user in (database.user, sogo_login):
+        if f"local all {user} " not in hba.read_text():  # peer authentication is the default for local
+            hba.write_text(f"local all {user} scram-sha-256\n" + hba.read_text())
+    pg._run(pg.bin / "pg_ctl", "-D", pg.data, "reload")
     socket_db = dataclasses.replace(database, host=str(pg.base))
     deploys = node.app.deploys
     doc = node.app.templates.active()

@@ -25,3 +25,12 @@ def panel_serve(c, bind, workers, threads, access_log):
     from ..panel.server import serve
 
     serve(c.root, bind, workers, threads, access_log)
+
+
+@panel.command("rotate-session-key")
+@pass_ctx
+def panel_rotate_session_key(c):
+    """A new key for the panel's session cookies: every administrator's session ends on every
+    node at its next request (journaled as panel.rotate_session_key)."""
+    d = c.app.admins.rotate_session_key()
+    click.echo(f"panel session key rotated: the sessions of {d['administrators']} administrators ended")

@@ -91,7 +91,8 @@ class DeployPipeline:
     # ------------------------------------------------------------ plan and check
     def plan(self, doc: TemplateDocument, parameters: dict, context: dict, tls: TLSMaterial) -> Plan:
         models = build_models(self.components, doc, context)
-        token_ctx = render_context(self.store.layout, self.runtime.node, Path(GENERATION_TOKEN))
+        # with the node's data: the daemons' database logins are part of their files
+        token_ctx = render_context(self.store.layout, self.runtime.node, Path(GENERATION_TOKEN), self.runtime.data)
         files = render_files(self.components, models, token_ctx, tls)
         hashes = {comp: {f.path: sha256(f.content) for f in fs} for comp, fs in files.items()}
         changed = self.store.changed_components(hashes)

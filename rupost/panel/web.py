@@ -147,6 +147,13 @@ def install(app) -> None:
         g.rp = services_for(base, "anonymous", address)
         if request.endpoint == "static":
             return None
+        stored_key = base.admins.current_secret_key()
+        if stored_key and stored_key != app.secret_key:
+            # rotated (rupost panel rotate-session-key): sign with the new key from now on; the
+            # cookie of this request was checked with the old one, so it opens nothing
+            app.secret_key = stored_key
+            session.clear()
+            return redirect(url_for("auth.login"))
         if request.method not in ("GET", "HEAD", "OPTIONS"):
             sent = request.form.get("csrf_token", "")
             expected = session.get("csrf", "")

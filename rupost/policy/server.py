@@ -20,6 +20,7 @@ It answers three clients, all from the shared tables in the ``rupost`` database:
 from __future__ import annotations
 
 import argparse
+import hmac
 import http.client
 import io
 import json
@@ -37,18 +38,23 @@ from urllib.parse import parse_qs
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from adapters.policy import API_HEADER, read_api_secret
+
 from ..errors import RuPostError
+from ..paths import Layout
 from ..services.blocklist import BlockView, Limits
 
 log = logging.getLogger("rupost.policy")
 
 MAX_BODY = 64 * 1024
+# what dovecot reports (failures that block accounts, impersonation uses): the secret header only
+REPORT_PATHS = ("/dovecot", "/impersonation")
 
 
 class PolicyApp:
     """The WSGI application (usable without a server in tests)."""
 
-    def __init__(self, app, config: dict):
+    def __init__(self, app, config: dict, api_secret: str = ""):
         self.app = app
         self.config = config
         self.blocklist = app.blocklist_with(Limits(**config.get("limits", {})))
@@ -56,12 +62,21 @@ class PolicyApp:
         rate = config.get("sender_rate", {})
         self.rate_limit = int(rate.get("limit", 0))
         self.rate_window = int(rate.get("window", 3600))
+        self.api_secret = api_secret
+
+    def authorised(self, environ) -> bool:
+        """The request carries the node's secret header (adapters/policy.py API_HEADER)."""
+        sent = environ.get("HTTP_" + API_HEADER.upper().replace("-", "_"), "")
+        return bool(self.api_secret) and hmac.compare_digest(sent.encode(), self.api_secret.encode())
 
     # ------------------------------------------------------------ WSGI
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         try:
+            if path in REPORT_PATHS and not self.authorised(environ):
+                log.warning("%s %s refused: no valid %s header", method, path, API_HEADER)
+                return self._reply(start_response, "403 Forbidden", b"forbidden\n", "text/plain")
             if path == "/dovecot" and method == "POST":
                 return self._json(start_response, self.dovecot(environ))
             if path == "/check":
@@ -367,18 +382,16 @@ def dkim_sync(app) -> None:
                 result = app.dkim.apply()
                 log.info("DKIM keys changed in the database: files rewritten%s",
                          ", OpenDKIM re-read them" if result["reloaded"] else "")
-        except (RuPostError, OSError) as exc:
+        except (RuPostError, OSError, SQLAlchemyError) as exc:  # the thread lives on: next round
             log.error("DKIM key sync: %s", exc)
 
 
 def serve(root: str, config_path: str) -> None:
-    from ..services import RuPost
-
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s rupost-policy %(levelname)s %(message)s")
     config = json.loads(Path(config_path).read_text())
-    app = RuPost.open(root, actor="policy", source="policy")
-    policy = PolicyApp(app, config)
+    app = _open_as_policy_role(root)
+    policy = PolicyApp(app, config, read_api_secret(app.layout))
     # checked before every authentication: from memory, kept current by NOTIFY
     policy.blocklist.view = BlockView(app).start()
     host, _, port = config["listen"].rpartition(":")
@@ -390,7 +403,7 @@ def serve(root: str, config_path: str) -> None:
         Path(sock_path).unlink(missing_ok=True)
         unix = _UnixServer(sock_path, _PostfixPolicyHandler)
         unix.policy = policy
-        os.chmod(sock_path, 0o666)  # postfix's smtpd (user postfix) connects; it only asks for a verdict
+        _restrict_socket(sock_path, config.get("postfix_socket_group") or "postfix")
         servers.append(unix)
         threading.Thread(target=unix.serve_forever, daemon=True).start()
 
@@ -421,6 +434,40 @@ def serve(root: str, config_path: str) -> None:
         if sock_path:
             Path(sock_path).unlink(missing_ok=True)
         app.close()
+
+
+def _open_as_policy_role(root: str):
+    """The services over the policy server's own database role (rupost/db/roles.py): its
+    tables and nothing else, so a flaw in a request it parses reaches no other secret. The
+    owner's login of config.json reads which one; without one (roles not created yet), the
+    owner's."""
+    from dataclasses import replace
+
+    from ..db.roles import consumer_database
+    from ..services import Actor, Runtime
+    from ..services.db_roles import active_logins
+
+    runtime = Runtime.open(root)
+    try:
+        login = active_logins(runtime.dbs).get("policy")
+    finally:
+        runtime.close()
+    config = replace(runtime.config, database=consumer_database(runtime.config.database, login))
+    log.info("database role %s", config.database.user)
+    return Runtime(Layout.at(root), config).services(Actor("policy", source="policy"))
+
+
+def _restrict_socket(path: str, group: str) -> None:
+    """postfix's smtpd (group postfix) connects; nobody else may: a local process that could
+    write here would be told list members' verdicts and count against senders' rate limits."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise RuPostError(f"group {group!r} of the postfix policy socket does not exist") from None
+    os.chown(path, 0, gid)
+    os.chmod(path, 0o660)
 
 
 def main(argv=None) -> int:

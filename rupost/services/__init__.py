@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .certificates import CertificateService, DHParamService
     from .checks import CheckService
     from .components import ComponentService
+    from .db_roles import DbRoleService
     from .deploy import DeployService
     from .directories import DirectoryService
     from .distribution_lists import DistributionListService, LdapFilterService
@@ -376,6 +377,12 @@ class Services:
         from .srs import SrsService
 
         return SrsService(self)
+
+    @functools.cached_property
+    def db_roles(self) -> DbRoleService:
+        from .db_roles import DbRoleService
+
+        return DbRoleService(self)
 
     @functools.cached_property
     def dns_records(self) -> DnsRecordService:

@@ -45,7 +45,7 @@ import datetime as dt
 import re
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
@@ -226,6 +226,28 @@ class AdminService:
                       .on_conflict_do_nothing(index_elements=["key"]))
         with self.app.dbs.session("main") as s:
             return s.get(Setting, "panel.secret_key").value  # type: ignore[union-attr, return-value]
+
+    def current_secret_key(self) -> str | None:
+        """The stored key as it is now (every panel request compares it with the one it signs
+        with: a rotated key takes effect at once in every worker of every node)."""
+        with self.app.dbs.session("main") as s:
+            row = s.get(Setting, "panel.secret_key")
+            return str(row.value) if row is not None else None
+
+    def rotate_session_key(self) -> dict:
+        """A new key for the session cookies: every panel session ends (signed with the old key,
+        and older than every administrator's sessions_after), a cookie forged with a leaked key
+        opens nothing. Superadministrators only, journaled."""
+        import secrets
+
+        self.app.require_superadmin("rotating the panel's session key")
+        now = utcnow()
+        with self.app.dbs.session("main") as s:
+            s.execute(pg_insert(Setting).values(key="panel.secret_key", value=secrets.token_hex(32))
+                      .on_conflict_do_update(index_elements=["key"], set_={"value": secrets.token_hex(32)}))
+            ended = len(s.scalars(update(PanelAdmin).values(sessions_after=now).returning(PanelAdmin.id)).all())
+        self.app.audit.record("panel.rotate_session_key", "panel.secret_key", administrators=ended)
+        return {"rotated_at": now.isoformat(), "administrators": ended}
 
     # ------------------------------------------------------------------ accounts
     def _validate(self, role: str, domains: Iterable[str] | None, language: str = "ru") -> list[str]:

@@ -350,6 +350,11 @@ class BackupService:
         try:
             migrate.upgrade(app.dbs)
             report["steps"].append("database schema brought up to date")
+            # the dumps carry no grants (pg_restore --no-privileges) and the restored settings
+            # the daemons' role passwords of the backup's time: roles, passwords and grants again
+            from .setup import local_superuser
+
+            report["steps"].extend(app.db_roles.upgrade(local_superuser(cfg.database)))
             if with_mail and MAIL in manifest["files"]:
                 BackupService._restore_mail(backup_dir / MAIL, app.layout.mail_storage, say, report)
             app.nodes.register()

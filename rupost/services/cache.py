@@ -61,15 +61,23 @@ log = logging.getLogger("rupost.cache")
 
 
 def flush_memcached(app: Services | Runtime) -> bool:
-    """Empty the node's memcached: SOGo's cached logins, users and ACLs, and postfix's
-    cached lookups. SOGo caches successful logins there; after a password change or a
-    disable the old password would keep working until the entry expires. Sessions live
-    in the database, so flushing logs nobody out. Best effort: a stopped memcached has
+    """Empty the node's memcached instances: SOGo's cached logins, users and ACLs (TCP), and
+    postfix's cached lookups (component lookup_cache, a Unix socket). SOGo caches successful
+    logins; after a password change or a disable the old password would keep working until
+    the entry expires. Sessions live in the database, so flushing logs nobody out. Best effort: a stopped memcached has
     nothing cached."""
+    from adapters.lookup_cache import socket_path
+
+    sogo = _flush(("127.0.0.1", app.config.port("memcached")))
+    lookups = _flush(str(socket_path(app.layout)))  # postfix's own (component lookup_cache)
+    return sogo or lookups
+
+
+def _flush(server: tuple[str, int] | str) -> bool:
     from pymemcache.client.base import Client
 
     try:
-        client = Client(("127.0.0.1", app.config.port("memcached")), connect_timeout=1, timeout=2)
+        client = Client(server, connect_timeout=1, timeout=2)
         try:
             return bool(client.flush_all(noreply=False))
         finally:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from ..db.engine import Databases
+from ..db.roles import ConsumerLogin
+from .db_roles import active_logins
 from .dkim import active_keys
 from .srs import srs_secrets
 
@@ -15,3 +17,6 @@ class DatabaseNodeData:
 
     def srs_secrets(self) -> list[str]:
         return srs_secrets(self.dbs)
+
+    def consumer_logins(self) -> dict[str, ConsumerLogin]:
+        return active_logins(self.dbs)

@@ -25,6 +25,7 @@ from ..db.models import Certificate, DHParam, Setting
 from ..errors import DatabaseError, ValidationError
 from ..paths import Layout
 from ..tls import ffdhe_default
+from . import db_roles
 
 if TYPE_CHECKING:
     from . import Services
@@ -97,6 +98,14 @@ def _psql_as_postgres(port: int, sql: str) -> subprocess.CompletedProcess:
     return subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
                            "-h", str(LOCAL_SOCKET_DIR), "-p", str(port), "-d", "postgres", "-tA", "-f", "-"],
                           input=sql, capture_output=True, text=True, timeout=60, cwd="/")
+
+
+def local_superuser(db: node_config.DatabaseSettings) -> db_roles.Superuser | None:
+    """Runs SQL as the local postgres superuser when this is root on the database server's
+    machine; None otherwise (a DBA runs `rupost db grants --print`)."""
+    if os.geteuid() != 0 or not server_is_local(db):
+        return None
+    return lambda script: _psql_as_postgres(db.port, script)
 
 
 def _quote_literal(text: str) -> str:
@@ -252,6 +261,8 @@ def install(layout: Layout, cfg: node_config.NodeConfig, mail_host: MailHostChoi
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(describe_db_error(exc, cfg.database, "migrations")) from None
         report.add("database schema is up to date (rupost, rupost_data, rupost_logs)")
+        for line in db_roles.ensure(dbs, local_superuser(cfg.database)):
+            report.add(line)
         layout.ensure_base()
         app = runtime.services(Actor("rupost-wizard"))
         loaded = app.templates.load_builtin()

@@ -186,11 +186,14 @@ class Agent:
         self.proc = None
 
 
-def memcached_flushes(port: int) -> int:
-    """flush_all commands memcached has served since it started."""
+def memcached_flushes(inst) -> int:
+    """flush_all commands postfix's lookup cache (component lookup_cache, a Unix socket) has
+    served since it started."""
     from pymemcache.client.base import Client
 
-    client = Client(("127.0.0.1", port), connect_timeout=2, timeout=2)
+    from adapters.lookup_cache import socket_path
+
+    client = Client(str(socket_path(inst.layout)), connect_timeout=2, timeout=2)
     try:
         return int(client.stats()[b"cmd_flush"])
     finally:
@@ -269,7 +272,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
     cold = _accounts(app, domain, "cold", 2)
     everyone = {**warm, **cold}
     storage = app.layout.mail_storage
-    flushes = memcached_flushes(inst.ports["memcached"])
+    flushes = memcached_flushes(inst)
     agent = Agent(inst.root, app.layout.logs).start() if with_agent else None
     mail = MailFlow(inst.ports["smtp"], list(warm))
     logins = LoginFlow(inst.ports["imaps"], warm)
@@ -277,7 +280,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         if agent is not None:
             _require(_wait(lambda: listeners(pg) >= 2, 60), "the agent listens on both databases")
             # each listener empties memcached when it starts (it cannot know what it missed)
-            _require(_wait(lambda: memcached_flushes(inst.ports["memcached"]) >= flushes + 2, 60),
+            _require(_wait(lambda: memcached_flushes(inst) >= flushes + 2, 60),
                      "the agent's listeners empty memcached once at start")
         # one message to everyone: postfix caches every answer it needs in memcached
         with smtp(inst.ports["smtp"]) as client:
@@ -295,7 +298,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
 
         mail.recipients = list(everyone)
         mail.phase = logins.phase = "during"
-        flushes_before_stop = memcached_flushes(inst.ports["memcached"])
+        flushes_before_stop = memcached_flushes(inst)
         pg.stop("fast")
         stopped = time.monotonic()
         try:
@@ -321,7 +324,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
     arrived = wait_delivered(storage, list(everyone), set(mail.accepted()), 60)
     return Outage(mail, logins, warm, cold, check_during, back, cold_login_s, arrived,
                   app.layout.monitor_log.read_text() if app.layout.monitor_log.exists() else "",
-                  memcached_flushes(inst.ports["memcached"]) - flushes_before_stop)
+                  memcached_flushes(inst) - flushes_before_stop)
 
 
 def _accounts(app, domain: str, prefix: str, count: int) -> dict[str, str]:
