@@ -61,9 +61,15 @@ class NodeData(Protocol):
 class RenderContext:
     layout: Layout
     node: NodeConfig
-    database: DatabaseSettings
+    database: DatabaseSettings  # for daemons that write (rupost.db.endpoints.daemon_database)
     generation_dir: Path  # real or tokenized generation directory the files refer to
     data: NodeData | None = None  # absent when rendering for a plan
+    # for daemons that only read (rupost.db.endpoints.lookup_database); None: `database`
+    lookup: DatabaseSettings | None = None
+
+    @property
+    def lookup_database(self) -> DatabaseSettings:
+        return self.lookup or self.database
 
     def config_dir(self, component: str) -> Path:
         return self.generation_dir / component

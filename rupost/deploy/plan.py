@@ -9,6 +9,7 @@ from pathlib import Path
 from adapters import ComponentRegistry, NodeData, RenderContext, RenderedFile
 
 from ..config import NodeConfig
+from ..db import endpoints
 from ..errors import TemplateError
 from ..paths import Layout
 from ..templating import errors as schema_errors
@@ -60,7 +61,8 @@ class Plan:
 
 def render_context(layout: Layout, node: NodeConfig, generation_dir: Path,
                    data: NodeData | None = None) -> RenderContext:
-    return RenderContext(layout, node, node.database, generation_dir, data)
+    return RenderContext(layout, node, endpoints.daemon_database(node), generation_dir, data,
+                         lookup=endpoints.lookup_database(node))
 
 
 def build_models(components: ComponentRegistry, doc: TemplateDocument, context: dict) -> dict:

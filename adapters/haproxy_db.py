@@ -1,0 +1,62 @@
+"""HAProxy's way to a highly available database (Patroni; docs/database-ha.md).
+
+Two loopback frontends on every node: ``db_primary`` leads to the member whose Patroni REST
+API answers ``GET /primary`` with 200, ``db_lookup`` to the same primary while there is one
+and otherwise to any running replica (``GET /replica``, bounded lag), so lookups keep being
+answered while the members elect a new primary. A member marked down has its sessions shut
+(``on-marked-down shutdown-sessions``): a client holding a connection to a primary that
+stopped being one is disconnected at once and reconnects to the new primary, instead of
+writing into a server that became read-only or waiting on one that is gone.
+"""
+from __future__ import annotations
+
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["members", "primary_port", "lookup_port"],
+    "properties": {
+        # empty: a single database server, reached directly (no section rendered)
+        "members": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["host", "port", "api_port"],
+            "properties": {"host": {"type": "string", "pattern": r"^[0-9A-Za-z.:-]+$"}, "port": _PORT,
+                           "api_port": _PORT}}},
+        "primary_port": _PORT,
+        "lookup_port": _PORT,
+        "check_interval": {"type": "string", "pattern": r"^\d+(ms|s)$"},
+        # a replica further behind than this serves no lookups (Patroni's ?lag=)
+        "max_replica_lag": {"type": "string", "pattern": r"^\d+(kB|MB|GB)?$"},
+    },
+}
+
+PRIMARY = "be_db_primary"
+REPLICAS = "be_db_replicas"
+
+
+def database_sections(db: dict | None) -> list[str]:
+    """The frontends and backends; none without members."""
+    if not db or not db.get("members"):
+        return []
+    lag = db.get("max_replica_lag", "16MB")
+    return ["", "# the database's primary, and lookups (primary, else any replica)",
+            "frontend fe_db_primary", f"    bind 127.0.0.1:{db['primary_port']}", f"    default_backend {PRIMARY}",
+            "", "frontend fe_db_lookup", f"    bind 127.0.0.1:{db['lookup_port']}",
+            f"    use_backend {PRIMARY} if {{ nbsrv({PRIMARY}) ge 1 }}", f"    default_backend {REPLICAS}",
+            *_backend(PRIMARY, "/primary", db), *_backend(REPLICAS, f"/replica?lag={lag}", db)]
+
+
+def _backend(name: str, check: str, db: dict) -> list[str]:
+    interval = db.get("check_interval", "1s")
+    return ["", f"backend {name}", f"    option httpchk GET {check}", "    http-check expect status 200",
+            f"    default-server inter {interval} fall 2 rise 1 on-marked-down shutdown-sessions",
+            *(f"    server {_server_name(m)} {_address(m)} check port {m['api_port']}" for m in db["members"])]
+
+
+def _address(member: dict) -> str:
+    host = member["host"]
+    return f"[{host}]:{member['port']}" if ":" in host else f"{host}:{member['port']}"
+
+
+def _server_name(member: dict) -> str:
+    return "pg_" + member["host"].replace(":", "_").replace(".", "_") + f"_{member['port']}"
