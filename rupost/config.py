@@ -85,6 +85,21 @@ class DatabaseMember:
     api_port: int = 8008
 
 
+def parse_member(text: str) -> DatabaseMember:
+    """HOST[:PORT[:API_PORT]] (an IPv6 address in brackets), as the wizard's --db-member takes it."""
+    host, rest = text.strip(), ""
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        rest = rest.removeprefix(":")
+    elif ":" in host:
+        host, _, rest = host.partition(":")
+    parts = rest.split(":") if rest else []
+    if not host or len(parts) > 2 or not all(p.isdigit() and 0 < int(p) < 65536 for p in parts):
+        raise ConfigError(f"database member {text!r}: expected HOST[:PORT[:API_PORT]] (PostgreSQL port, "
+                          "Patroni REST API port)")
+    return DatabaseMember(host, *(int(p) for p in parts))
+
+
 @dataclass
 class DatabaseSettings:
     host: str = "127.0.0.1"
