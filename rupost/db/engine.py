@@ -16,15 +16,20 @@ KINDS = ("main", "data", "logs")
 
 
 def url_for(settings: DatabaseSettings, dbname: str) -> URL:
-    """The URL without host and port with a highly available database: those go to libpq as
-    connect arguments (endpoints.core_target), a list of members the URL cannot hold."""
-    ha = endpoints.is_ha(settings)
+    """With a highly available database, every member as a `host` query parameter and libpq's
+    target_session_attrs (endpoints.core_target): SQLAlchemy's psycopg dialect hands libpq the
+    list, and libpq connects to whichever member is the primary."""
+    if endpoints.is_ha(settings):
+        return URL.create("postgresql+psycopg", username=settings.user, password=settings.password or None,
+                          database=dbname,
+                          query={"host": tuple(f"{m.host}:{m.port}" for m in settings.members),
+                                 "target_session_attrs": "read-write"})
     return URL.create(
         "postgresql+psycopg",
         username=settings.user,
         password=settings.password or None,
-        host=None if ha else settings.host,
-        port=None if ha else settings.port,
+        host=settings.host,
+        port=settings.port,
         database=dbname,
     )
 
@@ -106,8 +111,7 @@ class Databases:
                 pool_pre_ping=True,
                 pool_size=2,
                 max_overflow=4,
-                connect_args={"connect_timeout": 5, "application_name": "rupost",
-                              **(endpoints.core_target(self.settings) if endpoints.is_ha(self.settings) else {})},
+                connect_args={"connect_timeout": 5, "application_name": "rupost"},
             )
             self._makers[kind] = sessionmaker(self._engines[kind], expire_on_commit=False)
             sa.event.listen(self._makers[kind], "after_flush", _mark_written)
