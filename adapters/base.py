@@ -66,6 +66,8 @@ class RenderContext:
     data: NodeData | None = None  # absent when rendering for a plan
     # for daemons that only read (rupost.db.endpoints.lookup_database); None: `database`
     lookup: DatabaseSettings | None = None
+    # more loopback addresses that reach the same lookup port (adapters/haproxy_db.py)
+    lookup_spares: tuple[str, ...] = ()
 
     @property
     def lookup_database(self) -> DatabaseSettings:

@@ -32,6 +32,10 @@ SCHEMA = {
 
 PRIMARY = "be_db_primary"
 REPLICAS = "be_db_replicas"
+# the lookup frontend listens on several loopback addresses: postfix's pgsql client holds a
+# host whose query failed as dead for a fixed minute (RETRY_CONN_INTV, not configurable), so
+# after a switch it needs another "host" it has not used yet; each address is one for it
+LOOKUP_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 
 
 def database_sections(db: dict | None) -> list[str]:
@@ -41,7 +45,7 @@ def database_sections(db: dict | None) -> list[str]:
     lag = db.get("max_replica_lag", "16MB")
     return ["", "# the database's primary, and lookups (primary, else any replica)",
             "frontend fe_db_primary", f"    bind 127.0.0.1:{db['primary_port']}", f"    default_backend {PRIMARY}",
-            "", "frontend fe_db_lookup", f"    bind 127.0.0.1:{db['lookup_port']}",
+            "", "frontend fe_db_lookup", *(f"    bind {a}:{db['lookup_port']}" for a in LOOKUP_ADDRESSES),
             f"    use_backend {PRIMARY} if {{ nbsrv({PRIMARY}) ge 1 }}", f"    default_backend {REPLICAS}",
             *_backend(PRIMARY, "/primary", db), *_backend(REPLICAS, f"/replica?lag={lag}", db)]
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from ..config import DatabaseSettings, NodeConfig
 
-LOOPBACK = "127.0.0.1"
+LOOPBACK = "127.0.0.1"  # the first of adapters.haproxy_db.LOOKUP_ADDRESSES
 
 
 def is_ha(db: DatabaseSettings) -> bool:

@@ -4,14 +4,12 @@ libpq's read-write target; mail keeps flowing while the primary dies or is switc
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 
-from rupost.errors import DatabaseError
-from support.cluster import wait_until
-from support.mailflow import MailFlow
+from support.cluster import send, wait_until
+from support.ha_scenarios import failover_run, listeners_on
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +28,9 @@ def db_status(node) -> dict:
     return json.loads(node.rupost("db", "status", "--json").stdout)
 
 
-def listeners_on(patroni, node_address: str) -> int:
-    """LISTEN connections (application rupost-listen) a node holds on the current primary."""
-    return int(patroni.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rupost-listen' "
-                            f"AND client_addr = '{node_address}'").strip() or 0)
+def check_results(node) -> dict:
+    out = json.loads(node.rupost("check", "--only", "database-ha", "--json", check=False).stdout)
+    return {r["target"]: (r["status"], r["detail"]) for r in out["results"]}
 
 
 def test_every_way_reaches_the_primary(ha_cluster, patroni, users):
@@ -47,8 +44,66 @@ def test_every_way_reaches_the_primary(ha_cluster, patroni, users):
         assert status["reaches"]["db_lookup"] == f"{leader.address} (primary)"  # the primary while there is one
         # postfix's tables and dovecot's SQL go through HAProxy on loopback
         pgsql = (node.layout.current / "postfix").glob("pgsql-*.cf")
-        assert all(f"hosts = 127.0.0.1:{node.app.config.port('db_lookup')}" in p.read_text() for p in pgsql)
-        checks = json.loads(node.rupost("check", "--only", "database-ha", "--json", check=False).stdout)
-        assert {r["target"]: r["status"] for r in checks["results"]} == {
+        port = node.app.config.port("db_lookup")
+        assert all(f"hosts = 127.0.0.1:{port} 127.0.0.2:{port} 127.0.0.3:{port}\n" in p.read_text() for p in pgsql)
+        assert {target: status for target, (status, _) in check_results(node).items()} == {
             "primary": "ok", **{m.name: "ok" for m in patroni.members if m is not leader}, "haproxy": "ok"}
         assert wait_until(lambda: listeners_on(patroni, node.address) >= 1, 30)
+
+
+def listeners_back(ha_cluster, patroni, before: dict) -> bool:
+    """Every node holds as many LISTEN connections on the (new) primary as before the event."""
+    return all(wait_until(lambda n=n: listeners_on(patroni, n.address) >= before[n.name], 60)
+               for n in ha_cluster.nodes)
+
+
+def test_a_planned_switchover_refuses_nothing(ha_cluster, patroni, users):
+    domain, recipients = users
+    before = {n.name: listeners_on(patroni, n.address) for n in ha_cluster.nodes}
+    r = failover_run(ha_cluster, patroni, domain, recipients, "switchover", client=1)
+    print(f"\nswitchover: {r.figures()}")
+    assert r.new_leader and r.new_leader != r.old_leader
+    assert (r.refused_5xx, r.tempfail_4xx, r.connection_failures) == (0, 0, 0), r.figures()
+    assert (r.lost, r.duplicated) == (0, 0), r.figures()
+    assert r.first_write_s is not None, r.write_errors
+    assert all("switching over" in e for e in r.write_errors), r.write_errors
+    assert listeners_back(ha_cluster, patroni, before)
+
+
+def test_a_replica_down_sends_lookups_to_the_primary_and_the_check_names_it(ha_cluster, patroni, users):
+    domain, recipients = users
+    leader, sync = patroni.leader(), patroni.sync_standby()
+    replica = next(m for m in patroni.members if m not in (leader, sync))
+    node = ha_cluster.nodes[1]
+    patroni.stop_member(replica)
+    try:
+        named = wait_until(lambda: [(t, st) for t, (st, detail) in check_results(node).items()
+                                    if replica.address in detail and st == "warning"], 30)
+        assert named, check_results(node)
+        assert json.loads(node.rupost("db", "status", "--json").stdout)["reaches"]["db_lookup"] == \
+            f"{leader.address} (primary)"
+        send(node.address, ha_cluster.client_address(4), recipients[0], f"replica down {uuid.uuid4().hex}")
+    finally:
+        patroni.start_patroni(replica)
+        patroni.wait_healthy()
+
+
+@pytest.mark.parametrize("how,client", [("postgres", 2), ("member", 3)])
+def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, client):
+    """SIGKILL to the primary's PostgreSQL (Patroni restarts it, or fails over), then to its
+    whole host (the synchronous standby takes over): known recipients are never refused
+    (4xx retried is acceptable), nothing is lost or duplicated, writes work again, the
+    LISTEN consumers are back on the primary and a deploy goes through."""
+    domain, recipients = users
+    before = {n.name: listeners_on(patroni, n.address) for n in ha_cluster.nodes}
+    r = failover_run(ha_cluster, patroni, domain, recipients, how, client=client)
+    print(f"\n{how}: {r.figures()}")
+    assert r.refused_5xx == 0, r.figures()
+    assert (r.lost, r.duplicated) == (0, 0), r.figures()
+    assert r.first_write_s is not None and r.new_mailbox, r.write_errors
+    assert all("switching over" in e for e in r.write_errors), r.write_errors
+    assert listeners_back(ha_cluster, patroni, before)
+    assert ha_cluster.nodes[1].rupost("deploy", "--this-node", check=False).returncode == 0
+    if how == "member":
+        patroni.revive_member(patroni.member(r.old_leader))
+        patroni.wait_healthy(180)

@@ -110,7 +110,7 @@ class PatroniCluster:
         _run("ip", "link", "del", self.bridge, check=False)
 
     # ------------------------------------------------------------ configuration
-    def _etcd_argv(self, m: Member) -> list[str]:
+    def _etcd_argv(self, m: Member, state: str = "new") -> list[str]:
         peers = ",".join(f"{x.name}=http://{x.address}:2380" for x in self.members)
         # a loaded test machine: a heartbeat missed under load must not start an election
         return ["etcd", "--name", m.name, "--data-dir", str(m.base / "etcd"),
@@ -119,7 +119,7 @@ class PatroniCluster:
                 "--listen-peer-urls", f"http://{m.address}:2380",
                 "--initial-advertise-peer-urls", f"http://{m.address}:2380",
                 "--initial-cluster", peers, "--initial-cluster-token", self.scope,
-                "--initial-cluster-state", "new", "--heartbeat-interval", "200", "--election-timeout", "2000",
+                "--initial-cluster-state", state, "--heartbeat-interval", "200", "--election-timeout", "2000",
                 "--log-level", "warn"]
 
     def patroni_config(self, m: Member) -> dict:
@@ -238,6 +238,26 @@ class PatroniCluster:
             raise RuntimeError(f"{m.name}: no postmaster running")
         os.kill(pid, signal.SIGKILL)
         return pid
+
+    def kill_member(self, m: Member) -> None:
+        """The member's host dies: every process in its namespace (etcd, Patroni, PostgreSQL)
+        SIGKILLed at once, nothing shut down cleanly."""
+        pids = _run("ip", "netns", "pids", m.netns, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        for proc in (m.patroni, m.etcd):
+            if proc is not None:
+                proc.wait(30)
+        m.patroni = m.etcd = None
+
+    def revive_member(self, m: Member) -> None:
+        """A killed member's host back: its etcd rejoins, its Patroni rejoins as a replica
+        (pg_rewind if its timeline diverged)."""
+        m.etcd = self._spawn(m, self._etcd_argv(m, "existing"), "etcd.log", as_postgres=False)
+        self.start_patroni(m)
 
     def stop_member(self, m: Member) -> None:
         """The member's Patroni and PostgreSQL stopped (a replica going away)."""
