@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from mailclients import inbox_subjects
 from support.cluster import send, wait_until
 from support.ha_scenarios import failover_run, listeners_on
 
@@ -103,6 +104,11 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     assert r.first_write_s is not None and r.new_mailbox, r.write_errors
     assert all("switching over" in e for e in r.write_errors), r.write_errors
     assert listeners_back(ha_cluster, patroni, before)
+    # the mailbox created after the event receives mail and logs in over IMAP on either node
+    for k, node in enumerate(ha_cluster.nodes):
+        subjects = inbox_subjects(node.address, 993, r.new_mailbox, "write-password-1",
+                                  ha_cluster.client_address(20 + 2 * client + k))
+        assert any(s.startswith("flow ") for s in subjects), subjects
     assert ha_cluster.nodes[1].rupost("deploy", "--this-node", check=False).returncode == 0
     if how == "member":
         patroni.revive_member(patroni.member(r.old_leader))
