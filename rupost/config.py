@@ -87,14 +87,16 @@ class DatabaseMember:
 
 def parse_member(text: str) -> DatabaseMember:
     """HOST[:PORT[:API_PORT]] (an IPv6 address in brackets), as the wizard's --db-member takes it."""
-    host, rest = text.strip(), ""
+    host, sep, rest = text.strip(), "", ""
     if host.startswith("["):
         host, _, rest = host[1:].partition("]")
-        rest = rest.removeprefix(":")
+        sep = rest[:1]
+        rest = rest[1:]
     elif ":" in host:
-        host, _, rest = host.partition(":")
-    parts = rest.split(":") if rest else []
-    if not host or len(parts) > 2 or not all(p.isdigit() and 0 < int(p) < 65536 for p in parts):
+        host, sep, rest = host.partition(":")
+    parts = rest.split(":") if sep else []
+    if not host or sep not in ("", ":") or len(parts) > 2 or \
+            not all(p.isdigit() and 0 < int(p) < 65536 for p in parts):
         raise ConfigError(f"database member {text!r}: expected HOST[:PORT[:API_PORT]] (PostgreSQL port, "
                           "Patroni REST API port)")
     return DatabaseMember(host, *(int(p) for p in parts))
