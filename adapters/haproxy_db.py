@@ -2,11 +2,12 @@
 
 Two loopback frontends on every node: ``db_primary`` leads to the member whose Patroni REST
 API answers ``GET /primary`` with 200, ``db_lookup`` to the same primary while there is one
-and otherwise to any running replica (``GET /replica``, bounded lag), so lookups keep being
-answered while the members elect a new primary. A member marked down has its sessions shut
-(``on-marked-down shutdown-sessions``): a client holding a connection to a primary that
-stopped being one is disconnected at once and reconnects to the new primary, instead of
-writing into a server that became read-only or waiting on one that is gone.
+and otherwise to any running replica (``GET /replica``, bounded lag: backup servers tracking
+those checks), so lookups keep being answered while the members elect a new primary. A
+member marked down has its sessions shut (``on-marked-down shutdown-sessions``): a client
+holding a connection to a primary that stopped being one is disconnected at once and
+reconnects to the new primary, instead of writing into a server that became read-only or
+waiting on one that is gone.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ SCHEMA = {
 
 PRIMARY = "be_db_primary"
 REPLICAS = "be_db_replicas"
+LOOKUP = "be_db_lookup"
 # the lookup frontend listens on several loopback addresses: postfix's pgsql client holds a
 # host whose query failed as dead for a fixed minute (RETRY_CONN_INTV, not configurable), so
 # after a switch it needs another "host" it has not used yet; each address is one for it
@@ -43,20 +45,37 @@ def database_sections(db: dict | None) -> list[str]:
     if not db or not db.get("members"):
         return []
     lag = db.get("max_replica_lag", "16MB")
-    return ["", "# the database's primary, and lookups (primary, else any replica)",
+    return ["", "# the database's primary, and lookups (the primary, else any replica)",
             "frontend fe_db_primary", f"    bind 127.0.0.1:{db['primary_port']}", f"    default_backend {PRIMARY}",
             "", "frontend fe_db_lookup", *(f"    bind {a}:{db['lookup_port']}" for a in LOOKUP_ADDRESSES),
-            f"    use_backend {PRIMARY} if {{ nbsrv({PRIMARY}) ge 1 }}", f"    default_backend {REPLICAS}",
-            *_backend(PRIMARY, "/primary", db), *_backend(REPLICAS, f"/replica?lag={lag}", db)]
+            f"    default_backend {LOOKUP}",
+            *_checked_backend(PRIMARY, "/primary", db), *_checked_backend(REPLICAS, f"/replica?lag={lag}", db),
+            *_lookup_backend(db)]
 
 
-def _backend(name: str, check: str, db: dict) -> list[str]:
+def _common(db: dict) -> list[str]:
+    """A connection refused by a member that died a moment ago, before two checks marked it
+    down, is tried again after a second (HAProxy's turn-around timer) and, once it is marked
+    down, on another server: a daemon waits a few seconds instead of failing (postfix would
+    hold the "host" as dead for a minute)."""
     interval = db.get("check_interval", "1s")
+    return ["    retries 5", "    option redispatch 1",
+            f"    default-server inter {interval} fall 2 rise 1 on-marked-down shutdown-sessions"]
+
+
+def _checked_backend(name: str, check: str, db: dict) -> list[str]:
     return ["", f"backend {name}", f"    option httpchk GET {check}", "    http-check expect status 200",
-            f"    default-server inter {interval} fall 2 rise 1 on-marked-down shutdown-sessions",
+            *_common(db),
             *(f"    server {_server_name(m)} {_address(m)} check port {m['api_port']}" for m in db["members"])]
 
 
+def _lookup_backend(db: dict) -> list[str]:
+    """The primary (tracked from be_db_primary) as the active server, the replicas (tracked
+    from be_db_replicas) as backups: HAProxy uses backups only while no active server is up."""
+    return ["", f"backend {LOOKUP}", *_common(db),
+            *(f"    server {_server_name(m)} {_address(m)} track {PRIMARY}/{_server_name(m)}" for m in db["members"]),
+            *(f"    server {_server_name(m)}_replica {_address(m)} backup track {REPLICAS}/{_server_name(m)}"
+              for m in db["members"])]
 def _address(member: dict) -> str:
     host = member["host"]
     return f"[{host}]:{member['port']}" if ":" in host else f"{host}:{member['port']}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import uuid
@@ -51,7 +52,15 @@ def summary(rounds: list[dict]) -> dict:
     }
 
 
+def _interrupted(signum, frame):
+    """A SIGTERM ends the run as Ctrl-C does: the finally clauses tear down the members, the
+    nodes, their namespaces and the bridge."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", metavar="FILE")

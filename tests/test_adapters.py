@@ -287,17 +287,24 @@ def test_haproxy_database_frontends_follow_patronis_primary_and_lookups_fall_bac
                                                                        "api_port": 8009}]
     model = {**HAPROXY_MODEL, "database": {"members": members, "primary_port": 15432, "lookup_port": 15433}}
     lines = render_haproxy_cfg(model, ctx()).splitlines()
-    primary = lines[lines.index("backend be_db_primary"):][:6]
+    primary = lines[lines.index("backend be_db_primary"):][:8]
     assert primary == ["backend be_db_primary", "    option httpchk GET /primary", "    http-check expect status 200",
+                       "    retries 5", "    option redispatch 1",
                        "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
                        "    server pg_10_0_0_11_5432 10.0.0.11:5432 check port 8008",
                        "    server pg_10_0_0_12_5433 10.0.0.12:5433 check port 8009"]
     replicas = lines[lines.index("backend be_db_replicas"):]
     assert replicas[1] == "    option httpchk GET /replica?lag=16MB"
-    lookup = lines[lines.index("frontend fe_db_lookup"):][:6]
+    lookup = lines[lines.index("frontend fe_db_lookup"):][:5]
     assert lookup[1:] == ["    bind 127.0.0.1:15433", "    bind 127.0.0.2:15433", "    bind 127.0.0.3:15433",
-                          "    use_backend be_db_primary if { nbsrv(be_db_primary) ge 1 }",
-                          "    default_backend be_db_replicas"]
+                          "    default_backend be_db_lookup"]
+    # lookups: the primary as the active server, the replicas as backups, each tracking its check
+    servers = [line for line in lines[lines.index("backend be_db_lookup"):] if line.startswith("    server ")]
+    assert servers == [
+        "    server pg_10_0_0_11_5432 10.0.0.11:5432 track be_db_primary/pg_10_0_0_11_5432",
+        "    server pg_10_0_0_12_5433 10.0.0.12:5433 track be_db_primary/pg_10_0_0_12_5433",
+        "    server pg_10_0_0_11_5432_replica 10.0.0.11:5432 backup track be_db_replicas/pg_10_0_0_11_5432",
+        "    server pg_10_0_0_12_5433_replica 10.0.0.12:5433 backup track be_db_replicas/pg_10_0_0_12_5433"]
     assert "    bind 127.0.0.1:15432" in lines
     # a single server: no database section at all
     plain = {**HAPROXY_MODEL, "database": {"members": [], "primary_port": 15432, "lookup_port": 15433}}
