@@ -52,6 +52,21 @@ def test_every_way_reaches_the_primary(ha_cluster, patroni, users):
         assert wait_until(lambda: listeners_on(patroni, node.address) >= 1, 30)
 
 
+def imap_login_retried(address: str, user: str, password: str, source: str, tries: int = 3):
+    """(INBOX subjects, logins refused with a temporary failure before one succeeded)."""
+    import imaplib
+    import time
+
+    for failures in range(tries):
+        try:
+            return inbox_subjects(address, 993, user, password, source), failures
+        except imaplib.IMAP4.error as exc:
+            if "UNAVAILABLE" not in str(exc) or failures == tries - 1:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
 def listeners_back(ha_cluster, patroni, before: dict) -> bool:
     """Every node holds as many LISTEN connections on the (new) primary as before the event."""
     return all(wait_until(lambda n=n: listeners_on(patroni, n.address) >= before[n.name], 60)
@@ -104,10 +119,14 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     assert r.first_write_s is not None and r.new_mailbox, r.write_errors
     assert all("switching over" in e for e in r.write_errors), r.write_errors
     assert listeners_back(ha_cluster, patroni, before)
-    # the mailbox created after the event receives mail and logs in over IMAP on either node
+    # the mailbox created after the event receives mail and logs in over IMAP on either node.
+    # A client may meet one "Temporary authentication failure": dovecot's auth process learns
+    # that its idle SQL connections died with the old server only from the query that fails
+    # on them (the single-node recovery work, issue 32's first part, owns dovecot's retries)
     for k, node in enumerate(ha_cluster.nodes):
-        subjects = inbox_subjects(node.address, 993, r.new_mailbox, "write-password-1",
-                                  ha_cluster.client_address(20 + 2 * client + k))
+        source = ha_cluster.client_address(20 + 2 * client + k)
+        subjects, failures = imap_login_retried(node.address, r.new_mailbox, "write-password-1", source)
+        print(f"{node.name}: IMAP logins failed before one succeeded: {failures}")
         assert any(s.startswith("flow ") for s in subjects), subjects
     assert ha_cluster.nodes[1].rupost("deploy", "--this-node", check=False).returncode == 0
     if how == "member":
