@@ -37,7 +37,7 @@ LOOKUP = "be_db_lookup"
 # the lookup frontend listens on several loopback addresses: postfix's pgsql client holds a
 # host whose query failed as dead for a fixed minute (RETRY_CONN_INTV, not configurable), so
 # after a switch it needs another "host" it has not used yet; each address is one for it
-LOOKUP_ADDRESSES = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+LOOKUP_ADDRESSES = tuple(f"127.0.0.{i}" for i in range(1, 7))
 
 
 def database_sections(db: dict | None) -> list[str]:
@@ -53,14 +53,14 @@ def database_sections(db: dict | None) -> list[str]:
             *_lookup_backend(db)]
 
 
-def _common(db: dict) -> list[str]:
+def _common(db: dict, shut: bool = True) -> list[str]:
     """A connection refused by a member that died a moment ago, before two checks marked it
     down, is tried again after a second (HAProxy's turn-around timer) and, once it is marked
     down, on another server: a daemon waits a few seconds instead of failing (postfix would
-    hold the "host" as dead for a minute)."""
+    hold the "host" as dead for a minute). `shut`: sessions to a server marked down are closed."""
     interval = db.get("check_interval", "1s")
-    return ["    retries 5", "    option redispatch 1",
-            f"    default-server inter {interval} fall 2 rise 1 on-marked-down shutdown-sessions"]
+    on_down = " on-marked-down shutdown-sessions" if shut else ""
+    return ["    retries 5", "    option redispatch 1", f"    default-server inter {interval} fall 2 rise 1{on_down}"]
 
 
 def _checked_backend(name: str, check: str, db: dict) -> list[str]:
@@ -71,8 +71,11 @@ def _checked_backend(name: str, check: str, db: dict) -> list[str]:
 
 def _lookup_backend(db: dict) -> list[str]:
     """The primary (tracked from be_db_primary) as the active server, the replicas (tracked
-    from be_db_replicas) as backups: HAProxy uses backups only while no active server is up."""
-    return ["", f"backend {LOOKUP}", *_common(db),
+    from be_db_replicas) as backups: HAProxy uses backups only while no active server is up.
+    Reads need no shutdown of sessions: a replica being promoted still answers them, and a
+    member that stops or restarts closes its sessions itself; every session shut would cost
+    postfix one of its "hosts" for a minute."""
+    return ["", f"backend {LOOKUP}", *_common(db, shut=False),
             *(f"    server {_server_name(m)} {_address(m)} track {PRIMARY}/{_server_name(m)}" for m in db["members"]),
             *(f"    server {_server_name(m)}_replica {_address(m)} backup track {REPLICAS}/{_server_name(m)}"
               for m in db["members"])]

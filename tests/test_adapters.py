@@ -295,11 +295,12 @@ def test_haproxy_database_frontends_follow_patronis_primary_and_lookups_fall_bac
                        "    server pg_10_0_0_12_5433 10.0.0.12:5433 check port 8009"]
     replicas = lines[lines.index("backend be_db_replicas"):]
     assert replicas[1] == "    option httpchk GET /replica?lag=16MB"
-    lookup = lines[lines.index("frontend fe_db_lookup"):][:5]
-    assert lookup[1:] == ["    bind 127.0.0.1:15433", "    bind 127.0.0.2:15433", "    bind 127.0.0.3:15433",
-                          "    default_backend be_db_lookup"]
+    lookup = lines[lines.index("frontend fe_db_lookup"):][:8]
+    assert lookup[1:] == [*(f"    bind 127.0.0.{i}:15433" for i in range(1, 7)), "    default_backend be_db_lookup"]
     # lookups: the primary as the active server, the replicas as backups, each tracking its check
-    servers = [line for line in lines[lines.index("backend be_db_lookup"):] if line.startswith("    server ")]
+    backend = lines[lines.index("backend be_db_lookup"):]
+    assert backend[3] == "    default-server inter 1s fall 2 rise 1"  # reads: no session shut
+    servers = [line for line in backend if line.startswith("    server ")]
     assert servers == [
         "    server pg_10_0_0_11_5432 10.0.0.11:5432 track be_db_primary/pg_10_0_0_11_5432",
         "    server pg_10_0_0_12_5433 10.0.0.12:5433 track be_db_primary/pg_10_0_0_12_5433",
@@ -325,7 +326,7 @@ def test_ha_daemons_use_the_local_haproxy_and_the_core_every_member():
     assert (c.lookup_database.host, c.lookup_database.port) == ("127.0.0.1", 15433)
     files = PostfixAdapter().render({"main": {}, "master": [], "lookups": {"domains": {"query": "SELECT 1"}}}, c)
     table = next(f for f in files if f.path == "pgsql-domains.cf").content
-    assert "hosts = 127.0.0.1:15433 127.0.0.2:15433 127.0.0.3:15433\n" in table
+    assert f"hosts = {' '.join(f'127.0.0.{i}:15433' for i in range(1, 7))}\n" in table
     assert endpoints.core_target(db) == {"host": "10.0.0.11,10.0.0.12", "port": "5432,5433",
                                          "target_session_attrs": "read-write"}
     assert url_for(db, "rupost").query == {"host": ("10.0.0.11:5432", "10.0.0.12:5433"),
