@@ -48,6 +48,8 @@ def test_every_way_reaches_the_primary(ha_cluster, patroni, users):
         port = node.app.config.port("db_lookup")
         hosts = " ".join(f"127.0.0.{i}:{port}" for i in range(1, 7))
         assert all(f"hosts = {hosts}\n" in p.read_text() for p in pgsql)
+        sql = (node.layout.current / "dovecot" / "dovecot-sql.conf.ext").read_text()
+        assert f"connect = host='127.0.0.1' port='{port}' " in sql
         assert {target: status for target, (status, _) in check_results(node).items()} == {
             "primary": "ok", **{m.name: "ok" for m in patroni.members if m is not leader}, "haproxy": "ok"}
         assert wait_until(lambda: listeners_on(patroni, node.address) >= 1, 30)
