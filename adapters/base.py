@@ -66,19 +66,28 @@ class NodeData(Protocol):
 class RenderContext:
     layout: Layout
     node: NodeConfig
-    database: DatabaseSettings
+    database: DatabaseSettings  # for daemons that write (rupost.db.endpoints.daemon_database)
     generation_dir: Path  # real or tokenized generation directory the files refer to
     data: NodeData | None = None  # absent when rendering for a plan
+    # for daemons that only read (rupost.db.endpoints.lookup_database); None: `database`
+    lookup: DatabaseSettings | None = None
+    # more loopback addresses that reach the same lookup port (adapters/haproxy_db.py)
+    lookup_spares: tuple[str, ...] = ()
     # the daemons' own database logins, read from `data` when a file first needs one (only the
     # owner role reads them: a process spec, asked by the policy server too, never does); a
     # daemon without one uses `database`
     consumers: dict[str, ConsumerLogin] | None = None
 
-    def consumer_database(self, consumer: str) -> DatabaseSettings:
-        """What `consumer`'s files connect with: the node's server, the consumer's own role."""
+    @property
+    def lookup_database(self) -> DatabaseSettings:
+        return self.lookup or self.database
+
+    def consumer_database(self, consumer: str, *, lookup: bool = False) -> DatabaseSettings:
+        """What `consumer`'s files connect with: the node's way to the database (its read-only
+        lookup way when `lookup`), the consumer's own role."""
         if self.consumers is None:
             self.consumers = self.data.consumer_logins() if self.data is not None else {}
-        return consumer_database(self.database, self.consumers.get(consumer))
+        return consumer_database(self.lookup_database if lookup else self.database, self.consumers.get(consumer))
 
     def config_dir(self, component: str) -> Path:
         return self.generation_dir / component

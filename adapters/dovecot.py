@@ -117,7 +117,7 @@ def libpq_quote(value: object) -> str:
 
 
 def render_sql_conf(sql: dict, ctx: RenderContext) -> str:
-    db = ctx.consumer_database("dovecot")
+    db = ctx.consumer_database("dovecot", lookup=True)  # passdb and userdb only read
     connect = " ".join(f"{k}={libpq_quote(v)}" for k, v in (
         ("host", db.host), ("port", db.port), ("dbname", db.data), ("user", db.user), ("password", db.password),
         ("connect_timeout", 5)))

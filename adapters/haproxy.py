@@ -9,7 +9,8 @@ listener needs does not answer or when the node agent has drained the node, and 
 peers' health checks then route that listener's clients around it; ``/health`` covers
 every component. Traffic a node forwards to another node enters that node on a
 *cluster port* that accepts the PROXY protocol and goes straight to its local stack,
-so the client's address survives every hop.
+so the client's address survives every hop. With a highly available database, HAProxy
+is also every local daemon's way to its primary (adapters/haproxy_db.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import haproxy_db
 from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, extra_block, listen_schema, snippet_schema
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ SCHEMA = {
     "properties": {
         "maxconn": {"type": "integer", "minimum": 1},
         "extra": snippet_schema(),
+        "database": haproxy_db.SCHEMA,
         "timeouts": {
             "type": "object",
             "additionalProperties": False,
@@ -116,6 +119,7 @@ def render_haproxy_cfg(model: dict, ctx: RenderContext) -> str:
            *global_sections(model, ctx), "", *peers_sections(cl, nodes), "", *health_sections(model)]
     for listener in model["listeners"]:
         out += listener_sections(listener, cl, nodes)
+    out += haproxy_db.database_sections(model.get("database"))
     return "\n".join(out + [""] + extra_block(model.get("extra"))) + "\n"
 
 

@@ -60,6 +60,10 @@ DEFAULT_PORTS = {
     "memcached": 11211,
     # loopback only: the policy server (dovecot auth policy, webmail login guard)
     "auth_policy": 10091,
+    # loopback only, with a highly available database (docs/database-ha.md): HAProxy's way to
+    # the current primary, and to the primary or else any running replica for lookups
+    "db_primary": 15432,
+    "db_lookup": 15433,
 }
 
 
@@ -74,6 +78,31 @@ def default_fqdn() -> str:
 
 
 @dataclass
+class DatabaseMember:
+    """One member of a Patroni cluster: its PostgreSQL and its REST API (health checks)."""
+    host: str
+    port: int = 5432
+    api_port: int = 8008
+
+
+def parse_member(text: str) -> DatabaseMember:
+    """HOST[:PORT[:API_PORT]] (an IPv6 address in brackets), as the wizard's --db-member takes it."""
+    host, sep, rest = text.strip(), "", ""
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        sep = rest[:1]
+        rest = rest[1:]
+    elif ":" in host:
+        host, sep, rest = host.partition(":")
+    parts = rest.split(":") if sep else []
+    if not host or sep not in ("", ":") or len(parts) > 2 or \
+            not all(p.isdigit() and 0 < int(p) < 65536 for p in parts):
+        raise ConfigError(f"database member {text!r}: expected HOST[:PORT[:API_PORT]] (PostgreSQL port, "
+                          "Patroni REST API port)")
+    return DatabaseMember(host, *(int(p) for p in parts))
+
+
+@dataclass
 class DatabaseSettings:
     host: str = "127.0.0.1"
     port: int = 5432
@@ -82,6 +111,11 @@ class DatabaseSettings:
     main: str = "rupost"
     data: str = "rupost_data"
     logs: str = "rupost_logs"
+    # a Patroni cluster's members; empty: the one server at host:port (rupost/db/endpoints.py)
+    members: list[DatabaseMember] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.members = [m if isinstance(m, DatabaseMember) else DatabaseMember(**m) for m in self.members]
 
     def names(self) -> dict[str, str]:
         return {"main": self.main, "data": self.data, "logs": self.logs}

@@ -277,3 +277,82 @@ def test_postsrsd_section_checks(model, problem):
 
     problems = PostSRSdAdapter().check_model(model)
     assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_haproxy_database_frontends_follow_patronis_primary_and_lookups_fall_back_to_replicas():
+    """A highly available database: db_primary to the member answering /primary, db_lookup to
+    the primary while one is up and to a replica otherwise; a member marked down has its
+    sessions shut, so clients reconnect to the new primary at once."""
+    members = [{"host": "10.0.0.11", "port": 5432, "api_port": 8008}, {"host": "10.0.0.12", "port": 5433,
+                                                                       "api_port": 8009}]
+    model = {**HAPROXY_MODEL, "database": {"members": members, "primary_port": 15432, "lookup_port": 15433}}
+    lines = render_haproxy_cfg(model, ctx()).splitlines()
+    primary = lines[lines.index("backend be_db_primary"):][:8]
+    assert primary == ["backend be_db_primary", "    option httpchk GET /primary", "    http-check expect status 200",
+                       "    retries 5", "    option redispatch 1",
+                       "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions",
+                       "    server pg_10_0_0_11_5432 10.0.0.11:5432 check port 8008",
+                       "    server pg_10_0_0_12_5433 10.0.0.12:5433 check port 8009"]
+    replicas = lines[lines.index("backend be_db_replicas"):]
+    assert replicas[1] == "    option httpchk GET /replica?lag=16MB"
+    lookup = lines[lines.index("frontend fe_db_lookup"):][:8]
+    assert lookup[1:] == [*(f"    bind 127.0.0.{i}:15433" for i in range(1, 7)), "    default_backend be_db_lookup"]
+    # lookups: the primary as the active server, the replicas as backups, each tracking its check
+    backend = lines[lines.index("backend be_db_lookup"):]
+    assert backend[3] == "    default-server inter 1s fall 2 rise 1"  # reads: no session shut
+    servers = [line for line in backend if line.startswith("    server ")]
+    assert servers == [
+        "    server pg_10_0_0_11_5432 10.0.0.11:5432 track be_db_primary/pg_10_0_0_11_5432",
+        "    server pg_10_0_0_12_5433 10.0.0.12:5433 track be_db_primary/pg_10_0_0_12_5433",
+        "    server pg_10_0_0_11_5432_replica 10.0.0.11:5432 backup track be_db_replicas/pg_10_0_0_11_5432",
+        "    server pg_10_0_0_12_5433_replica 10.0.0.12:5433 backup track be_db_replicas/pg_10_0_0_12_5433"]
+    assert "    bind 127.0.0.1:15432" in lines
+    # a single server: no database section at all
+    plain = {**HAPROXY_MODEL, "database": {"members": [], "primary_port": 15432, "lookup_port": 15433}}
+    assert "fe_db_primary" not in render_haproxy_cfg(plain, ctx())
+
+
+def test_ha_daemons_use_the_local_haproxy_and_the_core_every_member():
+    from rupost.config import DatabaseMember
+    from rupost.db import endpoints
+    from rupost.db.engine import url_for
+    from rupost.deploy.plan import render_context
+
+    db = DatabaseSettings(host="10.0.0.11", password="pw", members=[DatabaseMember("10.0.0.11"),
+                                                                    DatabaseMember("10.0.0.12", 5433)])
+    node = NodeConfig(database=db)
+    c = render_context(Layout.at(Path("/srv/rp")), node, Path("/srv/rp/gen"))
+    assert (c.database.host, c.database.port, c.database.password) == ("127.0.0.1", 15432, "pw")
+    assert (c.lookup_database.host, c.lookup_database.port) == ("127.0.0.1", 15433)
+    files = PostfixAdapter().render({"main": {}, "master": [], "lookups": {"domains": {"query": "SELECT 1"}}}, c)
+    table = next(f for f in files if f.path == "pgsql-domains.cf").content
+    assert f"hosts = {' '.join(f'127.0.0.{i}:15433' for i in range(1, 7))}\n" in table
+    assert endpoints.core_target(db) == {"host": "10.0.0.11,10.0.0.12", "port": "5432,5433",
+                                         "target_session_attrs": "read-write"}
+    assert url_for(db, "rupost").query == {"host": ("10.0.0.11:5432", "10.0.0.12:5433"),
+                                           "target_session_attrs": "read-write"}
+    # without members: today's direct connection, for the core and the daemons alike
+    single = NodeConfig(database=DatabaseSettings(host="db.example.org", port=6543))
+    c = render_context(Layout.at(Path("/srv/rp")), single, Path("/srv/rp/gen"))
+    assert (c.database.host, c.database.port) == (c.lookup_database.host, c.lookup_database.port) == \
+        ("db.example.org", 6543)
+
+
+@pytest.mark.parametrize("text, member", [
+    ("10.0.0.1", ("10.0.0.1", 5432, 8008)), ("db1:5433", ("db1", 5433, 8008)),
+    ("db1:5433:8009", ("db1", 5433, 8009)), ("[fd00::1]:5433", ("fd00::1", 5433, 8008)),
+])
+def test_wizard_database_members_parse(text, member):
+    from rupost.config import parse_member
+
+    m = parse_member(text)
+    assert (m.host, m.port, m.api_port) == member
+
+
+@pytest.mark.parametrize("text", ["", "db1:", "db1:x", "db1:1:2:3", "db1:70000", "[fd00::1]x5432"])
+def test_wizard_database_member_refused_with_the_expected_form(text):
+    from rupost.config import parse_member
+    from rupost.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected HOST\\[:PORT\\[:API_PORT\\]\\]"):
+        parse_member(text)

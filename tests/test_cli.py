@@ -70,7 +70,8 @@ def test_status_json_and_db_status(node):
     assert all(c["running"] for c in status["components"].values())
     assert status["nodes"][0]["state"] == "in_service"
     db = json.loads(cli(node, "db", "status", "--json").output)
-    assert [d["up_to_date"] for d in db] == [True, True, True]
+    assert [d["up_to_date"] for d in db["databases"]] == [True, True, True]
+    assert db["ha"] is False and db["members"] == [] and db["reaches"]["core"].endswith(f":{node.config.database.port}")
 
 
 def test_template_list_and_show(node):

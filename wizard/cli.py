@@ -17,6 +17,16 @@ PASSWORD_ENV = "RUPOST_INSTALLER_DB_PASSWORD"
 ADMIN_PASSWORD_ENV = "RUPOST_INSTALLER_ADMIN_PASSWORD"
 
 
+def database_members(values: tuple[str, ...]) -> list[node_config.DatabaseMember]:
+    try:
+        members = [node_config.parse_member(v) for v in values]
+    except RuPostError as exc:
+        raise click.BadParameter(str(exc), param_hint="--db-member") from None
+    if len({(m.host, m.port) for m in members}) != len(members):
+        raise click.BadParameter("a member is given twice", param_hint="--db-member")
+    return members
+
+
 def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
     ports = {}
     for item in values:
@@ -36,6 +46,10 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--db-name", "-n", default="rupost", show_default=True, help="Main (configuration) database.")
 @click.option("--data-db-name", "-d", default="rupost_data", show_default=True, help="User data database.")
 @click.option("--logs-db-name", "-l", default="rupost_logs", show_default=True, help="Logs database.")
+@click.option("--db-member", "db_members", multiple=True, metavar="HOST[:PORT[:API_PORT]]",
+              help="A member of a highly available database (Patroni; docs/database-ha.md), once per member "
+                   "(default ports 5432 and 8008): this node then reaches whichever member is the primary, and "
+                   "--db-host/--db-port are not used.")
 @click.option("--db-user", "-u", default="rupost", show_default=True, help="Database user (role).")
 @click.option("--db-password", default=None,
               help=f"Database password. Visible to every local user in the process list: prefer {PASSWORD_ENV}, "
@@ -68,7 +82,8 @@ def _parse_ports(values: tuple[str, ...]) -> dict[str, int]:
               help=f"Create this control panel superadmin if it does not exist (password: {ADMIN_PASSWORD_ENV}).")
 @click.option("--lang", type=click.Choice(["ru", "en"]), default=None,
               help="Language of the dialog screens (default: English when LC_ALL/LANG starts with 'en', else Russian).")
-def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user, db_password, db_password_file,
+def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_members, db_user, db_password,
+         db_password_file,
          db_password_stdin, root, node_name, fqdn, mail_host, allow_unqualified_host, client_host, address,
          listen_address, ports, service_backend, mail_storage, queue_directory, admin_login, lang):
     """Configure this RuPost node: databases, schema, builtin templates,
@@ -79,6 +94,9 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
     if silent and not password:
         raise click.UsageError(f"the database password is required: {PASSWORD_ENV}, --db-password-file, "
                                "--db-password-stdin or --db-password")
+    members = database_members(db_members)
+    if members:  # what messages name as the database until the primary is known
+        db_host, db_port = members[0].host, members[0].port
     layout = Layout.at(root)
     try:
         previous = node_config.load(layout)
@@ -86,7 +104,8 @@ def main(silent, db_host, db_port, db_name, data_db_name, logs_db_name, db_user,
         previous = node_config.NodeConfig()
     cfg = node_config.NodeConfig(
         database=node_config.DatabaseSettings(host=db_host, port=db_port, user=db_user, password=password,
-                                              main=db_name, data=data_db_name, logs=logs_db_name),
+                                              main=db_name, data=data_db_name, logs=logs_db_name,
+                                              members=members),
         node_name=node_name or previous.node_name,
         fqdn=fqdn or previous.fqdn,
         address=address or previous.address,

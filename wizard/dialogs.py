@@ -84,8 +84,9 @@ def start_values(cfg: node_config.NodeConfig, previous: node_config.NodeConfig, 
              "logs": "logs_db_name"}
     chosen = {key: getattr(db if ctx.get_parameter_source(flag) != ParameterSource.DEFAULT else before, key)
               for key, flag in flags.items()}
+    members = db.members if ctx.get_parameter_source("db_members") != ParameterSource.DEFAULT else before.members
     return replace(cfg, database=node_config.DatabaseSettings(password=db.password or before.password or "",
-                                                              **chosen))
+                                                              members=members, **chosen))
 
 
 def run_dialogs(root: str, lang: str | None, initial: node_config.NodeConfig,

@@ -152,7 +152,7 @@ class Wizard:
             db = node_config.DatabaseSettings(host=values["host"].strip(), port=int(values["port"]),
                                               main=values["main"].strip(), data=values["data"].strip(),
                                               logs=values["logs"].strip(), user=values["user"].strip(),
-                                              password=values["password"])
+                                              password=values["password"], members=self.cfg.database.members)
             self.cfg = replace(self.cfg, database=db)
             error = self.connect(db)
             if error is None:

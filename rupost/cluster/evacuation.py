@@ -32,6 +32,7 @@ from sqlalchemy import select, text
 from adapters import postfix
 from rupost.cluster.evacuation_proxy import HEADER, EvacuationProxy, HandOverJournal
 
+from ..db import endpoints
 from ..db.models import EvacuatedMessage, Evacuation, Setting, utcnow
 from ..errors import ConflictError, RuPostError
 
@@ -325,12 +326,16 @@ class PostgresHandOverJournal(HandOverJournal):
             self.counts["cut_off"] += 1
         return state
 
-    # Journal writes commit without waiting for the WAL flush: an entry lost in a
-    # PostgreSQL crash only means a later run checks the mailboxes, or sends again
-    # (a duplicate, never a loss); it saves an fsync per write on the hot path.
+    # On a single server, journal writes commit without waiting for the WAL flush: an entry
+    # lost in a PostgreSQL crash only means a later run checks the mailboxes, or sends again
+    # (a duplicate, never a loss); it saves an fsync per write on the hot path. With a highly
+    # available database that would also skip the synchronous standby: a failover would then
+    # lose every entry written in the last moments before it ('delivered' ones included, so
+    # the next run sends those messages again). There the cluster's setting (on) applies.
     def _write(self, statement: str, params: dict[str, Any]) -> None:
         with self.app.dbs.engine("logs").begin() as conn:
-            conn.execute(text("SET LOCAL synchronous_commit = off"))
+            if not endpoints.is_ha(self.app.config.database):
+                conn.execute(text("SET LOCAL synchronous_commit = off"))
             conn.execute(text(statement), params)
 
     def prepare(self, evacuation_id: str, queue_id: str) -> None:

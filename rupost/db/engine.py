@@ -10,11 +10,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import DatabaseSettings
 from ..errors import DatabaseError
+from . import endpoints
 
 KINDS = ("main", "data", "logs")
 
 
 def url_for(settings: DatabaseSettings, dbname: str) -> URL:
+    """With a highly available database, every member as a `host` query parameter and libpq's
+    target_session_attrs (endpoints.core_target): SQLAlchemy's psycopg dialect hands libpq the
+    list, and libpq connects to whichever member is the primary."""
+    if endpoints.is_ha(settings):
+        return URL.create("postgresql+psycopg", username=settings.user, password=settings.password or None,
+                          database=dbname,
+                          query={"host": tuple(f"{m.host}:{m.port}" for m in settings.members),
+                                 "target_session_attrs": "read-write"})
     return URL.create(
         "postgresql+psycopg",
         username=settings.user,
@@ -25,7 +34,29 @@ def url_for(settings: DatabaseSettings, dbname: str) -> URL:
     )
 
 
-def describe_db_error(exc: BaseException, settings: DatabaseSettings, dbname: str) -> str:
+# libpq's words when the server it talked to went away or stopped being the primary mid-way
+# (a failover or a planned switchover): the transaction was rolled back, nothing was applied
+_SWITCHING = ("server closed the connection unexpectedly", "terminating connection due to administrator",
+              "read-only transaction", "the database system is shutting down", "the database system is starting up",
+              "consuming input failed", "connection to server", "could not receive data from server",
+              "no connection to the server", "the connection is lost", "recovery is in progress")
+
+
+def switching_over(exc: BaseException) -> bool:
+    """The error is the server going away or turning read-only: a failover or switchover."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return any(word in text for word in _SWITCHING)
+
+
+def _quiet_rollback(session: Session) -> None:
+    """A rollback on a connection the server closed fails too; the server has rolled back."""
+    try:
+        session.rollback()
+    except sa.exc.SQLAlchemyError:
+        pass
+
+
+def describe_db_error(exc: BaseException, settings: DatabaseSettings, dbname: str, committing: bool = False) -> str:
     """One line an administrator can act on, never a traceback (and never the password)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     first = text[0] if text else exc.__class__.__name__
@@ -34,7 +65,15 @@ def describe_db_error(exc: BaseException, settings: DatabaseSettings, dbname: st
         first = first.split("FATAL:", 1)[1].strip()
     elif "failed:" in first:
         first = first.rsplit("failed:", 1)[1].strip()
-    return f"cannot use database {dbname!r} at {settings.host}:{settings.port} as {settings.user!r}: {first}"
+    if endpoints.is_ha(settings) and switching_over(exc):
+        # a connection lost during COMMIT leaves the outcome unknown: the server may have
+        # committed (and replicated) it before it died
+        outcome = ("it may or may not have been applied: look before retrying" if committing
+                   else "nothing of this operation was applied")
+        return (f"database {dbname!r}: the database is switching over to another member ({first}); {outcome}; "
+                "retry in a few seconds")
+    return (f"cannot use database {dbname!r} at {endpoints.core_description(settings)} as {settings.user!r}: "
+            f"{first}")
 
 
 def _mark_written(session, _flush_context) -> None:
@@ -87,7 +126,7 @@ class Databases:
         import psycopg
 
         db = self.settings
-        conn = psycopg.connect(host=db.host, port=db.port, user=db.user, password=db.password,
+        conn = psycopg.connect(**endpoints.core_target(db), user=db.user, password=db.password,
                                dbname=self.name(kind), autocommit=True, connect_timeout=5,
                                application_name="rupost-listen", keepalives=1, keepalives_idle=10,
                                keepalives_interval=5, keepalives_count=3)
@@ -99,17 +138,22 @@ class Databases:
     def session(self, kind: str = "main") -> Iterator[Session]:
         self.engine(kind)
         session = self._makers[kind]()
+        committing = False
         try:
             yield session
+            committing = True
             session.commit()
+            committing = False
             if session.info.pop("written", False):
                 for callback in self._after_write.get(kind, ()):
                     callback()
-        except sa.exc.OperationalError as exc:
-            session.rollback()
-            raise DatabaseError(describe_db_error(exc, self.settings, self.name(kind))) from None
+        except (sa.exc.OperationalError, sa.exc.InternalError) as exc:
+            _quiet_rollback(session)
+            if isinstance(exc, sa.exc.InternalError) and not switching_over(exc):
+                raise
+            raise DatabaseError(describe_db_error(exc, self.settings, self.name(kind), committing)) from None
         except BaseException:
-            session.rollback()
+            _quiet_rollback(session)
             raise
         finally:
             session.close()

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapters import ComponentRegistry, NodeData, RenderContext, RenderedFile
+from adapters.haproxy_db import LOOKUP_ADDRESSES
 
 from ..config import NodeConfig
+from ..db import endpoints
 from ..errors import TemplateError
 from ..paths import Layout
 from ..templating import errors as schema_errors
@@ -60,7 +62,10 @@ class Plan:
 
 def render_context(layout: Layout, node: NodeConfig, generation_dir: Path,
                    data: NodeData | None = None) -> RenderContext:
-    return RenderContext(layout, node, node.database, generation_dir, data)
+    lookup = endpoints.lookup_database(node)
+    spares = LOOKUP_ADDRESSES[1:] if endpoints.is_ha(node.database) else ()
+    return RenderContext(layout, node, endpoints.daemon_database(node), generation_dir, data, lookup=lookup,
+                         lookup_spares=spares)
 
 
 def build_models(components: ComponentRegistry, doc: TemplateDocument, context: dict) -> dict:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .certificates import CertificateService, DHParamService
     from .checks import CheckService
     from .components import ComponentService
+    from .database_ha import DatabaseHAService
     from .db_roles import DbRoleService
     from .deploy import DeployService
     from .directories import DirectoryService
@@ -280,6 +281,12 @@ class Services:
         from .checks import CheckService
 
         return CheckService(self)
+
+    @functools.cached_property
+    def database_ha(self) -> DatabaseHAService:
+        from .database_ha import DatabaseHAService
+
+        return DatabaseHAService(self)
 
     @functools.cached_property
     def sizing(self) -> SizingService:

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from .. import __version__
 from .. import config as node_config
+from ..db import endpoints
 from ..db.engine import KINDS, Databases
 from ..errors import ConflictError, DatabaseError, RuPostError, ValidationError
 
@@ -65,7 +66,7 @@ def sha256_file(path: Path) -> str:
 
 def _pg_env(settings: node_config.DatabaseSettings) -> dict:
     env = dict(os.environ)
-    env.update({"PGHOST": settings.host, "PGPORT": str(settings.port), "PGUSER": settings.user,
+    env.update({**endpoints.libpq_environment(settings), "PGUSER": settings.user,
                 "PGPASSWORD": settings.password or "", "PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "rupost-backup"})
     return env
 

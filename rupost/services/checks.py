@@ -43,6 +43,8 @@ DEFAULTS = {
     "monitor_queue_growth_min": 50,
     # live sessions against each listener's max_sessions (template parameters max_*_sessions)
     "monitor_capacity_warning_percent": 80,
+    # a highly available database's replica further behind than this is reported (bytes of WAL)
+    "monitor_database_lag_bytes": 16 * 1024 * 1024,
 }
 
 
@@ -372,6 +374,8 @@ register_check("directory", check_directories)
 register_check("queue", check_queue)
 register_check("capacity", check_capacity)
 register_check("limit", check_limit_logs)
+
+from . import database_ha  # noqa: E402,F401 - registers the check of a highly available database
 
 # checks that keep something between runs (a counter, an offset) in the recorded state
 _STATEFUL = {check_queue, check_capacity, check_limit_logs}

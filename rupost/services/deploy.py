@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
+from dataclasses import asdict
 from typing import TYPE_CHECKING, TypedDict
 
 from sqlalchemy import select, text
@@ -91,7 +92,7 @@ class DeployService:
             "push": app.push.template_context(),
             "impersonation": app.impersonation.template_context(),
             "database": {"host": cfg.database.host, "port": cfg.database.port, "data": cfg.database.data,
-                         "user": cfg.database.user},
+                         "user": cfg.database.user, "members": [asdict(m) for m in cfg.database.members]},
             "paths": {
                 "config": {c: f"{gen}/{c}" for c in components},
                 "tls": {"cert": f"{gen}/tls/mail.crt", "key": f"{gen}/tls/mail.key",

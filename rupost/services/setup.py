@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from .. import config as node_config
 from .. import netinfo, tls, validation
-from ..db import migrate
+from ..db import endpoints, migrate
 from ..db.engine import Databases, describe_db_error
 from ..db.models import Certificate, DHParam, Setting
 from ..errors import DatabaseError, ValidationError
@@ -74,7 +74,9 @@ def check_identifiers(db: node_config.DatabaseSettings) -> None:
 
 
 def server_is_local(db: node_config.DatabaseSettings) -> bool:
-    return db.host in ("127.0.0.1", "localhost", "::1") and \
+    """A server on this machine (not a highly available cluster's member: its role and
+    databases are created once on the primary, docs/database-ha.md)."""
+    return not endpoints.is_ha(db) and db.host in ("127.0.0.1", "localhost", "::1") and \
         (LOCAL_SOCKET_DIR / f".s.PGSQL.{db.port}").exists()
 
 
@@ -172,7 +174,7 @@ def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> 
     check_identifiers(db)
     reason = _probe(db)
     if reason is None:
-        report.add(f"connected to {db.host}:{db.port} as {db.user}")
+        report.add(f"connected to {endpoints.core_description(db)} as {db.user}")
         return
     # PostgreSQL answers "password authentication failed" for a role that does not
     # exist too, so a local server is asked directly what is missing
@@ -182,7 +184,7 @@ def connect_or_create(db: node_config.DatabaseSettings, report: SetupReport) -> 
             create_local_role_and_databases(db, report)
             reason = _probe(db)
             if reason is None:
-                report.add(f"connected to {db.host}:{db.port} as {db.user}")
+                report.add(f"connected to {endpoints.core_description(db)} as {db.user}")
                 return
     raise DatabaseError(reason)
 

@@ -1,5 +1,6 @@
 """Several RuPost nodes on one machine: each in its own network namespace (veth pairs on
-a private bridge), one shared PostgreSQL in the root namespace, and a directory shared
+a private bridge), one shared PostgreSQL in the root namespace (or, with `ha`, a Patroni
+cluster whose members sit on the same bridge: support.patroni), and a directory shared
 by all nodes standing in for NFS (mail storage, per-node queue directories).
 
 Each node's commands run inside its namespace (`ip netns exec`), so its daemons bind
@@ -17,11 +18,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rupost.config import DEFAULT_PORTS, DatabaseSettings, NodeConfig
+from rupost.config import DEFAULT_PORTS, DatabaseMember, DatabaseSettings, NodeConfig
 from rupost.paths import Layout
 from .instance import free_ports
 from .postgres import TempPostgres
+
+if TYPE_CHECKING:
+    from .patroni import PatroniCluster
 
 
 def run(*argv, check=True, **kw) -> subprocess.CompletedProcess:
@@ -85,14 +90,18 @@ class ClusterNode:
 
 
 class Cluster:
-    def __init__(self, size: int = 2, parameters: dict | None = None):
+    def __init__(self, size: int = 2, parameters: dict | None = None, ha: PatroniCluster | None = None):
         self.tag = uuid.uuid4().hex[:5]
         self.base = Path(tempfile.mkdtemp(prefix="rpc", dir="/tmp"))
         os.chmod(self.base, 0o755)
-        octet = 100 + int(self.tag, 16) % 100
-        self.subnet = f"10.{octet}.77"
-        self.bridge = f"rpbr{self.tag}"
-        self.gateway = f"{self.subnet}.254"
+        self.ha = ha
+        if ha is not None:  # the nodes join the database members' bridge
+            self.subnet, self.bridge, self.gateway = ha.subnet, ha.bridge, ha.gateway
+        else:
+            octet = 100 + int(self.tag, 16) % 100
+            self.subnet = f"10.{octet}.77"
+            self.bridge = f"rpbr{self.tag}"
+            self.gateway = f"{self.subnet}.254"
         self.size = size
         self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False,
                                                                      "nfs_mail_storage": True}
@@ -102,6 +111,11 @@ class Cluster:
 
     # ------------------------------------------------------------ network
     def _network_up(self) -> None:
+        if self.ha is not None:
+            for i in range(1, self.size + 1):
+                run("ip", "netns", "add", f"rpns{self.tag}{i}")
+                self.ha.attach(f"rpns{self.tag}{i}", f"{self.subnet}.{i}")
+            return
         run("ip", "link", "add", self.bridge, "type", "bridge")
         run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         run("ip", "link", "set", self.bridge, "up")
@@ -119,17 +133,14 @@ class Cluster:
         for i in range(1, self.size + 1):
             run("ip", "netns", "del", f"rpns{self.tag}{i}", check=False)
             run("ip", "link", "del", f"rpv{self.tag}{i}", check=False)
-        run("ip", "link", "del", self.bridge, check=False)
+        if self.ha is None:
+            run("ip", "link", "del", self.bridge, check=False)
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> "Cluster":
         try:
             self._network_up()
-            self.pg = TempPostgres(self.base / "pg", free_ports(1)[0], listen=("127.0.0.1", self.gateway)).start()
-            db = DatabaseSettings(host=self.gateway, port=self.pg.port, user="rupost", password="cluster-db-pass")
-            self.pg.psql(f"CREATE ROLE rupost LOGIN CREATEDB PASSWORD '{db.password}'")
-            for name in (db.main, db.data, db.logs):
-                self.pg.psql(f"CREATE DATABASE {name} OWNER rupost")
+            db = self._database()
             (self.shared / "vmail").mkdir(parents=True)
             for i in range(1, self.size + 1):
                 name = f"node{chr(ord('a') + i - 1)}"
@@ -148,6 +159,22 @@ class Cluster:
         except BaseException:
             self.stop()
             raise
+
+    def _database(self) -> DatabaseSettings:
+        """The role and the three databases, on the shared server or the Patroni primary."""
+        if self.ha is not None:
+            first = self.ha.members[0]
+            db = DatabaseSettings(host=first.address, port=5432, user="rupost", password="cluster-db-pass",
+                                  members=[DatabaseMember(m.address) for m in self.ha.members])
+            psql = self.ha.psql
+        else:
+            self.pg = TempPostgres(self.base / "pg", free_ports(1)[0], listen=("127.0.0.1", self.gateway)).start()
+            db = DatabaseSettings(host=self.gateway, port=self.pg.port, user="rupost", password="cluster-db-pass")
+            psql = self.pg.psql
+        psql(f"CREATE ROLE rupost LOGIN CREATEDB PASSWORD '{db.password}'")
+        for name in (db.main, db.data, db.logs):
+            psql(f"CREATE DATABASE {name} OWNER rupost")
+        return db
 
     def stop(self) -> None:
         for node in self.nodes:
