@@ -1,0 +1,41 @@
+# Helpers of the scenarios run inside the systemd root (sourced; bash).
+set -euo pipefail
+password="sdtest-db-pass-1"
+mbpass="sdtest-mailbox-pass-1"
+domain="sdtest.rupost.test"
+box="alice@$domain"
+PY=/usr/lib/rupost/venv/bin/python
+ok() { echo "  ok  $*"; }
+fail() { echo "FAIL: $*"; exit 1; }
+measure() { echo "  MEASURE $*"; }
+# wait_until SECONDS COMMAND...: bounded wait for a condition
+wait_until() { local n=$(( $1 * 5 )); shift; while ! "$@" >/dev/null 2>&1; do n=$((n-1)); [ $n -gt 0 ] || return 1; sleep 0.2; done; }
+has_token() { grep -rlsF "$1" /var/vmail; }
+deliver() {  # deliver TOKEN: SMTP to port 25, then wait for the message in the mail store
+  # null sender: there is no DNS in the namespace for reject_unknown_sender_domain to look up a domain
+  swaks --silent 2 --server 127.0.0.1 --port 25 --from "<>" --to "$box" \
+    --header "Subject: $1" --body "body $1" || fail "SMTP delivery of $1 refused"
+  wait_until 60 has_token "$1" || fail "message $1 not in /var/vmail after 60 s"
+}
+count_delivered() {  # count_delivered PREFIX: messages in the store whose subject starts with PREFIX
+  grep -rlsF "Subject: $1" /var/vmail | wc -l
+}
+units_of_components() { systemctl list-units --no-legend --plain --all 'rupost-component@*.service' | awk '{print $1, $3, $4}'; }
+install_deb() {  # install_deb FILE LOG
+  apt-get install -y -q --no-install-recommends "$1" > "$2" 2>&1 || { cat "$2"; fail "apt-get install $1"; }
+}
+wizard() {
+  printf "%s\n" "$password" | rupost-wizard --silent --db-password-stdin --node-name sdtest --fqdn mx.sdtest.rupost.test
+}
+# The mail load of a scenario: scripts/systemd-node/mailload.py in the background.
+load_start() {  # load_start NAME: SMTP sessions to port 25 (and IMAP connects) until load_stop
+  rm -f "/tmp/load-$1.stop"
+  $PY /root/scenarios/mailload.py --name "$1" --to "$box" --imap-password "$mbpass" > "/tmp/load-$1.json" 2> "/tmp/load-$1.err" &
+  echo $! > "/tmp/load-$1.pid"
+  wait_until 30 test -s "/tmp/load-$1.started" || fail "mail load $1 did not start: $(cat /tmp/load-$1.err)"
+}
+load_stop() {  # load_stop NAME: stop, print the figures, and check every accepted message arrived
+  touch "/tmp/load-$1.stop"
+  wait "$(cat "/tmp/load-$1.pid")" || fail "mail load $1: $(cat "/tmp/load-$1.err")"
+  cat "/tmp/load-$1.json"
+}
