@@ -77,6 +77,27 @@ def test_a_crashed_component_takes_the_node_out_of_service_then_back(lone_node):
     assert app.nodes.list()[0]["state"] == "in_service"
 
 
+def test_a_component_down_during_a_deploy_is_left_to_the_deploy(lone_node):
+    """A deploy that restarts a component (sogo on a sogo_workers change: systemctl restart, or
+    stop + start) leaves it down for seconds; the agent must not take that for a crash and stop
+    the whole mail unit under the deploy (whose probes then failed: found under systemd,
+    tests/test_systemd_node.py). Once no deploy holds the lock, a down component counts again."""
+    app = lone_node.app
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    assert agent.check_once() == "in_service"
+    with app.deploys.lock("deploy"):
+        assert app.deploys.in_progress().startswith("rupost deploy by")
+        app.backend.stop("sogo", app.component_runtime.process_spec("sogo"))  # as a deploy's restart does
+        assert not app.backend.is_running("sogo")
+        assert agent.check_once() == "in_service"
+        states = app.components.states()
+        assert [n for n in ("dovecot", "postfix", "nginx") if not states[n]["running"]] == []
+    assert app.deploys.in_progress() is None
+    assert agent.check_once() == "out_of_service"  # no deploy: sogo down is a failure of the unit
+    assert agent.check_once() == "in_service"
+    assert all(state["running"] for state in app.components.states().values())
+
+
 def test_nginx_killed_outright_comes_back_over_its_own_leftover_sockets(lone_node):
     """SIGKILL to nginx's process group (the OOM killer, a crash of the node) leaves its Unix
     sockets (the refusal servers HAProxy sends clients beyond a limit to) behind; nginx does not

@@ -51,6 +51,12 @@ class NodeAgent:
     def check_once(self) -> str:
         if not self.app.layout.current.exists():
             return self._set_state("not_deployed", "nothing deployed yet")
+        deploying = self.app.deploys.in_progress()
+        if deploying:
+            # A deploy restarts components (systemctl restart, or stop + start): one seen down
+            # in that window is not a crash, and stopping the mail unit would fail its probes.
+            # The deploy probes and rolls back by itself; supervision resumes after it.
+            return self.state
         mail_unit = self.app.adapters.mail_unit
         states = self.app.components.states()
         for name in [n for n, st in states.items() if not st["running"] and n not in mail_unit]:
