@@ -7,7 +7,7 @@ import os
 import zlib
 from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from ..db.models import Certificate, DHParam, Generation, utcnow
 from ..deploy.pipeline import DeployOutcome, DeployPipeline, DeployResult
@@ -140,7 +140,7 @@ class DeployService:
     def _lock_key(self) -> int:
         return zlib.crc32(self.app.config.node_name.encode()) - 2 ** 31
 
-    def _lock_holder(self, conn) -> tuple[str, dt.datetime] | None:
+    def _lock_holder(self, conn: Connection) -> tuple[str, dt.datetime] | None:
         """Who holds this node's deploy lock (application_name, since), read from pg_locks."""
         row = conn.execute(text(
             "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
