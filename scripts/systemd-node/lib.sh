@@ -34,10 +34,32 @@ load_start() {  # load_start NAME: SMTP sessions to port 25 (and IMAP connects) 
   echo $! > "/tmp/load-$1.pid"
   wait_until 30 test -s "/tmp/load-$1.started" || fail "mail load $1 did not start: $(cat /tmp/load-$1.err)"
 }
-load_stop() {  # load_stop NAME: stop, print the figures, and check every accepted message arrived
+load_stop() {  # load_stop NAME: stop the load, print its figures, check that nothing accepted was lost
   touch "/tmp/load-$1.stop"
   wait "$(cat "/tmp/load-$1.pid")" || fail "mail load $1: $(cat "/tmp/load-$1.err")"
-  cat "/tmp/load-$1.json"
+  local accepted
+  accepted=$(figure "$1" accepted)
+  [ "$accepted" -gt 0 ] || fail "mail load $1 sent nothing: $(cat "/tmp/load-$1.json")"
+  $PY /root/scenarios/mailload.py --check "$1" "$accepted" 90 > "/tmp/load-$1.check" \
+    || fail "mail load $1: $(cat "/tmp/load-$1.check") of $(cat "/tmp/load-$1.json")"
+  measure "$1: $($PY -c 'import json,sys; d=json.load(open(sys.argv[1])); d.pop("errors"); print(" ".join(f"{k}={v}" for k,v in d.items()))' "/tmp/load-$1.json") lost=0 duplicated=0"
+}
+figure() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "/tmp/load-$1.json" "$2"; }
+# no_refusals NAME: the load met no refused or failed connection (SMTP and IMAP)
+no_refusals() {
+  local f
+  for f in refused failed imap_refused imap_failed; do
+    [ "$(figure "$1" "$f")" = 0 ] || fail "mail load $1: $f = $(figure "$1" "$f"): $(cat "/tmp/load-$1.json")"
+  done
+}
+mainpid() { systemctl show -p MainPID --value "rupost-component@$1.service"; }
+json_field() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+now() { date +%s.%N; }
+elapsed() { $PY -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.1f}")' "$1" "$2"; }
+COMPONENTS="memcached policy opendkim postsrsd dovecot postfix sogo nginx haproxy"
+all_components_active() {
+  local c
+  for c in $COMPONENTS; do systemctl is-active --quiet "rupost-component@$c.service" || return 1; done
 }
 # setup_node DEB: PostgreSQL up, the .deb installed, rupost-wizard, rupost deploy, a mailbox, mail delivered
 setup_node() {

@@ -3,7 +3,8 @@ sending one message (subject "load-NAME-N"), and an IMAPS login between them, un
 appears (bounded: at most --max messages and --max-seconds). Prints the figures as JSON: messages
 accepted, connections refused, other failures (e.g. a 4xx), IMAP logins ok/refused.
 
-The scenario then checks that every accepted message is in the mail store (0 lost)."""
+`mailload.py --check NAME ACCEPTED TIMEOUT` then checks that every accepted message is in the mail
+store, once (0 lost, 0 duplicated)."""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,34 @@ from email.message import EmailMessage
 from pathlib import Path
 
 
+def check(name: str, expect: int, timeout: float) -> int:
+    """Every accepted message of load NAME is in the mail store, once: wait up to TIMEOUT s."""
+    import email
+    import os
+
+    prefix = f"load-{name}-"
+    deadline = time.monotonic() + timeout
+    while True:
+        counts: dict[str, int] = {}
+        for folder, _dirs, files in os.walk("/var/vmail"):
+            if os.path.basename(folder) not in ("new", "cur"):
+                continue
+            for file in files:
+                with open(os.path.join(folder, file), "rb") as fh:
+                    subject = email.message_from_binary_file(fh).get("Subject", "")
+                if subject.startswith(prefix):
+                    counts[subject] = counts.get(subject, 0) + 1
+        twice = sorted(s for s, n in counts.items() if n > 1)
+        if len(counts) >= expect or time.monotonic() > deadline:
+            print(json.dumps({"delivered": len(counts), "expected": expect, "lost": expect - len(counts),
+                              "duplicates": twice[:10]}))
+            return 0 if len(counts) == expect and not twice else 1
+        time.sleep(0.5)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--check"]:
+        return check(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True)
     ap.add_argument("--to", required=True)
