@@ -34,3 +34,8 @@ def _run(*args: str) -> str:
 def test_node_under_systemd_installs_deploys_serves_mail_and_survives_its_scenarios():
     output = _run("node.sh")
     assert "NODE-PASS" in output and "PASS: scenario node.sh under systemd" in output
+
+
+def test_upgrade_from_the_previous_release_migrates_deploys_and_keeps_mail_flowing():
+    output = _run("upgrade.sh")
+    assert "UPGRADE-PASS" in output and "PASS: scenario upgrade.sh under systemd" in output
