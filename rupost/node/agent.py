@@ -133,8 +133,18 @@ class NodeAgent:
             self.log("node", "out_of_service", f"restart attempt failed: {failed[0]}")
             return self.state
         self.down_since = None
+        self._flush_deferred()
         return self._set_state("in_service", "components restarted and probed healthy",
                                self.app.components.states())
+
+    def _flush_deferred(self) -> None:
+        """Mail accepted while a component of the unit was dead (LMTP to a killed dovecot, in
+        the seconds before the agent noticed) was deferred, and postfix would retry it only
+        after its backoff (minutes): the node is healthy again, so it is tried now."""
+        try:
+            self.app.mailqueues.flush()
+        except RuPostError as exc:
+            self.log("queue", "error", f"flushing the mail deferred while the node was down: {exc}")
 
     def _set_state(self, state: str, message: str, components: dict | None = None) -> str:
         if state != self.state:
