@@ -34,15 +34,15 @@ load_start() {  # load_start NAME: SMTP sessions to port 25 (and IMAP connects) 
   echo $! > "/tmp/load-$1.pid"
   wait_until 30 test -s "/tmp/load-$1.started" || fail "mail load $1 did not start: $(cat /tmp/load-$1.err)"
 }
-load_stop() {  # load_stop NAME: stop the load, print its figures, check that nothing accepted was lost
+load_stop() {  # load_stop NAME [duplicates-ok]: stop the load, print its figures, check nothing accepted was lost
   touch "/tmp/load-$1.stop"
   wait "$(cat "/tmp/load-$1.pid")" || fail "mail load $1: $(cat "/tmp/load-$1.err")"
   local accepted
   accepted=$(figure "$1" accepted)
   [ "$accepted" -gt 0 ] || fail "mail load $1 sent nothing: $(cat "/tmp/load-$1.json")"
-  $PY /root/scenarios/mailload.py --check "$1" "$accepted" 90 > "/tmp/load-$1.check" \
+  $PY /root/scenarios/mailload.py --check "$1" "$accepted" 90 ${2:-} > "/tmp/load-$1.check" \
     || fail "mail load $1: $(cat "/tmp/load-$1.check") of $(cat "/tmp/load-$1.json")"
-  measure "$1: $($PY -c 'import json,sys; d=json.load(open(sys.argv[1])); d.pop("errors"); print(" ".join(f"{k}={v}" for k,v in d.items()))' "/tmp/load-$1.json") lost=0 duplicated=0"
+  measure "$1: $($PY -c 'import json,sys; d=json.load(open(sys.argv[1])); d.pop("errors"); print(" ".join(f"{k}={v}" for k,v in d.items()))' "/tmp/load-$1.json") lost=0 duplicated=$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["duplicates"]))' "/tmp/load-$1.check")"
 }
 figure() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "/tmp/load-$1.json" "$2"; }
 # no_refusals NAME: the load met no refused or failed connection (SMTP and IMAP)
