@@ -126,7 +126,8 @@ echo "--- the timers' services run and log to the journal"
 for svc in rupost-mailqueue-evacuator.service rupost-distribution-lists-updater.service; do
   systemctl start "$svc" || fail "$svc: $(journalctl -q -u "$svc" -n 5 --no-pager)"
   [ "$(systemctl show -p Result --value "$svc")" = success ] || fail "$svc result"
-  line=$(journalctl -q -u "$svc" -n 1 --no-pager -o cat)
+  # the job's own output (not systemd's Starting/Finished lines)
+  line=$(journalctl -q -u "$svc" -n 1 --no-pager -o cat SYSLOG_IDENTIFIER=rupost)
   [ -n "$line" ] || fail "$svc logged nothing to the journal"
   ok "$svc: success; journal: $line"
 done
