@@ -1,3 +1,3 @@
 """RuPost: a corporate mail system manager (management core)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

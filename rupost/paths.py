@@ -21,6 +21,10 @@ def default_root() -> Path:
     return Path(os.environ.get(ROOT_ENV, "/"))
 
 
+# components whose daemon writes its own component.log by name (see Layout.output_file)
+OWN_LOG_FILE = frozenset({"postfix", "dovecot"})
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path
@@ -79,6 +83,16 @@ class Layout:
 
     def log_file(self, component: str) -> Path:
         return self.logs / f"{component}.log"
+
+    def output_file(self, component: str) -> Path:
+        """Where the component's stdout and stderr go (direct backend; the systemd unit's
+        StandardOutput=append: and its drop-ins name the same files). Daemons that open their
+        component.log by name (postfix's maillog_file, dovecot's log_path) get another file:
+        logrotate moves component.log aside and makes them reopen it, but an inherited stdout
+        cannot be reopened and would keep writing into the rotated file."""
+        if component in OWN_LOG_FILE:
+            return self.logs / f"{component}-stdout.log"
+        return self.log_file(component)
 
     @property
     def monitor_log(self) -> Path:

@@ -77,6 +77,51 @@ def test_a_crashed_component_takes_the_node_out_of_service_then_back(lone_node):
     assert app.nodes.list()[0]["state"] == "in_service"
 
 
+def test_mail_deferred_while_a_component_was_dead_goes_out_when_the_node_is_back(lone_node):
+    """dovecot killed: until the agent notices, postfix still accepts mail and defers it (LMTP
+    refused), and would retry it only after its backoff (minutes). Found under systemd
+    (tests/test_systemd_node.py: 221 of 236 messages still queued 90 s after the node was back).
+    The agent flushes the queue once the node is back in service."""
+    from mailclients import message, smtp
+
+    app = lone_node.app
+    app.domains.add("agentdefer.test")
+    address = "deferred@agentdefer.test"
+    app.mailboxes.add(address, "deferred-password-1", "0")
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    assert agent.check_once() == "in_service"
+    os.kill(app.backend.pid("dovecot"), signal.SIGKILL)
+    assert wait_until(lambda: not app.backend.is_running("dovecot"))
+    with smtp(lone_node.ports["smtp"]) as client:
+        assert client.send_message(message("someone@example.org", address, "deferred while dovecot was dead")) == {}
+    assert wait_until(lambda: app.mailqueues.summary()["deferred"] == 1, 60), app.mailqueues.summary()
+    assert agent.check_once() == "out_of_service"
+    assert agent.check_once() == "in_service"
+    # bounded well below postfix's minimal_backoff_time (300 s): only the flush delivers it in time
+    assert wait_until(lambda: sum(app.mailqueues.summary().values()) == 0, 60), app.mailqueues.summary()
+
+
+def test_a_component_down_during_a_deploy_is_left_to_the_deploy(lone_node):
+    """A deploy that restarts a component (sogo on a sogo_workers change: systemctl restart, or
+    stop + start) leaves it down for seconds; the agent must not take that for a crash and stop
+    the whole mail unit under the deploy (whose probes then failed: found under systemd,
+    tests/test_systemd_node.py). Once no deploy holds the lock, a down component counts again."""
+    app = lone_node.app
+    agent = NodeAgent(app, interval=0.1, hold_down=0)
+    assert agent.check_once() == "in_service"
+    with app.deploys.lock("deploy"):
+        assert app.deploys.in_progress().startswith("rupost deploy by")
+        app.backend.stop("sogo", app.component_runtime.process_spec("sogo"))  # as a deploy's restart does
+        assert not app.backend.is_running("sogo")
+        assert agent.check_once() == "in_service"
+        states = app.components.states()
+        assert [n for n in ("dovecot", "postfix", "nginx") if not states[n]["running"]] == []
+    assert app.deploys.in_progress() is None
+    assert agent.check_once() == "out_of_service"  # no deploy: sogo down is a failure of the unit
+    assert agent.check_once() == "in_service"
+    assert all(state["running"] for state in app.components.states().values())
+
+
 def test_nginx_killed_outright_comes_back_over_its_own_leftover_sockets(lone_node):
     """SIGKILL to nginx's process group (the OOM killer, a crash of the node) leaves its Unix
     sockets (the refusal servers HAProxy sends clients beyond a limit to) behind; nginx does not

@@ -165,6 +165,23 @@ def test_component_unit_matches_the_systemd_backend():
     assert sogo["Service"]["TimeoutStopSec"]
 
 
+def test_component_output_files_are_the_direct_backends():
+    """Each component's stdout goes to Layout.output_file under both backends: the unit's
+    StandardOutput=append: or, for the daemons that open their own component.log by name (a
+    rotated stdout could not be reopened), an output.conf drop-in naming component-stdout.log."""
+    from rupost.paths import OWN_LOG_FILE, Layout
+
+    layout = Layout(Path("/"))
+    template = parse_unit(UNITS / "rupost-component@.service")["Service"]["StandardOutput"]
+    for name in ["policy", "opendkim", "postsrsd", *COMPONENTS]:
+        dropin = UNITS / f"rupost-component@{name}.service.d" / "output.conf"
+        output = parse_unit(dropin)["Service"]["StandardOutput"] if dropin.exists() else template.replace("%i", name)
+        assert output == f"append:{layout.output_file(name)}", name
+        assert (layout.output_file(name) != layout.log_file(name)) == (name in OWN_LOG_FILE), name
+    logrotate = (DEBIAN / "rupost.logrotate").read_text()
+    assert all(f"/var/log/rupost/{name}-stdout.log\n" in logrotate for name in OWN_LOG_FILE)
+
+
 def test_service_commands():
     expected = {
         "rupost.service": "/usr/bin/rupost run",

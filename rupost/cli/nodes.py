@@ -18,7 +18,7 @@ def nodes_list(c, as_json):
     rows = c.app.nodes.list()
     for row in rows:
         row["alive"] = c.app.nodes.alive(row)
-    emit(rows, as_json, ["name", "address", "state", "admin_state", "alive", "applied_generation",
+    emit(rows, as_json, ["name", "address", "state", "admin_state", "alive", "applied_generation", "software_version",
                          "last_heartbeat"])
 
 

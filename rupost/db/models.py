@@ -89,6 +89,8 @@ class Node(MainBase):
     admin_state: Mapped[str] = mapped_column(String(16), default="enabled")
     # this node's postfix queue on shared storage: where an evacuator finds its mail
     queue_directory: Mapped[str] = mapped_column(Text, default="")
+    # rupost.__version__ of the node's agent, set with each heartbeat ("" before the first)
+    software_version: Mapped[str] = mapped_column(String(32), default="", server_default="")
     registered_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     last_heartbeat: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 

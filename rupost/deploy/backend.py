@@ -109,7 +109,7 @@ class DirectBackend:
         if shutil.which(spec.argv[0]) is None:
             raise ServiceError(f"{component}: {spec.argv[0]} is not installed")
         env = {**DAEMON_ENV, **spec.env}
-        with open(self.layout.log_file(component), "ab") as log:
+        with open(self.layout.output_file(component), "ab") as log:
             proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd="/", env=env, user=spec.user,
                                     group=spec.user and _primary_group(spec.user))

@@ -111,7 +111,9 @@ class ComponentRuntime:
         missing = [f"{h}:{p}" for h, p in spec.ports if not protocol.wait_for_port(h, p, 30)]
         if missing or not self.backend.is_running(name):
             detail = f"not listening on {', '.join(missing)}" if missing else "exited after start"
-            tail = _tail(self.layout.log_file(name))
+            # a start failure is on stderr; the daemon's own log may say more
+            tail = " | ".join(t for t in {_tail(self.layout.output_file(name)): 0,
+                                          _tail(self.layout.log_file(name)): 0} if t)
             log.step(f"{action} {name}", False, detail + (f"; log: {tail}" if tail else ""))
             raise DeployError(f"{name} failed after {action}: {detail}" + (f"\n{tail}" if tail else ""))
         log.step(f"{action} {name}", True)

@@ -53,6 +53,12 @@ class NodeAgent:
     def check_once(self) -> str:
         if not self.app.layout.current.exists():
             return self._set_state("not_deployed", "nothing deployed yet")
+        deploying = self.app.deploys.in_progress()
+        if deploying:
+            # A deploy restarts components (systemctl restart, or stop + start): one seen down
+            # in that window is not a crash, and stopping the mail unit would fail its probes.
+            # The deploy probes and rolls back by itself; supervision resumes after it.
+            return self.state
         mail_unit = self.app.adapters.mail_unit
         states = self.app.components.states()
         for name in [n for n, st in states.items() if not st["running"] and n not in mail_unit]:
@@ -129,8 +135,18 @@ class NodeAgent:
             self.log("node", "out_of_service", f"restart attempt failed: {failed[0]}")
             return self.state
         self.down_since = None
+        self._flush_deferred()
         return self._set_state("in_service", "components restarted and probed healthy",
                                self.app.components.states())
+
+    def _flush_deferred(self) -> None:
+        """Mail accepted while a component of the unit was dead (LMTP to a killed dovecot, in
+        the seconds before the agent noticed) was deferred, and postfix would retry it only
+        after its backoff (minutes): the node is healthy again, so it is tried now."""
+        try:
+            self.app.mailqueues.flush()
+        except RuPostError as exc:
+            self.log("queue", "error", f"flushing the mail deferred while the node was down: {exc}")
 
     def _set_state(self, state: str, message: str, components: dict | None = None) -> str:
         if state != self.state:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import zlib
 from dataclasses import asdict
 from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
 from ..db.models import Certificate, DHParam, Generation, utcnow
 from ..deploy.pipeline import DeployOutcome, DeployPipeline, DeployResult
@@ -137,20 +138,36 @@ class DeployService:
                 f"= {granted}: lower the parameters or raise the limit (ulimit -Hn; LimitNOFILE in "
                 "rupost-component@.service)")
 
+    def _lock_key(self) -> int:
+        return zlib.crc32(self.app.config.node_name.encode()) - 2 ** 31
+
+    def _lock_holder(self, conn: Connection) -> tuple[str, dt.datetime] | None:
+        """Who holds this node's deploy lock (application_name, since), read from pg_locks."""
+        row = conn.execute(text(
+            "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = :a AND l.objid = :b "
+            "AND l.objsubid = 2 AND l.granted"), {"a": LOCK_CLASS, "b": self._lock_key() % 2 ** 32}).first()
+        return (row[0], row[1]) if row else None
+
+    def in_progress(self) -> str | None:
+        """The holder of this node's deploy lock, or None. Only reads pg_locks: the node agent
+        asks it on every tick, and taking the lock itself, even for an instant, could make a
+        deploy starting at that instant fail with "another deploy is running"."""
+        with self.app.dbs.engine("main").connect() as conn:
+            holder = self._lock_holder(conn)
+        return holder[0] if holder else None
+
     @contextlib.contextmanager
     def lock(self, what: str = "deploy") -> Iterator[None]:
         """One deploy (or rollback) at a time per node: a Postgres advisory lock held on
         a dedicated connection; the holder is named through its application_name."""
-        key = zlib.crc32(self.app.config.node_name.encode()) - 2 ** 31
+        key = self._lock_key()
         engine = self.app.dbs.engine("main")
         holder = f"rupost {what} by {self.app.actor} (pid {os.getpid()})"[:63]
         with engine.connect() as conn:
             conn.execute(text("SELECT set_config('application_name', :n, false)"), {"n": holder})
             if not conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), {"a": LOCK_CLASS, "b": key}).scalar():
-                row = conn.execute(text(
-                    "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
-                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = :a AND l.objid = :b "
-                    "AND l.objsubid = 2 AND l.granted"), {"a": LOCK_CLASS, "b": key % 2 ** 32}).first()
+                row = self._lock_holder(conn)
                 who = f"{row[0]}, since {row[1]:%Y-%m-%d %H:%M:%S %Z}" if row else "another process"
                 conn.rollback()
                 raise DeployError(f"another deploy is running on node {self.app.config.node_name}: {who}")

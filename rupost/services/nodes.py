@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from .. import __version__
 from ..db.models import Node, utcnow
 from ..errors import ConflictError, NotFoundError
 
@@ -50,6 +51,7 @@ class NodeService:
             node.state = state
             node.components = components
             node.last_heartbeat = utcnow()
+            node.software_version = __version__
             if generation is not None:
                 node.applied_generation = generation
 
@@ -123,4 +125,5 @@ class NodeService:
         return {"id": n.id, "name": n.name, "fqdn": n.fqdn, "address": n.address, "state": n.state,
                 "admin_state": n.admin_state, "queue_directory": n.queue_directory,
                 "applied_generation": n.applied_generation, "components": n.components,
+                "software_version": n.software_version,
                 "last_heartbeat": n.last_heartbeat.isoformat() if n.last_heartbeat else None}

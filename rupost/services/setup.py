@@ -286,6 +286,13 @@ def install(layout: Layout, cfg: node_config.NodeConfig, mail_host: MailHostChoi
         r = subprocess.run(["systemctl", "enable", "--now", "rupost-mailqueue-evacuator.timer",
                             "rupost-distribution-lists-updater.timer"], capture_output=True, text=True)
         report.add("timers registered" if r.returncode == 0 else f"timers not registered: {r.stderr.strip()}")
+        # The package enables both at install time, when their ConditionPathExists (the node
+        # configuration written above) still failed: without this they would wait for a reboot.
+        # The agent reports "nothing deployed yet" until the first rupost deploy.
+        r = subprocess.run(["systemctl", "enable", "--now", "rupost.service", "rupost-scheduler.service"],
+                           capture_output=True, text=True)
+        report.add("node agent and scheduler started (rupost.service, rupost-scheduler.service)"
+                   if r.returncode == 0 else f"node agent not started: {r.stderr.strip()}")
     else:
         report.add("timers: systemd is not PID 1 here, units not registered")
     return report
