@@ -23,6 +23,8 @@ from pathlib import Path
 
 from mailclients import IMAPSFrom, message, smtp
 
+from .cluster import wait_until
+
 SENDER = "sender@example.org"
 
 
@@ -278,9 +280,9 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
     logins = LoginFlow(inst.ports["imaps"], warm)
     try:
         if agent is not None:
-            _require(_wait(lambda: listeners(pg) >= 2, 60), "the agent listens on both databases")
+            _require(wait_until(lambda: listeners(pg) >= 2, 60), "the agent listens on both databases")
             # each listener empties memcached when it starts (it cannot know what it missed)
-            _require(_wait(lambda: memcached_flushes(inst) >= flushes + 2, 60),
+            _require(wait_until(lambda: memcached_flushes(inst) >= flushes + 2, 60),
                      "the agent's listeners empty memcached once at start")
         # one message to everyone: postfix caches every answer it needs in memcached
         with smtp(inst.ports["smtp"]) as client:
@@ -293,7 +295,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         _require(flush_dovecot_auth_cache(app), "dovecot's auth cache is flushed")
         mail.start()
         logins.start()
-        _require(_wait(lambda: mail.count("before") >= 2 * len(warm) and logins.count("before") >= len(warm), 120),
+        _require(wait_until(lambda: mail.count("before") >= 2 * len(warm) and logins.count("before") >= len(warm), 120),
                  "the flows run")
 
         mail.recipients = list(everyone)
@@ -302,7 +304,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         pg.stop("fast")
         stopped = time.monotonic()
         try:
-            _wait(lambda: mail.count("during") >= len(everyone), outage_s)
+            wait_until(lambda: mail.count("during") >= len(everyone), outage_s)
             check_during = rupost_check(inst.root, "database", "lookup")
             time.sleep(max(0.0, outage_s - (time.monotonic() - stopped)))
         finally:
@@ -311,11 +313,11 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         mail.phase = logins.phase = "after"
         # an account dovecot has not cached logs in only once its SQL client is back
         user, password = next(iter(cold.items()))
-        cold_login = _wait(lambda: login(inst.ports["imaps"], user, password, "after").ok, settle, 0.5)
+        cold_login = wait_until(lambda: login(inst.ports["imaps"], user, password, "after").ok, settle, 0.5)
         cold_login_s = time.time() - back if cold_login else None
         during = {a.subject for a in mail.answers if a.phase == "during" and a.ok}
         wait_delivered(storage, list(everyone), during, settle)
-        _wait(lambda: mail.count("after") >= 2 * len(everyone) and logins.count("after") >= len(warm), 60)
+        wait_until(lambda: mail.count("after") >= 2 * len(everyone) and logins.count("after") >= len(warm), 60)
     finally:
         mail.stop()
         logins.stop()
@@ -332,15 +334,6 @@ def _accounts(app, domain: str, prefix: str, count: int) -> dict[str, str]:
     for address, password in made.items():
         app.mailboxes.add(address, password)
     return made
-
-
-def _wait(predicate, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def _require(condition: object, what: str) -> None:

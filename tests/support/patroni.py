@@ -21,19 +21,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cluster import run
 from .postgres import pg_bindir
 
 SUPERUSER_PASSWORD = "patroni-super"
 REPLICATION_PASSWORD = "patroni-repl"
 API_PORT = 8008
 PG_PORT = 5432
-
-
-def _run(*argv, check=True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, argv))}: {(proc.stderr or proc.stdout).strip()}")
-    return proc
 
 
 @dataclass
@@ -86,28 +80,28 @@ class PatroniCluster:
     def attach(self, netns: str, address: str) -> None:
         """A namespace (a RuPost node) joins the bridge at `address` (its eth0 created here)."""
         veth = f"rphv{self.tag}{len(self._veths)}"
-        _run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        _run("ip", "link", "set", veth, "master", self.bridge)
-        _run("ip", "link", "set", veth, "up")
-        _run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
-        _run("ip", "-n", netns, "link", "set", "eth0", "up")
-        _run("ip", "-n", netns, "link", "set", "lo", "up")
+        run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        run("ip", "link", "set", veth, "master", self.bridge)
+        run("ip", "link", "set", veth, "up")
+        run("ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+        run("ip", "-n", netns, "link", "set", "eth0", "up")
+        run("ip", "-n", netns, "link", "set", "lo", "up")
         self._veths.append(veth)
 
     def _network_up(self) -> None:
-        _run("ip", "link", "add", self.bridge, "type", "bridge")
-        _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
-        _run("ip", "link", "set", self.bridge, "up")
+        run("ip", "link", "add", self.bridge, "type", "bridge")
+        run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        run("ip", "link", "set", self.bridge, "up")
         for m in self.members:
-            _run("ip", "netns", "add", m.netns)
+            run("ip", "netns", "add", m.netns)
             self.attach(m.netns, m.address)
 
     def _network_down(self) -> None:
         for m in self.members:
-            _run("ip", "netns", "del", m.netns, check=False)
+            run("ip", "netns", "del", m.netns, check=False)
         for veth in self._veths:
-            _run("ip", "link", "del", veth, check=False)
-        _run("ip", "link", "del", self.bridge, check=False)
+            run("ip", "link", "del", veth, check=False)
+        run("ip", "link", "del", self.bridge, check=False)
 
     # ------------------------------------------------------------ configuration
     def _etcd_argv(self, m: Member, state: str = "new") -> list[str]:
@@ -223,13 +217,13 @@ class PatroniCluster:
         m = member or self.leader()
         if m is None:
             raise RuntimeError("no leader")
-        return _run("psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", m.address, "-p", PG_PORT,
+        return run("psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-h", m.address, "-p", PG_PORT,
                     "-U", "postgres", "-d", dbname, "-c", sql,
                     env={**os.environ, "PGPASSWORD": SUPERUSER_PASSWORD}).stdout
 
     def patronictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         m = self.members[0]
-        return _run("patronictl", "-c", m.base / "patroni.yml", *args, check=check, timeout=120)
+        return run("patronictl", "-c", m.base / "patroni.yml", *args, check=check, timeout=120)
 
     def kill_postgres(self, m: Member) -> int:
         """SIGKILL to the member's postmaster (its backends die with it)."""
@@ -242,7 +236,7 @@ class PatroniCluster:
     def kill_member(self, m: Member) -> None:
         """The member's host dies: every process in its namespace (etcd, Patroni, PostgreSQL)
         SIGKILLed at once, nothing shut down cleanly."""
-        pids = _run("ip", "netns", "pids", m.netns, check=False).stdout.split()
+        pids = run("ip", "netns", "pids", m.netns, check=False).stdout.split()
         for pid in pids:
             try:
                 os.kill(int(pid), signal.SIGKILL)
