@@ -13,6 +13,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 from rupost.errors import RuPostError
 
 if TYPE_CHECKING:
@@ -296,6 +298,11 @@ class NodeAgent:
                                                 f"{step['error']}".rstrip())
             except RuPostError as exc:
                 self.log("agent", "error", str(exc))
+            except sa.exc.SQLAlchemyError as exc:
+                # a query outside the services' translation (a database dying or switching over
+                # mid-tick): the agent reports it and supervises on; it must not end with it
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                self.log("agent", "error", f"database: {reason[0] if reason else exc.__class__.__name__}")
             self._wait_for_notification(self.interval)
         guard.stop()
         for proc in self.core:

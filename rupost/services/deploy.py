@@ -153,8 +153,10 @@ class DeployService:
         """The holder of this node's deploy lock, or None. Only reads pg_locks: the node agent
         asks it on every tick, and taking the lock itself, even for an instant, could make a
         deploy starting at that instant fail with "another deploy is running"."""
-        with self.app.dbs.engine("main").connect() as conn:
-            holder = self._lock_holder(conn)
+        # through a session: a database away or switching over is a DatabaseError the agent
+        # reports, not an exception that ends it
+        with self.app.dbs.session("main") as s:
+            holder = self._lock_holder(s.connection())
         return holder[0] if holder else None
 
     @contextlib.contextmanager
