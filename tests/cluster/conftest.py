@@ -8,7 +8,7 @@ import pytest
 from support.cluster import Cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before the rest of the suite runs
 def cluster():
     if shutil.which("ip") is None:
         pytest.fail("iproute2 (ip) is required for the cluster tests")

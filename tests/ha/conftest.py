@@ -11,7 +11,7 @@ from support.cluster import Cluster
 from support.patroni import PatroniCluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before the rest of the suite runs
 def patroni():
     for tool in ("ip", "patroni", "etcd", "patronictl"):
         if shutil.which(tool) is None:
@@ -21,7 +21,7 @@ def patroni():
     p.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down before the rest of the suite runs
 def ha_cluster(patroni):
     c = Cluster(size=2, ha=patroni).start()
     for node in c.nodes:
