@@ -90,7 +90,9 @@ def test_debian_logrotate_rotates_every_log_of_a_node_and_the_daemons_follow(nod
     import sys
 
     # the venv's own command when the suite runs as .venv/bin/python -m pytest (not on PATH)
-    cli = shutil.which("rupost") or str(Path(sys.executable).with_name("rupost"))
+    # this checkout's own command first: a `rupost` on PATH may be another installed version
+    own = Path(sys.executable).with_name("rupost")
+    cli = str(own) if own.exists() else shutil.which("rupost") or str(own)
     assert Path(cli).exists(), "no rupost command to run logrotate's postrotate with"
     conf = (text.replace("/usr/bin/rupost components", f"{cli} --root {node.root} components")
             .replace("[ -x /usr/bin/rupost ]", f"[ -x {cli} ]")

@@ -61,7 +61,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "run.working": "Выполняется настройка (схема баз, шаблоны, сертификаты, регистрация узла)...",
         "run.failed": "Настройка не выполнена: {reason}",
         "done.title": "Готово",
-        "done.text": "{steps}\n\nУзел RuPost настроен. Следующий шаг: rupost deploy",
+        "done.text": "Узел RuPost настроен. Следующий шаг: rupost deploy\n\n{steps}",
         "err.empty": "Поле «{field}» не заполнено.",
         "err.port": "Порт «{value}»: нужно число от 1 до 65535.",
         "err.ident": "«{field}» = «{value}»: только латинские буквы, цифры и _, не с цифры, не длиннее 63.",
@@ -127,7 +127,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "run.working": "Configuring (database schema, templates, certificates, node registration)...",
         "run.failed": "Configuration failed: {reason}",
         "done.title": "Done",
-        "done.text": "{steps}\n\nThe RuPost node is configured. Next step: rupost deploy",
+        "done.text": "The RuPost node is configured. Next step: rupost deploy\n\n{steps}",
         "err.empty": "The field \"{field}\" is empty.",
         "err.port": "Port \"{value}\": expected a number from 1 to 65535.",
         "err.ident": "\"{field}\" = \"{value}\": use Latin letters, digits and _, not starting with a digit, "

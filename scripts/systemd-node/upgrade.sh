@@ -46,7 +46,7 @@ grep -qE "generation [0-9]+ is live|no changes: generation" /tmp/dpkg-configure.
 [ "$(systemctl show -p MainPID --value rupost.service)" != "$agent_pid" ] || fail "agent not restarted on the new code"
 wait_until 60 sh -c "rupost nodes list --json | grep -q '\"software_version\": \"$new_version\"'" \
   || fail "the agent does not report $new_version: $(rupost nodes list --json)"
-[ "$(rupost db status --json | $PY -c 'import json,sys; print(all(r["up_to_date"] for r in json.load(sys.stdin)))')" = True ] \
+[ "$(rupost db status --json | $PY -c 'import json,sys; d = json.load(sys.stdin); print(all(r["up_to_date"] for r in (d["databases"] if isinstance(d, dict) else d)))')" = True ] \
   || fail "schema not up to date: $(rupost db status)"
 ok "upgraded $old_version -> $new_version: schema migrated, deployed ($(grep -oE "generation [0-9]+ is live|no changes: generation [0-9]+ is live" /tmp/dpkg-configure.log | head -1)), agent reports $new_version"
 phase upgrade
