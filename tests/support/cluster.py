@@ -198,6 +198,18 @@ class Cluster:
         return next(n for n in self.nodes if n.name == name)
 
 
+def stop_group(proc: subprocess.Popen | None, wait: float = 20) -> None:
+    """SIGTERM to the process group of `proc`, SIGKILL if it outlives `wait` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

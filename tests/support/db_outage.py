@@ -12,7 +12,6 @@ from __future__ import annotations
 import imaplib
 import json
 import os
-import signal
 import smtplib
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from mailclients import IMAPSFrom, message, smtp
 
-from .cluster import wait_until
+from .cluster import stop_group, wait_until
 
 SENDER = "sender@example.org"
 
@@ -178,13 +177,7 @@ class Agent:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc)
         self.proc = None
 
 

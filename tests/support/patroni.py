@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cluster import run
+from .cluster import run, stop_group
 from .postgres import pg_bindir
 
 SUPERUSER_PASSWORD = "patroni-super"
@@ -255,12 +255,7 @@ class PatroniCluster:
 
     def stop_member(self, m: Member) -> None:
         """The member's Patroni and PostgreSQL stopped (a replica going away)."""
-        if m.patroni is not None and m.patroni.poll() is None:
-            os.killpg(m.patroni.pid, signal.SIGTERM)
-            try:
-                m.patroni.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(m.patroni.pid, signal.SIGKILL)
+        stop_group(m.patroni, wait=60)
         pid = m.postmaster_pid()
         if pid is not None:
             try:
