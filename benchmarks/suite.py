@@ -34,9 +34,11 @@ DOMAIN = "bench.test"
 FULL = {"smtp_messages": 2500, "smtp_size": 10240, "smtp_sessions": 20, "smtp_rounds": 6, "smtp_warmup": 300,
         "lookup_samples": 2000, "lookup_cycles": 2, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
         "imap_rounds": 4, "bulk": 10_000, "deploy_safety": True, "capacity_sessions": 1000,
+        "capacity_hold_s": 300,
         "spread_mailboxes": 10_000, "spread_messages": 1000, "spread_rounds": 4}
 QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "lookup_cycles": 1, "deploy_repeat": 1,
          "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False, "capacity_sessions": 300,
+         "capacity_hold_s": 60,
          "spread_mailboxes": 2000, "spread_messages": 300, "spread_rounds": 2}
 
 
@@ -437,6 +439,12 @@ def main(argv=None) -> dict:
                              "sized for them")
     parser.add_argument("--capacity-per-process", type=int, default=1, metavar="K",
                         help="imap_sessions_per_process for held_imap_sessions (default 1)")
+    parser.add_argument("--capacity-hibernate", type=int, default=0, metavar="S",
+                        help="imap_hibernate_after for held_imap_sessions: IDLE sessions move to dovecot's "
+                             "imap-hibernate after S seconds (default 0: never)")
+    parser.add_argument("--capacity-hold", type=int, metavar="S",
+                        help="seconds the sessions stay held before the memory is measured again "
+                             "(default 300; --quick 60)")
     parser.add_argument("--kernel-limits", action="store_true",
                         help="raise the kernel's inotify limits to the package's systemd/sysctl.d/60-rupost.conf "
                              "for the run (never lowered; put back afterwards)")
@@ -452,6 +460,9 @@ def main(argv=None) -> dict:
     if args.capacity_sessions:
         cfg["capacity_sessions"] = args.capacity_sessions
     cfg["capacity_per_process"] = args.capacity_per_process
+    cfg["capacity_hibernate"] = args.capacity_hibernate
+    if args.capacity_hold is not None:
+        cfg["capacity_hold_s"] = args.capacity_hold
     with contextlib.ExitStack() as stack:
         if args.kernel_limits:
             stack.enter_context(capacity.PackageKernelLimits(

@@ -58,6 +58,8 @@ class Limits:
     inotify_watches: int     # fs.inotify.max_user_watches: the directories and index each IDLE watches
     open_files: int          # RLIMIT_NOFILE the busiest daemon needs at full load
     sogo_workers: int        # SOGo's WOWorkersCount for the web sessions (parameter sogo_workers)
+    hibernate_sessions_per_process: int  # dovecot imap-hibernate client_limit
+    hibernate_processes: int  # dovecot imap-hibernate process_limit
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -81,6 +83,7 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
     nginx_connections = 2 * (imap + smtp + web) + sum(refusal_slots(n) for n in listeners.values()) + 512
     dovecot_imap = imap + web
     per_process = int(parameters.get("imap_sessions_per_process", 1))
+    hibernating = int(parameters.get("imap_hibernate_after", 0)) > 0
     dovecot_sieve = sieve + 20
     lmtp = smtp + 20
     # every dovecot process holds a connection to log, stats and anvil, and every login
@@ -105,7 +108,8 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         # the smtpd of each listener, plus SOGo's and Sieve's own loopback smtpds
         postfix_process_limit=smtp + 20,
         # every imap process (and LMTP's) of the one vmail user holds an inotify instance
-        inotify_instances=-(-dovecot_imap // per_process) + lmtp + 128,
+        # (a hibernated session holds one of its own: then one a session)
+        inotify_instances=(dovecot_imap if hibernating else -(-dovecot_imap // per_process)) + lmtp + 128,
         # an IDLE session on Maildir watches new/, cur/ and the mailbox's index log: three,
         # one spare (a second mailbox selected by another client of the process)
         inotify_watches=WATCHES_PER_IMAP_SESSION * dovecot_imap + 8192,
@@ -113,10 +117,15 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         # a dovecot process with default_client_limit clients one each (log, stats, anvil)
         open_files=max(2 * (frontends + 100), nginx_connections + 1024, default_client_limit) + 1024,
         sogo_workers=sogo_workers_for(web),
+        hibernate_sessions_per_process=HIBERNATE_SESSIONS_PER_PROCESS,
+        hibernate_processes=-(-dovecot_imap // HIBERNATE_SESSIONS_PER_PROCESS),
     )
 
 
 WATCHES_PER_IMAP_SESSION = 4
+# imap-hibernate holds two descriptors a session (the client and the inotify instance of its
+# mailbox): 4,000 keep a process well inside any open-file limit the daemons get
+HIBERNATE_SESSIONS_PER_PROCESS = 4000
 # A SOGo worker (sogod child) serves one HTTP request at a time and the web sessions are
 # mostly idle keep-alive connections of webmail and CalDAV/CardDAV clients polling every
 # minute or so: one worker for a hundred of them, at least SOGo's usual 3 and at most the
