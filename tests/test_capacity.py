@@ -46,6 +46,7 @@ def test_the_builtin_template_derives_a_consistent_chain_for_any_load(node):
     imap_service = dovecot.split("service imap {", 1)[1].split("}", 1)[0]
     assert [line.strip() for line in imap_service.strip().splitlines()][:3] == [
         "process_limit = 300", "client_limit = 10", "service_count = 0"]
+    assert "process_min_avail = 0" in imap_service  # no hibernation: no imap process waits ready
     # without hibernation, the imap-master socket keeps dovecot's default owner (root)
     assert 'unix_listener imap-master {\n    user = ""' in dovecot
     assert "imap_hibernate_timeout = 0 s" in dovecot
@@ -234,6 +235,21 @@ def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets
         cli(node, "deploy")
 
 
+def hibernated(node) -> int:
+    """Sessions imap-hibernate holds: each came with the inotify instance watching its mailbox."""
+    import os
+
+    count = 0
+    for pid in imap_processes(node, "imap-hibernate"):
+        fds = f"/proc/{pid}/fd"
+        for fd in os.listdir(fds):
+            try:
+                count += os.readlink(f"{fds}/{fd}") == "anon_inode:inotify"
+            except OSError:
+                continue
+    return count
+
+
 def test_an_idling_session_hibernates_wakes_on_new_mail_and_goes_on(node, mailbox):
     """imap_hibernate_after: an IDLE session leaves its imap process for imap-hibernate, which
     holds it for a few KiB; new mail brings it back into an imap process, which tells the
@@ -244,16 +260,17 @@ def test_an_idling_session_hibernates_wakes_on_new_mail_and_goes_on(node, mailbo
     try:
         dovecot = (node.layout.current / "dovecot" / "dovecot.conf").read_text()
         assert "imap_hibernate_timeout = 1 s" in dovecot
+        assert "process_min_avail = 40" in dovecot  # one session a process: 40 ready for waking sessions
         conn = imaps_session(node, address, password)
         conn.send(b"h1 IDLE\r\n")
         assert conn.readline().startswith(b"+ ")
         for _ in range(100):  # bounded: the session hibernates after a second
-            if not imap_processes(node) and imap_processes(node, "imap-hibernate"):
+            if hibernated(node):
                 break
             time.sleep(0.1)
         else:
-            raise AssertionError(f"the idling session did not leave its imap process: imap {imap_processes(node)}, "
-                                 f"imap-hibernate {imap_processes(node, 'imap-hibernate')}")
+            raise AssertionError(f"the idling session did not move to imap-hibernate: "
+                                 f"{imap_processes(node, 'imap-hibernate')}")
         with smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=30) as smtp:
             smtp.sendmail("someone@example.org", [address], f"From: someone@example.org\r\nTo: {address}\r\n"
                           "Subject: wake up\r\n\r\nnew mail for a hibernated session\r\n")
@@ -261,6 +278,7 @@ def test_an_idling_session_hibernates_wakes_on_new_mail_and_goes_on(node, mailbo
         while line.startswith(b"* ") and not line.endswith(b" EXISTS\r\n"):
             line = conn.readline()
         assert line == b"* 1 EXISTS\r\n", line
+        assert not hibernated(node)  # woken: back in an imap process
         conn.send(b"DONE\r\n")
         while not line.startswith(b"h1 "):
             line = conn.readline()

@@ -60,6 +60,7 @@ class Limits:
     sogo_workers: int        # SOGo's WOWorkersCount for the web sessions (parameter sogo_workers)
     hibernate_sessions_per_process: int  # dovecot imap-hibernate client_limit
     hibernate_processes: int  # dovecot imap-hibernate process_limit
+    imap_processes_ready: int  # dovecot imap process_min_avail (hibernation on: sessions wake into them)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -119,6 +120,8 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         sogo_workers=sogo_workers_for(web),
         hibernate_sessions_per_process=HIBERNATE_SESSIONS_PER_PROCESS,
         hibernate_processes=-(-dovecot_imap // HIBERNATE_SESSIONS_PER_PROCESS),
+        # woken sessions stay awake imap_hibernate_after seconds: room for a few dozen at once
+        imap_processes_ready=-(-WAKING_SESSIONS // per_process) if hibernating else 0,
     )
 
 
@@ -126,6 +129,8 @@ WATCHES_PER_IMAP_SESSION = 4
 # imap-hibernate holds two descriptors a session (the client and the inotify instance of its
 # mailbox): 4,000 keep a process well inside any open-file limit the daemons get
 HIBERNATE_SESSIONS_PER_PROCESS = 4000
+# with hibernation, imap processes kept ready for this many sessions waking at once
+WAKING_SESSIONS = 40
 # A SOGo worker (sogod child) serves one HTTP request at a time and the web sessions are
 # mostly idle keep-alive connections of webmail and CalDAV/CardDAV clients polling every
 # minute or so: one worker for a hundred of them, at least SOGo's usual 3 and at most the
