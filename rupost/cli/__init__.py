@@ -170,6 +170,7 @@ from . import (  # noqa: E402,F401
     scheduler,
     security,
     settings,
+    shared_mailboxes,
     sizing,
     srs,
     stats,

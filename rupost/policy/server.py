@@ -199,9 +199,34 @@ class PolicyApp:
     def postfix_policy(self, attrs: dict) -> str:
         """Postfix policy delegation: at RCPT, the sender policy "members" of a distribution
         list (postfix's restriction class smtpd_rupost_list_members, named by the
-        lookup_list_policies view); at DATA, the outbound rate limit per authenticated sender."""
+        lookup_list_policies view); at DATA, the outbound rate limit per authenticated sender,
+        then the Sender: header of mail sent on behalf of another mailbox."""
         if attrs.get("protocol_state", "").upper() == "RCPT":
             return self.list_policy(attrs)
+        verdict = self.rate_policy(attrs)
+        return verdict if verdict != "DUNNO" else self.on_behalf_policy(attrs)
+
+    def on_behalf_policy(self, attrs: dict) -> str:
+        """A login submitting from another mailbox's address with send-on-behalf (and not
+        send-as) rights: prepend `Sender: LOGIN`, so the recipient sees who wrote on whose
+        behalf (postfix already refused a sender the login holds no right on, at MAIL FROM)."""
+        login = (attrs.get("sasl_username") or "").strip().lower()
+        sender = (attrs.get("sender") or "").strip().lower()
+        if not login or not sender or sender == login:
+            return "DUNNO"
+        try:
+            with self.app.dbs.engine("data").connect() as conn:
+                kinds = set(conn.execute(text("SELECT kind FROM lookup_sender_grants WHERE sender = :s "
+                                              "AND login = :l"), {"s": sender, "l": login}).scalars())
+        except SQLAlchemyError as exc:
+            log.error("send-on-behalf check of %s for %s: %s", login, sender, exc)
+            return "451 4.3.0 The sender's rights cannot be checked now, try again later"
+        if kinds == {"send_on_behalf"}:
+            log.info("send-on-behalf: %s sends on behalf of %s", login, sender)
+            return f"PREPEND Sender: {login}"
+        return "DUNNO"
+
+    def rate_policy(self, attrs: dict) -> str:
         if self.rate_limit <= 0:
             return "DUNNO"
         sender = (attrs.get("sasl_username") or attrs.get("sender") or "").strip().lower()

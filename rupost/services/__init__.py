@@ -56,8 +56,10 @@ if TYPE_CHECKING:
     from .push import PushService
     from .quota_usage import QuotaUsageService
     from .resources import ResourceService
+    from .sender_rights import SenderRightService
     from .session_peaks import SessionPeakService
     from .settings import SettingsService
+    from .shared_mailboxes import SharedMailboxService
     from .sizing import SizingService
     from .srs import SrsService
     from .stats import StatsService
@@ -420,6 +422,18 @@ class Services:
         from .resources import ResourceService
 
         return ResourceService(self)
+
+    @functools.cached_property
+    def shared_mailboxes(self) -> SharedMailboxService:
+        from .shared_mailboxes import SharedMailboxService
+
+        return SharedMailboxService(self)
+
+    @functools.cached_property
+    def sender_rights(self) -> SenderRightService:
+        from .sender_rights import SenderRightService
+
+        return SenderRightService(self)
 
     @functools.cached_property
     def admins(self) -> AdminService:
