@@ -175,15 +175,23 @@ def test_rights_are_enforced_and_follow_the_database(node, team):
         reader.logout()
 
 
-def test_the_quota_of_the_shared_mailbox_holds_for_its_members(node, team):
+def test_the_quota_of_the_shared_mailbox_holds_at_delivery(node, team):
+    """Its own quota (1M, the fixture's), not its members': dovecot's LMTP refuses a message
+    over it with 552 5.2.2 after DATA (postfix then bounces it to the sender)."""
     info, users = team
-    alice = imap(node, *users["alice"])
-    try:
-        big = message(users["alice"][0], info, "too big", body="x" * 1_500_000 + "\n").as_bytes()
-        typ, data = alice.append(f'"Shared/{info}"', None, None, big)
-        assert typ == "NO" and b"Quota" in data[0], data
-    finally:
-        alice.logout()
+    big = message("partner@example.org", info, "too big", body="x" * 1_500_000 + "\n").as_bytes()
+    with smtplib.LMTP(str(node.layout.run_dir("dovecot") / "lmtp")) as lmtp:
+        lmtp.ehlo("tests")  # LHLO
+        assert lmtp.mail("partner@example.org")[0] == 250
+        assert lmtp.rcpt(info)[0] == 250
+        code, reply = lmtp.data(big)
+    assert code == 552 and b"5.2.2" in reply, (code, reply)
+    # a member's own mailbox (no quota) takes the same message
+    with smtplib.LMTP(str(node.layout.run_dir("dovecot") / "lmtp")) as lmtp:
+        lmtp.ehlo("tests")
+        lmtp.mail("partner@example.org")
+        lmtp.rcpt(users["alice"][0])
+        assert lmtp.data(big)[0] == 250
 
 
 @pytest.mark.parametrize("rights, expected", [
