@@ -149,6 +149,7 @@ from . import (  # noqa: E402,F401
     aliases,
     autoconfig,
     backup,
+    calendars,
     certificates,
     check,
     components,

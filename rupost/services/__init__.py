@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .autoconfig import AutoconfigService
     from .backup import BackupService
     from .blocklist import BlocklistService
+    from .calendar_delegation import CalendarDelegationService
     from .certificates import CertificateService, DHParamService
     from .checks import CheckService
     from .components import ComponentService
@@ -422,6 +423,12 @@ class Services:
         from .resources import ResourceService
 
         return ResourceService(self)
+
+    @functools.cached_property
+    def calendar_delegations(self) -> CalendarDelegationService:
+        from .calendar_delegation import CalendarDelegationService
+
+        return CalendarDelegationService(self)
 
     @functools.cached_property
     def shared_mailboxes(self) -> SharedMailboxService:
