@@ -8,6 +8,7 @@ import os
 import re
 import smtplib
 import subprocess
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -143,6 +144,35 @@ def mbsync_conf(node, tmp_path: Path, user: str, password: str, local: Path, pat
 def mbsync(conf: Path) -> None:
     done = subprocess.run(["mbsync", "-c", str(conf), "-a"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _webmail_folders(mailboxes: list[dict]) -> set[str]:
+    return {m["path"] for m in mailboxes} | {p for m in mailboxes for p in _webmail_folders(m["children"])}
+
+
+def test_webmail_shows_the_shared_mailbox_to_its_members(node, team):
+    """SOGo lists the shared namespace under "Other users" by the mailbox's display name,
+    and reads it over the member's own IMAP session."""
+    from test_address_books import WebmailUser
+
+    info, users = team
+    subject = f"in webmail {uuid.uuid4().hex[:8]}"
+    deliver(node, info, subject)
+    alice = WebmailUser(node, *users["alice"])
+    _, folders = alice._call("GET", f"{alice._base()}/Mail/0/view")
+    shared = [c for m in folders["mailboxes"] if m["type"] == "otherUsers" for c in m["children"]]
+    assert [(c["path"], c["name"]) for c in shared] == [(f"Shared/{info}", "Team info")], folders
+    session = imap(node, *users["alice"])
+    try:
+        wait_for_shared(session, f"Shared/{info}", {subject})
+    finally:
+        session.logout()
+    _, listing = alice._call("POST", f"{alice._base()}/Mail/0/folderShared/folder{urllib.parse.quote(info)}/view",
+                             {"sortingAttributes": {"sort": "date", "asc": 0}})
+    assert subject in [row[listing["headers"][0].index("Subject")] for row in listing["headers"][1:]], listing
+    carol = WebmailUser(node, *users["carol"])
+    _, folders = carol._call("GET", f"{carol._base()}/Mail/0/view")
+    assert not [p for p in _webmail_folders(folders["mailboxes"]) if p.startswith("Shared")], folders
 
 
 def test_rights_are_enforced_and_follow_the_database(node, team):
