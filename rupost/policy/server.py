@@ -49,6 +49,9 @@ log = logging.getLogger("rupost.policy")
 MAX_BODY = 64 * 1024
 # what dovecot reports (failures that block accounts, impersonation uses): the secret header only
 REPORT_PATHS = ("/dovecot", "/impersonation")
+# prepended to mail sent on behalf of another mailbox; the submission cleanup's header_checks
+# turn it into Sender: (templates/builtin/standard.yaml, table submission_headers)
+ON_BEHALF_MARK = "X-RuPost-On-Behalf-Of"
 
 
 class PolicyApp:
@@ -208,7 +211,7 @@ class PolicyApp:
 
     def on_behalf_policy(self, attrs: dict) -> str:
         """A login submitting from another mailbox's address with send-on-behalf (and not
-        send-as) rights: prepend `Sender: LOGIN`, so the recipient sees who wrote on whose
+        send-as) rights: `Sender: LOGIN`, so the recipient sees who wrote on whose
         behalf (postfix already refused a sender the login holds no right on, at MAIL FROM)."""
         login = (attrs.get("sasl_username") or "").strip().lower()
         sender = (attrs.get("sender") or "").strip().lower()
@@ -223,7 +226,9 @@ class PolicyApp:
             return "451 4.3.0 The sender's rights cannot be checked now, try again later"
         if kinds == {"send_on_behalf"}:
             log.info("send-on-behalf: %s sends on behalf of %s", login, sender)
-            return f"PREPEND Sender: {login}"
+            # a mark, not the header: the submission cleanup drops every Sender: a client wrote
+            # and turns this mark into the only one (table submission_headers)
+            return f"PREPEND {ON_BEHALF_MARK}: {login}"
         return "DUNNO"
 
     def rate_policy(self, attrs: dict) -> str:
