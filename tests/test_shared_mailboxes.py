@@ -307,3 +307,25 @@ def test_send_on_behalf_sets_sender_through_msmtp(node, team, mailbox, tmp_path)
     assert submit(node, bob, bob_password, info, rcpt, subject) is None
     raw = wait_for_subject(node.ports["imaps"], rcpt, rcpt_password, subject)
     assert b"\nSender:" not in raw.split(b"\r\n\r\n", 1)[0]
+
+
+# ---------------------------------------------------------------------- pure pieces
+@pytest.mark.parametrize("rights, letters", [
+    ("read", "lrs"),
+    ("read,write,insert,delete", "lrwsipktex"),
+    (["administer"], "la"),
+    ("delete, read", "lrstex"),
+])
+def test_rights_become_acl_letters_in_rfc_4314_order(rights, letters):
+    from rupost.services.shared_mailboxes import rights_letters, rights_names
+
+    assert rights_letters(rights) == "".join(c for c in "lrwstipekxa" if c in letters)
+    assert set(rights_names(rights_letters(rights))) == set(
+        [r.strip() for r in rights.split(",")] if isinstance(rights, str) else rights)
+
+
+def test_the_acl_file_keeps_the_owner_and_lists_members_sorted():
+    from rupost.services.shared_mailboxes import render_acl
+
+    assert render_acl([("bob@x.test", "lrs"), ("alice@x.test", "lrwsipk")]) == (
+        "owner lrwstipekxa\nuser=alice@x.test lrwsipk\nuser=bob@x.test lrs\n")
