@@ -205,6 +205,20 @@ def test_rights_are_enforced_and_follow_the_database(node, team):
         reader.logout()
 
 
+def test_a_removed_member_recreated_under_the_same_address_has_no_rights(node, team):
+    info, users = team
+    bob = users["bob"][0]
+    node.app.mailboxes.remove(bob)
+    assert bob not in [m["address"] for m in node.app.shared_mailboxes.show(info)["members"]]
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    node.app.mailboxes.add(bob, password)
+    session = imap(node, bob, password)
+    try:
+        assert session.select(f'"Shared/{info}"')[0] == "NO"  # the ACL file lost bob with his mailbox
+    finally:
+        session.logout()
+
+
 def test_the_quota_of_the_shared_mailbox_holds_at_delivery(node, team):
     """Its own quota (1M, the fixture's), not its members': dovecot's LMTP refuses a message
     over it with 552 5.2.2 after DATA (postfix then bounces it to the sender)."""

@@ -133,7 +133,9 @@ class MailboxService:
     def remove(self, address: str) -> None:
         """Remove the mailbox from the directory; its stored mail stays on disk (never lost implicitly)."""
         with self.app.dbs.session("data") as s:
-            s.delete(self._get(s, address))
+            mailbox = self._get(s, address)
+            self.app.shared_mailboxes.mailboxes_removed(s, [mailbox.address])
+            s.delete(mailbox)
         accounts_changed(self.app)
         self.app.audit.record("mailbox.remove", address)
 

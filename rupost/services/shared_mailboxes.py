@@ -104,8 +104,8 @@ class SharedMailboxService:
                 s.flush()
         except IntegrityError:
             raise ConflictError(f"{full} already exists (a mailbox or a shared mailbox)") from None
+        # no ACL file yet: without one dovecot gives the owner every right and nobody else any
         self.app.audit.record("shared_mailbox.add", full, quota_bytes=quota_bytes)
-        self.sync_acl(full)
         return self.show(full)
 
     def _get(self, session: Session, address: str) -> SharedMailbox:
@@ -170,9 +170,8 @@ class SharedMailboxService:
                 s.add(SharedMailboxMember(shared_id=shared.id, member=member_address, rights=letters))
             else:
                 row.rights = letters
-            full = shared.address
+            full = self._write_acl(s, shared)  # a failure here rolls the change back
         self.app.audit.record("shared_mailbox.member", full, member=member_address, rights=letters)
-        self.sync_acl(full)
         return self.show(full)
 
     def remove_member(self, address: str, member: str) -> dict:
@@ -183,22 +182,44 @@ class SharedMailboxService:
             if row is None:
                 raise NotFoundError(f"{member_address} is not a member of {shared.address}")
             s.delete(row)
-            full = shared.address
+            full = self._write_acl(s, shared)
         self.app.audit.record("shared_mailbox.member_remove", full, member=member_address)
-        self.sync_acl(full)
         return self.show(full)
+
+    def mailboxes_removed(self, session: Session, addresses: builtins.list[str]) -> None:
+        """Mailboxes about to be removed (in `session`'s transaction) lose their rights in
+        every shared mailbox's ACL file too: a mailbox created later under the same address
+        must not inherit them."""
+        shared_ids = set(session.scalars(select(SharedMailboxMember.shared_id)
+                                         .where(SharedMailboxMember.member.in_(addresses))))
+        for shared in session.scalars(select(SharedMailbox).where(SharedMailbox.id.in_(shared_ids))):
+            session.execute(delete(SharedMailboxMember).where(SharedMailboxMember.shared_id == shared.id,
+                                                              SharedMailboxMember.member.in_(addresses)))
+            self._write_acl(session, shared)
 
     # ------------------------------------------------------------------ dovecot's side
     def sync_acl(self, address: str) -> Path:
-        """Write the shared mailbox's ACL file from its rows (whole, atomically, owned by the
-        mail user), where dovecot itself says the INBOX's control files live."""
+        """Rewrite the shared mailbox's ACL file from the database."""
         with self.app.dbs.session("data") as s:
             shared = self._get(s, address)
-            text = render_acl(self._members(s, shared))
-            full = shared.address
+            self._write_acl(s, shared)
+            return self._acl_dir(shared.address) / ACL_FILE
+
+    def _write_acl(self, session: Session, shared: SharedMailbox) -> str:
+        """Write the ACL file from the rows `session` sees (its own pending changes included),
+        whole and atomically, owned by the mail user; returns the shared mailbox's address."""
+        session.flush()
+        self._replace_file(self._acl_dir(shared.address), render_acl(self._members(session, shared)))
+        return shared.address
+
+    def _acl_dir(self, full: str) -> Path:
+        """Where dovecot itself says the shared mailbox's INBOX keeps its control files."""
         directory = Path(self._dovecot(["mailbox", "path", "-u", full, "-t", "control", "INBOX"]).strip())
         if not directory.is_absolute():
             raise SharedMailboxError(f"dovecot gave no storage path for {full}: {directory}")
+        return directory
+
+    def _replace_file(self, directory: Path, text: str) -> None:
         try:
             owner = pwd.getpwnam("vmail")
         except KeyError:
@@ -214,7 +235,6 @@ class SharedMailboxService:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return directory / ACL_FILE
 
     @staticmethod
     def _make_dirs(directory: Path, owner: pwd.struct_passwd) -> None:
