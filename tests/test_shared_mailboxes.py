@@ -109,9 +109,11 @@ def test_two_members_read_and_move_messages_a_non_member_sees_nothing(node, team
         assert carol.select(f'"{shared_inbox}"')[0] == "NO"
     finally:
         carol.logout()
-    # the shared mailbox has no login of its own
+    # the shared mailbox has no login of its own, and cannot be given one
     with pytest.raises(imaplib.IMAP4.error):
         imap(node, info, "!shared")
+    with pytest.raises(ValidationError, match="is a shared mailbox: it has no login of its own"):
+        node.app.mailboxes.set_password(info, "a-password-for-info")
 
 
 def _new(folder: Path) -> list[Path]:
@@ -132,8 +134,9 @@ def mbsync_conf(node, tmp_path: Path, user: str, password: str, local: Path, pat
     tunnel = f"openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{node.ports['imaps']} 2>/dev/null"
     conf = tmp_path / "mbsyncrc"
     conf.write_text("\n".join([
+        # mbsync's own 20 s timeout is less than this loaded machine sometimes needs
         "IMAPAccount rupost", f'Tunnel "{tunnel}"', f"User {user}", f"Pass {password}", "AuthMechs LOGIN",
-        "", "IMAPStore remote", "Account rupost", "",
+        "Timeout 120", "", "IMAPStore remote", "Account rupost", "",
         "MaildirStore local", f"Path {local}/", f"Inbox {local}/INBOX", "SubFolders Verbatim", "",
         "Channel rupost", "Far :remote:", "Near :local:", f'Patterns "{pattern}"', "Create Near", "Sync Pull",
         "SyncState *", ""]))
