@@ -4,6 +4,7 @@ the policy server's Sender: header), with real clients: imaplib, mbsync, msmtp, 
 from __future__ import annotations
 
 import imaplib
+import json
 import os
 import re
 import smtplib
@@ -206,6 +207,9 @@ def test_rights_are_enforced_and_follow_the_database(node, team):
         assert reader.select(f'"{shared_inbox}"')[0] == "NO"
     finally:
         reader.logout()
+    listing = cli(node, "shared-mailboxes", "list", "--domain", info.split("@")[1], "--json")
+    assert listing.exit_code == 0 and [m["address"] for m in json.loads(listing.output)[0]["members"]] == \
+        sorted([users["alice"][0], users["bob"][0]]), listing.output
 
 
 def test_a_removed_member_recreated_under_the_same_address_has_no_rights(node, team):
