@@ -23,6 +23,7 @@ AREAS = [
     "domains",
     "mailboxes",
     "aliases",
+    "shared_mailboxes",
     "distribution_lists",
     "mailqueues",
     "directories",

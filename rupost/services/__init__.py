@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .autoconfig import AutoconfigService
     from .backup import BackupService
     from .blocklist import BlocklistService
+    from .calendar_delegation import CalendarDelegationService
     from .certificates import CertificateService, DHParamService
     from .checks import CheckService
     from .components import ComponentService
@@ -56,8 +57,10 @@ if TYPE_CHECKING:
     from .push import PushService
     from .quota_usage import QuotaUsageService
     from .resources import ResourceService
+    from .sender_rights import SenderRightService
     from .session_peaks import SessionPeakService
     from .settings import SettingsService
+    from .shared_mailboxes import SharedMailboxService
     from .sizing import SizingService
     from .srs import SrsService
     from .stats import StatsService
@@ -420,6 +423,24 @@ class Services:
         from .resources import ResourceService
 
         return ResourceService(self)
+
+    @functools.cached_property
+    def calendar_delegations(self) -> CalendarDelegationService:
+        from .calendar_delegation import CalendarDelegationService
+
+        return CalendarDelegationService(self)
+
+    @functools.cached_property
+    def shared_mailboxes(self) -> SharedMailboxService:
+        from .shared_mailboxes import SharedMailboxService
+
+        return SharedMailboxService(self)
+
+    @functools.cached_property
+    def sender_rights(self) -> SenderRightService:
+        from .sender_rights import SenderRightService
+
+        return SenderRightService(self)
 
     @functools.cached_property
     def admins(self) -> AdminService:

@@ -19,6 +19,7 @@ from ..db.models import Alias, AuditRecord, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import check_password_policy, hash_password
 from .cache import accounts_changed
+from .shared_mailboxes import NO_LOGIN as SHARED_NO_LOGIN
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -113,7 +114,11 @@ class MailboxService:
     def set_password(self, address: str, password: str) -> None:
         password_hash = hash_password(password)
         with self.app.dbs.session("data") as s:
-            self._get(s, address).password_hash = password_hash
+            mailbox = self._get(s, address)
+            if mailbox.password_hash == SHARED_NO_LOGIN:
+                raise ValidationError(f"{mailbox.address} is a shared mailbox: it has no login of its own, its "
+                                      "members open it (rupost shared-mailboxes members)")
+            mailbox.password_hash = password_hash
         accounts_changed(self.app)
         self.app.audit.record("mailbox.passwd", address)
 
@@ -133,7 +138,9 @@ class MailboxService:
     def remove(self, address: str) -> None:
         """Remove the mailbox from the directory; its stored mail stays on disk (never lost implicitly)."""
         with self.app.dbs.session("data") as s:
-            s.delete(self._get(s, address))
+            mailbox = self._get(s, address)
+            self.app.shared_mailboxes.mailboxes_removed(s, [mailbox.address])
+            s.delete(mailbox)
         accounts_changed(self.app)
         self.app.audit.record("mailbox.remove", address)
 

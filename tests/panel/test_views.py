@@ -11,7 +11,8 @@ from rupost.services.certificates import CertificateService
 
 from .conftest import PASSWORD, audit_rows, text
 
-PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/templates/", "/templates/plan", "/jobs/", "/nodes/",
+PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/shared-mailboxes/", "/templates/", "/templates/plan",
+         "/jobs/", "/nodes/",
          "/certificates/", "/audit/", "/admins/", "/settings/", "/account",
          "/templates/view/standard/1", "/certificates/show/rupost-builtin"]
 GLOBAL_PAGES = ["/templates/", "/templates/plan", "/jobs/", "/nodes/", "/certificates/", "/audit/", "/admins/",
