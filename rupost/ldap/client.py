@@ -53,6 +53,9 @@ class Profile:
     id_attr: str  # objectGUID | ipaUniqueID: the stable id
     enabled_filter: str  # matches only accounts that may log in
     group_member_attr: str = "member"
+    # AD's memberOf lists direct groups only; LDAP_MATCHING_RULE_IN_CHAIN walks the nesting.
+    # (389-ds/FreeIPA's memberOf plugin already lists the indirect groups.)
+    in_chain_rule: str = ""
     gal: dict = field(default_factory=dict)  # directory attribute -> GAL field
 
     @property
@@ -68,7 +71,7 @@ PROFILES = {
     "ad": Profile(
         "ad", "(objectClass=user)", "sAMAccountName", "objectGUID",
         # the AD bit test (LDAP_MATCHING_RULE_BIT_AND): bit 2 = ACCOUNTDISABLE
-        "(!(userAccountControl:1.2.840.113556.1.4.803:=2))",
+        "(!(userAccountControl:1.2.840.113556.1.4.803:=2))", in_chain_rule="1.2.840.113556.1.4.1941",
         gal={**_GAL_COMMON, "homePhone": "home_phone", "facsimileTelephoneNumber": "fax", "pager": "pager",
              "company": "company", "department": "department"}),
     "freeipa": Profile(
@@ -320,6 +323,11 @@ def connect(settings: Settings, bind_dn: str | None = None, password: str | None
                 # wrong credentials are wrong on every replica: stop here
                 raise DirectoryError(f"LDAP domain {settings.name}: {uri}: bind as {bind_dn!r} refused: "
                                      "invalid credentials (check the DN and the password)")
+            if code == "strongerAuthRequired":
+                # AD's `LDAPServerIntegrity` / Samba's `ldap server require strong auth`
+                problems.append(f"{uri}: the server requires TLS for simple binds (strongerAuthRequired); "
+                                "use --security ldaps or starttls")
+                continue
             problems.append(f"{uri}: bind as {bind_dn!r} refused: {code} {result.get('message', '')}".rstrip())
             continue
         return conn
@@ -447,6 +455,18 @@ def to_user(profile: Profile, dn: str, raw: dict) -> DirectoryUser:
                 gal[fieldname] = value[:512]
     return DirectoryUser(dn=dn, stable_id=stable_id(profile, raw), login=first(raw, profile.login_attr),
                          mail=primary, extra=extra, disabled=disabled, groups=texts(raw, "memberOf"), gal=gal)
+
+
+def nested_groups(conn: ldap3.Connection, settings: Settings, dn: str, groups: list[str]) -> set[str]:
+    """Those of ``groups`` (DNs) the entry ``dn`` is in through nested groups, asked of the
+    server with the in-chain rule (one base search per group: a handful of mapped groups)."""
+    rule = settings.profile.in_chain_rule
+    found = set()
+    for group in groups if rule else []:
+        flt = f"(memberOf:{rule}:={escape(group)})"
+        if any(True for _ in search(conn, settings, dn, flt, ["1.1"], scope=ldap3.BASE)):
+            found.add(group.lower())
+    return found
 
 
 def user_filter(settings: Settings, *extra: str) -> str:

@@ -123,7 +123,7 @@ def directory_ldif() -> str:
         login = f"bulk{i:04d}"
         entries.append(ldif_entry(f"CN={login},{BULK_DN}", {
             "objectClass": "user", "sAMAccountName": login, "sn": f"Bulk {i}", "mail": f"{login}@{BULK_DOMAIN}",
-            "userAccountControl": "66050"}))  # no password: disabled for logins, a mailbox all the same
+            "userAccountControl": "66080"}))  # enabled, no password (PASSWD_NOTREQD): mailboxes, no logins
     for name, members in GROUPS.items():  # a group before the groups that hold it (dict order)
         dns = [group_dn(m[6:]) if m.startswith("group:") else STAFF[m].dn for m in members]
         entries.append(ldif_entry(group_dn(name), {"objectClass": "group", "sAMAccountName": name.replace(" ", ""),
@@ -250,13 +250,13 @@ class SambaDC:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
 
     # -------------------------------------------------------------- lifecycle
-    def setup(self) -> "SambaDC":
+    def setup(self) -> SambaDC:
         self._install_tree()
         self._configure()
         self._network_up()
         return self.start()
 
-    def start(self, timeout: float = 120) -> "SambaDC":
+    def start(self, timeout: float = 120) -> SambaDC:
         log = open(self.base / "samba.log", "ab")
         # -i: foreground, log to stdout; single process model: one process, not a dozen
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, "samba", "-i", "-M", "single",
