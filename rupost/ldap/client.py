@@ -323,9 +323,10 @@ def connect(settings: Settings, bind_dn: str | None = None, password: str | None
                 # wrong credentials are wrong on every replica: stop here
                 raise DirectoryError(f"LDAP domain {settings.name}: {uri}: bind as {bind_dn!r} refused: "
                                      "invalid credentials (check the DN and the password)")
-            if code == "strongerAuthRequired":
-                # AD's `LDAPServerIntegrity` / Samba's `ldap server require strong auth`
-                problems.append(f"{uri}: the server requires TLS for simple binds (strongerAuthRequired); "
+            if code in ("strongerAuthRequired", "confidentialityRequired"):
+                # AD's `LDAPServerIntegrity` / Samba's `ldap server require strong auth` /
+                # 389-ds's `nsslapd-require-secure-binds`
+                problems.append(f"{uri}: the server requires TLS for simple binds ({code}); "
                                 "use --security ldaps or starttls")
                 continue
             problems.append(f"{uri}: bind as {bind_dn!r} refused: {code} {result.get('message', '')}".rstrip())
