@@ -202,6 +202,52 @@ def test_dynamic_list_by_nested_membership(node, samba, staff):
         node.app.ldap_filters.remove(name)
 
 
+# ----------------------------------------------------------------- write-back (guide §7.5)
+def test_writeback_refusals_dry_run_and_only_mail_and_proxyaddresses_written(node, samba, staff):
+    from rupost.errors import ValidationError
+
+    d = node.app.directories
+    with pytest.raises(ValidationError, match="not enabled"):
+        d.writeback(staff, dry_run=True)
+    with pytest.raises(ValidationError, match="separate account"):
+        d.writeback_set(staff, bind_dn=sa.SERVICE_DN, bind_password=sa.SERVICE_PASSWORD)
+    with pytest.raises(ValidationError, match="pattern"):
+        d.writeback_set(staff, pattern="{nickname}", bind_dn=sa.WRITEBACK_DN, bind_password=sa.WRITEBACK_PASSWORD)
+    with pytest.raises(DirectoryError, match="invalid credentials"):
+        d.writeback_set(staff, bind_dn=sa.WRITEBACK_DN, bind_password="wrong")
+    wendy, walter = (f"CN={login},{sa.STAFF_DN}" for login, _, _ in sa.NO_MAIL)
+    before = {dn: samba.entry(dn) for dn in (wendy, walter)}
+    # an account that may bind but not write: refused, named, nothing written
+    d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.STAFF["petr"].dn,
+                    bind_password=sa.STAFF["petr"].password)
+    with pytest.raises(DirectoryError, match=r"may not write mail, proxyAddresses .*grant it write access"):
+        d.writeback(staff)
+    assert {dn: samba.entry(dn) for dn in (wendy, walter)} == before
+    # the dry run says what it would write, and writes nothing; an address RuPost already
+    # uses is never generated for an account
+    taken = f"walter.writer@{sa.STAFF_DOMAIN}"
+    node.app.aliases.add(taken, [sa.STAFF["alice"].mail])
+    d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.WRITEBACK_DN, bind_password=sa.WRITEBACK_PASSWORD)
+    r = cli(node, "ldap-domains", "writeback", staff, "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert f"would write {wendy}: mail=wendy.writer@{sa.STAFF_DOMAIN}" in r.output
+    assert f"skip  {walter}: {taken}: the address belongs to a RuPost mailbox or alias" in r.output
+    assert {dn: samba.entry(dn) for dn in (wendy, walter)} == before
+    report = d.writeback(staff)
+    assert report["written"] == 1 and report["sync"]["created"] == 1, report
+    after = samba.entry(wendy)
+    changed = {k for k in set(before[wendy]) | set(after) if before[wendy].get(k) != after.get(k)}
+    bookkeeping = {"whenChanged", "uSNChanged", "replPropertyMetaData"}
+    assert changed - bookkeeping == {"mail", "proxyAddresses"}, changed
+    assert after["mail"] == [f"wendy.writer@{sa.STAFF_DOMAIN}"]
+    assert after["proxyAddresses"] == [f"SMTP:wendy.writer@{sa.STAFF_DOMAIN}"]
+    assert node.app.mailboxes.show(f"wendy.writer@{sa.STAFF_DOMAIN}")["enabled"] is True
+    _imap_ok(node, f"wendy.writer@{sa.STAFF_DOMAIN}", "Wendy-Pass-1")
+    assert samba.entry(walter) == before[walter]
+    d.writeback_set(staff, enabled=False)
+    node.app.aliases.remove(taken)
+
+
 # ----------------------------------------------------------------- paging
 def test_1500_users_synced_past_the_page_size_limit(node, samba):
     """More users than a Windows DC returns to one search (MaxPageSize 1,000), read in pages

@@ -282,9 +282,11 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def connect(settings: Settings, bind_dn: str | None = None, password: str | None = None) -> ldap3.Connection:
+def connect(settings: Settings, bind_dn: str | None = None, password: str | None = None,
+            read_only: bool = True) -> ldap3.Connection:
     """The first URI that connects, secures and binds wins (failover in order).
-    Raises DirectoryError listing each URI's reason when none does."""
+    Raises DirectoryError listing each URI's reason when none does. Read-only unless
+    asked: only the write-back writes."""
     problems = []
     bind_dn = settings.bind_dn if bind_dn is None else bind_dn
     password = settings.bind_password if password is None else password
@@ -296,7 +298,7 @@ def connect(settings: Settings, bind_dn: str | None = None, password: str | None
         server = ldap3.Server(parsed.hostname, port=port, use_ssl=use_ssl, tls=tls, get_info=ldap3.NONE,
                               connect_timeout=settings.timeout)
         conn = ldap3.Connection(server, user=bind_dn, password=password, auto_bind=ldap3.AUTO_BIND_NONE,
-                                receive_timeout=settings.timeout, raise_exceptions=False, read_only=True,
+                                receive_timeout=settings.timeout, raise_exceptions=False, read_only=read_only,
                                 auto_referrals=False)
         try:
             conn.open()

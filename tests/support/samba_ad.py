@@ -52,6 +52,8 @@ STAFF_DN = f"OU=Staff,{SUFFIX}"
 BULK_DN = f"OU=Bulk,{SUFFIX}"
 GROUPS_DN = f"OU=Groups,{SUFFIX}"
 SERVICE_DN = f"CN=rupost-svc,OU=Service,{SUFFIX}"
+WRITEBACK_DN = f"CN=rupost-wb,OU=Service,{SUFFIX}"  # may write mail and proxyAddresses of OU=Staff's users
+WRITEBACK_PASSWORD = "Wb-Secret-2026"
 STAFF_DOMAIN = "staff.samba.test"
 BULK_DOMAIN = "bulk.samba.test"
 BULK_USERS = 1500
@@ -86,6 +88,8 @@ STAFF = {u.login: u for u in [
     StaffUser("petr", "Petr-Pass-1", department="Ops"),
     StaffUser("renat", "Renat-Pass-1", department="Ops"),
 ]}
+# users without mail: what write-back provisions (login, givenName, sn)
+NO_MAIL = [("wendy", "Wendy", "Writer"), ("walter", "Walter", "Writer")]
 # Mail Admins <- Tier2 <- nadia (nested); Mail Admins <- oleg (direct)
 GROUPS = {"Tier2": ["nadia"], "Mail Admins": ["oleg", "group:Tier2"]}
 
@@ -119,6 +123,13 @@ def directory_ldif() -> str:
         if u.title:
             attrs["title"] = u.title
         entries.append(ldif_entry(u.dn, attrs))
+    entries.append(ldif_entry(WRITEBACK_DN, {
+        "objectClass": "user", "sAMAccountName": "rupost-wb", "unicodePwd": _unicode_pwd(WRITEBACK_PASSWORD),
+        "userAccountControl": "66048"}))
+    for login, given, sn in NO_MAIL:
+        entries.append(ldif_entry(f"CN={login},{STAFF_DN}", {
+            "objectClass": "user", "sAMAccountName": login, "givenName": given, "sn": sn, "department": "Ops",
+            "unicodePwd": _unicode_pwd(f"{given}-Pass-1"), "userAccountControl": "66048"}))
     for i in range(BULK_USERS):
         login = f"bulk{i:04d}"
         entries.append(ldif_entry(f"CN={login},{BULK_DN}", {
@@ -132,8 +143,14 @@ def directory_ldif() -> str:
 
 
 def provision_key() -> str:
-    data = samba_version() + REALM + ADMIN_PASSWORD + directory_ldif()
+    data = samba_version() + REALM + ADMIN_PASSWORD + directory_ldif() + WRITEBACK_SDDL
     return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+# write property (WP) on mail and on proxyAddresses, inherited (CI) by user objects only
+# (schemaIDGUIDs of mail, proxyAddresses, user): all the write-back account may write
+WRITEBACK_SDDL = ("(OA;CI;WP;bf967961-0de6-11d0-a285-00aa003049e2;bf967aba-0de6-11d0-a285-00aa003049e2;{sid})"
+                  "(OA;CI;WP;bf967a06-0de6-11d0-a285-00aa003049e2;bf967aba-0de6-11d0-a285-00aa003049e2;{sid})")
 
 
 def _run(*argv: str, **kw) -> subprocess.CompletedProcess:
@@ -182,14 +199,25 @@ class SambaDC:
     # -------------------------------------------------------------- provisioning
     def _provision(self) -> None:
         """samba-tool domain provision into self.base, then the test directory by ldbadd."""
-        _run("samba-tool", "domain", "provision", f"--targetdir={self.base}", f"--realm={REALM}",
-             f"--domain={NETBIOS_DOMAIN}", "--server-role=dc", "--dns-backend=NONE", "--use-rfc2307",
-             f"--adminpass={ADMIN_PASSWORD}", f"--host-name={DC_HOST}", "--option=netbios name = DC1",
-             f"--option=log file = {self.base}/log.%m")
+        argv = ["samba-tool", "domain", "provision", f"--targetdir={self.base}", f"--realm={REALM}",
+                f"--domain={NETBIOS_DOMAIN}", "--server-role=dc", "--dns-backend=NONE", "--use-rfc2307",
+                f"--adminpass={ADMIN_PASSWORD}", f"--host-name={DC_HOST}", "--option=netbios name = DC1",
+                f"--option=log file = {self.base}/log.%m"]
+        try:
+            _run(*argv)
+        except RuntimeError:
+            # seen once on the loaded machine: "Unable to load file .../etc/smb.conf" from the
+            # sysvol ACL step, cause unknown; a second provision from scratch then succeeded
+            shutil.rmtree(self.base, ignore_errors=True)
+            _run(*argv)
         ldif = self.base / "directory.ldif"
         ldif.write_text(directory_ldif())
         _run("ldbadd", "-H", str(self.sam_ldb), str(ldif))
         ldif.unlink()
+        sid = _run("ldbsearch", "-H", str(self.sam_ldb), "-b", WRITEBACK_DN, "-s", "base", "objectSid").stdout
+        sid = next(line.split(": ", 1)[1] for line in sid.splitlines() if line.startswith("objectSid: "))
+        _run("samba-tool", "dsacl", "set", "-H", str(self.sam_ldb), f"--objectdn={STAFF_DN}",
+             f"--sddl={WRITEBACK_SDDL.format(sid=sid)}")
 
     def _install_tree(self) -> None:
         """A cached provisioned tree when there is one for this samba and this data, else provision
@@ -347,6 +375,15 @@ class SambaDC:
     def ldbsearch(self, base: str, flt: str, *attrs: str) -> str:
         """The entry as the DC's own tool shows it, read from sam.ldb (no LDAP in between)."""
         return _run("ldbsearch", "-H", str(self.sam_ldb), "-b", base, "-s", "base", flt, *attrs).stdout
+
+    def entry(self, dn: str) -> dict[str, list[str]]:
+        """The entry's attributes as ldbsearch shows them: {name: sorted values}."""
+        out: dict[str, list[str]] = {}
+        for line in self.ldbsearch(dn, "(objectClass=*)").splitlines():
+            if ": " in line and not line.startswith((" ", "#", "dn: ")):
+                name, value = line.split(": ", 1)
+                out.setdefault(name.rstrip(":"), []).append(value)
+        return {k: sorted(v) for k, v in out.items()}
 
     def guid(self, dn: str) -> str:
         raw = self.ldbsearch(dn, "(objectClass=*)", "objectGUID")
