@@ -105,3 +105,27 @@ def test_administrators_by_nested_group_through_memberof(node, ipa, bound):
         assert d.authenticate_admin(login, "Wrong-Pass-1") is None
     finally:
         d.admin_map_remove(name, "group", outer)
+
+
+def test_writeback_adds_mail_proxyaddresses_and_the_class_only(node, ipa, bound):
+    name, mail_domain = bound
+    login = f"wb{uuid.uuid4().hex[:6]}"
+    dn, unique = ipa.add_user(login, None, "Wb-User-Pass-1")
+    before = ipa.entry(dn)
+    d = node.app.directories
+    d.writeback_set(name, pattern="{login}", bind_dn=ds.WRITEBACK_DN, bind_password=ds.WRITEBACK_PASSWORD)
+    try:
+        plan = d.writeback(name, dry_run=True)["planned"]
+        assert [p["mail"] for p in plan if p["dn"] == dn] == [f"{login}@{mail_domain}"]
+        assert ipa.entry(dn) == before
+        report = d.writeback(name)
+        assert report["written"] == 1 and report["sync"]["created"] >= 1, report  # others may be new too
+        after = ipa.entry(dn)
+        assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == \
+            {"mail", "proxyaddresses", "objectclass"}
+        assert after["mail"] == [f"{login}@{mail_domain}"]
+        assert set(after["objectclass"]) - set(before["objectclass"]) == {"rupostmailaccount"}
+        assert [a["mail"] for a in d.accounts(name) if a["id"] == unique] == [f"{login}@{mail_domain}"]
+        _imap_ok(node, f"{login}@{mail_domain}", "Wb-User-Pass-1")
+    finally:
+        d.writeback_set(name, enabled=False)

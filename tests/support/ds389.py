@@ -31,6 +31,8 @@ USERS_DN = f"cn=users,cn=accounts,{SUFFIX}"
 GROUPS_DN = f"cn=groups,cn=accounts,{SUFFIX}"
 SERVICE_DN = f"uid=rupost,cn=sysaccounts,cn=etc,{SUFFIX}"
 SERVICE_PASSWORD = 'svc "389" #1'
+WRITEBACK_DN = f"uid=rupost-wb,cn=sysaccounts,cn=etc,{SUFFIX}"  # may write mail, proxyAddresses, objectClass
+WRITEBACK_PASSWORD = "Wb-389-Secret"
 ROOT_DN = "cn=Directory Manager"
 ROOT_PASSWORD = "Dm-Secret-2026"
 
@@ -206,24 +208,29 @@ sample_entries = no
         acis = [f'(targetattr="*")(version 3.0; acl "rupost service account reads"; allow (read, search, compare) '
                 f'userdn="ldap:///{SERVICE_DN}";)',
                 '(targetattr="*")(version 3.0; acl "users read themselves"; allow (read, search, compare) '
-                'userdn="ldap:///self";)']
+                'userdn="ldap:///self";)',
+                f'(targetattr="mail || proxyAddresses || objectClass")(target="ldap:///{USERS_DN}")'
+                f'(version 3.0; acl "rupost write-back"; allow (write) userdn="ldap:///{WRITEBACK_DN}";)']
         self.ldapmodify(f"dn: {SUFFIX}\nchangetype: modify\nadd: aci\n" + "".join(f"aci: {a}\n" for a in acis))
         entries = [ldif_entry(dn, {"objectClass": ["top", "nsContainer"], "cn": dn.split(",")[0][3:]})
                    for dn in (f"cn=accounts,{SUFFIX}", USERS_DN, GROUPS_DN, f"cn=etc,{SUFFIX}",
                               f"cn=sysaccounts,cn=etc,{SUFFIX}")]
-        entries.append(ldif_entry(SERVICE_DN, {"objectClass": ["top", "account", "simpleSecurityObject"],
-                                               "uid": "rupost", "userPassword": SERVICE_PASSWORD}))
+        for dn, uid, password in ((SERVICE_DN, "rupost", SERVICE_PASSWORD),
+                                  (WRITEBACK_DN, "rupost-wb", WRITEBACK_PASSWORD)):
+            entries.append(ldif_entry(dn, {"objectClass": ["top", "account", "simpleSecurityObject"],
+                                           "uid": uid, "userPassword": password}))
         self.ldapmodify("\n".join(entries), add=True)
 
-    def add_user(self, login: str, mail: str, password: str, *, extra: tuple = (), locked: bool = False,
+    def add_user(self, login: str, mail: str | None, password: str, *, extra: tuple = (), locked: bool = False,
                  **attrs) -> tuple[str, str]:
-        """(dn, ipaUniqueID) of a new FreeIPA-shaped user."""
+        """(dn, ipaUniqueID) of a new FreeIPA-shaped user (without mail: no ruPostMailAccount either)."""
         dn, unique = f"uid={login},{USERS_DN}", str(uuid.uuid4())
-        entry = {"objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "inetUser", "ipaObject",
-                                 "ruPostMailAccount"],
+        entry = {"objectClass": ["top", "person", "organizationalPerson", "inetOrgPerson", "inetUser", "ipaObject"],
                  "uid": login, "cn": f"{login.capitalize()} Ipa", "sn": "Ipa", "givenName": login.capitalize(),
-                 "mail": mail, "proxyAddresses": [f"SMTP:{mail}"] + [f"smtp:{x}" for x in extra],
                  "ipaUniqueID": unique, "userPassword": password, **attrs}
+        if mail:
+            entry["objectClass"].append("ruPostMailAccount")
+            entry.update({"mail": mail, "proxyAddresses": [f"SMTP:{mail}"] + [f"smtp:{x}" for x in extra]})
         if locked:
             entry["nsAccountLock"] = "TRUE"
         self.ldapmodify(ldif_entry(dn, entry), add=True)
@@ -234,6 +241,15 @@ sample_entries = no
         self.ldapmodify(ldif_entry(dn, {"objectClass": ["top", "groupOfNames"], "cn": name,
                                         "member": members}), add=True)
         return dn
+
+    def entry(self, dn: str) -> dict[str, list[str]]:
+        """The entry's user attributes as ldapsearch (Directory Manager) shows them."""
+        out: dict[str, list[str]] = {}
+        for line in self.ldapsearch(dn, "(objectClass=*)").splitlines():
+            if ": " in line and not line.startswith("dn: "):
+                name, value = line.split(": ", 1)
+                out.setdefault(name.rstrip(":").lower(), []).append(value.lower())
+        return {k: sorted(v) for k, v in out.items()}
 
     def replace(self, dn: str, **attrs) -> None:
         lines = [f"dn: {dn}", "changetype: modify"]
