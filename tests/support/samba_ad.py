@@ -238,6 +238,9 @@ class SambaDC:
             for item in self.base.iterdir():
                 tar.add(item, arcname=item.name)
         partial.rename(archive)  # atomic: a parallel run never reads half an archive
+        for stale in CACHE_DIR.glob("samba-ad-*.tar"):
+            if stale != archive:  # another samba version's or older data's: ~50 MB each
+                stale.unlink(missing_ok=True)
 
     def _configure(self) -> None:
         ca_cert, ca_key = make_ca("RuPost Test Samba CA")
