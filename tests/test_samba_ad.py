@@ -167,6 +167,10 @@ def test_rename_keeps_the_objectguid_identity_and_the_mail(node, samba, staff):
     wait_for_subject(node.ports["imaps"], new, password, subject)
     samba.delete(dn)
     assert node.app.directories.sync(staff)["deleted"] == 1
+    assert node.app.mailboxes.show(new)["enabled"] is False
+    with smtp(node.ports["smtp"]) as client:
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            client.send_message(message("someone@example.org", new, "gone"))
 
 
 # ----------------------------------------------------------------- nested groups
