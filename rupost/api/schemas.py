@@ -1,0 +1,203 @@
+"""Marshmallow schemas of the API: they validate what comes in (422 with the field's
+message) and shape what goes out, and the OpenAPI description is generated from them."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from .common import page_schema
+
+ADDRESS = {"description": "An e-mail address (local@domain).", "example": "ivan.petrov@example.ru"}
+QUOTA = {"description": "Bytes, or a size like 500M, 2G; 0 is unlimited.", "example": "2G"}
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details."""
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String(required=True)
+    instance = fields.String()
+    errors = fields.Dict()
+
+
+# ---------------------------------------------------------------------------- domains
+class DomainSchema(Schema):
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    mailboxes = fields.Integer(allow_none=True, required=True)
+    aliases = fields.Integer(allow_none=True, required=True)
+
+
+class DomainCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 253), metadata={"example": "example.ru"})
+    description = fields.String(load_default="", validate=validate.Length(0, 1000))
+
+
+class DomainPatchSchema(Schema):
+    enabled = fields.Boolean(required=True)
+
+
+class DomainListArgs(Schema):
+    search = fields.String(validate=validate.Length(0, 253), metadata={"description": "Part of the name."})
+
+
+DomainPage = page_schema(DomainSchema, "DomainPage")
+
+
+# ---------------------------------------------------------------------------- mailboxes
+class MailboxSchema(Schema):
+    address = fields.String(required=True, metadata=ADDRESS)
+    display_name = fields.String(required=True)
+    quota_bytes = fields.Integer(required=True)
+    enabled = fields.Boolean(required=True)
+
+
+class MailboxCreateSchema(Schema):
+    address = fields.String(required=True, validate=validate.Length(1, 320), metadata=ADDRESS)
+    password = fields.String(required=True, validate=validate.Length(1, 1024), load_only=True)
+    quota = fields.String(load_default="0", validate=validate.Length(1, 32), metadata=QUOTA)
+    display_name = fields.String(load_default="", validate=validate.Length(0, 256))
+
+
+class MailboxPatchSchema(Schema):
+    password = fields.String(validate=validate.Length(1, 1024), load_only=True)
+    quota = fields.String(validate=validate.Length(1, 32), metadata=QUOTA)
+    enabled = fields.Boolean()
+
+
+class MailboxListArgs(Schema):
+    domain = fields.List(fields.String(validate=validate.Length(1, 253)),
+                         metadata={"description": "Only these domains (repeat the parameter)."})
+    search = fields.String(validate=validate.Length(0, 320), metadata={"description": "Part of the address or name."})
+    sort = fields.String(load_default="address", validate=validate.OneOf(["address", "name", "quota", "enabled",
+                                                                          "created"]))
+    descending = fields.Boolean(load_default=False)
+
+
+class MailboxImportSchema(Schema):
+    csv = fields.String(required=True, validate=validate.Length(1, 64 * 1024 * 1024), metadata={
+        "description": "CSV text: a header line naming the columns address,password[,quota][,name], then one "
+                       "mailbox a line. All rows are checked first; any bad row imports nothing."})
+    check_only = fields.Boolean(load_default=False)
+
+
+MailboxPage = page_schema(MailboxSchema, "MailboxPage")
+
+
+# ---------------------------------------------------------------------------- aliases
+class AliasSchema(Schema):
+    address = fields.String(required=True, metadata=ADDRESS)
+    destinations = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(required=True)
+
+
+class AliasCreateSchema(Schema):
+    address = fields.String(required=True, validate=validate.Length(1, 320), metadata=ADDRESS)
+    destinations = fields.List(fields.String(validate=validate.Length(1, 320)), required=True,
+                               validate=validate.Length(1, 1000))
+
+
+class AliasListArgs(Schema):
+    domain = fields.List(fields.String(validate=validate.Length(1, 253)))
+    search = fields.String(validate=validate.Length(0, 320), metadata={"description": "Part of the address or "
+                                                                                       "of a destination."})
+
+
+AliasPage = page_schema(AliasSchema, "AliasPage")
+
+
+# ---------------------------------------------------------------------------- distribution lists
+POLICY = validate.OneOf(["anyone", "internal", "members"])
+
+
+class ListMemberSchema(Schema):
+    address = fields.String(required=True)
+    source = fields.String(required=True, metadata={"description": "static, or filter (from the LDAP filter)."})
+
+
+class DistributionListSchema(Schema):
+    address = fields.String(required=True, metadata=ADDRESS)
+    display_name = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["static", "dynamic"]))
+    filter = fields.String(required=True, allow_none=True)
+    sender_policy = fields.String(required=True)
+    max_drop_share = fields.Float(required=True, allow_none=True)
+    enabled = fields.Boolean(required=True)
+    last_update_at = fields.String(required=True, allow_none=True)
+    last_update_status = fields.String(required=True, allow_none=True)
+    member_count = fields.Integer()
+    members = fields.List(fields.Nested(ListMemberSchema))
+
+
+class DistributionListCreateSchema(Schema):
+    address = fields.String(required=True, validate=validate.Length(1, 320), metadata=ADDRESS)
+    members = fields.List(fields.String(validate=validate.Length(1, 320)), load_default=list,
+                          validate=validate.Length(0, 5000))
+    filter = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 128),
+                           metadata={"description": "The name of an LDAP filter: a dynamic list."})
+    sender_policy = fields.String(load_default="anyone", validate=POLICY)
+    display_name = fields.String(load_default="", validate=validate.Length(0, 256))
+
+
+class DistributionListPatchSchema(Schema):
+    sender_policy = fields.String(validate=POLICY)
+    enabled = fields.Boolean()
+    max_drop_share = fields.Float(validate=validate.Range(0, 1))
+
+
+class MembersSchema(Schema):
+    members = fields.List(fields.String(validate=validate.Length(1, 320)), required=True,
+                          validate=validate.Length(1, 5000))
+
+
+class MembersChangedSchema(Schema):
+    changed = fields.Integer(required=True)
+
+
+class DistributionListArgs(Schema):
+    domain = fields.String(validate=validate.Length(1, 253))
+
+
+DistributionListPage = page_schema(DistributionListSchema, "DistributionListPage")
+
+
+# ---------------------------------------------------------------------------- jobs, audit
+class JobSchema(Schema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["queued", "running", "done", "failed"]))
+    progress = fields.Integer(required=True)
+    message = fields.String(required=True)
+    result = fields.Dict(required=True)
+    error = fields.String(required=True)
+    requested_by = fields.String(required=True)
+    node = fields.String(required=True)
+    created_at = fields.String(required=True, allow_none=True)
+    started_at = fields.String(required=True, allow_none=True)
+    finished_at = fields.String(required=True, allow_none=True)
+
+
+JobPage = page_schema(JobSchema, "JobPage")
+
+
+class AuditRecordSchema(Schema):
+    id = fields.Integer(required=True)
+    at = fields.String(required=True)
+    actor = fields.String(required=True)
+    source = fields.String(required=True)
+    action = fields.String(required=True)
+    target = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+class AuditArgs(Schema):
+    actor = fields.String(validate=validate.Length(1, 128))
+    source = fields.String(validate=validate.Length(1, 32))
+    action = fields.String(validate=validate.Length(1, 128), metadata={"description": "Prefix of the action."})
+    target = fields.String(validate=validate.Length(1, 255), metadata={"description": "Part of the target."})
+    since = fields.AwareDateTime(default_timezone=None)
+    until = fields.AwareDateTime(default_timezone=None)
+
+
+AuditPage = page_schema(AuditRecordSchema, "AuditPage")
