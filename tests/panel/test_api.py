@@ -1,0 +1,206 @@
+"""The REST API (/api/v1) through the panel's application: tokens and roles, problem details,
+ETags, idempotent creates, jobs, and the same state as the CLI's."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import update
+
+from rupost.cli import main as rupost
+from rupost.db.api_models import ApiToken
+from rupost.db.models import utcnow
+
+from .api_support import ApiClient, make_token
+from .conftest import audit_rows
+
+PROBLEM = "application/problem+json"
+
+
+def cli(node, *args, input=None):
+    return CliRunner().invoke(rupost, ["--root", str(node.root), *args], input=input)
+
+
+@pytest.fixture
+def api(panel_app, node):
+    return lambda secret: ApiClient(panel_app, secret)
+
+
+@pytest.fixture
+def superapi(api, node):
+    return api(make_token(node)[1])
+
+
+def assert_problem(response, status):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json(force=True)
+    assert body["status"] == status and body["type"].startswith("urn:rupost:problem:") and body["detail"]
+    return body
+
+
+def test_token_from_the_cli_works_until_revoked(node, api, domain):
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    r = cli(node, "api-tokens", "add", name, "--role", "domain_admin", "--domain", domain, "--expires", "2999-12-31")
+    assert r.exit_code == 0, r.output
+    secret = r.stdout.strip().splitlines()[-1]
+    assert secret.startswith("rpt_")
+    listed = {t["name"]: t for t in json.loads(cli(node, "api-tokens", "list", "--json").stdout)}
+    assert listed[name]["state"] == "active" and listed[name]["domains"] == [domain]
+    assert secret not in json.dumps(listed)  # shown once, stored hashed
+    client = api(secret)
+    assert client.get(f"/domains/{domain}").status_code == 200
+    assert cli(node, "api-tokens", "revoke", name).exit_code == 0
+    body = assert_problem(client.get(f"/domains/{domain}"), 401)
+    assert "revoked" in body["detail"]
+    assert json.loads(cli(node, "api-tokens", "list", "--json").stdout)[0]["name"]
+    r = cli(node, "api-tokens", "add", "bad name!", "--role", "readonly")
+    assert r.exit_code == 1 and "invalid token name" in r.output
+
+
+def test_missing_wrong_and_expired_tokens_get_401(node, api):
+    assert_problem(api(None).get("/domains"), 401)
+    assert api(None).get("/domains").headers["WWW-Authenticate"].startswith("Bearer")
+    assert_problem(api("rpt_" + "x" * 43).get("/domains"), 401)
+    name, secret = make_token(node, "readonly", expires="2999-01-01")
+    client = api(secret)
+    assert client.get("/domains").status_code == 200
+    with node.app.dbs.session("main") as s:
+        s.execute(update(ApiToken).where(ApiToken.name == name).values(expires_at=utcnow()))
+    assert "expired" in assert_problem(client.get("/domains"), 401)["detail"]
+    failed = [r for r in audit_rows(node, "api.auth.failed") if r.actor == f"token:{name}"]
+    assert failed and failed[-1].details["reason"] == "expired token"
+
+
+def test_wrong_tokens_lock_the_address_out(node, api):
+    client = api("rpt_" + "y" * 43)
+    limit = node.app.admins.setting("panel.lockout_address_failures")
+    statuses = [client.get("/domains").status_code for _ in range(limit + 1)]
+    assert statuses[:limit] == [401] * limit and statuses[-1] == 429
+    good = ApiClient(client.http.application, make_token(node)[1])
+    good.http.environ_base["REMOTE_ADDR"] = client.address
+    assert_problem(good.get("/domains"), 429)  # even a right token, from that address, until it expires
+    node.app.admins.unlock("address", client.address)
+    assert good.get("/domains").status_code == 200
+
+
+def test_errors_are_problem_details(superapi, domain):
+    assert_problem(superapi.get("/no-such-thing"), 404)
+    assert_problem(superapi.get("/domains/nx-" + domain), 404)
+    assert_problem(superapi.request("PUT", "/domains"), 405)
+    assert_problem(superapi.post("/domains", data="name=x", content_type="application/x-www-form-urlencoded"), 415)
+    body = assert_problem(superapi.post("/domains", json={"name": 5}), 422)
+    assert "name" in body["errors"]["json"]
+    assert_problem(superapi.post("/domains", json={"name": domain}), 409)
+    assert_problem(superapi.post("/mailboxes", json={"address": f"a@{domain}", "password": "short"}), 422)
+
+
+def test_readonly_token_changes_nothing(node, api, mailbox, domain):
+    address, _ = mailbox("ro")
+    client = api(make_token(node, "readonly")[1])
+    assert client.get(f"/mailboxes/{address}").status_code == 200
+    before = node.app.mailboxes.show(address)
+    for response in (client.post("/mailboxes", json={"address": f"new@{domain}", "password": "Readonly-pw-123"}),
+                     client.patch(f"/mailboxes/{address}", json={"enabled": False}),
+                     client.delete(f"/mailboxes/{address}"),
+                     client.post("/domains", json={"name": f"ro-{domain}"}),
+                     client.delete(f"/domains/{domain}")):
+        assert_problem(response, 403)
+    assert node.app.mailboxes.show(address) == before
+    assert client.get("/audit").status_code == 200
+
+
+def test_domain_admin_token_stays_in_its_domains(node, api, domain):
+    other = f"o{uuid.uuid4().hex[:8]}.test"
+    node.app.domains.add(other)
+    node.app.mailboxes.add(f"x@{other}", "Other-pw-123456")
+    client = api(make_token(node, "domain_admin", [domain])[1])
+    assert [d["name"] for d in client.get("/domains?per_page=500").get_json()["items"]] == [domain]
+    listed = client.get(f"/mailboxes?domain={other}&per_page=500").get_json()["items"]
+    assert listed == []
+    assert_problem(client.get(f"/mailboxes/x@{other}"), 403)
+    assert_problem(client.patch(f"/mailboxes/x@{other}", json={"enabled": False}), 403)
+    assert_problem(client.post("/mailboxes", json={"address": f"y@{other}", "password": "Other-pw-123456"}), 403)
+    assert_problem(client.get("/audit"), 403)
+    assert client.post("/mailboxes", json={"address": f"y@{domain}", "password": "Own-pw-12345678"}).status_code == 201
+    assert node.app.mailboxes.show(f"x@{other}")["enabled"] is True
+
+
+def test_actions_are_audited_with_token_and_address(node, api, domain):
+    name, secret = make_token(node, "domain_admin", [domain])
+    client = api(secret)
+    address = f"audited@{domain}"
+    assert client.post("/mailboxes", json={"address": address, "password": "Audited-pw-1234"}).status_code == 201
+    row = audit_rows(node, "mailbox.add", address)[-1]
+    assert row.actor == f"token:{name}" and row.source == "api"
+    assert row.details["token"] == name and row.details["address"] == client.address
+    page = api(make_token(node)[1]).get(f"/audit?actor=token:{name}&action=mailbox.").get_json()
+    assert [r["target"] for r in page["items"]] == [address]
+
+
+def test_stale_etag_gets_412(superapi, mailbox):
+    address, _ = mailbox("etag")
+    first = superapi.get(f"/mailboxes/{address}")
+    tag = first.headers["ETag"]
+    changed = superapi.patch(f"/mailboxes/{address}", json={"quota": "1G"}, headers={"If-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+    stale = superapi.patch(f"/mailboxes/{address}", json={"enabled": False}, headers={"If-Match": tag})
+    assert_problem(stale, 412)
+    assert superapi.get(f"/mailboxes/{address}").get_json() == {**first.get_json(), "quota_bytes": 1 << 30}
+
+
+def test_idempotent_create_answers_the_same(node, superapi, domain):
+    body = {"address": f"idem@{domain}", "password": "Idem-pw-1234567"}
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+    first = superapi.post("/mailboxes", json=body, headers=key)
+    again = superapi.post("/mailboxes", json=body, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.get_json() == first.get_json() and again.headers["Idempotent-Replayed"] == "true"
+    assert len(audit_rows(node, "mailbox.add", body["address"])) == 1
+    assert_problem(superapi.post("/mailboxes", json={**body, "address": f"idem2@{domain}"}, headers=key), 422)
+    assert_problem(superapi.post("/mailboxes", json=body), 409)  # without the key: a second create
+
+
+def test_api_and_cli_see_the_same_state(node, superapi, domain):
+    created = superapi.post("/aliases", json={"address": f"api-alias@{domain}", "destinations": [f"u@{domain}"]})
+    assert created.status_code == 201
+    listed = json.loads(cli(node, "aliases", "list", "--domain", domain, "--json").stdout)
+    assert [a["address"] for a in listed] == [f"api-alias@{domain}"]
+    r = cli(node, "mailboxes", "add", f"cli-made@{domain}", "--password-stdin", input="Cli-made-pw-123\n")
+    assert r.exit_code == 0, r.output
+    got = superapi.get(f"/mailboxes?domain={domain}").get_json()
+    assert [m["address"] for m in got["items"]] == [f"cli-made@{domain}"] and got["total"] == 1
+    r = cli(node, "domains", "list", "--json")
+    assert {d["name"]: d for d in json.loads(r.stdout)}[domain] == superapi.get(f"/domains/{domain}").get_json()
+
+
+def test_bulk_import_is_a_job(node, superapi, domain):
+    rows = "\n".join(f"bulk{i}@{domain},Bulk-pw-{i:06d}x" for i in range(30))
+    response = superapi.post("/mailboxes/import", json={"csv": "address,password\n" + rows})
+    assert response.status_code == 202 and response.headers["Location"].endswith(f"/jobs/{response.get_json()['id']}")
+    job = response.get_json()
+    for _ in range(600):
+        job = superapi.get(f"/jobs/{job['id']}").get_json()
+        if job["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert job["status"] == "done", job
+    assert job["result"]["imported"] == 30
+    assert superapi.get(f"/mailboxes?domain={domain}").get_json()["total"] == 30
+    bad = superapi.post("/mailboxes/import", json={"csv": f"address,password\nnot-an-address,x\nok@{domain},y"})
+    for _ in range(600):
+        job = superapi.get(f"/jobs/{bad.get_json()['id']}").get_json()
+        if job["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert job["status"] == "failed" and "nothing was imported" in job["error"]
+
+
+def test_description_is_served_and_openapi_31(api):
+    response = api(None).get("/openapi.json")
+    assert response.status_code == 200
+    spec = response.get_json()
+    assert spec["openapi"].startswith("3.1") and "/api/v1/mailboxes/{address}" in spec["paths"]
