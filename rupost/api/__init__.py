@@ -30,6 +30,7 @@ RESOURCES = [
     "distribution_lists",
     "jobs",
     "audit",
+    "operations",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")

@@ -201,3 +201,106 @@ class AuditArgs(Schema):
 
 
 AuditPage = page_schema(AuditRecordSchema, "AuditPage")
+
+
+# ---------------------------------------------------------------------------- node-wide operations
+class NodeSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    fqdn = fields.String(required=True, allow_none=True)
+    address = fields.String(required=True, allow_none=True)
+    state = fields.String(required=True, allow_none=True)
+    admin_state = fields.String(required=True, allow_none=True)
+    queue_directory = fields.String(required=True, allow_none=True)
+    applied_generation = fields.Integer(required=True, allow_none=True)
+    components = fields.Dict(required=True, allow_none=True)
+    software_version = fields.String(required=True, allow_none=True)
+    last_heartbeat = fields.String(required=True, allow_none=True)
+
+
+NodePage = page_schema(NodeSchema, "NodePage")
+
+
+class TemplateSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    kind = fields.String(required=True)
+    active = fields.Boolean(required=True)
+    extends = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True, allow_none=True)
+    sha256 = fields.String(required=True, allow_none=True)
+
+
+TemplatePage = page_schema(TemplateSchema, "TemplatePage")
+
+
+class GenerationSchema(Schema):
+    generation = fields.Integer(required=True)
+    template = fields.String(required=True)
+    result = fields.String(required=True)
+    error = fields.String(required=True, allow_none=True)
+    started_by = fields.String(required=True, allow_none=True)
+    started_at = fields.String(required=True)
+    finished_at = fields.String(required=True, allow_none=True)
+
+
+GenerationPage = page_schema(GenerationSchema, "GenerationPage")
+
+
+class DeploySchema(Schema):
+    force = fields.Boolean(load_default=False, metadata={"description": "Overwrite files changed by hand."})
+
+
+class RollbackSchema(Schema):
+    generation = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 2**31 - 1),
+                                metadata={"description": "The generation to return to; none: the previous one."})
+    force = fields.Boolean(load_default=False)
+
+
+class CertificateSchema(Schema):
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    active = fields.Boolean(required=True)
+    builtin = fields.Boolean(required=True)
+    not_after = fields.String(required=True)
+    days_left = fields.Integer(required=True)
+    added_by = fields.String(required=True, allow_none=True)
+
+
+CertificatePage = page_schema(CertificateSchema, "CertificatePage")
+
+
+class BlockSchema(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(["ip", "account"]))
+    value = fields.String(required=True)
+    reason = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(required=True)
+    active = fields.Boolean(required=True)
+
+
+BlockPage = page_schema(BlockSchema, "BlockPage")
+
+
+class BlockArgs(Schema):
+    include_expired = fields.Boolean(load_default=False)
+
+
+class UnblockedSchema(Schema):
+    kind = fields.String(required=True)
+    value = fields.String(required=True)
+    was_active = fields.Boolean(required=True)
+    failures_forgotten = fields.Integer(required=True)
+
+
+class ResourceSchema(Schema):
+    address = fields.String(required=True, metadata=ADDRESS)
+    kind = fields.String(required=True)
+    display_name = fields.String(required=True)
+    multiple_bookings = fields.Integer(required=True)
+    owner = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True, allow_none=True)
+    enabled = fields.Boolean(required=True)
+
+
+ResourcePage = page_schema(ResourceSchema, "ResourcePage")

@@ -204,3 +204,32 @@ def test_description_is_served_and_openapi_31(api):
     assert response.status_code == 200
     spec = response.get_json()
     assert spec["openapi"].startswith("3.1") and "/api/v1/mailboxes/{address}" in spec["paths"]
+
+
+def wait_job(client, job_id):
+    for _ in range(1200):
+        job = client.get(f"/jobs/{job_id}").get_json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end: {job}")
+
+
+def test_deploy_and_rollback_are_jobs(node, superapi, api, domain):
+    before = superapi.get("/deploys").get_json()
+    response = superapi.post("/deploys", json={})
+    assert response.status_code == 202
+    job = wait_job(superapi, response.get_json()["id"])
+    assert job["status"] == "done", job
+    after = superapi.get("/deploys").get_json()
+    assert after["total"] >= before["total"]
+    refused = superapi.post("/deploys/rollback", json={"generation": 999999})
+    job = wait_job(superapi, refused.get_json()["id"])
+    assert job["status"] == "failed" and "999999" in job["error"]
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    assert_problem(scoped.post("/deploys", json={}), 403)
+    assert_problem(scoped.get("/nodes"), 403)
+    assert [n["name"] for n in superapi.get("/nodes").get_json()["items"]] == [node.app.config.node_name]
+    assert superapi.get(f"/nodes/{node.app.config.node_name}").get_json()["name"] == node.app.config.node_name
+    assert any(t["active"] for t in superapi.get("/templates").get_json()["items"])
+    assert superapi.get("/certificates").get_json()["total"] >= 1
