@@ -148,6 +148,7 @@ from . import (  # noqa: E402,F401
     admins,
     aliases,
     api_tokens,
+    audit,
     autoconfig,
     backup,
     certificates,

@@ -29,6 +29,7 @@ AREAS = [
     "certificates",
     "audit",
     "admins",
+    "api_tokens",
     "settings",
 ]
 

@@ -233,3 +233,33 @@ def test_deploy_and_rollback_are_jobs(node, superapi, api, domain):
     assert superapi.get(f"/nodes/{node.app.config.node_name}").get_json()["name"] == node.app.config.node_name
     assert any(t["active"] for t in superapi.get("/templates").get_json()["items"])
     assert superapi.get("/certificates").get_json()["total"] >= 1
+
+
+def test_tokens_in_the_panel(node, superadmin, readonly, api):
+    import re
+
+    name = f"panel-{uuid.uuid4().hex[:6]}"
+    page = superadmin.post("/api-tokens/add", {"name": name, "role": "readonly", "expires": "2999-01-01"})
+    assert page.status_code == 200
+    secret = re.search(r'id="token-secret">([^<]+)<', page.get_data(as_text=True)).group(1)
+    assert api(secret).get("/domains").status_code == 200
+    listing = superadmin.get("/api-tokens/").get_data(as_text=True)
+    assert name in listing and secret not in listing
+    assert superadmin.post(f"/api-tokens/{name}/revoke").status_code == 200
+    assert_problem(api(secret).get("/domains"), 401)
+    assert readonly.get("/api-tokens/").status_code == 403
+    assert readonly.post("/api-tokens/add", {"name": "x" + name, "role": "superadmin"}).status_code == 403
+    bad = superadmin.post("/api-tokens/add", {"name": "bad name!", "role": "readonly"}).get_data(as_text=True)
+    assert "invalid token name" in bad
+
+
+def test_cli_reads_the_audit_journal(node, api, domain):
+    name, secret = make_token(node, "domain_admin", [domain])
+    assert api(secret).post("/aliases", json={"address": f"au@{domain}", "destinations": [f"x@{domain}"]}
+                            ).status_code == 201
+    r = cli(node, "audit", "--actor", f"token:{name}", "--source", "api", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert [(row["action"], row["target"]) for row in rows] == [("alias.add", f"au@{domain}")]
+    r = cli(node, "audit", "--action", "alias.add", "--target", f"au@{domain}")
+    assert r.exit_code == 0 and f"token:{name}" in r.stdout and "1 of 1 record(s)" in r.stderr
