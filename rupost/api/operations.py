@@ -23,6 +23,8 @@ from .schemas import (
     ResourceSchema,
     RollbackSchema,
     TemplatePage,
+    ThresholdsPatchSchema,
+    ThresholdsSchema,
     UnblockedSchema,
 )
 
@@ -129,3 +131,19 @@ class Resource(MethodView):
     @bp.response(200, ResourceSchema)
     def get(self, address):
         return g.rp.resources.show(address)
+
+
+@bp.route("/settings/thresholds")
+class Thresholds(MethodView):
+    @level("global")
+    @bp.response(200, ThresholdsSchema)
+    def get(self):
+        """The monitoring thresholds of the checks (disk, queue, capacity, database lag)."""
+        return {"thresholds": g.rp.settings.thresholds()}
+
+    @level("super")
+    @bp.arguments(ThresholdsPatchSchema)
+    @bp.response(200, ThresholdsSchema)
+    def patch(self, data):
+        """Set thresholds (`values`) or return them to their defaults (`unset`): all or none."""
+        return {"thresholds": g.rp.settings.set_thresholds(data["values"], data["unset"])}

@@ -304,3 +304,19 @@ class ResourceSchema(Schema):
 
 
 ResourcePage = page_schema(ResourceSchema, "ResourcePage")
+
+
+class ThresholdSchema(Schema):
+    value = fields.Integer(required=True)
+    default = fields.Integer(required=True)
+    set = fields.Boolean(required=True)
+
+
+class ThresholdsPatchSchema(Schema):
+    values = fields.Dict(keys=fields.String(validate=validate.Length(1, 64)),
+                         values=fields.Integer(validate=validate.Range(0, 2**62)), load_default=dict)
+    unset = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=list)
+
+
+class ThresholdsSchema(Schema):
+    thresholds = fields.Dict(keys=fields.String(), values=fields.Nested(ThresholdSchema), required=True)

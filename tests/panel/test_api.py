@@ -263,3 +263,24 @@ def test_cli_reads_the_audit_journal(node, api, domain):
     assert [(row["action"], row["target"]) for row in rows] == [("alias.add", f"au@{domain}")]
     r = cli(node, "audit", "--action", "alias.add", "--target", f"au@{domain}")
     assert r.exit_code == 0 and f"token:{name}" in r.stdout and "1 of 1 record(s)" in r.stderr
+
+
+def test_monitoring_thresholds_from_cli_and_api(node, superapi, api):
+    before = node.app.settings.thresholds()
+    try:
+        r = cli(node, "settings", "thresholds", "monitor_queue_warning=700", "--json")
+        assert r.exit_code == 0, r.output
+        got = superapi.get("/settings/thresholds").get_json()["thresholds"]["monitor_queue_warning"]
+        assert got == {"value": 700, "default": 500, "set": True}
+        refused = superapi.patch("/settings/thresholds", json={"values": {"monitor_queue_warning": 9000,
+                                                                          "monitor_disk_warning_percent": 50}})
+        assert "monitor_queue_critical" in assert_problem(refused, 422)["detail"]
+        assert node.app.settings.thresholds()["monitor_disk_warning_percent"]["value"] == 90  # none stored
+        changed = superapi.patch("/settings/thresholds", json={"unset": ["monitor_queue_warning"]}).get_json()
+        assert changed["thresholds"]["monitor_queue_warning"] == {"value": 500, "default": 500, "set": False}
+        r = cli(node, "settings", "thresholds", "no_such=1")
+        assert r.exit_code == 1 and "unknown threshold" in r.output
+        assert_problem(api(make_token(node, "readonly")[1]).patch("/settings/thresholds", json={}), 403)
+    finally:
+        node.app.settings.set_thresholds({k: v["value"] for k, v in before.items() if v["set"]},
+                                         [k for k, v in before.items() if not v["set"]])
