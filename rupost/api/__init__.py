@@ -31,6 +31,7 @@ RESOURCES = [
     "jobs",
     "audit",
     "operations",
+    "monitoring",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")

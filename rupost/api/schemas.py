@@ -320,3 +320,111 @@ class ThresholdsPatchSchema(Schema):
 
 class ThresholdsSchema(Schema):
     thresholds = fields.Dict(keys=fields.String(), values=fields.Nested(ThresholdSchema), required=True)
+
+
+# ---------------------------------------------------------------------------- LDAP filters, monitoring
+class LdapFilterSchema(Schema):
+    name = fields.String(required=True)
+    ldap_domain = fields.String(required=True)
+    filter = fields.String(required=True)
+    description = fields.String(required=True)
+
+
+LdapFilterPage = page_schema(LdapFilterSchema, "LdapFilterPage")
+
+
+class LdapFilterCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 64))
+    ldap_domain = fields.String(required=True, validate=validate.Length(1, 128))
+    filter = fields.String(required=True, validate=validate.Length(1, 4096),
+                           metadata={"example": "(&(objectClass=user)(department=Sales))"})
+    description = fields.String(load_default="", validate=validate.Length(0, 1000))
+
+
+class LdapFilterPatchSchema(Schema):
+    filter = fields.String(required=True, validate=validate.Length(1, 4096))
+
+
+class TemplateDocumentSchema(Schema):
+    name = fields.String(required=True)
+    version = fields.String(required=True)
+    kind = fields.String(required=True)
+    active = fields.Boolean(required=True)
+    body = fields.String(required=True)
+
+
+class TemplateArgs(Schema):
+    version = fields.String(validate=validate.Length(1, 64))
+
+
+class ParameterSchema(Schema):
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    value = fields.Raw(required=True, allow_none=True)
+    default = fields.Raw(required=True, allow_none=True)
+    set = fields.Boolean(required=True)
+    description = fields.String(required=True)
+
+
+ParameterPage = page_schema(ParameterSchema, "ParameterPage")
+
+
+class DkimPreviousSchema(Schema):
+    selector = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    record = fields.String(required=True)
+    txt = fields.String(required=True)
+
+
+class DkimSchema(Schema):
+    domain = fields.String(required=True)
+    selector = fields.String(required=True)
+    bits = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+    record = fields.String(required=True)
+    txt = fields.String(required=True)
+    previous = fields.List(fields.Nested(DkimPreviousSchema), required=True)
+
+
+class DnsRecordSchema(Schema):
+    type = fields.String(required=True)
+    name = fields.String(required=True)
+    value = fields.String(required=True)
+    purpose = fields.String(required=True)
+
+
+class DnsRecordsSchema(Schema):
+    domain = fields.String(required=True)
+    mail_host = fields.String(required=True)
+    client_host = fields.String(required=True)
+    records = fields.List(fields.Nested(DnsRecordSchema), required=True)
+    notes = fields.List(fields.String(), required=True)
+
+
+class StatsArgs(Schema):
+    hours = fields.Integer(load_default=24, validate=validate.Range(1, 24 * 31))
+    domain = fields.String(validate=validate.Length(1, 253))
+    node = fields.String(validate=validate.Length(1, 128))
+
+
+class StatsSchema(Schema):
+    hours = fields.List(fields.String(), required=True)
+    series = fields.Dict(keys=fields.String(), values=fields.List(fields.Integer()), required=True)
+    totals = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    domain = fields.String(required=True, allow_none=True)
+    node = fields.String(required=True, allow_none=True)
+    from_ = fields.String(required=True, data_key="from", attribute="from")
+    to = fields.String(required=True)
+
+
+class QueueArgs(Schema):
+    node = fields.String(validate=validate.Length(1, 128))
+    cluster = fields.Boolean(load_default=False)
+    match = fields.List(fields.String(validate=validate.Length(1, 1000)), validate=validate.Length(0, 20),
+                        metadata={"description": "Filters as `rupost mailqueues list --match` takes them."})
+    limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))
+
+
+class QueueListSchema(Schema):
+    messages = fields.List(fields.Dict(), required=True)
+    nodes = fields.List(fields.Dict(), required=True)

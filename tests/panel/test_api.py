@@ -284,3 +284,23 @@ def test_monitoring_thresholds_from_cli_and_api(node, superapi, api):
     finally:
         node.app.settings.set_thresholds({k: v["value"] for k, v in before.items() if v["set"]},
                                          [k for k, v in before.items() if not v["set"]])
+
+
+def test_dkim_dns_statistics_queues_templates(node, superapi, api, domain):
+    node.app.dkim.generate(domain)
+    dkim = superapi.get(f"/domains/{domain}/dkim").get_json()
+    assert dkim["domain"] == domain and "v=DKIM1" in dkim["txt"]
+    records = superapi.get(f"/domains/{domain}/dns").get_json()["records"]
+    assert {"MX", "TXT", "SRV"} <= {r["type"] for r in records}
+    assert any(r["name"] == dkim["record"] + "." for r in records)
+    stats = superapi.get("/statistics?hours=3").get_json()
+    assert len(stats["hours"]) == 3 and set(stats["totals"]) == set(stats["series"])
+    assert stats["from"] == stats["hours"][0]  # regression: "from" was missing (found by schemathesis)
+    queues = superapi.get("/queues").get_json()
+    assert [n["node"] for n in queues["nodes"]] == [node.app.config.node_name]
+    active = next(t for t in superapi.get("/templates").get_json()["items"] if t["active"])
+    assert superapi.get(f"/templates/{active['name']}").get_json()["body"].strip()
+    assert superapi.get("/template-parameters?per_page=500").get_json()["total"] > 0
+    missing = superapi.post("/ldap-filters", json={"name": "f1", "ldap_domain": "nope", "filter": "(uid=*)"})
+    assert_problem(missing, 404)
+    assert_problem(api(make_token(node, "domain_admin", [domain])[1]).get(f"/domains/{domain}/dkim"), 403)
