@@ -71,8 +71,11 @@ def install(app: Flask) -> Api:
         API_TITLE="RuPost API", API_VERSION=__version__, OPENAPI_VERSION="3.1.0",
         OPENAPI_URL_PREFIX=PREFIX, OPENAPI_JSON_PATH="openapi.json",
         API_SPEC_OPTIONS={
-            "info": {"description": "Domains, mailboxes, aliases, distribution lists, jobs and the audit journal "
-                                    "of a RuPost installation. Authenticate with `Authorization: Bearer <token>` "
+            "info": {"description": "Domains, mailboxes, aliases, distribution lists, LDAP filters, jobs, the "
+                                    "audit journal, nodes, templates, deploys, certificates, security blocks, "
+                                    "calendar resources, DKIM and DNS records, statistics, mail queues and "
+                                    "monitoring thresholds of a RuPost installation. Authenticate with "
+                                    "`Authorization: Bearer <token>` "
                                     "(`rupost api-tokens add`). Errors are RFC 9457 problem details."},
             "security": [{"bearer": []}],
             "servers": [{"url": "/"}],

@@ -2,6 +2,7 @@
 problem details, the role levels, pagination, ETags and idempotent creates."""
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -13,6 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from ..db.api_models import ApiIdempotency
+from ..db.models import utcnow
 from ..errors import RuPostError
 from .problems import from_service_error, problem
 
@@ -100,9 +102,11 @@ def stale(current: dict) -> Response | None:
 
 
 # ---------------------------------------------------------------------------- Idempotency-Key
+IDEMPOTENCY_SECONDS = 24 * 3600
 IDEMPOTENCY_HEADER = {"Idempotency-Key": {"schema": {"type": "string", "maxLength": 255}, "required": False,
-                                          "description": "A client's unique key: a retried create with the same "
-                                                         "key and body answers as the first one did."}}
+                                          "description": "A client's unique key: a create retried within a day "
+                                                         "with the same key and body answers as the first one "
+                                                         "did."}}
 
 
 def idempotent(view):
@@ -130,9 +134,13 @@ def idempotent(view):
                 return replay
         response = view(*args, **kwargs)
         if isinstance(response, Response) and 200 <= response.status_code < 300:
+            from sqlalchemy import delete
             from sqlalchemy.dialects.postgresql import insert
 
             with rp.dbs.session("main") as s:
+                # a key guards against retries, which come within minutes: answers are kept a day
+                s.execute(delete(ApiIdempotency).where(
+                    ApiIdempotency.created_at < utcnow() - dt.timedelta(seconds=IDEMPOTENCY_SECONDS)))
                 s.execute(insert(ApiIdempotency).values(
                     token=token, key=key, fingerprint=fingerprint, status=response.status_code,
                     body=response.get_data(as_text=True), location=response.headers.get("Location", ""))

@@ -190,6 +190,8 @@ def test_bulk_import_is_a_job(node, superapi, domain):
     assert job["status"] == "done", job
     assert job["result"]["imported"] == 30
     assert superapi.get(f"/mailboxes?domain={domain}").get_json()["total"] == 30
+    row = audit_rows(node, "mailbox.add", f"bulk0@{domain}")[-1]
+    assert row.source == "api" and row.details["via"] == "import" and row.details["token"].startswith("t-super")
     bad = superapi.post("/mailboxes/import", json={"csv": f"address,password\nnot-an-address,x\nok@{domain},y"})
     for _ in range(600):
         job = superapi.get(f"/jobs/{bad.get_json()['id']}").get_json()
