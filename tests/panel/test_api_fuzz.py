@@ -48,6 +48,23 @@ def http():
         yield session
 
 
+@pytest.fixture(scope="module", autouse=True)
+def leaves_no_domains(node):
+    """The session's node is shared with other suites: the domains the fuzzer created (the
+    description's examples, such as example.ru, are sent first) go, with what it put in them."""
+    before = {d["name"] for d in node.app.domains.list()}
+    yield
+    app = node.app
+    for name in sorted({d["name"] for d in app.domains.list()} - before):
+        for item in app.distribution_lists.list(name):
+            app.distribution_lists.remove(item["address"])
+        for item in app.aliases.list(name):
+            app.aliases.remove(item["address"])
+        for item in app.mailboxes.list(name, limit=100_000):
+            app.mailboxes.remove(item["address"])
+        app.domains.remove(name)
+
+
 @pytest.fixture(scope="session")
 def superadmin_secret(node):
     return make_token(node)[1]
