@@ -62,11 +62,19 @@ REASONS: dict[str, dict[str, str]] = {
     "domains.show": {"cli": SHOW_IN_LIST, "panel": "the domains page lists them with their counts"},
     "mailboxes.page": {"cli": "the CLI lists with mailboxes.list (--domain, --search, --limit)"},
     "mailboxes.list": {"api": PAGED, "panel": PAGED},
-    "resources.list": {"cli": "rupost resources list reads them through the CLI's own listing", "panel": PANEL_LATER},
+    "resources.list": {"panel": PANEL_LATER},
+    "resources.add": {"api": API_LATER, "panel": PANEL_LATER},
+    "resources.provision": {"api": API_LATER, "panel": PANEL_LATER},
+    "resources.remove": {"api": API_LATER, "panel": PANEL_LATER},
+    "resources.set": {"api": API_LATER, "panel": PANEL_LATER},
+    "impersonation.*": {"api": API_LATER, "panel": PANEL_LATER},
     "resources.show": {"cli": SHOW_IN_LIST, "panel": PANEL_LATER},
-    "certificates.add": {"cli": "rupost certificates add reads files: certificates.add_files", "api": API_LATER},
-    "certificates.list": {"cli": "rupost certificates list"},
-    "certificates.show": {"cli": "rupost certificates show", "api": API_LATER},
+    "certificates.add": {"api": "takes certificate and key files on the node: an upload API is to build"},
+    "certificates.activate": {"api": API_LATER},
+    "certificates.remove": {"api": API_LATER},
+    "certificates.regenerate_builtin": {"api": API_LATER, "panel": PANEL_LATER},
+    "dhparams.*": {"api": API_LATER},
+    "certificates.show": {"api": API_LATER},
     "certificates.domain_note": {"api": API_LATER, "panel": "shown by the domains page through certificates"},
     "certificates.expiry_warnings": {"api": API_LATER},
     "directories.get_settings": {"cli": INTERNAL, "api": API_LATER},
@@ -117,9 +125,7 @@ REASONS: dict[str, dict[str, str]] = {
                                      "the CLI's rendering of them"},
     "evacuation.*": {"api": API_LATER},
     "ldap_filters.test": {"api": API_LATER},
-    "mailqueues.act": {"api": API_LATER},
     "mailqueues.flush": {"api": API_LATER},
-    "mailqueues.show": {"api": API_LATER},
     "migration.*": {"api": API_LATER, "panel": PANEL_LATER},
     "push.*": {"api": API_LATER, "panel": PANEL_LATER},
     "rollouts.*": {"api": "the API's deploy job runs a rolling deploy on a cluster (jobs.deploy_work)"},
@@ -155,10 +161,16 @@ def _service_classes() -> dict[str, type]:
 
 
 def _calls(files, names) -> set[tuple[str, str]]:
-    """``.service.method(`` calls, and ``name.method(`` after ``name = <...>.service`` (a view
-    that keeps a service in a local name)."""
+    """``.service.method(`` calls, ``name.method(`` after ``name = <...>.service`` (a view
+    that keeps a service in a local name), and ``helper(...).method(`` where ``helper`` returns
+    ``<...>.service``."""
     alternatives = "|".join(map(re.escape, names))
     direct = re.compile(r"\.(%s)\.([a-z][a-z0-9_]*)\(" % alternatives)
+    # def _service(c): ... return c.app.impersonation   then   _service(c).add(...)
+    returned = re.compile(r"^def ([a-z_][a-z0-9_]*)\(.*?^    return [a-z_][\w.]*\.(%s)\s*$" % alternatives,
+                          re.M | re.S)
+    kept_pair = re.compile(r"\b([a-z_]\w*), ([a-z_]\w*) = [a-z_][\w.]*\.(%s), [a-z_][\w.]*\.(%s)\s*$"
+                           % (alternatives, alternatives), re.M)
     kept = re.compile(r"\b([a-z_][a-z0-9_]*) = [a-z_][\w.]*\.(%s)\s*$" % alternatives, re.M)
     found = set()
     for f in files:
@@ -167,6 +179,13 @@ def _calls(files, names) -> set[tuple[str, str]]:
         for local in kept.finditer(text):
             via = re.compile(r"\b%s\.([a-z][a-z0-9_]*)\(" % re.escape(local.group(1)))
             found |= {(local.group(2), m.group(1)) for m in via.finditer(text)}
+        for pair in kept_pair.finditer(text):  # a, b = g.rp.certificates, g.rp.dhparams
+            for local, service in ((pair.group(1), pair.group(3)), (pair.group(2), pair.group(4))):
+                via = re.compile(r"\b%s\.([a-z][a-z0-9_]*)\(" % re.escape(local))
+                found |= {(service, m.group(1)) for m in via.finditer(text)}
+        for helper in returned.finditer(text):
+            via = re.compile(r"\b%s\([^()]*\)\.([a-z][a-z0-9_]*)\(" % re.escape(helper.group(1)))
+            found |= {(helper.group(2), m.group(1)) for m in via.finditer(text)}
     return found
 
 

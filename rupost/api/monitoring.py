@@ -15,8 +15,12 @@ from .schemas import (
     LdapFilterPatchSchema,
     LdapFilterSchema,
     ParameterPage,
+    QueueActionResultSchema,
+    QueueActionSchema,
     QueueArgs,
+    QueuedMessageSchema,
     QueueListSchema,
+    QueueShowArgs,
     StatsArgs,
     StatsSchema,
     TemplateArgs,
@@ -117,3 +121,25 @@ class Queues(MethodView):
     def get(self, args):
         """Queued messages of this node, another node or the whole cluster, filtered."""
         return g.rp.mailqueues.list(args.get("node"), args["cluster"], args.get("match"), limit=args["limit"])
+
+
+@bp.route("/queues/<string:qid>")
+class QueuedMessage(MethodView):
+    @level("global")
+    @bp.arguments(QueueShowArgs, location="query")
+    @bp.response(200, QueuedMessageSchema)
+    def get(self, args, qid):
+        """One queued message: its entry and its content (of this node unless `node`)."""
+        shown = g.rp.mailqueues.show(qid, args.get("node"), args["headers_only"])
+        content, truncated = shown.pop("content"), shown.pop("truncated")
+        return {"message": shown, "content": content, "truncated": truncated}
+
+
+@bp.route("/queues/actions")
+class QueueActions(MethodView):
+    @level("super")
+    @bp.arguments(QueueActionSchema)
+    @bp.response(200, QueueActionResultSchema)
+    def post(self, data):
+        """Hold, release, delete or requeue queued messages by id, on this node or another."""
+        return g.rp.mailqueues.act(data["action"], ids=data["ids"], node=data.get("node"))

@@ -428,3 +428,32 @@ class QueueArgs(Schema):
 class QueueListSchema(Schema):
     messages = fields.List(fields.Dict(), required=True)
     nodes = fields.List(fields.Dict(), required=True)
+
+
+class QueueShowArgs(Schema):
+    node = fields.String(validate=validate.Length(1, 128))
+    headers_only = fields.Boolean(load_default=False)
+
+
+class QueuedMessageSchema(Schema):
+    message = fields.Dict(required=True, metadata={"description": "The entry as the list gives it."})
+    content = fields.String(required=True, metadata={"description": "As postcat prints it (cut when long)."})
+    truncated = fields.Boolean(required=True)
+
+
+class QueueActionSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["hold", "release", "delete", "requeue"]))
+    ids = fields.List(fields.String(validate=validate.Length(1, 64)), required=True, validate=validate.Length(1, 1000),
+                      metadata={"description": "Queue ids (a filter selects messages in the CLI and the panel)."})
+    node = fields.String(validate=validate.Length(1, 128))
+
+
+class QueueActionResultSchema(Schema):
+    node = fields.String(required=True)
+    action = fields.String(required=True)
+    selection = fields.String(required=True)
+    matched = fields.Integer(required=True)
+    done = fields.List(fields.String(), required=True)
+    count = fields.Integer(required=True)
+    skipped = fields.List(fields.String(), required=True)
+    not_found = fields.List(fields.String(), required=True)

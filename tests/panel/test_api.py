@@ -300,6 +300,10 @@ def test_dkim_dns_statistics_queues_templates(node, superapi, api, domain):
     assert stats["from"] == stats["hours"][0]  # regression: "from" was missing (found by schemathesis)
     queues = superapi.get("/queues").get_json()
     assert [n["node"] for n in queues["nodes"]] == [node.app.config.node_name]
+    assert_problem(superapi.get("/queues/not-a-queue-id!"), 422)
+    absent = superapi.post("/queues/actions", json={"action": "hold", "ids": ["4ABCDEF123"]})
+    assert "not in the mail queue" in assert_problem(absent, 404)["detail"]
+    assert_problem(superapi.post("/queues/actions", json={"action": "delete", "ids": []}), 422)
     active = next(t for t in superapi.get("/templates").get_json()["items"] if t["active"])
     assert superapi.get(f"/templates/{active['name']}").get_json()["body"].strip()
     assert superapi.get("/template-parameters?per_page=500").get_json()["total"] > 0
