@@ -147,6 +147,8 @@ def run(c, interval, hold_down, core_processes):
 from . import (  # noqa: E402,F401
     admins,
     aliases,
+    api_tokens,
+    audit,
     autoconfig,
     backup,
     calendars,

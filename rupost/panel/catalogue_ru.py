@@ -1,6 +1,19 @@
 """Russian texts of the control panel, keyed by the English message id (see i18n.py)."""
 
 RU = {
+    "API tokens": "Токены API",
+    "Add a token": "Добавить токен",
+    "Created by": "Кем создан",
+    "Expires": "Истекает",
+    "Expires (last day, YYYY-MM-DD; empty: never)": "Действует до (последний день, ГГГГ-ММ-ДД; пусто — бессрочно)",
+    "Last used": "Последнее использование",
+    "Revoke": "Отозвать",
+    "Scripts call the REST API (/api/v1) with a token: Authorization: Bearer followed by the secret.":
+        "Сценарии обращаются к REST API (/api/v1) с токеном: заголовок Authorization: Bearer и секрет.",
+    "Token added. Copy the secret now: it is shown this once.":
+        "Токен добавлен. Скопируйте секрет сейчас: он показывается только один раз.",
+    "expired": "истёк",
+    "revoked": "отозван",
     "A mail certificate reaches the daemons with the next deploy; a control panel certificate when the rupost "
     "service restarts on every node.":
         "Почтовый сертификат попадает к службам при следующем развёртывании, сертификат панели управления — "

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..deploy.runtime import ComponentRuntime
     from .admins import AdminService, Authenticator
     from .aliases import AliasService
+    from .api_tokens import ApiTokenService
     from .audit import AuditService
     from .autoconfig import AutoconfigService
     from .backup import BackupService
@@ -212,6 +213,12 @@ class Services:
         from .audit import AuditService
 
         return AuditService(self)
+
+    @functools.cached_property
+    def api_tokens(self) -> ApiTokenService:
+        from .api_tokens import ApiTokenService
+
+        return ApiTokenService(self)
 
     @functools.cached_property
     def domains(self) -> DomainService:

@@ -541,6 +541,15 @@ class AdminService:
         with self.app.dbs.session("logs") as s:
             s.add(AuditRecord(actor=actor[:128], source="panel", action=action, target=actor, details=details))
 
+    def locked_until(self, login: str, address: str, now: dt.datetime) -> dt.datetime | None:
+        """Until when this login or this address is locked out (None: it is not); the API's
+        bearer tokens use the address's counter, like the panel's login form."""
+        return self._locked(login, address, now)
+
+    def record_failure(self, login: str, address: str, now: dt.datetime) -> None:
+        """Count one failed attempt for the login and the address (a wrong token too)."""
+        self._failed(login, address, now)
+
     def _locked(self, login: str, address: str, now: dt.datetime) -> dt.datetime | None:
         with self.app.dbs.session("main") as s:
             until = s.scalar(select(func.max(PanelLockout.locked_until)).where(

@@ -205,9 +205,15 @@ class MailboxService:
                                 "being imported; nothing was imported, run the import again") from None
         with self.app.dbs.session("logs") as s:
             s.execute(insert(AuditRecord), [
-                {"actor": self.app.actor, "source": "cli", "action": "mailbox.add", "target": v["address"],
-                 "details": {"quota_bytes": v["quota_bytes"], "via": "import"}} for v in values])
+                {"actor": self.app.actor, "source": self.app.acting.source, "action": "mailbox.add",
+                 "target": v["address"], "details": {"quota_bytes": v["quota_bytes"], "via": "import",
+                                                     **self._acting_details()}} for v in values])
         self.app.audit.record("mailbox.import", label, count=len(values))
+
+    def _acting_details(self) -> dict:
+        """What audit.record adds to each row (relayed details, the client address)."""
+        acting = self.app.acting
+        return {**acting.details, **({"address": acting.address} if acting.address is not None else {})}
 
     @staticmethod
     def _read_import_rows(source: str | os.PathLike[str] | TextIO) -> tuple[str, builtins.list[tuple[int, dict]]]:
