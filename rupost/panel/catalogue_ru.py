@@ -456,7 +456,6 @@ RU = {
     "Member rights saved.": "Права участника сохранены.",
     "No members yet.": "Участников пока нет.",
     "Nobody else may send from this address.": "Никто другой не может отправлять с этого адреса.",
-    "Revoke": "Отозвать",
     "Right": "Право",
     "Right granted.": "Право предоставлено.",
     "Right revoked.": "Право отозвано.",
