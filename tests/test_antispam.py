@@ -1,0 +1,176 @@
+"""Inbound mail hygiene (docs/antispam.md): rspamd on port 25 with its Redis, real daemons.
+
+Senders are *remote* clients: rspamd skips SPF, DKIM and DMARC for loopback clients, and
+every client of a single test host is one. A remote client reaches postfix through HAProxy,
+which puts the client's address in a PROXY v2 header on port 25's Unix socket; the tests
+speak that same header on that socket, claiming addresses of TEST-NET-2 (no packet goes
+there). Their SPF, DKIM and DMARC records are served by a UDP name server of the test
+(tests/support/dns_zone.py) that rspamd is pointed at (template parameter
+antispam_dns_servers).
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import smtplib
+import socket
+import struct
+import time
+import uuid
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mailclients import message, smtps
+
+from support.dns_zone import Zone
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+class RemoteSMTP(smtplib.SMTP):
+    """An SMTP client arriving from `client_ip` as HAProxy presents it to port 25's smtpd."""
+
+    def __init__(self, socket_path: str, client_ip: str) -> None:
+        self._socket_path, self._client_ip = socket_path, client_ip
+        super().__init__(timeout=30)
+        self.connect("remote", 25)
+        self.ehlo("mx.sender.example")
+
+    def _get_socket(self, host, port, timeout):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        sock.connect(self._socket_path)
+        addresses = ipaddress.IPv4Address(self._client_ip).packed + ipaddress.IPv4Address("192.0.2.25").packed
+        body = addresses + struct.pack("!HH", 40000, 25)
+        sock.sendall(PROXY_V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body)
+        return sock
+
+
+def remote(node, client_ip: str = "198.51.100.7") -> RemoteSMTP:
+    return RemoteSMTP(str(node.layout.postfix_queue / "private" / "smtpd-haproxy"), client_ip)
+
+
+def deploy_with(node, **parameters) -> None:
+    current = dict(node.app.settings.get("template_parameters") or {})
+    node.app.settings.set("template_parameters", {**current, **parameters})
+    node.deploy()
+
+
+@pytest.fixture(scope="module")
+def zone():
+    z = Zone()
+    yield z
+    z.close()
+
+
+@pytest.fixture(scope="module")
+def antispam(node, zone):
+    """The session's node with rspamd asking the test's name server; greylisting off (a
+    first-time remote sender would get 451 and the tests would have to retry)."""
+    before = dict(node.app.settings.get("template_parameters") or {})
+    deploy_with(node, antispam_dns_servers=[f"127.0.0.1:{zone.port}"], antispam_greylisting=False)
+    yield node
+    node.app.settings.set("template_parameters", before)
+    node.deploy()
+
+
+def stored_messages(node, address: str) -> list[bytes]:
+    local, domain = address.split("@")
+    base = node.layout.mail_storage / domain / local / "Maildir"
+    return [p.read_bytes() for sub in ("new", "cur") for p in sorted((base / sub).glob("*"))]
+
+
+def wait_stored(node, address: str, subject: str, timeout: float = 30) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        for raw in stored_messages(node, address):
+            if f"Subject: {subject}".encode() in raw:
+                return raw
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no message {subject!r} for {address} after {timeout}s")
+        time.sleep(0.3)
+
+
+def sender_domain(zone: Zone, name: str, *, dmarc: str, spf: str = "v=spf1 -all", dkim_key: str | None = None,
+                  selector: str = "s1") -> None:
+    lines = [f"{name}. 60 IN TXT \"{spf}\"", f"_dmarc.{name}. 60 IN TXT \"{dmarc}\"",
+             f"{name}. 60 IN A 192.0.2.80"]
+    if dkim_key:
+        record = f"v=DKIM1; k=rsa; p={dkim_key}"  # TXT strings hold 255 bytes at most
+        chunks = " ".join(f'"{record[i:i + 250]}"' for i in range(0, len(record), 250))
+        lines.append(f"{selector}._domainkey.{name}. 60 IN TXT {chunks}")
+    zone.load(lines + zone_lines(zone))
+
+
+def zone_lines(zone: Zone) -> list[str]:
+    """What the zone serves already, so domains accumulate across tests."""
+    lines = []
+    for (name, _), rrset in zone.records.items():
+        for rdata in rrset:
+            lines.append(f"{name} {rrset.ttl} IN {dns_type(rrset)} {rdata.to_text()}")
+    return lines
+
+
+def dns_type(rrset) -> str:
+    import dns.rdatatype
+
+    return dns.rdatatype.to_text(rrset.rdtype)
+
+
+def test_gtube_is_rejected_on_port_25(antispam, mailbox):
+    address, _ = mailbox("gtube")
+    with remote(antispam) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.send_message(message("spammer@sender.example", address, "gtube", f"{GTUBE}\n"))
+    assert refused.value.smtp_code == 554 or 500 <= refused.value.smtp_code < 600
+    assert stored_messages(antispam, address) == []
+
+
+def test_dmarc_reject_domain_failing_is_rejected(antispam, zone, mailbox):
+    address, _ = mailbox("dmarc")
+    forged = f"f{uuid.uuid4().hex[:8]}.example"
+    sender_domain(zone, forged, dmarc="v=DMARC1; p=reject")
+    with remote(antispam, "198.51.100.9") as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.send_message(message(f"ceo@{forged}", address, "wire the money"))
+    assert 500 <= refused.value.smtp_code < 600
+    assert stored_messages(antispam, address) == []
+
+
+def test_dkim_signed_message_passes_with_dkim_pass(antispam, zone, mailbox):
+    address, _ = mailbox("dkim")
+    partner = f"p{uuid.uuid4().hex[:8]}.example"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = base64.b64encode(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    sender_domain(zone, partner, dmarc="v=DMARC1; p=reject", spf="v=spf1 ip4:198.51.100.0/24 -all",
+                  dkim_key=public)
+    subject = f"signed {uuid.uuid4().hex[:8]}"
+    msg = message(f"partner@{partner}", address, subject)
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@{partner}>"
+    msg["Date"] = "Mon, 07 Dec 2026 06:00:00 +0000"
+    raw = msg.as_bytes()
+    signature = dkim.sign(raw, b"s1", partner.encode(), pem, include_headers=[b"From", b"To", b"Subject"])
+    with remote(antispam, "198.51.100.10") as client:
+        client.sendmail(f"partner@{partner}", [address], signature + raw)
+    stored = wait_stored(antispam, address, subject)
+    results = [line for line in stored.decode(errors="replace").replace("\r\n", "\n").replace("\n\t", " ")
+               .replace("\n ", " ").splitlines() if line.startswith("Authentication-Results:")]
+    assert results, stored.decode(errors="replace")[:2000]
+    assert f"dkim=pass header.d={partner}" in results[0]
+    assert "dmarc=pass" in results[0] and "spf=pass" in results[0]
+
+
+def test_authenticated_submission_is_not_scored(antispam, mailbox):
+    address, password = mailbox("sender")
+    rcpt, _ = mailbox("rcpt")
+    subject = f"gtube from a user {uuid.uuid4().hex[:8]}"
+    with smtps(antispam.ports["submissions"]) as client:
+        client.login(address, password)
+        client.send_message(message(address, rcpt, subject, f"{GTUBE}\n"))
+    wait_stored(antispam, rcpt, subject)
