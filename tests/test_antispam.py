@@ -20,10 +20,15 @@ import uuid
 
 import dkim
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from mailclients import message, smtps
 
+from adapters.probes import wait_for_unix_socket
+from adapters.rspamd import milter_socket
+from rupost.errors import DeployError, RuPostError
+from rupost.templating import load_document
 from support.dns_zone import Zone
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -174,3 +179,52 @@ def test_authenticated_submission_is_not_scored(antispam, mailbox):
         client.login(address, password)
         client.send_message(message(address, rcpt, subject, f"{GTUBE}\n"))
     wait_stored(antispam, rcpt, subject)
+
+
+def test_rspamd_down_tempfails_and_nothing_is_lost(antispam, mailbox):
+    """postfix follows milter_default_action (tempfail): the sender keeps the message and
+    retries, as a sending MTA does; once rspamd is back it is accepted and delivered once."""
+    address, _ = mailbox("outage")
+    subject = f"during the outage {uuid.uuid4().hex[:8]}"
+    spec = antispam.app.components.process_spec("rspamd")
+    antispam.app.backend.stop("rspamd", spec)  # as if it died: not an administrator's stop
+    try:
+        with remote(antispam, "198.51.100.11") as client:
+            with pytest.raises(smtplib.SMTPResponseException) as deferred:
+                client.send_message(message("someone@sender.example", address, subject))
+        assert 400 <= deferred.value.smtp_code < 500
+    finally:
+        antispam.app.backend.start("rspamd", spec)
+    assert wait_for_unix_socket(str(milter_socket(antispam.layout)), 60)
+    for _ in range(30):  # the sender's retries, bounded
+        try:
+            with remote(antispam, "198.51.100.11") as client:
+                client.send_message(message("someone@sender.example", address, subject))
+            break
+        except smtplib.SMTPResponseException as exc:
+            assert 400 <= exc.smtp_code < 500, exc
+            time.sleep(1)
+    wait_stored(antispam, address, subject)
+    assert len([m for m in stored_messages(antispam, address) if subject.encode() in m]) == 1
+
+
+def test_a_broken_rspamd_configuration_is_refused_before_the_switch(antispam):
+    live = antispam.layout.current.resolve()
+    files = {str(p.relative_to(live)): p.read_bytes() for p in sorted(live.rglob("*")) if p.is_file()}
+    data = yaml.safe_load(antispam.app.templates.show("standard")["body"])
+    data["components"]["rspamd"]["extra_local"] = {"actions.conf": "reject = {\n"}  # an administrator's typo
+    doc = load_document(yaml.safe_dump(data, sort_keys=False), "broken-rspamd")
+    parameters = antispam.app.settings.get("template_parameters")
+    with pytest.raises(DeployError) as err:
+        antispam.app.deploys.deploy(antispam.app.deploys.plan(parameters, document=doc))
+    assert "rspamd: configuration check failed" in str(err.value)
+    assert "nothing was changed" in str(err.value)
+    assert antispam.layout.current.resolve() == live
+    assert {str(p.relative_to(live)): p.read_bytes() for p in sorted(live.rglob("*")) if p.is_file()} == files
+
+
+def test_thresholds_out_of_order_are_refused_with_their_names(antispam):
+    parameters = {**antispam.app.settings.get("template_parameters"), "antispam_add_header_score": 20}
+    with pytest.raises(RuPostError) as err:
+        antispam.app.deploys.plan(parameters)
+    assert "components.rspamd.add_header_score (20) must be below reject_score (15)" in str(err.value)
