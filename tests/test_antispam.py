@@ -15,6 +15,7 @@ import ipaddress
 import smtplib
 import socket
 import struct
+import subprocess
 import time
 import uuid
 
@@ -23,10 +24,11 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from mailclients import message, smtps
+from mailclients import IMAPSFrom, message, smtps
 
 from adapters.probes import wait_for_unix_socket
-from adapters.rspamd import milter_socket
+from adapters.redis import socket_path as redis_socket
+from adapters.rspamd import controller_socket, milter_socket
 from rupost.errors import DeployError, RuPostError
 from rupost.templating import load_document
 from support.dns_zone import Zone
@@ -82,16 +84,17 @@ def antispam(node, zone):
     node.deploy()
 
 
-def stored_messages(node, address: str) -> list[bytes]:
+def stored_messages(node, address: str, folder: str = "") -> list[bytes]:
+    """Messages in the INBOX (folder ""), or in a folder such as ".Junk" (Maildir++)."""
     local, domain = address.split("@")
-    base = node.layout.mail_storage / domain / local / "Maildir"
+    base = node.layout.mail_storage / domain / local / "Maildir" / folder
     return [p.read_bytes() for sub in ("new", "cur") for p in sorted((base / sub).glob("*"))]
 
 
-def wait_stored(node, address: str, subject: str, timeout: float = 30) -> bytes:
+def wait_stored(node, address: str, subject: str, timeout: float = 30, folder: str = "") -> bytes:
     deadline = time.monotonic() + timeout
     while True:
-        for raw in stored_messages(node, address):
+        for raw in stored_messages(node, address, folder):
             if f"Subject: {subject}".encode() in raw:
                 return raw
         if time.monotonic() > deadline:
@@ -204,8 +207,23 @@ def test_rspamd_down_tempfails_and_nothing_is_lost(antispam, mailbox):
         except smtplib.SMTPResponseException as exc:
             assert 400 <= exc.smtp_code < 500, exc
             time.sleep(1)
-    wait_stored(antispam, address, subject)
-    assert len([m for m in stored_messages(antispam, address) if subject.encode() in m]) == 1
+    # a bare message (no Date, no Message-ID) from a domain without DNS: marked, so in Junk
+    wait_stored(antispam, address, subject, folder=".Junk")
+    assert len([m for folder in ("", ".Junk") for m in stored_messages(antispam, address, folder)
+                if subject.encode() in m]) == 1
+
+
+def test_a_message_marked_as_spam_is_filed_into_junk(antispam, mailbox):
+    """Scored between the add-header and the reject thresholds (no Date, no Message-ID, a
+    sender domain without DNS, a HELO that does not resolve): accepted, marked X-Spam: Yes,
+    and the global Sieve rule files it into Junk."""
+    address, _ = mailbox("marked")
+    subject = f"bare {uuid.uuid4().hex[:8]}"
+    with remote(antispam, "198.51.100.12") as client:
+        assert client.send_message(message("someone@sender.example", address, subject)) == {}
+    raw = wait_stored(antispam, address, subject, folder=".Junk")
+    assert b"\nX-Spam: Yes" in raw.replace(b"\r\n", b"\n")
+    assert not [m for m in stored_messages(antispam, address) if subject.encode() in m]
 
 
 def test_a_broken_rspamd_configuration_is_refused_before_the_switch(antispam):
@@ -228,3 +246,49 @@ def test_thresholds_out_of_order_are_refused_with_their_names(antispam):
     with pytest.raises(RuPostError) as err:
         antispam.app.deploys.plan(parameters)
     assert "components.rspamd.add_header_score (20) must be below reject_score (15)" in str(err.value)
+
+
+def redis(node, *command: str) -> list[str]:
+    return subprocess.run(["redis-cli", "-s", str(redis_socket(node.layout)), *command], capture_output=True,
+                          text=True, timeout=30, check=True).stdout.split()
+
+
+def bayes_learned(node) -> dict[str, int]:
+    """The Bayes counters, messages learned per statfile, read where rspamd keeps them: the
+    set BAYES_SPAM_keys names its hashes (one per user or domain when Bayes is not global),
+    each counting learns_spam (learns_ham for BAYES_HAM). `rspamc stat` reports the same
+    numbers, but refreshes them from Redis only every half minute or so."""
+    learned = {}
+    for statfile, field in (("BAYES_SPAM", "learns_spam"), ("BAYES_HAM", "learns_ham")):
+        counts = [redis(node, "HGET", key, field) for key in redis(node, "SMEMBERS", f"{statfile}_keys")]
+        learned[statfile] = sum(int(c[0]) for c in counts if c and c[0].lstrip("-").isdigit())
+    return learned
+
+
+def rspamc_stat(node) -> str:
+    return subprocess.run(["rspamc", "-h", str(controller_socket(node.layout)), "stat"], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+
+
+def test_moving_into_junk_teaches_spam_and_out_of_it_ham(antispam, mailbox):
+    address, password = mailbox("learner")
+    before = bayes_learned(antispam)
+    imap = IMAPSFrom("127.0.0.1", antispam.ports["imaps"])
+    try:
+        imap.login(address, password)
+        for i in range(20):
+            words = " ".join(f"offer{i}x{j} cheap{j} pills{i * j} winner{j}" for j in range(12))
+            body = message("promo@sender.example", address, f"deal {i} {uuid.uuid4().hex[:6]}", words + "\n")
+            body["Message-ID"] = f"<{uuid.uuid4().hex}@sender.example>"
+            imap.append("INBOX", None, None, body.as_bytes())
+        imap.select("INBOX")
+        assert imap.uid("MOVE", "1:*", "Junk")[0] == "OK"
+        after_spam = bayes_learned(antispam)
+        assert after_spam.get("BAYES_SPAM", 0) - before.get("BAYES_SPAM", 0) == 20, (before, after_spam)
+        imap.select("Junk")
+        assert imap.uid("MOVE", "1", "INBOX")[0] == "OK"
+        after_ham = bayes_learned(antispam)
+        assert after_ham.get("BAYES_HAM", 0) - before.get("BAYES_HAM", 0) == 1, (before, after_ham)
+    finally:
+        imap.logout()
+    assert "Statfile: BAYES_SPAM" in rspamc_stat(antispam)  # the administrator's view of the same counters
