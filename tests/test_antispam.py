@@ -189,9 +189,14 @@ def test_rspamd_down_tempfails_and_nothing_is_lost(antispam, mailbox):
     retries, as a sending MTA does; once rspamd is back it is accepted and delivered once."""
     address, _ = mailbox("outage")
     subject = f"during the outage {uuid.uuid4().hex[:8]}"
+    assert {(r.target, r.status) for r in antispam.app.checks.run(record=False, only=["antispam"])} == \
+        {("redis", "ok"), ("rspamd", "ok")}
     spec = antispam.app.components.process_spec("rspamd")
     antispam.app.backend.stop("rspamd", spec)  # as if it died: not an administrator's stop
     try:
+        down = {r.target: r for r in antispam.app.checks.run(record=False, only=["antispam"])}
+        assert down["rspamd"].status == "critical" and "milter_default_action" in down["rspamd"].detail
+        assert down["redis"].status == "ok"
         with remote(antispam, "198.51.100.11") as client:
             with pytest.raises(smtplib.SMTPResponseException) as deferred:
                 client.send_message(message("someone@sender.example", address, subject))
