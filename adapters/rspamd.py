@@ -100,7 +100,8 @@ def render_top(model: dict, layout: Layout) -> str:
         "    default = yes;",
         "    self_scan = yes;",
         "  }",
-        f"  count = {model.get('proxy_workers', 1)};",
+        # one process scans on one core: as many as the node has cores, as rspamd's normal workers
+        f"  count = {model.get('proxy_workers') or os.cpu_count() or 1};",
         "  max_retries = 5;",
         "  discard_on_reject = false;",
         "  quarantine_on_reject = false;",
@@ -137,6 +138,9 @@ def render_locals(model: dict, layout: Layout) -> dict[str, str]:
                                 "skip_local = false;", "skip_authenticated = true;"],
         # no network services of rspamd.com, and no signing: OpenDKIM signs submissions
         "fuzzy_check.conf": ["enabled = false;"],
+        # per-message history for rspamd's web interface, which is not exposed: a Redis write
+        # and a compression per message for nobody
+        "history_redis.conf": ["enabled = false;"],
         "dkim_signing.conf": ["enabled = false;"],
         "arc.conf": ["sign_authenticated = false;", "sign_local = false;", "use_domain = \"header\";",
                      "try_fallback = false;"],
