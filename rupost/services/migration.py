@@ -35,7 +35,7 @@ from .. import validation
 from ..db.models import Mailbox, utcnow
 from ..db.ops_models import MigrationMailbox
 from ..errors import NotFoundError, ValidationError
-from .migration_source import MigrationError, Source, parse_source, source_folders
+from .migration_source import MigrationError, Source, parse_source, source_folders, tls_context
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -131,12 +131,7 @@ class MigrationService:
 
     # --------------------------------------------------------------- source
     def _tls_context(self, ca_file: str | None, insecure: bool) -> ssl.SSLContext:
-        if insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        return tls_context(ca_file, insecure)
 
     # --------------------------------------------------------------- target
     @property
