@@ -171,7 +171,8 @@ def source_event(i: int) -> str:
     rule = "RRULE:FREQ=DAILY;COUNT=5\r\n" if i % 10 == 0 else ""
     day = 1 + i % 28
     return ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Radicale test//EN\r\nBEGIN:VEVENT\r\n"
-            f"UID:{uid}\r\nDTSTAMP:20261201T080000Z\r\nDTSTART;TZID=Europe/Moscow:202703{day:02d}T{9 + i % 8:02d}0000\r\n"
+            f"UID:{uid}\r\nDTSTAMP:20261201T080000Z\r\n"
+            f"DTSTART;TZID=Europe/Moscow:202703{day:02d}T{9 + i % 8:02d}0000\r\n"
             f"DTEND;TZID=Europe/Moscow:202703{day:02d}T{10 + i % 8:02d}0000\r\n{rule}SUMMARY:Event {i}\r\n"
             "END:VEVENT\r\nEND:VCALENDAR\r\n")
 

@@ -18,12 +18,22 @@ import icalendar
 import pytest
 import recurring_ical_events
 from click.testing import CliRunner
+from groupware_data import (
+    ALLDAY_UID,
+    BAD_ZONE_UID,
+    WEEKLY_UID,
+    Radicale,
+    group_members,
+    outlook_ics,
+    outlook_vcf,
+    photo,
+    source_card,
+    source_event,
+)
+from test_web import _auth
 
 from adapters.probes import https_request
-from groupware_data import (ALLDAY_UID, BAD_ZONE_UID, WEEKLY_UID, Radicale, group_members, outlook_ics, outlook_vcf,
-                            photo, source_card, source_event)
 from rupost.cli import main as rupost
-from test_web import _auth
 
 WINDOW = (dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2027, 6, 1, tzinfo=dt.UTC))
 

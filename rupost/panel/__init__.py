@@ -26,6 +26,7 @@ AREAS = [
     "distribution_lists",
     "mailqueues",
     "directories",
+    "migration",
     "certificates",
     "audit",
     "admins",
