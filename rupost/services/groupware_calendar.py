@@ -98,10 +98,10 @@ def _zone_definition(zone: str) -> bytes:
     return icalendar.Timezone.from_tzid(zone).to_ical()
 
 
-def _timezone_component(tzid: str, own: dict[str, icalendar.cal.Component]) -> icalendar.cal.Component:
-    if tzid in own:
-        return own[tzid]
-    return icalendar.Timezone.from_ical(_zone_definition(tzid))
+def _timezone_text(tzid: str, own: dict[str, bytes]) -> bytes:
+    """The VTIMEZONE of a TZID as text: the file's own for a zone only it defines, else one
+    generated from zoneinfo (serialised once per zone and run, not once per event)."""
+    return own[tzid] if tzid in own else _zone_definition(tzid)
 
 
 def _values(component: icalendar.cal.Component, key: str) -> list:
@@ -111,7 +111,7 @@ def _values(component: icalendar.cal.Component, key: str) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def _map_zones(component: icalendar.cal.Component, own: dict[str, icalendar.cal.Component]) -> set[str]:
+def _map_zones(component: icalendar.cal.Component, own: dict[str, bytes]) -> set[str]:
     """Rewrites the TZID parameters to IANA names where known; the TZIDs now in use."""
     used = set()
     for key in _TZ_PROPERTIES:
@@ -181,7 +181,7 @@ def _summary(components: list[icalendar.cal.Component]) -> str:
     return next((str(c.get("SUMMARY")) for c in components if c.get("SUMMARY")), "")
 
 
-def build_object(uid: str, components: list[icalendar.cal.Component], own: dict[str, icalendar.cal.Component]) -> str:
+def build_object(uid: str, components: list[icalendar.cal.Component], own: dict[str, bytes]) -> str:
     """One iCalendar object: the master, its overrides and the time zones they use."""
     masters = [c for c in components if "RECURRENCE-ID" not in c]
     if len(masters) > 1:
@@ -195,14 +195,18 @@ def build_object(uid: str, components: list[icalendar.cal.Component], own: dict[
         _all_day(component)
         _alarms(component)
         zones |= _map_zones(component, own)
-    cal = icalendar.Calendar()
-    cal.add("PRODID", PRODID)
-    cal.add("VERSION", "2.0")
-    for tzid in sorted(zones):
-        cal.add_component(_timezone_component(tzid, own))
-    for component in sorted(components, key=lambda c: "RECURRENCE-ID" in c):  # the master first
-        cal.add_component(component)
-    return cal.to_ical().decode()
+    parts = [f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:{PRODID}\r\n".encode()]
+    parts += [_timezone_text(tzid, own) for tzid in sorted(zones)]
+    parts += [c.to_ical() for c in sorted(components, key=lambda c: "RECURRENCE-ID" in c)]  # the master first
+    parts.append(b"END:VCALENDAR\r\n")
+    return b"".join(parts).decode()
+
+
+def _identity(component: icalendar.cal.Component) -> tuple[str, ...]:
+    """An occurrence and its version: two copies of one item in an export are one item, two
+    different versions of it are a conflict (refused in build_object)."""
+    return tuple(str(component.get(key, "")) for key in ("RECURRENCE-ID", "SEQUENCE", "DTSTAMP", "LAST-MODIFIED",
+                                                          "DTSTART", "SUMMARY"))
 
 
 def _fallback_uid(component: icalendar.cal.Component) -> str:
@@ -215,7 +219,8 @@ def calendar_items(documents: Iterable[tuple[str, str]]) -> tuple[list[Item], li
     """(origin, ICS text) pairs -> the objects to store, and what is refused with the reason."""
     groups: dict[str, list[icalendar.cal.Component]] = {}
     kinds: dict[str, str] = {}
-    own: dict[str, icalendar.cal.Component] = {}
+    seen: dict[str, set[tuple[str, ...]]] = {}
+    own: dict[str, bytes] = {}
     refused: list[Refusal] = []
     for origin, text in documents:
         try:
@@ -225,7 +230,8 @@ def calendar_items(documents: Iterable[tuple[str, str]]) -> tuple[list[Item], li
             continue
         for cal in calendars:
             for tz in cal.walk("VTIMEZONE"):
-                own.setdefault(str(tz.get("TZID")), tz)
+                if str(tz.get("TZID")) not in own:
+                    own[str(tz.get("TZID"))] = tz.to_ical()
             for component in cal.subcomponents:
                 name = component.name or ""
                 if name == "VTIMEZONE":
@@ -241,7 +247,9 @@ def calendar_items(documents: Iterable[tuple[str, str]]) -> tuple[list[Item], li
                     uid = _fallback_uid(component)
                     component.add("UID", uid)
                 group = groups.setdefault(uid, [])
-                if not any(c.to_ical() == component.to_ical() for c in group):  # the same item exported twice
+                key = _identity(component)
+                if key not in seen.setdefault(uid, set()):  # the same item exported twice
+                    seen[uid].add(key)
                     group.append(component)
                 kinds.setdefault(uid, kind)
     items = []
