@@ -34,6 +34,8 @@ from test_web import _auth
 
 from adapters.probes import https_request
 from rupost.cli import main as rupost
+from rupost.services.groupware_calendar import calendar_items, resource_name
+from rupost.services.groupware_contacts import contact_items, decode_text
 
 WINDOW = (dt.datetime(2026, 12, 1, tzinfo=dt.UTC), dt.datetime(2027, 6, 1, tzinfo=dt.UTC))
 
@@ -104,9 +106,10 @@ def user_cards(node, user: str, password: str) -> dict[str, str]:
     cards = {}
     for response in dav_report(node, user, password, path, body):
         text = response.findtext(".//{urn:ietf:params:xml:ns:carddav}address-data") or ""
-        uid = re.search(r"^UID:(.*)$", text.replace("\r\n ", ""), re.MULTILINE)
+        text = text.replace("\r\n ", "").replace("\n ", "")
+        uid = re.search(r"^UID:(.*?)\r?$", text, re.MULTILINE)
         if uid:
-            cards[uid.group(1).strip()] = text.replace("\r\n ", "").replace("\n ", "")
+            cards[uid.group(1).strip()] = text
     return cards
 
 
@@ -165,9 +168,10 @@ def test_outlook_files_every_occurrence_contact_photo_and_group_then_a_rerun_add
         data = re.search(r"^PHOTO;[^:]*:(\S+)", card, re.MULTILINE | re.IGNORECASE)
         assert data and base64.b64decode(data.group(1)) == photo(i), card[:400]
         assert f"contact{i}@corp.example" in card and "Line two and more" in card
+    # the group, as CardDAV clients read it (SOGo keeps it as a card, see groupware_contacts.py)
     group = cards["group-sales"]
     members = re.findall(r"X-ADDRESSBOOKSERVER-MEMBER:urn:uuid:(\S+)", group)
-    assert "X-ADDRESSBOOKSERVER-KIND:group" in group.upper() or "X-ADDRESSBOOKSERVER-KIND:GROUP" in group.upper()
+    assert "X-ADDRESSBOOKSERVER-KIND:GROUP" in group.upper() and "FN:Отдел продаж" in group, group
     assert sorted(members) == sorted(group_members(outlook_vcf(200))), group
 
     # a second run: nothing added, nothing rewritten (the etags stay)
@@ -239,3 +243,56 @@ def test_radicale_source_with_a_few_hundred_items(node, sogo_admin, tmp_path):
         assert mixed.exit_code == 2 and "the login was refused (401)" in mixed.output
     finally:
         server.stop()
+
+
+def refused_reasons(text: str) -> list[str]:
+    return [r.reason for r in calendar_items([("test.ics", text)])[1]]
+
+
+def wrap(*events: str) -> str:
+    return "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\n" + "".join(events) + "END:VCALENDAR\r\n"
+
+
+def test_calendar_rewrites_and_refusals_table():
+    """Without SOGo: what the normalisation keeps, rewrites and refuses, and why."""
+    iana = wrap("BEGIN:VEVENT\r\nUID:a\r\nDTSTAMP:20270101T000000Z\r\nDTSTART;TZID=Asia/Yekaterinburg:"
+                "20270105T090000\r\nDTEND;TZID=Asia/Yekaterinburg:20270105T100000\r\nSUMMARY:x\r\nEND:VEVENT\r\n")
+    items, refused = calendar_items([("f", iana)])
+    assert not refused and "TZID:Asia/Yekaterinburg" in items[0].body and items[0].name == "a.ics"
+    windows = iana.replace("Asia/Yekaterinburg", "Ekaterinburg Standard Time")
+    assert "DTSTART;TZID=Asia/Yekaterinburg:20270105T090000" in calendar_items([("f", windows)])[0][0].body
+    backwards = iana.replace("DTEND;TZID=Asia/Yekaterinburg:20270105T100000", "DTEND;TZID=Asia/Yekaterinburg:"
+                             "20270105T080000")
+    assert refused_reasons(backwards)[0].startswith("ends (")
+    assert refused_reasons(wrap("BEGIN:VEVENT\r\nUID:b\r\nSUMMARY:no start\r\nEND:VEVENT\r\n")) == [
+        "an event without a start (DTSTART)"]
+    assert "not stored in SOGo" in refused_reasons(wrap("BEGIN:VJOURNAL\r\nUID:j\r\nEND:VJOURNAL\r\n"))[0]
+    assert refused_reasons("not a calendar")[0].startswith("not an iCalendar document")
+    # a custom zone defined in the file is kept with its own definition
+    custom = ("BEGIN:VTIMEZONE\r\nTZID:Head office\r\nBEGIN:STANDARD\r\nDTSTART:16010101T000000\r\n"
+              "TZOFFSETFROM:+0500\r\nTZOFFSETTO:+0500\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n")
+    items, refused = calendar_items([("f", wrap(custom + iana.split("VERSION:2.0\r\nPRODID:x\r\n")[1]
+                                                  .replace("Asia/Yekaterinburg", "Head office")
+                                                  .replace("END:VCALENDAR\r\n", "")))])
+    assert not refused and "TZID:Head office" in items[0].body
+    # the same export twice is one item; a re-run of the parser gives the same names
+    assert [i.name for i in calendar_items([("f", iana), ("g", iana)])[0]] == ["a.ics"]
+    assert resource_name("a/b@c", "ics").startswith("uid-")
+
+
+def test_contacts_rewrites_and_refusals_table():
+    photo_bytes = photo(7)
+    v4 = ("BEGIN:VCARD\r\nVERSION:4.0\r\nUID:v4\r\nFN:Four\r\nPHOTO:data:image/png;base64,"
+          + base64.b64encode(photo_bytes).decode() + "\r\nEND:VCARD\r\n")
+    items, refused = contact_items([("f", v4)])
+    assert not refused and "PHOTO;ENCODING=b;TYPE=PNG:" in items[0].body.replace("\r\n ", "")
+    cp1251 = "BEGIN:VCARD\r\nVERSION:2.1\r\nN:Петров;Пётр\r\nEND:VCARD\r\n".encode("cp1251")
+    items, _ = contact_items([("f", decode_text(cp1251))])
+    assert "FN:Пётр Петров" in items[0].body and items[0].uid.startswith("rupost-")
+    assert items[0].uid == contact_items([("f", decode_text(cp1251))])[0][0].uid  # stable across runs
+    nameless = "BEGIN:VCARD\r\nVERSION:3.0\r\nTEL:1\r\nEND:VCARD\r\n"
+    bad_photo = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:P\r\nPHOTO;ENCODING=b;TYPE=JPEG:@@@\r\nEND:VCARD\r\n"
+    _, refused = contact_items([("f", nameless + bad_photo + "BEGIN:VCARD\r\nFN:cut")])
+    assert [r.reason for r in refused] == ["a contact without a name (no FN, N, ORG or EMAIL)",
+                                           "PHOTO is not valid base64",
+                                           "the last card has no END:VCARD (a truncated file?)"]

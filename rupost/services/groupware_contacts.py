@@ -8,8 +8,11 @@ line), and the rewrite below changes only what 3.0 spells differently:
   ``ENCODING=b``; quoted-printable values are decoded with their CHARSET.
 - 4.0 ``data:`` URIs of photos and logos become inline base64 with a TYPE.
 - Groups: ``KIND:group`` / ``MEMBER`` (vCard 4) and ``X-ADDRESSBOOKSERVER-KIND`` /
-  ``X-ADDRESSBOOKSERVER-MEMBER`` (Apple) are written the Apple way, which SOGo turns into its
-  own contact lists; groups are stored after the contacts they list.
+  ``X-ADDRESSBOOKSERVER-MEMBER`` (Apple) are written the Apple way, the form SOGo's CardDAV
+  stores and serves to CardDAV clients (Apple Contacts, DAVx5, Thunderbird); groups are
+  stored after the contacts they list. SOGo keeps such a group as a card: its web interface
+  does not show it as one of its own contact lists (VLIST), which SOGo creates only from its
+  web list editor or its web import, not over CardDAV.
 - A card without a UID gets one derived from its content (a re-run finds it again); one
   without any name (FN, N, ORG or EMAIL) is refused.
 """
