@@ -202,6 +202,12 @@ def test_bad_input_is_refused_before_anything_runs(node, sogo_admin, tmp_path):
     wrong = migrate(node, "not-the-password", "--user", user, "--ics", str(ics), "--sogo-admin", admin)
     assert wrong.exit_code == 1 and f"SOGo refused the login of {admin}" in wrong.output
     assert node.app.groupware_migration.status(user) == []
+    # not a RuPost mailbox (SOGo would take items for any name from a super user): refused
+    ghost = f"ghost-{uuid.uuid4().hex[:6]}@{domain}"
+    failed = migrate(node, admin_password, "--user", ghost, "--ics", str(ics), "--sogo-admin", admin)
+    assert failed.exit_code == 2 and f"mailbox {ghost} does not exist on RuPost" in failed.output
+    assert "calendar:" not in failed.output
+    assert node.app.groupware_migration.status(ghost)[0]["status"] == "failed"
 
 
 def test_radicale_source_with_a_few_hundred_items(node, sogo_admin, tmp_path):

@@ -31,6 +31,10 @@ class Collection:
     name: str
 
 
+class DavNotFound(MigrationError):
+    """The collection asked for does not exist (404)."""
+
+
 def _xml(body: str) -> bytes:
     return ('<?xml version="1.0" encoding="utf-8"?>' + body).encode()
 
@@ -85,6 +89,8 @@ class DavClient:
                                     {"Depth": depth, "Content-Type": "application/xml; charset=utf-8"})
         if status == 401:
             raise MigrationError(f"{self.url}: the login was refused (401)")
+        if status == 404:
+            raise DavNotFound(f"{method} {path} on {self.url}: not found (404)")
         if status != 207:
             raise MigrationError(f"{method} {path} on {self.url}: HTTP {status} {data[:200]!r}")
         try:

@@ -29,8 +29,8 @@ from ..db.ops_models import GroupwareMigration
 from ..errors import ValidationError
 from .groupware_calendar import Item, Refusal, calendar_items
 from .groupware_contacts import contact_items, decode_text
-from .groupware_dav import Collection, DavClient
-from .migration import parse_map
+from .groupware_dav import Collection, DavClient, DavNotFound
+from .migration import existing_targets, parse_map
 from .migration_source import MigrationError, tls_context
 
 if TYPE_CHECKING:
@@ -151,10 +151,17 @@ class GroupwareMigrationService:
         source = source_url.rstrip("/") + "/" if source_url else FILES
         say = progress or (lambda _text: None)
         done_before = self._done(source) if resume else set()
+        # SOGo lets a super user write into the folders of any name, even one no user has
+        existing = existing_targets(self.app, [row.target for row in rows])
         started = time.monotonic()
         results = []
         for index, row in enumerate(rows, start=1):
-            if (row.login, row.target) in done_before:
+            if row.target not in existing:
+                res = UserResult(row.login, row.target, status="failed",
+                                 error=f"mailbox {row.target} does not exist on RuPost (rupost mailboxes add "
+                                       f"{row.target})")
+                self._record(source, res)
+            elif (row.login, row.target) in done_before:
                 res = UserResult(row.login, row.target, status="skipped", error="done in an earlier run")
             else:
                 self._mark_running(source, row)
@@ -205,7 +212,10 @@ class GroupwareMigrationService:
                 refused: list[dict]) -> dict:
         folder, content_type = _PLACES[place]
         collection = f"/SOGo/dav/{target}/{folder}/personal/"
-        existing = sogo.member_names(collection)
+        try:
+            existing = sogo.member_names(collection)
+        except DavNotFound:
+            raise MigrationError(f"SOGo has no {folder}/personal for {target}") from None
         todo = [item for item in items if item.name not in existing]
         counts = {"added": 0, "existing": len(items) - len(todo), "refused": 0}
 
