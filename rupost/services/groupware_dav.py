@@ -122,6 +122,14 @@ class DavClient:
                                                                  "If-None-Match": "*"})
         return status, data.decode("utf-8", "replace").strip()
 
+    def make_calendar(self, path: str, display: str) -> None:
+        """MKCALENDAR (RFC 4791 §5.3.1) with a display name."""
+        body = (f'<c:mkcalendar xmlns:d="DAV:" xmlns:c="{CALDAV}"><d:set><d:prop><d:displayname>'
+                f"{_escape(display)}</d:displayname></d:prop></d:set></c:mkcalendar>")
+        status, data = self.request("MKCALENDAR", path, _xml(body), {"Content-Type": "application/xml; charset=utf-8"})
+        if status not in (200, 201):
+            raise MigrationError(f"MKCALENDAR {path} on {self.url}: HTTP {status} {data[:200]!r}")
+
     # ----------------------------------------------------------- discovery
     def _href(self, prop: ET.Element | None, name: str) -> str | None:
         found = prop.find(f"{name}/d:href", NS) if prop is not None else None

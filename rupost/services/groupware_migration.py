@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from ..db.ops_models import GroupwareMigration
 from ..errors import ValidationError
 from .groupware_calendar import Item, Refusal, calendar_items
 from .groupware_contacts import contact_items, decode_text
-from .groupware_dav import Collection, DavClient, DavNotFound
+from .groupware_dav import DavClient, DavNotFound
 from .migration import existing_targets, parse_map
 from .migration_source import MigrationError, tls_context
 
@@ -39,7 +41,15 @@ if TYPE_CHECKING:
     from . import Services
 
 FILES = "files"
-_PLACES = {"calendar": ("Calendar", "text/calendar"), "contacts": ("Contacts", "text/vcard")}
+_CONTENT_TYPES = {"Calendar": "text/calendar", "Contacts": "text/vcard"}
+# (counts key, SOGo folder, collection name, display name of a new collection, items and refusals)
+Place = tuple[str, str, str, str, tuple[list[Item], list[Refusal]]]
+
+
+def calendar_name(source_path: str) -> str:
+    """The SOGo collection of a source calendar: stable, so a re-run finds it again."""
+    base = re.sub(r"[^a-z0-9-]+", "-", source_path.rstrip("/").rsplit("/", 1)[-1].lower()).strip("-")[:40]
+    return f"mig-{base or 'calendar'}-{hashlib.sha256(source_path.encode()).hexdigest()[:8]}"
 
 
 @dataclass
@@ -182,13 +192,10 @@ class GroupwareMigrationService:
         res = UserResult(row.login, row.target)
         t0 = time.monotonic()
         try:
-            if source == FILES:
-                calendar = calendar_items((str(p), decode_text(p.read_bytes())) for p in row.ics)
-                contacts = contact_items((str(p), decode_text(p.read_bytes())) for p in row.vcf)
-            else:
-                calendar, contacts = self._read_server(source, row, ca_file, insecure)
-            for place, (items, refused) in (("calendar", calendar), ("contacts", contacts)):
-                res.counts[place] = self._upload(sogo, row.target, place, items, workers, res.refused)
+            plan = self._plan_files(row) if source == FILES else self._plan_server(source, row, ca_file, insecure)
+            for place, folder, name, display, (items, refused) in plan:
+                res.counts[place] = self._upload(sogo, row.target, (folder, name, display), items, workers,
+                                                 res.refused)
                 res.counts[place]["source"] = len(items) + len(refused)
                 res.counts[place]["refused"] += len(refused)
                 res.refused += [r.as_dict() for r in refused]
@@ -198,24 +205,46 @@ class GroupwareMigrationService:
         res.seconds = round(time.monotonic() - t0, 1)
         return res
 
-    def _read_server(self, source: str, row: UserRow, ca_file: str | None, insecure: bool
-                     ) -> tuple[tuple[list[Item], list[Refusal]], tuple[list[Item], list[Refusal]]]:
+    @staticmethod
+    def _plan_files(row: UserRow) -> list[Place]:
+        return [("calendar", "Calendar", "personal", "",
+                 calendar_items((str(p), decode_text(p.read_bytes())) for p in row.ics)),
+                ("contacts", "Contacts", "personal", "",
+                 contact_items((str(p), decode_text(p.read_bytes())) for p in row.vcf))]
+
+    @staticmethod
+    def _plan_server(source: str, row: UserRow, ca_file: str | None, insecure: bool) -> list[Place]:
+        """The source's first calendar (by path) into the personal one, each other calendar
+        into a SOGo calendar of its own (same display name); every address book into the
+        personal address book."""
         client = DavClient(source, row.login, row.password,
                            tls_context(ca_file, insecure) if source.startswith("https:") else None)
-        found: dict[str, list[tuple[str, str]]] = {"calendar": [], "addressbook": []}
-        collection: Collection
-        for collection in client.collections():
-            found[collection.kind] += client.objects(collection)
-        return calendar_items(found["calendar"]), contact_items(found["addressbook"])
+        found = client.collections()
+        calendars = sorted((c for c in found if c.kind == "calendar"), key=lambda c: c.path)
+        plan: list[Place] = []
+        for index, collection in enumerate(calendars):
+            items = calendar_items(client.objects(collection))
+            if index == 0:
+                plan.append(("calendar", "Calendar", "personal", "", items))
+            else:
+                plan.append((f"calendar {collection.name}", "Calendar", calendar_name(collection.path),
+                             collection.name, items))
+        cards = [o for c in found if c.kind == "addressbook" for o in client.objects(c)]
+        plan.append(("contacts", "Contacts", "personal", "", contact_items(cards)))
+        return plan
 
-    def _upload(self, sogo: DavClient, target: str, place: str, items: list[Item], workers: int,
+    def _upload(self, sogo: DavClient, target: str, where: tuple[str, str, str], items: list[Item], workers: int,
                 refused: list[dict]) -> dict:
-        folder, content_type = _PLACES[place]
-        collection = f"/SOGo/dav/{target}/{folder}/personal/"
+        folder, name, display = where
+        content_type = _CONTENT_TYPES[folder]
+        collection = f"/SOGo/dav/{target}/{folder}/{name}/"
         try:
             existing = sogo.member_names(collection)
         except DavNotFound:
-            raise MigrationError(f"SOGo has no {folder}/personal for {target}") from None
+            if name == "personal":
+                raise MigrationError(f"SOGo has no {folder}/personal for {target}") from None
+            sogo.make_calendar(collection, display)
+            existing = set()
         todo = [item for item in items if item.name not in existing]
         counts = {"added": 0, "existing": len(items) - len(todo), "refused": 0}
 
