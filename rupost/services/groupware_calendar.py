@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -215,8 +215,11 @@ def _fallback_uid(component: icalendar.cal.Component) -> str:
     return "rupost-" + hashlib.sha256(component.to_ical()).hexdigest()[:32]
 
 
-def calendar_items(documents: Iterable[tuple[str, str]]) -> tuple[list[Item], list[Refusal]]:
-    """(origin, ICS text) pairs -> the objects to store, and what is refused with the reason."""
+def calendar_items(documents: Iterable[tuple[str, str]], known: Container[str] = ()
+                   ) -> tuple[list[Item], list[Refusal]]:
+    """(origin, ICS text) pairs -> the objects to store, and what is refused with the reason.
+    An item whose resource name is in `known` (already on the target) is not built again:
+    it is listed with an empty body, so that a re-run only parses."""
     groups: dict[str, list[icalendar.cal.Component]] = {}
     kinds: dict[str, str] = {}
     seen: dict[str, set[tuple[str, ...]]] = {}
@@ -254,10 +257,14 @@ def calendar_items(documents: Iterable[tuple[str, str]]) -> tuple[list[Item], li
                 kinds.setdefault(uid, kind)
     items = []
     for uid, components in groups.items():
+        name = resource_name(uid, "ics")
+        if name in known:
+            items.append(Item(kinds[uid], uid, name, "", _summary(components)))
+            continue
         try:
             body = build_object(uid, components, own)
         except Refused as exc:
             refused.append(Refusal(kinds[uid], uid, _summary(components), str(exc)))
             continue
-        items.append(Item(kinds[uid], uid, resource_name(uid, "ics"), body, _summary(components)))
+        items.append(Item(kinds[uid], uid, name, body, _summary(components)))
     return items, refused

@@ -192,7 +192,14 @@ class GroupwareMigrationService:
         res = UserResult(row.login, row.target)
         t0 = time.monotonic()
         try:
-            plan = self._plan_files(row) if source == FILES else self._plan_server(source, row, ca_file, insecure)
+            def known(name: str) -> set[str]:  # what a calendar already holds: those items are not rebuilt
+                try:
+                    return sogo.member_names(f"/SOGo/dav/{row.target}/Calendar/{name}/")
+                except DavNotFound:
+                    return set()
+
+            plan = (self._plan_files(row, known) if source == FILES
+                    else self._plan_server(source, row, ca_file, insecure, known))
             for place, folder, name, display, (items, refused) in plan:
                 res.counts[place] = self._upload(sogo, row.target, (folder, name, display), items, workers,
                                                  res.refused)
@@ -206,14 +213,15 @@ class GroupwareMigrationService:
         return res
 
     @staticmethod
-    def _plan_files(row: UserRow) -> list[Place]:
+    def _plan_files(row: UserRow, known: Callable[[str], set[str]]) -> list[Place]:
         return [("calendar", "Calendar", "personal", "",
-                 calendar_items((str(p), decode_text(p.read_bytes())) for p in row.ics)),
+                 calendar_items(((str(p), decode_text(p.read_bytes())) for p in row.ics), known("personal"))),
                 ("contacts", "Contacts", "personal", "",
                  contact_items((str(p), decode_text(p.read_bytes())) for p in row.vcf))]
 
     @staticmethod
-    def _plan_server(source: str, row: UserRow, ca_file: str | None, insecure: bool) -> list[Place]:
+    def _plan_server(source: str, row: UserRow, ca_file: str | None, insecure: bool,
+                     known: Callable[[str], set[str]]) -> list[Place]:
         """The source's first calendar (by path) into the personal one, each other calendar
         into a SOGo calendar of its own (same display name); every address book into the
         personal address book."""
@@ -223,12 +231,10 @@ class GroupwareMigrationService:
         calendars = sorted((c for c in found if c.kind == "calendar"), key=lambda c: c.path)
         plan: list[Place] = []
         for index, collection in enumerate(calendars):
-            items = calendar_items(client.objects(collection))
-            if index == 0:
-                plan.append(("calendar", "Calendar", "personal", "", items))
-            else:
-                plan.append((f"calendar {collection.name}", "Calendar", calendar_name(collection.path),
-                             collection.name, items))
+            name = "personal" if index == 0 else calendar_name(collection.path)
+            items = calendar_items(client.objects(collection), known(name))
+            plan.append(("calendar" if index == 0 else f"calendar {collection.name}", "Calendar", name,
+                         collection.name if index else "", items))
         cards = [o for c in found if c.kind == "addressbook" for o in client.objects(c)]
         plan.append(("contacts", "Contacts", "personal", "", contact_items(cards)))
         return plan
@@ -245,7 +251,7 @@ class GroupwareMigrationService:
                 raise MigrationError(f"SOGo has no {folder}/personal for {target}") from None
             sogo.make_calendar(collection, display)
             existing = set()
-        todo = [item for item in items if item.name not in existing]
+        todo = [item for item in items if item.name not in existing and item.body]  # no body: known before
         counts = {"added": 0, "existing": len(items) - len(todo), "refused": 0}
 
         def put(item: Item) -> tuple[Item, int, str]:
