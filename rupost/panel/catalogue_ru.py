@@ -453,4 +453,6 @@ RU = {
     "event": "событие",
     "task": "задача",
     "contact": "контакт",
+    "group member": "участник группы",
+    "vjournal": "заметка (VJOURNAL)",
 }
