@@ -89,7 +89,7 @@ def migrate_groupware(c, target, ics, vcf, map_file, source, sogo_admin, ca_file
                       as_json):
     """Copy calendars and contacts into SOGo (each user's personal calendar and address book).
     Idempotent: items are matched by UID, a re-run adds only what is new. The SOGo super
-    user's password is read from stdin."""
+    user's password is read from stdin (prompted on a terminal)."""
     from pathlib import Path
 
     from ..services.groupware_migration import file_row, parse_file_map, parse_server_map
@@ -106,7 +106,8 @@ def migrate_groupware(c, target, ics, vcf, map_file, source, sogo_admin, ca_file
         rows = parse_server_map(map_file.read(), map_file.name)
     else:
         rows = parse_file_map(map_file.read(), Path(map_file.name).resolve().parent, map_file.name)
-    password = sys.stdin.readline().rstrip("\n")
+    password = (click.prompt(f"SOGo password of {sogo_admin}", hide_input=True) if sys.stdin.isatty()
+                else sys.stdin.readline().rstrip("\n"))
     summary = c.app.groupware_migration.run(
         rows, sogo_admin=sogo_admin, sogo_password=password, source_url=source, ca_file=ca_file, insecure=insecure,
         resume=resume, workers=workers, progress=None if as_json else (lambda line: click.echo(line)))
