@@ -27,6 +27,7 @@ AREAS = [
     "distribution_lists",
     "mailqueues",
     "directories",
+    "migration",
     "certificates",
     "audit",
     "admins",

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .dkim import DkimService
     from .dns_records import DnsRecordService
     from .domains import DomainService
+    from .groupware_migration import GroupwareMigrationService
     from .impersonation import ImpersonationService
     from .mailboxes import MailboxService
     from .mailqueues import MailQueueService
@@ -363,6 +364,12 @@ class Services:
         from .migration import MigrationService
 
         return MigrationService(self)
+
+    @functools.cached_property
+    def groupware_migration(self) -> GroupwareMigrationService:
+        from .groupware_migration import GroupwareMigrationService
+
+        return GroupwareMigrationService(self)
 
     @functools.cached_property
     def backups(self) -> BackupService:

@@ -13,10 +13,10 @@ from .conftest import PASSWORD, audit_rows, text
 
 PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/shared-mailboxes/", "/templates/", "/templates/plan",
          "/jobs/", "/nodes/",
-         "/certificates/", "/audit/", "/admins/", "/settings/", "/account",
+         "/certificates/", "/audit/", "/admins/", "/settings/", "/account", "/migration/",
          "/templates/view/standard/1", "/certificates/show/rupost-builtin"]
 GLOBAL_PAGES = ["/templates/", "/templates/plan", "/jobs/", "/nodes/", "/certificates/", "/audit/", "/admins/",
-                "/settings/"]
+                "/settings/", "/migration/"]
 
 
 def test_every_page_renders_for_superadmin_and_readonly(node, superadmin, readonly):
