@@ -16,6 +16,7 @@ import os
 import pwd
 from pathlib import Path
 
+from rupost.errors import ComponentCheckError
 from rupost.paths import Layout
 
 from . import redis
@@ -223,8 +224,16 @@ class RspamdAdapter(Adapter):
 
     def validate(self, config_dir: Path, ctx: RenderContext) -> None:
         # -s: any error in the configuration is fatal, not only syntax
-        self.run_checker(["rspamadm", *variables(ctx.layout, config_dir), "configtest", "-s", "-c",
-                          str(config_dir / "rspamd.conf")])
+        try:
+            self.run_checker(["rspamadm", *variables(ctx.layout, config_dir), "configtest", "-s", "-c",
+                              str(config_dir / "rspamd.conf")])
+        except ComponentCheckError as exc:
+            if "no nameservers defined" not in exc.detail:
+                raise
+            # rspamd connects to its resolvers while loading: one it cannot reach fails the check
+            raise ComponentCheckError(self.name, f"{exc.detail}\nrspamd needs a DNS resolver it can reach "
+                                      "(SPF, DKIM and DMARC are DNS lookups): make /etc/resolv.conf name one, "
+                                      "or set the template parameter antispam_dns_servers=[ADDRESS]") from None
 
     def process(self, ctx: RenderContext) -> ProcessSpec:
         config_dir = ctx.config_dir(self.name)

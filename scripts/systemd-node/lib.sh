@@ -72,7 +72,8 @@ setup_node() {
   echo "--- install: apt-get install ./rupost.deb under systemd"
   install_deb "$deb" /tmp/apt-install.log
   grep -q "rupost-wizard" /tmp/apt-install.log && ok "postinst tells to run rupost-wizard"
-  for unit in postfix.service dovecot.service nginx.service haproxy.service memcached.service sogo.service; do
+  for unit in postfix.service dovecot.service nginx.service haproxy.service memcached.service sogo.service \
+              rspamd.service redis-server.service; do
     [ "$(systemctl is-enabled "$unit" 2>/dev/null || true)" = masked ] || fail "$unit not masked: $(systemctl is-enabled "$unit")"
     systemctl is-active --quiet "$unit" && fail "$unit still running"
   done

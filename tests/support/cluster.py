@@ -103,8 +103,11 @@ class Cluster:
             self.bridge = f"rpbr{self.tag}"
             self.gateway = f"{self.subnet}.254"
         self.size = size
+        # the namespaces have no route to a resolver: rspamd gets a local one (nothing listens,
+        # so its lookups are refused at once), as on a host with its own caching resolver
         self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False,
-                                                                     "nfs_mail_storage": True}
+                                                                     "nfs_mail_storage": True,
+                                                                     "antispam_dns_servers": ["127.0.0.1"]}
         self.shared = self.base / "shared"
         self.nodes: list[ClusterNode] = []
         self.pg: TempPostgres | None = None
