@@ -230,10 +230,12 @@ class RspamdAdapter(Adapter):
         except ComponentCheckError as exc:
             if "no nameservers defined" not in exc.detail:
                 raise
-            # rspamd connects to its resolvers while loading: one it cannot reach fails the check
+            # rspamadm connects to the resolvers of /etc/resolv.conf before it reads the
+            # configuration (antispam_dns_servers does not apply to it): one it cannot reach
+            # fails the check
             raise ComponentCheckError(self.name, f"{exc.detail}\nrspamd needs a DNS resolver it can reach "
-                                      "(SPF, DKIM and DMARC are DNS lookups): make /etc/resolv.conf name one, "
-                                      "or set the template parameter antispam_dns_servers=[ADDRESS]") from None
+                                      "(SPF, DKIM and DMARC are DNS lookups): make /etc/resolv.conf name "
+                                      "one this host can reach") from None
 
     def process(self, ctx: RenderContext) -> ProcessSpec:
         config_dir = ctx.config_dir(self.name)

@@ -103,17 +103,22 @@ class Cluster:
             self.bridge = f"rpbr{self.tag}"
             self.gateway = f"{self.subnet}.254"
         self.size = size
-        # the namespaces have no route to a resolver: rspamd gets a local one (nothing listens,
-        # so its lookups are refused at once), as on a host with its own caching resolver
         self.parameters = parameters if parameters is not None else {"reject_unknown_sender_domain": False,
-                                                                     "nfs_mail_storage": True,
-                                                                     "antispam_dns_servers": ["127.0.0.1"]}
+                                                                     "nfs_mail_storage": True}
         self.shared = self.base / "shared"
         self.nodes: list[ClusterNode] = []
         self.pg: TempPostgres | None = None
 
     # ------------------------------------------------------------ network
     def _network_up(self) -> None:
+        for i in range(1, self.size + 1):
+            # `ip netns exec` shows /etc/netns/NS/resolv.conf as /etc/resolv.conf: the namespaces
+            # have no route to this host's resolver, whom rspamd's checker must reach; a local one
+            # instead, as on a host with its own caching resolver (nothing listens: lookups are
+            # refused at once)
+            resolver = Path("/etc/netns") / f"rpns{self.tag}{i}" / "resolv.conf"
+            resolver.parent.mkdir(parents=True, exist_ok=True)
+            resolver.write_text("nameserver 127.0.0.1\n")
         if self.ha is not None:
             for i in range(1, self.size + 1):
                 run("ip", "netns", "add", f"rpns{self.tag}{i}")
@@ -135,6 +140,7 @@ class Cluster:
     def _network_down(self) -> None:
         for i in range(1, self.size + 1):
             run("ip", "netns", "del", f"rpns{self.tag}{i}", check=False)
+            shutil.rmtree(Path("/etc/netns") / f"rpns{self.tag}{i}", ignore_errors=True)
             run("ip", "link", "del", f"rpv{self.tag}{i}", check=False)
         if self.ha is None:
             run("ip", "link", "del", self.bridge, check=False)
