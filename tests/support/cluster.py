@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from rupost.config import DEFAULT_PORTS, DatabaseMember, DatabaseSettings, NodeConfig
 from rupost.paths import Layout
+
 from .instance import free_ports
 from .postgres import TempPostgres
 
@@ -205,18 +206,6 @@ class Cluster:
 
     def node(self, name: str) -> ClusterNode:
         return next(n for n in self.nodes if n.name == name)
-
-
-def stop_group(proc: subprocess.Popen | None, wait: float = 20) -> None:
-    """SIGTERM to the process group of `proc`, SIGKILL if it outlives `wait` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2):

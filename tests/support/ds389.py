@@ -23,8 +23,9 @@ import time
 import uuid
 from pathlib import Path
 
-from .slapd import _pem, issue_server_cert, ldif_entry, make_ca
 from .instance import free_ports
+from .processes import stop_group
+from .slapd import _pem, issue_server_cert, ldif_entry, make_ca
 
 SUFFIX = "dc=ipa,dc=test"
 USERS_DN = f"cn=users,cn=accounts,{SUFFIX}"
@@ -167,13 +168,7 @@ sample_entries = no
         raise RuntimeError("ns-slapd did not listen")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, wait=30)
         self.proc = None
 
     def destroy(self) -> None:

@@ -28,7 +28,6 @@ import hashlib
 import os
 import random
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import ldap3
 
+from .processes import stop_group
 from .slapd import _pem, issue_server_cert, ldif_entry, make_ca
 
 REALM = "CORP.SAMBA.TEST"
@@ -306,13 +306,7 @@ class SambaDC:
                            f"{(self.base / 'samba.log').read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, wait=20)
         self.proc = None
 
     def destroy(self) -> None:
