@@ -10,7 +10,7 @@ import pytest
 
 from mailclients import inbox_subjects
 from support.cluster import send, wait_until
-from support.ha_scenarios import failover_run, listeners_on
+from support.ha_scenarios import failover_run, listeners_on, queue_locks_on
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,7 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     LISTEN consumers are back on the primary and a deploy goes through."""
     domain, recipients = users
     before = {n.name: listeners_on(patroni, n.address) for n in ha_cluster.nodes}
+    assert all(queue_locks_on(patroni, n.address) >= 1 for n in ha_cluster.nodes)
     r = failover_run(ha_cluster, patroni, domain, recipients, how, client=client)
     print(f"\n{how}: {r.figures()}")
     assert r.refused_5xx == 0, r.figures()
@@ -122,6 +123,9 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     assert r.first_write_s is not None and r.new_mailbox, r.write_errors
     assert all("switching over" in e for e in r.write_errors), r.write_errors
     assert listeners_back(ha_cluster, patroni, before)
+    # each agent took its node's queue lock again on the new primary (lost with the old
+    # session): without it the other node's evacuator may deliver a queue whose postfix runs
+    assert all(wait_until(lambda n=n: queue_locks_on(patroni, n.address) >= 1, 30) for n in ha_cluster.nodes)
     # the mailbox created after the event receives mail and logs in over IMAP on either node.
     # A client may meet one "Temporary authentication failure": dovecot's auth process learns
     # that its idle SQL connections died with the old server only from the query that fails
