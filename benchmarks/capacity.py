@@ -208,12 +208,14 @@ async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurr
             break
         await asyncio.sleep(0.1)
     latencies, missing = notification_ms(sent, arrivals, baseline)
+    # the second loaded burst (A B B A): the sessions have been held for the whole hold
+    loaded_rate_late = await asyncio.to_thread(smtp_burst, smtp_port, recipients, messages)
     for task in watchers:
         task.cancel()
     for _, writer, _ in held.values():
         writer.close()
-    return (len(held), failures, elapsed, sorted(login_s), during, loaded_rate, latencies, missing, steady,
-            time.perf_counter() - start - elapsed, closed)
+    return (len(held), failures, elapsed, sorted(login_s), during, (loaded_rate, loaded_rate_late), latencies,
+            missing, steady, time.perf_counter() - start - elapsed, closed)
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -290,9 +292,14 @@ def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50,
         samples.append(component_pss_kib(by_name))
         return node_pss_kib(mains)
 
-    (established, failures, elapsed, login_s, (during, procs_during), loaded_rate, latencies, missing,
-     (steady, procs_steady), held_s, closed) = asyncio.run(
+    (established, failures, elapsed, login_s, (during, procs_during), (loaded_rate, loaded_rate_late), latencies,
+     missing, (steady, procs_steady), held_s, closed) = asyncio.run(
         _hold(inst.ports["imaps"], smtp_port, users, concurrency, timeout, measure_held, messages, rate, hold_s))
+    # A B B A: unloaded again once the sessions are closed, so that a drift of the machine's
+    # own load during the run weighs on both sides of the ratio
+    time.sleep(2)
+    unloaded_rate_late = smtp_burst(smtp_port, [u for u, _ in users], messages)
+    unloaded_sum, loaded_sum = unloaded_rate + unloaded_rate_late, loaded_rate + loaded_rate_late
 
     def per_session(after: float, before: float) -> float:
         return round((after - before) / established, 1) if established else 0.0
@@ -322,9 +329,13 @@ def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50,
         "capacity_processes_steady": procs_steady,
         "capacity_kib_per_session_steady": by_component_steady.pop("session_processes"),
         **{f"capacity_kib_per_session_steady_{name}": kib for name, kib in by_component_steady.items()},
+        # four bursts in the order unloaded, loaded (all just held), loaded (after the hold),
+        # unloaded (sessions closed); the ratio is of the sums
         "capacity_smtp_unloaded_msgs_s": round(unloaded_rate, 1),
         "capacity_smtp_loaded_msgs_s": round(loaded_rate, 1),
-        "capacity_smtp_loaded_ratio": round(loaded_rate / unloaded_rate, 3) if unloaded_rate else None,
+        "capacity_smtp_loaded_late_msgs_s": round(loaded_rate_late, 1),
+        "capacity_smtp_unloaded_late_msgs_s": round(unloaded_rate_late, 1),
+        "capacity_smtp_loaded_ratio": round(loaded_sum / unloaded_sum, 3) if unloaded_sum else None,
         "capacity_idle_notify_p50_ms": _p(latencies, 0.5),
         "capacity_idle_notify_p99_ms": _p(latencies, 0.99),
         "capacity_idle_notify_missing": missing,
