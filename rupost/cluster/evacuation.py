@@ -52,6 +52,14 @@ def lock_key(node_name: str) -> int:
     return zlib.crc32(node_name.encode()) - 2 ** 31
 
 
+def _end_session(conn: Connection) -> None:
+    """Release a lock-holding connection's advisory locks by ending its database session: a
+    pooled connection merely closed goes back to the pool with a rollback, and session-level
+    advisory locks survive a rollback (the queue would stay owned by an idle pooled session)."""
+    conn.invalidate()
+    conn.close()
+
+
 def count_queue(queue_dir: Path) -> int:
     total = 0
     for sub in QUEUE_SUBDIRS:
@@ -82,7 +90,7 @@ class EvacuationService:
             conn.commit()
             yield conn
         finally:
-            conn.close()  # closing the session releases its advisory locks
+            _end_session(conn)
 
     def hold(self) -> tuple[contextlib.AbstractContextManager[Connection], Connection]:
         """Take this node's queue for a long-lived owner (the node agent); returns the
@@ -90,6 +98,23 @@ class EvacuationService:
         cm = self.ownership()
         conn = cm.__enter__()
         return cm, conn
+
+    @staticmethod
+    def still_held(conn: Connection) -> bool:
+        """The lock hold() took is a property of its database session: a PostgreSQL restart or
+        a failover ends the session and the lock with it, silently (the client learns only at
+        its next query). True while this session still holds a granted advisory lock (the
+        session exists for this one lock); False when the session or the lock is gone."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            held = conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND pid = pg_backend_pid() AND classid = (:a)::bigint::oid AND granted"),
+                                {"a": LOCK_CLASS}).scalar()
+            conn.commit()
+        except SQLAlchemyError:
+            return False
+        return bool(held)
 
     # ------------------------------------------------------------ evacuation
     def candidates(self) -> list[dict]:
@@ -153,7 +178,7 @@ class EvacuationService:
             return {"node": name, "found": found, "delivered": found - remaining, "remaining": remaining,
                     "result": result, "message": message, "earlier_runs": dict(getattr(self, "last_hand_over", {}))}
         finally:
-            conn.close()
+            _end_session(conn)
 
     def _journal(self, failed: str, found: int) -> int:
         with self.app.dbs.session("logs") as s:

@@ -32,7 +32,7 @@ class NodeAgent:
         self.state = "unknown"
         self.down_since: float | None = None
         self._stop = False
-        self._queue_hold = None  # this node's queue, held while its mail unit runs
+        self._queue_hold: tuple | None = None  # this node's queue, held while its mail unit runs
         self.cert_levels: dict[str, str] = {}  # certificate -> last expiry level logged
         self.certs_checked_at: float | None = None
         self._cache_serial: int | None = None  # cache flush requests counted at the last flush
@@ -106,12 +106,49 @@ class NodeAgent:
         from rupost.errors import ConflictError
 
         if self._queue_hold is not None:
-            return True
+            if self.app.evacuation.still_held(self._queue_hold[1]):
+                return True
+            # the database restarted or failed over: its session, and the lock with it, are gone
+            self._drop_queue_hold()
+            return self._retake_queue()
         try:
             self._queue_hold = self.app.evacuation.hold()
         except ConflictError as exc:
             self.log("queue", "evacuating", str(exc))
             return False
+        return True
+
+    def _drop_queue_hold(self) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        hold, self._queue_hold = self._queue_hold, None
+        if hold is None:
+            return
+        try:
+            hold[0].__exit__(None, None, None)  # ends the session (evacuation._end_session)
+        except SQLAlchemyError:
+            pass  # a dead session: closing it has nothing left to release
+
+    def _retake_queue(self) -> bool:
+        """Take this node's queue again after its lock was lost with the database session.
+        An evacuator takes the lock exclusive only while the database answers and only for a
+        node that looks failed; one that got it in the gap makes this a ConflictError, and the
+        mail unit stops as it would have had the lock been seen taken. While the database does
+        not answer, nobody can take the lock: the unit keeps running (stopping it would refuse
+        mail for an outage of the database alone) and the next tick tries again."""
+        from rupost.errors import ConflictError
+
+        try:
+            self._queue_hold = self.app.evacuation.hold()
+        except ConflictError as exc:
+            self.log("queue", "evacuating", f"the queue lock was lost with the database session: {exc}")
+            return False
+        except (RuPostError, sa.exc.SQLAlchemyError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            self.log("queue", "unheld", "the queue lock was lost with the database session and cannot be "
+                                        f"taken again yet: {reason[0] if reason else exc.__class__.__name__}")
+            return True
+        self.log("queue", "held", "the queue lock was lost with the database session; taken again")
         return True
 
     def _release_queue(self) -> None:

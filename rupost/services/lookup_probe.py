@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 PROBE_DOMAIN = "rupost.invalid"
 TIMEOUT = 5.0  # per tool: a lookup slower than this is failing mail and logins in practice
+REVIVE_PROBE_TIMEOUT = 1.5  # revive_lookups(): the database answers, a lookup should too
 
 
 def _probe_key() -> str:
@@ -71,7 +72,7 @@ def postfix_problems(app: Services | Runtime) -> list[str]:
     return problems
 
 
-def dovecot_problems(app: Services | Runtime) -> list[str]:
+def dovecot_problems(app: Services | Runtime, timeout: float = TIMEOUT) -> list[str]:
     """dovecot's userdb asked through its auth service (what LMTP asks for every delivery and
     IMAP after every login): exit 0 found, 67 not found, 75 the lookup failed."""
     conf = app.layout.current / "dovecot" / "dovecot.conf"
@@ -79,9 +80,9 @@ def dovecot_problems(app: Services | Runtime) -> list[str]:
         return []
     try:
         done = subprocess.run(["doveadm", "-c", str(conf), "user", _probe_key()], capture_output=True, text=True,
-                              timeout=TIMEOUT)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [f"dovecot userdb: no answer within {TIMEOUT:.0f} s"]
+        return [f"dovecot userdb: no answer within {timeout:g} s"]
     except OSError as exc:
         return [f"doveadm: {exc}"]
     if done.returncode in (0, 67):
@@ -111,22 +112,32 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
     dead for 60 s, hard-coded (dict_pgsql.c; pgsql_table(5) has no setting for it), in each
     proxymap process: measured, every uncached lookup failed for that whole minute after a
     restart and answered right after a `postfix reload`, which replaces the proxymap processes
-    (gracefully: sessions in progress finish on the old processes). dovecot's auth process
-    escapes each key with a PostgreSQL connection of its own (the queries run in its auth
-    workers): after an outage that connection comes back on lib-sql's reconnect back-off
-    (hard-coded, doubling), and until then every key is escaped to an empty string
-    ("Could not escape string: Not connected to database"; measured: still so 60 s after a
-    10 s outage). lookup_key() turns such a query into an error (tempfail, not "user unknown",
-    data migration 0010), and a dovecot reload starts a new auth process that connects at
-    once (IMAP sessions in progress stay; a lookup it held fails temporarily). The problems
-    left when patience runs out (none: every lookup answers)."""
+    (gracefully: sessions in progress finish on the old processes). dovecot's SQL pool
+    (lib-sql's sqlpool, 2.3) holds a connection whose connect failed as dead behind a timer
+    that grows fivefold at each failure (1, 5, 25 s...) and is not cut short when the server
+    comes back; it escapes every key with its first connection, and while that one waits out
+    its timer every key fails to escape ("Could not escape string: Not connected to
+    database") and the login or delivery fails. Measured: an account dovecot had not cached
+    logged in 14 to 20 s after a 10 s outage ended, still later after a longer one; dovecot
+    has no setting for the timer. lookup_key() turns such a query into an error (tempfail,
+    not "user unknown", data migration 0010), and a dovecot reload starts a new auth process
+    that connects at once (IMAP sessions in progress stay; a lookup the old auth process held
+    fails temporarily, as it would have anyway). The problems left when patience runs out
+    (none: every lookup answers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..errors import RuPostError
 
+    # both asked side by side, dovecot with a short patience: the database answers us, so a
+    # userdb lookup that does not answer at once is one queued behind lib-sql's reconnect
+    # back-off (measured: 5 s to fail, every second of it a login refused)
+    with ThreadPoolExecutor(2) as pool:
+        dovecot = pool.submit(dovecot_problems, app, REVIVE_PROBE_TIMEOUT)
+        postfix = pool.submit(postfix_problems, app)
+        dovecot_failing, postfix_failing = bool(dovecot.result()), bool(postfix.result())
     # dovecot first: postfix's reload then also ends the LMTP connections its delivery agents
     # keep open to the old dovecot processes (which would go on asking the old auth process)
-    dovecot_failing = bool(dovecot_problems(app))
-    reloads = (["dovecot"] if dovecot_failing else []) + \
-        (["postfix"] if dovecot_failing or postfix_problems(app) else [])
+    reloads = (["dovecot"] if dovecot_failing else []) + (["postfix"] if dovecot_failing or postfix_failing else [])
     for component in reloads:
         try:
             app.component_runtime.reload(component)

@@ -49,6 +49,17 @@ def listeners_on(patroni: PatroniCluster, node_address: str) -> int:
     return int(out or 0)
 
 
+def queue_locks_on(patroni: PatroniCluster, node_address: str) -> int:
+    """Locks on a node's mail queue (rupost/cluster/evacuation.py) its agent holds on the
+    current primary: the lock is a property of a database session, lost with the old primary."""
+    from rupost.cluster.evacuation import LOCK_CLASS
+
+    out = patroni.psql("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                       f"WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {LOCK_CLASS}::bigint::oid "
+                       f"AND a.client_addr = '{node_address}'").strip()
+    return int(out or 0)
+
+
 def first_write(app, domain: str, since: float, budget: float = 120) -> tuple[float | None, str, list[str]]:
     """Seconds from `since` until a new mailbox could be created; its address; the errors met."""
     errors: list[str] = []
