@@ -8,7 +8,9 @@ forgotten by dovecot's), PostgreSQL stopped for OUTAGE seconds, started again. F
 run: messages refused to known recipients and their window, messages accepted but not in a
 mailbox after the bounded wait (undelivered), seconds from the database's return to the
 delivery of the mail deferred meanwhile (bounded: SETTLE), IMAP logins refused,
-seconds until an uncached account logs in. Two modes on one node, in one run:
+seconds until an uncached account logs in, and, of a stream of logins of uncached accounts
+started at the stop, when the last one asked after the return was refused. Two modes on one
+node, in one run:
 
 - ``recovery``: the agent runs (`rupost run`): the lookup cache is kept, the lookups revived,
   the queue flushed;
@@ -51,7 +53,11 @@ def figures(run) -> dict:
             "undelivered": len(run.lost),
             "deferred_delivered_after_s": None if run.delivered_after_s is None else round(run.delivered_after_s, 1),
             "logins": len(run.logins.answers), "logins_refused": len(run.logins.refused()),
-            "uncached_login_after_s": None if run.cold_login_s is None else round(run.cold_login_s, 1)}
+            "uncached_login_after_s": None if run.cold_login_s is None else round(run.cold_login_s, 1),
+            # a stream of logins of accounts dovecot had not cached, from the stop on: the last
+            # one asked after the return and refused, seconds after the return (0: none)
+            "uncached_logins": len(run.cold_logins.answers),
+            "uncached_refused_until_s": round(run.cold_refused_until_s, 1)}
 
 
 def median(values: list) -> float | None:

@@ -57,6 +57,30 @@ def test_every_way_reaches_the_primary(ha_cluster, patroni, users):
         assert wait_until(lambda: listeners_on(patroni, node.address) >= 1, 30)
 
 
+def test_the_panel_shows_the_members_and_the_ways(ha_cluster, patroni):
+    """The Nodes page of the panel: every member with its role, and which member each of this
+    node's ways reaches (what `rupost db status` says)."""
+    from panel.conftest import PASSWORD, PanelClient
+
+    from rupost.panel import create_app
+
+    node = ha_cluster.nodes[0]
+    login = f"ha-{uuid.uuid4().hex[:8]}"
+    node.app.admins.add(login, PASSWORD, "superadmin", [])
+    try:
+        client = PanelClient(create_app(node.app, testing=True))
+        client.login(login)
+        page = client.get("/nodes/").get_data(as_text=True)
+    finally:
+        node.app.admins.remove(login)
+    leader = patroni.leader()
+    assert 'id="db-members"' in page and all(f"{m.address}:5432" in page for m in patroni.members), page[-3000:]
+    assert page.count("leader") >= 1 and "sync_standby" in page
+    assert f"{leader.name} ({leader.address})" in page  # the primary, named
+    assert all(f"<td>{way}</td><td class=\"ok\">{leader.address} (primary)</td>" in page
+               for way in ("core", "db_primary", "db_lookup")), page[-3000:]
+
+
 def imap_login_retried(address: str, user: str, password: str, source: str, tries: int = 3):
     """(INBOX subjects, logins refused with a temporary failure before one succeeded)."""
     import imaplib
