@@ -9,7 +9,7 @@ run: messages refused to known recipients and their window, messages accepted bu
 mailbox after the bounded wait (undelivered), seconds from the database's return to the
 delivery of the mail deferred meanwhile (bounded: SETTLE), IMAP logins refused,
 seconds until an uncached account logs in, and, of a stream of logins of uncached accounts
-started at the stop, when the last one asked after the return was refused. Two modes on one
+started at the stop, when the last refusal after the return was answered. Two modes on one
 node, in one run:
 
 - ``recovery``: the agent runs (`rupost run`): the lookup cache is kept, the lookups revived,
@@ -54,8 +54,8 @@ def figures(run) -> dict:
             "deferred_delivered_after_s": None if run.delivered_after_s is None else round(run.delivered_after_s, 1),
             "logins": len(run.logins.answers), "logins_refused": len(run.logins.refused()),
             "uncached_login_after_s": None if run.cold_login_s is None else round(run.cold_login_s, 1),
-            # a stream of logins of accounts dovecot had not cached, from the stop on: the last
-            # one asked after the return and refused, seconds after the return (0: none)
+            # a stream of logins of accounts dovecot had not cached, from the stop on: its last
+            # refusal answered after the return, seconds after the return (0: none)
             "uncached_logins": len(run.cold_logins.answers),
             "uncached_refused_until_s": round(run.cold_refused_until_s, 1)}
 

@@ -265,15 +265,16 @@ class Outage:
 
     @property
     def cold_login_s(self) -> float | None:
-        """Seconds from the database's return to the first login of an uncached account."""
-        times = [a.at for a in self.cold_logins.answers if a.ok and a.phase == "after"]
+        """Seconds from the database's return to the first successful login of an uncached
+        account (one asked during the outage may be answered after it)."""
+        times = [a.at for a in self.cold_logins.answers if a.ok and a.at >= self.back]
         return min(times) - self.back if times else None
 
     @property
     def cold_refused_until_s(self) -> float:
-        """Seconds from the database's return to the answer of the last refused login of an
-        uncached account asked after it (0: none refused)."""
-        times = [a.at for a in self.cold_logins.refused() if a.started is not None and a.started >= self.back]
+        """Seconds from the database's return to the last refusal of a login of an uncached
+        account, answered after the return (0: none)."""
+        times = [a.at for a in self.cold_logins.refused() if a.at >= self.back]
         return max(times) - self.back if times else 0.0
 
     def refusal_window_s(self) -> float:
