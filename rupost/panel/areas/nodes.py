@@ -25,9 +25,8 @@ def index():
 
 
 def role_class(member) -> str:
-    """The CSS class of a database member's row: the primary, a healthy replica, a problem."""
-    if member.role in ("leader", "master", "primary", "standby_leader") and member.state == "running":
-        return "ok"
+    """The CSS class of a database member's row: running (the primary) or streaming (a
+    replica) is well; stopped, starting or not answering is not."""
     return "ok" if member.state in ("running", "streaming") else "bad"
 
 
