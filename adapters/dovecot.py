@@ -343,37 +343,3 @@ def ensure_mail_user(uid: int = MAIL_UID, name: str = MAIL_USER) -> None:
         subprocess.run(["useradd", "--system", "--uid", str(uid), "--gid", name, "--home-dir", "/nonexistent",
                         "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
 
-
-def auth_processes(master_pid: int) -> list[int]:
-    """The auth processes (/usr/lib/dovecot/auth, not its workers) of a dovecot master."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                comm, rest = fh.read().rsplit(")", 1)
-        except OSError:
-            continue
-        if comm.split("(", 1)[-1] == "auth" and int(rest.split()[1]) == master_pid:
-            found.append(int(entry))
-    return found
-
-
-def restart_auth(master_pid: int) -> int:
-    """End dovecot's auth process(es); the master starts a new one at the next request. Used
-    instead of a reload when only the auth process is stuck (its SQL pool waiting out a
-    reconnect timer, rupost/services/lookup_probe.py): a reload keeps the old auth process
-    serving the connections it has (login and LMTP processes of the old generation) until
-    the master stops it six seconds later, failing what it held; ending it at once fails the
-    same requests six seconds sooner, and every other process keeps running (login processes
-    and LMTP reconnect to the new auth process). How many were signalled."""
-    import signal
-
-    pids = auth_processes(master_pid)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    return len(pids)

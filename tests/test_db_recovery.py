@@ -82,7 +82,7 @@ def test_a_database_outage_refuses_no_known_recipient_and_loses_nothing(outage):
     # the lookup cache (the database counts the announcements they might have missed)
     assert run.cache_flushes == 0
     assert mail.count("during") >= 5 and mail.count("after") >= 10
-    # dovecot's auth process is restarted once the database is back (it would escape every key
+    # dovecot is reloaded once the database is back (its auth process would escape every key
     # to '' for a minute or more): a login in the middle of its handshake at that instant can
     # fail; every other login of an account dovecot had cached succeeds, during the outage too
     revived = revived_at(run.monitor)
@@ -110,7 +110,7 @@ def test_a_database_outage_refuses_no_known_recipient_and_loses_nothing(outage):
     assert "queue flushed" in run.monitor and "lookups answer" in run.monitor, run.monitor[-2000:]
     print(f"\ndb outage {OUTAGE_S:.0f} s: {len(accepted)} accepted ({mail.count('during')} during), 0 refused, "
           f"0 lost; deferred mail delivered {run.delivered_after_s:.1f} s after the database was back; "
-          f"{len(logins.answers)} IMAP logins of cached accounts, {len(logins.refused())} refused (in flight at the "
-          f"auth restart); lookups revived {revived - run.back:.1f} s after the database was back; an uncached account "
+          f"{len(logins.answers)} IMAP logins of cached accounts, {len(logins.refused())} refused (in flight at dovecot's "
+          f"reload); lookups revived {revived - run.back:.1f} s after the database was back; an uncached account "
           f"logged in {run.cold_login_s:.1f} s after, the last refusal of an uncached login "
           f"{run.cold_refused_until_s:.1f} s after ({len(run.cold_logins.answers)} uncached logins)")

@@ -120,10 +120,10 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
     database") and the login or delivery fails. Measured: an account dovecot had not cached
     logged in 14 to 20 s after a 10 s outage ended, still later after a longer one; dovecot
     has no setting for the timer. lookup_key() turns such a query into an error (tempfail,
-    not "user unknown", data migration 0010), and a new auth process connects at once: the
-    stuck one is ended (adapters.dovecot.restart_auth; IMAP sessions and every other dovecot
-    process stay; a lookup the old auth process held fails temporarily, as it would have
-    anyway). The problems left when patience runs out
+    not "user unknown", data migration 0010), and a dovecot reload starts a new auth process
+    that connects at once (IMAP sessions in progress stay; the old auth process serves the
+    connections it has until the master stops it six seconds later, and what it held then
+    fails temporarily). The problems left when patience runs out
     (none: every lookup answers)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -136,22 +136,15 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
         dovecot = pool.submit(dovecot_problems, app, REVIVE_PROBE_TIMEOUT)
         postfix = pool.submit(postfix_problems, app)
         dovecot_failing, postfix_failing = bool(dovecot.result()), bool(postfix.result())
-    try:
-        if dovecot_failing:
-            _restart_dovecot_auth(app)
-        if postfix_failing:
-            app.component_runtime.reload("postfix")
-    except (RuPostError, OSError, subprocess.SubprocessError) as exc:
-        return [f"{'dovecot auth restart' if dovecot_failing else 'postfix reload'}: {exc}"]
+    # dovecot first: postfix's reload then also ends the LMTP connections its delivery agents
+    # keep open to the old dovecot processes (which would go on asking the old auth process).
+    # Not only the auth process: measured, ending it alone left each LMTP process with a dead
+    # connection to it, and the next delivery through each failed (deferred to the next queue
+    # run, after the agent's flushes)
+    reloads = (["dovecot"] if dovecot_failing else []) + (["postfix"] if dovecot_failing or postfix_failing else [])
+    for component in reloads:
+        try:
+            app.component_runtime.reload(component)
+        except (RuPostError, OSError, subprocess.SubprocessError) as exc:
+            return [f"{component} reload: {exc}"]
     return wait_for_lookups(app, patience)
-
-
-def _restart_dovecot_auth(app: Services | Runtime) -> None:
-    """A new auth process (adapters.dovecot.restart_auth), else, with no master pid known,
-    a reload."""
-    from adapters.dovecot import restart_auth
-
-    runtime = app.component_runtime
-    master = runtime.backend.pid("dovecot")
-    if master is None or not restart_auth(master):
-        runtime.reload("dovecot")
