@@ -27,7 +27,12 @@ if TYPE_CHECKING:
 
 PROBE_DOMAIN = "rupost.invalid"
 TIMEOUT = 5.0  # per tool: a lookup slower than this is failing mail and logins in practice
-REVIVE_PROBE_TIMEOUT = 1.5  # revive_lookups(): the database answers, a lookup should too
+# revive_lookups(): how long dovecot's userdb may take before dovecot is reloaded. Measured
+# with 1.5 s: logins of uncached accounts came back about 5 s sooner after an outage, but an
+# HA switchover run then delivered a message twice, most likely a needless reload (the probe
+# ran out of patience under load) ending an old LMTP process mid-delivery; a stuck auth
+# process does not answer within 5 s either
+REVIVE_PROBE_TIMEOUT = TIMEOUT
 
 
 def _probe_key() -> str:
@@ -129,9 +134,8 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
 
     from ..errors import RuPostError
 
-    # both asked side by side, dovecot with a short patience: the database answers us, so a
-    # userdb lookup that does not answer at once is one queued behind lib-sql's reconnect
-    # back-off (measured: 5 s to fail, every second of it a login refused)
+    # both asked side by side: a userdb lookup that does not answer is one queued behind
+    # lib-sql's reconnect back-off
     with ThreadPoolExecutor(2) as pool:
         dovecot = pool.submit(dovecot_problems, app, REVIVE_PROBE_TIMEOUT)
         postfix = pool.submit(postfix_problems, app)
