@@ -102,6 +102,7 @@ class HeldSession:
     def __init__(self, node, user: str, password: str, source: str) -> None:
         from mailclients import IMAPSFrom
 
+        self.node = node
         self.imap = IMAPSFrom(node.address, 993, source)
         self.imap.login(user, password)
         self.count = self.select()
@@ -113,7 +114,18 @@ class HeldSession:
 
     def after(self) -> int:
         """NOOP and SELECT again on the same connection: the count now."""
-        typ, data = self.imap.noop()
+        import imaplib
+        import re
+
+        try:
+            typ, data = self.imap.noop()
+        except imaplib.IMAP4.abort:  # what ended it: the agent's and dovecot's own words
+            logs = self.node.layout.logs
+            print("\n--- monitor.log\n" + (logs / "monitor.log").read_text(errors="replace")[-4000:])
+            print("--- dovecot.log\n" + "\n".join(
+                line for line in (logs / "dovecot.log").read_text(errors="replace").splitlines()
+                if re.search(r"master|SIGHUP|reload|shutting|Killed|killed|fatal|Fatal", line))[-4000:])
+            raise
         assert typ == "OK", data
         count = self.select()
         self.imap.logout()
