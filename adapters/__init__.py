@@ -19,6 +19,8 @@ from .opendkim import OpenDKIMAdapter
 from .policy import PolicyAdapter
 from .postfix import PostfixAdapter
 from .postsrsd import PostSRSdAdapter
+from .redis import RedisAdapter
+from .rspamd import RspamdAdapter
 from .sogo import SOGoAdapter
 
 __all__ = ["COMPONENTS", "Adapter", "ComponentRegistry", "LogReopen", "NodeData", "Probe", "ProcessSpec",
@@ -27,9 +29,11 @@ __all__ = ["COMPONENTS", "Adapter", "ComponentRegistry", "LogReopen", "NodeData"
 
 # Dependency order: the order components are started and (re)loaded in, reversed to stop.
 # The policy server before dovecot (auth policy), OpenDKIM and PostSRSd before postfix (its
-# milter, its SRS tables), HAProxy last (it sends clients on only once everything behind it runs).
+# milter, its SRS tables), Redis before rspamd (its state) and rspamd before postfix (port 25's
+# milter), HAProxy last (it sends clients on only once everything behind it runs).
 COMPONENTS: tuple[type[Adapter], ...] = (
-    MemcachedAdapter, LookupCacheAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, DovecotAdapter,
+    MemcachedAdapter, LookupCacheAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, RedisAdapter, RspamdAdapter,
+    DovecotAdapter,
     PostfixAdapter, SOGoAdapter, NginxAdapter, HAProxyAdapter,
 )
 

@@ -110,6 +110,7 @@ class ProcessSpec:
     pid_file: Path | None = None  # the daemon's own pid file, when the spawned process is a wrapper
     prepare: Callable[[], None] | None = None
     ports: list[tuple[str, int]] = field(default_factory=list)  # what must accept connections when up
+    sockets: list[Path] = field(default_factory=list)  # Unix sockets that must accept connections when up
     stop_timeout: float = 15.0
 
 

@@ -139,6 +139,19 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+def wait_for_unix_socket(path: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1)
+                sock.connect(path)
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def retry(probe: Callable[..., ProbeResult], *args: Any, attempts_for: float = 30.0) -> ProbeResult:
     """Daemons answer a moment after a reload; retry a failing probe for a bounded time."""
     deadline = time.monotonic() + attempts_for

@@ -71,6 +71,30 @@ def node_pss_kib(main_pids: list[int]) -> tuple[int, int]:
     return pss_kib(pids), len(pids)
 
 
+def component_pss_kib(mains: dict[str, int]) -> dict[str, int]:
+    """PSS in KiB of each component's process tree, by name, and of the processes that carry
+    sessions ("session_processes": nginx's and HAProxy's trees, dovecot's imap, imap-login and
+    imap-hibernate processes): where a held session's memory goes. The node's other
+    processes come and go on their own (LMTP and auth workers end when idle), which would
+    blur the memory of sessions held for minutes."""
+    out = {name: pss_kib(tree([pid])) for name, pid in mains.items()}
+    carriers = [pid for name in ("nginx", "haproxy") if name in mains for pid in tree([mains[name]])]
+    if "dovecot" in mains:
+        carriers += [pid for pid in tree([mains["dovecot"]]) if _comm(pid) in SESSION_PROCESSES]
+    out["session_processes"] = pss_kib(carriers)
+    return out
+
+
+SESSION_PROCESSES = {"imap", "imap-login", "imap-hibernate"}
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 async def _session(port: int, user: str, password: str, context: ssl.SSLContext, gate: asyncio.Semaphore,
                    timeout: float, held: dict, failures: dict, login_s: list[float]) -> None:
     try:
@@ -156,7 +180,7 @@ def notification_ms(sent: list[tuple[str, float]], arrivals: dict[str, list[tupl
 
 
 async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurrency: int, timeout: float,
-                measure, messages: int, rate: float):
+                measure, messages: int, rate: float, hold_s: float):
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     gate = asyncio.Semaphore(concurrency)
@@ -172,7 +196,11 @@ async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurr
     watchers = [asyncio.create_task(_watch(reader, arrivals[user])) for user, (reader, _, _) in held.items()]
     recipients = sorted(held)
     loaded_rate = await asyncio.to_thread(smtp_burst, smtp_port, recipients, messages)
-    await asyncio.sleep(2)
+    # held for hold_s from the last login: the memory of sessions that have idled that long
+    # (hibernated ones included), then the notifications reach sessions in that state
+    await asyncio.sleep(max(2.0, hold_s - (time.perf_counter() - start - elapsed)))
+    steady = measure()
+    closed = sum(1 for task in watchers if task.done())
     baseline = {user: max([held[user][2], *(n for _, n in arrivals[user])]) for user in held}
     sent = await asyncio.to_thread(smtp_steady, smtp_port, recipients, messages, rate)
     for _ in range(100):  # bounded: up to 10 s for the last deliveries to be announced
@@ -184,7 +212,8 @@ async def _hold(port: int, smtp_port: int, users: list[tuple[str, str]], concurr
         task.cancel()
     for _, writer, _ in held.values():
         writer.close()
-    return len(held), failures, elapsed, sorted(login_s), during, loaded_rate, latencies, missing
+    return (len(held), failures, elapsed, sorted(login_s), during, loaded_rate, latencies, missing, steady,
+            time.perf_counter() - start - elapsed, closed)
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -241,22 +270,36 @@ class PackageKernelLimits:
 
 
 def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50, timeout: float = 60.0,
-                  messages: int = 100, rate: float = 10.0) -> dict:
+                  messages: int = 100, rate: float = 10.0, hold_s: float = 0.0) -> dict:
     """Hold one IMAPS session per user at once, deliver mail to them at a steady rate; the figures."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    mains = [pid for pid in (inst.app.backend.pid(name) for name in COMPONENTS) if pid]
-    mains.append(int((pg.data / "postmaster.pid").read_text().split()[0]))
+    by_name = {name: pid for name, pid in ((name, inst.app.backend.pid(name)) for name in COMPONENTS) if pid}
+    by_name["postgresql"] = int((pg.data / "postmaster.pid").read_text().split()[0])
+    mains = list(by_name.values())
     smtp_port = inst.ports["smtp"]
     smtp_burst(smtp_port, [u for u, _ in users], 20)  # warm-up: postfix's processes and lookups start
     unloaded_rate = smtp_burst(smtp_port, [u for u, _ in users], messages)
     time.sleep(2)  # the burst's deliveries are through before the baseline
     before, procs_before = node_pss_kib(mains)
-    established, failures, elapsed, login_s, (during, procs_during), loaded_rate, latencies, missing = asyncio.run(
-        _hold(inst.ports["imaps"], smtp_port, users, concurrency, timeout, lambda: node_pss_kib(mains),
-              messages, rate))
-    per_session = (during - before) / established if established else 0.0
+    components_before = component_pss_kib(by_name)
+    samples: list[dict[str, int]] = []
+
+    def measure_held() -> tuple[int, int]:
+        samples.append(component_pss_kib(by_name))
+        return node_pss_kib(mains)
+
+    (established, failures, elapsed, login_s, (during, procs_during), loaded_rate, latencies, missing,
+     (steady, procs_steady), held_s, closed) = asyncio.run(
+        _hold(inst.ports["imaps"], smtp_port, users, concurrency, timeout, measure_held, messages, rate, hold_s))
+
+    def per_session(after: float, before: float) -> float:
+        return round((after - before) / established, 1) if established else 0.0
+
+    by_component = {name: per_session(samples[0].get(name, 0), kib) for name, kib in components_before.items()}
+    by_component_steady = {name: per_session(samples[-1].get(name, 0), kib)
+                           for name, kib in components_before.items()}
     dovecot_log = (inst.layout.logs / "dovecot.log").read_text(errors="replace")
     return {
         "capacity_sessions": len(users),
@@ -270,7 +313,15 @@ def held_sessions(inst, pg, users: list[tuple[str, str]], concurrency: int = 50,
         "capacity_node_pss_held_mib": round(during / 1024, 1),
         "capacity_processes_idle": procs_before,
         "capacity_processes_held": procs_during,
-        "capacity_kib_per_session": round(per_session, 1),
+        "capacity_kib_per_session": per_session(during, before),
+        **{f"capacity_kib_per_session_{name}": kib for name, kib in by_component.items()},
+        # after the hold: what sessions idling that long cost (hibernated ones, with hibernation on)
+        "capacity_held_s": round(held_s),
+        "capacity_closed_during_hold": closed,
+        "capacity_node_pss_steady_mib": round(steady / 1024, 1),
+        "capacity_processes_steady": procs_steady,
+        "capacity_kib_per_session_steady": by_component_steady.pop("session_processes"),
+        **{f"capacity_kib_per_session_steady_{name}": kib for name, kib in by_component_steady.items()},
         "capacity_smtp_unloaded_msgs_s": round(unloaded_rate, 1),
         "capacity_smtp_loaded_msgs_s": round(loaded_rate, 1),
         "capacity_smtp_loaded_ratio": round(loaded_rate / unloaded_rate, 3) if unloaded_rate else None,
@@ -303,13 +354,15 @@ def section(ctx, password: str) -> dict:
         if result.result not in ("applied", "unchanged"):
             raise RuntimeError(f"the node was not sized for {n} sessions: {result.result}")
     try:
-        r = held_sessions(inst, ctx.pg, [(f"u{i}@{domain}", password) for i in range(n)])
+        r = held_sessions(inst, ctx.pg, [(f"u{i}@{domain}", password) for i in range(n)],
+                          hold_s=ctx.cfg.get("capacity_hold_s", 0))
     finally:
         if wanted:
             inst.app.deploys.deploy(inst.app.deploys.plan(dict(inst.parameters)))
     ctx.details["capacity"] = r
     return {**{k: v for k, v in r.items() if k != "capacity_failures"},
             "capacity_imap_sessions_per_process": sized.get("imap_sessions_per_process", 1),
+            "capacity_imap_hibernate_after": sized.get("imap_hibernate_after", 0),
             "capacity_max_imap_sessions": sized.get("max_imap_sessions", 2000),
             "capacity_max_smtp_sessions": sized.get("max_smtp_sessions", 200),
             "capacity_max_web_sessions": sized.get("max_web_sessions", 1000),
@@ -331,6 +384,8 @@ def load(cfg: dict) -> dict:
         out["max_imap_sessions"] = n + max(10, n // 50)
     if cfg.get("capacity_per_process", 1) > 1:
         out["imap_sessions_per_process"] = cfg["capacity_per_process"]
+    if cfg.get("capacity_hibernate", 0) > 0:
+        out["imap_hibernate_after"] = cfg["capacity_hibernate"]
     granted = cfg.get("capacity_open_files")
     if granted and derive_limits(out).open_files > granted:
         out.update(max_smtp_sessions=20, max_web_sessions=50)

@@ -44,8 +44,12 @@ def test_the_builtin_template_derives_a_consistent_chain_for_any_load(node):
     plan = node.app.deploys.plan(parameters={"reject_unknown_sender_domain": False, "imap_sessions_per_process": 10})
     dovecot = next(f for f in plan.files["dovecot"] if f.path == "dovecot.conf").content
     imap_service = dovecot.split("service imap {", 1)[1].split("}", 1)[0]
-    assert [line.strip() for line in imap_service.strip().splitlines()] == [
+    assert [line.strip() for line in imap_service.strip().splitlines()][:3] == [
         "process_limit = 300", "client_limit = 10", "service_count = 0"]
+    assert "process_min_avail = 0" in imap_service  # no hibernation: no imap process waits ready
+    # without hibernation, the imap-master socket keeps dovecot's default owner (root)
+    assert 'unix_listener imap-master {\n    user = ""' in dovecot
+    assert "imap_hibernate_timeout = 0 s" in dovecot
 
 
 def test_a_load_beyond_the_backends_open_file_limit_is_refused_naming_both_values(node):
@@ -144,8 +148,8 @@ def settle(node, listener: str, sessions: int) -> None:
     raise AssertionError(f"HAProxy does not settle at {sessions} {listener} sessions")
 
 
-def imap_processes(node) -> list[int]:
-    """The dovecot master's imap processes (not imap-login)."""
+def imap_processes(node, name: str = "imap") -> list[int]:
+    """The dovecot master's processes of this name (by default imap, not imap-login)."""
     from pathlib import Path
 
     master = node.app.backend.pid("dovecot")
@@ -157,7 +161,7 @@ def imap_processes(node) -> list[int]:
                 comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if int(fields[1]) == master and comm == "imap":
+            if int(fields[1]) == master and comm == name:
                 found.append(int(entry.name))
     return found
 
@@ -231,6 +235,66 @@ def test_session_over_the_limit_gets_bye_the_check_fails_and_a_raised_limit_lets
         cli(node, "deploy")
 
 
+def hibernated(node) -> int:
+    """Sessions imap-hibernate holds: each came with the inotify instance watching its mailbox."""
+    import os
+
+    count = 0
+    for pid in imap_processes(node, "imap-hibernate"):
+        fds = f"/proc/{pid}/fd"
+        for fd in os.listdir(fds):
+            try:
+                count += os.readlink(f"{fds}/{fd}") == "anon_inode:inotify"
+            except OSError:
+                continue
+    return count
+
+
+def test_an_idling_session_hibernates_wakes_on_new_mail_and_goes_on(node, mailbox):
+    """imap_hibernate_after: an IDLE session leaves its imap process for imap-hibernate, which
+    holds it for a few KiB; new mail brings it back into an imap process, which tells the
+    client at once, and the session goes on."""
+    address, password = mailbox("sleeper")
+    set_and_deploy(node, "imap_hibernate_after=1", "reject_unknown_sender_domain=false")
+    conn = None
+    try:
+        dovecot = (node.layout.current / "dovecot" / "dovecot.conf").read_text()
+        assert "imap_hibernate_timeout = 1 s" in dovecot
+        assert "process_min_avail = 40" in dovecot  # one session a process: 40 ready for waking sessions
+        conn = imaps_session(node, address, password)
+        conn.send(b"h1 IDLE\r\n")
+        assert conn.readline().startswith(b"+ ")
+        for _ in range(100):  # bounded: the session hibernates after a second
+            if hibernated(node):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the idling session did not move to imap-hibernate: "
+                                 f"{imap_processes(node, 'imap-hibernate')}")
+        with smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=30) as smtp:
+            smtp.sendmail("someone@example.org", [address], f"From: someone@example.org\r\nTo: {address}\r\n"
+                          "Subject: wake up\r\n\r\nnew mail for a hibernated session\r\n")
+        line = conn.readline()  # the socket's 30 s timeout bounds the wait
+        while line.startswith(b"* ") and not line.endswith(b" EXISTS\r\n"):
+            line = conn.readline()
+        assert line == b"* 1 EXISTS\r\n", line
+        assert not hibernated(node)  # woken: back in an imap process
+        conn.send(b"DONE\r\n")
+        while not line.startswith(b"h1 "):
+            line = conn.readline()
+        assert line.startswith(b"h1 OK"), line
+        typ, data = conn.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"Subject: wake up" in data[0][1]
+    finally:
+        if conn is not None:
+            try:
+                conn.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+        cli(node, "template", "set", "--unset", "imap_hibernate_after")
+        cli(node, "deploy")
+
+
 # ------------------------------------------------------------- rupost sizing
 def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
     from sqlalchemy import select
@@ -247,7 +311,12 @@ def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
     assert estimate["limits"] == limits.as_dict() and limits.sogo_workers == 10
     assert estimate["memory"]["sessions_mib"] == round(limits.dovecot_imap_sessions * 900 / 1024)
     assert estimate["memory"]["sogo_mib"] == 10 * 100 and estimate["memory"]["memcached_mib"] == 99
-    assert estimate["memory"]["total_mib"] == sum(v for k, v in estimate["memory"].items() if k != "total_mib")
+    assert estimate["memory"]["total_mib"] == sum(v for k, v in estimate["memory"].items()
+                                                  if k not in ("total_mib", "sessions_mib_hibernating"))
+    # hibernation off: what idling sessions moved to imap-hibernate would take instead (60 KiB
+    # each, a tenth counted as active at 900)
+    assert estimate["imap_hibernate_after"] == 0
+    assert estimate["memory"]["sessions_mib_hibernating"] == round(limits.dovecot_imap_sessions * 144 / 1024)
     # bounded both ways: SOGo's usual 3 for a small node, the parameter's 64 for a huge one
     small = json.loads(cli(node, "sizing", "--mailboxes", "50", "--ldap-domains", "0", "--json").output)
     assert small["parameters"]["sogo_workers"] == 3 and small["parameters"]["memcached_memory_mb"] == 16
@@ -271,6 +340,7 @@ def test_sizing_prints_the_derived_values_and_applies_them_audited(node):
         assert entry.details["changed"]["max_imap_sessions"] == 300
         output = cli(node, "sizing", "--mailboxes", "300").output
         assert "max_imap_sessions = 300  [300]" in output
+        assert "with imap_hibernate_after=30 (idling sessions moved to imap-hibernate), the IMAP sessions" in output
         assert f"sysctl fs.inotify.max_user_instances >= {derive_limits(stored).inotify_instances} and " in output
         assert f"fs.inotify.max_user_watches >= {derive_limits(stored).inotify_watches}" in output
         # the sizing is what a deploy renders: SOGo's WOWorkersCount and memcached's -m

@@ -109,6 +109,16 @@ def test_template_parameters_are_validated_before_they_are_stored(node):
     assert params["message_size_limit"]["value"] == 52428800
 
 
+def test_template_set_returns_a_parameter_to_its_default_with_unset_alone(node):
+    before = node.app.settings.get("template_parameters")
+    assert cli(node, "template", "set", "sogo_workers=2").exit_code == 0
+    r = cli(node, "template", "set", "--unset", "sogo_workers")  # no NAME=VALUE with it
+    assert r.exit_code == 0, r.output
+    assert node.app.settings.get("template_parameters") == before
+    r = cli(node, "template", "set")
+    assert r.exit_code == 2 and "name at least one NAME=VALUE or --unset NAME" in r.output
+
+
 def test_template_import_validate_export_remove_from_files(node, tmp_path):
     from test_deploy_safety import CUSTOM
 

@@ -90,8 +90,16 @@ def test_vdirsyncer_discovers_from_the_host_name_and_syncs_both_ways(node, mailb
                                  f"/SOGo/dav/{user}/Calendar/{calendars[0].name}/{other}.ics", body=event.encode(),
                                  headers={**_auth(user, password), "Content-Type": "text/calendar"})
     assert status in (201, 204)
+    other_card = uuid.uuid4().hex
+    contact = (f"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{other_card}\r\nFN:Olga Sidorova\r\nN:Sidorova;Olga;;;\r\n"
+               "EMAIL:olga@example.org\r\nEND:VCARD\r\n")
+    status, _, _ = https_request("127.0.0.1", node.ports["https"], "PUT",
+                                 f"/SOGo/dav/{user}/Contacts/{books[0].name}/{other_card}.vcf",
+                                 body=contact.encode(), headers={**_auth(user, password), "Content-Type": "text/vcard"})
+    assert status in (201, 204)
     vdirsyncer(conf, "sync")
     assert any("Booked in webmail" in p.read_text() for p in calendars[0].iterdir())
+    assert any("Olga Sidorova" in p.read_text() for p in books[0].iterdir()), "the server's contact did not arrive"
 
 
 # python-caldav's support levels: a feature "works" when it is full or quirk (usable with care)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import subprocess
 import uuid
 from mailbox import mbox
@@ -85,6 +86,38 @@ def test_mbsync_synchronises_mail_and_folders_both_ways(node, mailbox, tmp_path)
         imap.logout()
     mbsync(conf)
     assert (local / "FromServer").is_dir()
+
+    # moves, both ways: on the server, the first message into FromServer; locally, the one
+    # made locally into INBOX (a mail client's move in Maildir: the file renamed into the
+    # other folder, without the ",U=" of the folder it came from, as mbsync asks)
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    try:
+        imap.login(user, password)
+        imap.select("INBOX")
+        _, data = imap.uid("SEARCH", "SUBJECT", f'"{subject}"')
+        assert imap.uid("MOVE", data[0].split()[0].decode(), "FromServer")[0] == "OK"
+    finally:
+        imap.logout()
+    moved = next(p for sub in ("cur", "new") for p in (project / sub).iterdir()
+                 if local_subject.encode() in p.read_bytes())
+    moved.rename(local / "INBOX" / "cur" / re.sub(r",U=\d+", "", moved.name))
+    mbsync(conf)
+
+    def local_subjects(folder: str) -> list[bytes]:
+        return [p.read_bytes() for sub in ("cur", "new") for p in (local / folder / sub).iterdir()]
+
+    assert any(subject.encode() in m for m in local_subjects("FromServer")), "the server's move did not reach here"
+    assert not any(subject.encode() in m for m in local_subjects("INBOX"))
+    imap = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+    try:
+        imap.login(user, password)
+        for folder, subject_there, expected in (("INBOX", local_subject, True), ("Projects", local_subject, False),
+                                                ("FromServer", subject, True), ("INBOX", subject, False)):
+            imap.select(folder)
+            _, data = imap.search(None, "SUBJECT", f'"{subject_there}"')
+            assert bool(data[0].split()) is expected, f"{subject_there!r} in the server's {folder}: {data}"
+    finally:
+        imap.logout()
 
 
 def send_two(node, user: str, what: str) -> dict[str, str]:

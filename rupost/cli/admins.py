@@ -62,6 +62,23 @@ def admins_set_role(c, login, role, domains):
     click.echo(f"{a['login']} is now {a['role']}" + (f": {', '.join(a['domains'])}" if a["domains"] else ""))
 
 
+@admins.command("disable")
+@click.argument("login")
+@pass_ctx
+def admins_disable(c, login):
+    """Refuse an administrator's logins and end its sessions (the account stays)."""
+    c.app.admins.set_enabled(login, False)
+    click.echo(f"administrator {login} disabled")
+
+
+@admins.command("enable")
+@click.argument("login")
+@pass_ctx
+def admins_enable(c, login):
+    c.app.admins.set_enabled(login, True)
+    click.echo(f"administrator {login} enabled")
+
+
 @admins.command("totp-reset")
 @click.argument("login")
 @pass_ctx

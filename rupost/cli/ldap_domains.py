@@ -199,6 +199,49 @@ def max_drop_share(c, share):
     click.echo(f"{c.app.directories.max_drop_share():g}")
 
 
+@ldap_domains.command("writeback-set")
+@click.argument("name")
+@click.option("--pattern", default="{login}", show_default=True,
+              help="Local part of the generated address: {login}, {given}, {surname}.")
+@click.option("--mail-domain", default="", help="Domain of the generated addresses (default: the first bound one).")
+@click.option("--bind-dn", default="", help="The write-back account (write rights on mail and proxyAddresses only).")
+@click.option("--bind-password-stdin", is_flag=True, help="Read the write-back account's password from stdin.")
+@click.option("--disable", is_flag=True, help="Turn write-back off.")
+@click.option("--no-check", is_flag=True, help="Do not test the write-back account's bind.")
+@pass_ctx
+def writeback_set(c, name, pattern, mail_domain, bind_dn, bind_password_stdin, disable, no_check):
+    """Let RuPost write mail and proxyAddresses for the accounts it provisions (guide §7.5)."""
+    if disable:
+        c.app.directories.writeback_set(name, enabled=False)
+        click.echo(f"write-back of LDAP domain {name} disabled")
+        return
+    password = _read_secret(bind_password_stdin, "Write-back account password")
+    out = c.app.directories.writeback_set(name, pattern=pattern, mail_domain=mail_domain, bind_dn=bind_dn,
+                                          bind_password=password, check=not no_check)
+    click.echo(f"write-back of LDAP domain {name}: {out['pattern']}@{out['mail_domain']} as {out['bind_dn']}")
+
+
+@ldap_domains.command("writeback")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Show the addresses that would be written; write nothing.")
+@json_option
+@pass_ctx
+def writeback(c, name, dry_run, as_json):
+    """Write generated addresses to the directory's accounts that have none, then sync."""
+    report = c.app.directories.writeback(name, dry_run=dry_run)
+    if as_json:
+        emit(report, True)
+        return
+    for item in report["planned"]:
+        if "skipped" in item:
+            click.echo(f"skip  {item['dn']}: {item['mail']}: {item['skipped']}")
+        else:
+            click.echo(f"{'would write' if dry_run else 'write'} {item['dn']}: mail={item['mail']}, "
+                       f"proxyAddresses+=SMTP:{item['mail']}")
+    if not dry_run:
+        click.echo(f"{report['written']} account(s) written")
+
+
 @ldap_domains.command("schema")
 @click.option("--format", "fmt", default="openldap", type=click.Choice(["openldap", "389ds"]), show_default=True)
 def schema(fmt):

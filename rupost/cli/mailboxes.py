@@ -108,3 +108,40 @@ def mailboxes_import(c, csv_file, check_only, workers, as_json):
         click.echo(f"{result['checked']} mailbox(es) checked, all valid; nothing created (--check)")
     else:
         click.echo(f"{result['imported']} mailbox(es) imported into {', '.join(result['domains'])}")
+
+
+def _sender_right_group(kind: str, what: str) -> click.Group:
+    @mailboxes.group(kind)
+    def group():
+        pass
+
+    group.help = f"Who may send {what} a mailbox (users, or distribution lists and LDAP groups)."
+
+    @group.command("grant")
+    @click.argument("mailbox")
+    @click.argument("grantee")
+    @pass_ctx
+    def grant(c, mailbox, grantee):
+        out = c.app.sender_rights.grant(mailbox, grantee, kind)
+        click.echo(f"{out['grantee']}{' (group)' if out['group'] else ''} may now send {what} {out['mailbox']}")
+
+    @group.command("revoke")
+    @click.argument("mailbox")
+    @click.argument("grantee")
+    @pass_ctx
+    def revoke(c, mailbox, grantee):
+        c.app.sender_rights.revoke(mailbox, grantee, kind)
+        click.echo(f"{grantee} may no longer send {what} {mailbox}")
+
+    @group.command("list")
+    @click.argument("mailbox", required=False)
+    @json_option
+    @pass_ctx
+    def list_(c, mailbox, as_json):
+        emit(c.app.sender_rights.list(mailbox, kind), as_json, ["mailbox", "grantee", "group"])
+
+    return group
+
+
+send_as = _sender_right_group("send-as", "as")
+send_on_behalf = _sender_right_group("send-on-behalf", "on behalf of")

@@ -8,7 +8,7 @@ from . import emit, json_option, main, pass_ctx
 
 @main.group()
 def settings():
-    """Cluster-wide settings: the mail host name."""
+    """Cluster-wide settings: the mail host name, monitoring thresholds."""
 
 
 @settings.command("mail-host")
@@ -35,3 +35,25 @@ def settings_mail_host(c, name, allow_unqualified_host, as_json):
     click.echo(f"mail clients are told: {state['client_host']}")
     for note in state["notes"]:
         click.echo(f"note: {note}", err=True)
+
+
+@settings.command("thresholds")
+@click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--unset", "unset", multiple=True, metavar="KEY", help="Return KEY to its default (repeat).")
+@json_option
+@pass_ctx
+def settings_thresholds(c, assignments, unset, as_json):
+    """Show the monitoring thresholds of `rupost check` (disk, queue, capacity, database lag),
+    or set some: KEY=VALUE with whole numbers; all are checked before any is stored."""
+    updates = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"{item!r}: write KEY=VALUE")
+        updates[key.strip()] = value
+    state = (c.app.settings.set_thresholds(updates, list(unset)) if updates or unset
+             else c.app.settings.thresholds())
+    if as_json:
+        emit(state, True)
+        return
+    emit([{"key": k, **v} for k, v in state.items()], False, ["key", "value", "default", "set"])

@@ -38,6 +38,12 @@ def sizing(c, mailboxes, sessions_per_user, ldap_domains, apply_, as_json):
                f"(IMAP sessions {memory['sessions_mib']} MiB at {estimate['session_memory_kib']} KiB each, "
                f"memcached {memory['memcached_mib']}, SOGo {memory['sogo_mib']} for "
                f"{estimate['parameters']['sogo_workers']} workers, the rest {memory['base_mib']})")
+    if estimate["imap_hibernate_after"] > 0:
+        click.echo(f"IMAP sessions idling {estimate['imap_hibernate_after']} s move to imap-hibernate; a tenth "
+                   "of them counted as active at once")
+    else:
+        click.echo(f"with imap_hibernate_after=30 (idling sessions moved to imap-hibernate), the IMAP sessions "
+                   f"would take about {memory['sessions_mib_hibernating']} MiB")
     limits = estimate["limits"]
     click.echo(f"kernel: sysctl fs.inotify.max_user_instances >= {limits['inotify_instances']} and "
                f"fs.inotify.max_user_watches >= {limits['inotify_watches']} (IDLE notifications; "

@@ -112,7 +112,7 @@ def template_parameters(c, as_json):
 
 
 @template.command("set")
-@click.argument("assignments", nargs=-1, required=True, metavar="NAME=VALUE...")
+@click.argument("assignments", nargs=-1, metavar="[NAME=VALUE]...")
 @click.option("--unset", multiple=True, metavar="NAME", help="Return a parameter to its default.")
 @pass_ctx
 def template_set(c, assignments, unset):
@@ -120,6 +120,8 @@ def template_set(c, assignments, unset):
     others: 10, true, [a, b]); then rupost deploy."""
     import yaml
 
+    if not assignments and not unset:
+        raise click.UsageError("name at least one NAME=VALUE or --unset NAME")
     types = {p["name"]: p["type"] for p in c.app.templates.parameters()}
     updates = {}
     for item in assignments:

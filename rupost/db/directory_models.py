@@ -51,6 +51,8 @@ class LdapDomain(MainBase):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_sync_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     last_sync: Mapped[dict] = mapped_column(JSONB, default=dict)
+    # write-back (guide §7.5): {enabled, pattern, mail_domain, bind_dn, bind_password}; {} = off
+    writeback: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

@@ -68,3 +68,25 @@ class MigrationMailbox(LogsBase):
     # folders with fewer messages on RuPost than on the source: {folder: [source, target]}
     missing: Mapped[dict] = mapped_column(JSONB, default=dict)
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+class GroupwareMigration(LogsBase):
+    """One user of a calendars-and-contacts migration: what the last run did."""
+
+    __tablename__ = "groupware_migrations"
+    __table_args__ = (UniqueConstraint("source", "source_login", "target"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    source: Mapped[str] = mapped_column(String(300))  # the DAV server's URL, or "files"
+    source_login: Mapped[str] = mapped_column(String(1000))  # the source login, or the files read
+    target: Mapped[str] = mapped_column(String(320), index=True)
+    # pending | running | done | incomplete | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    # {"calendar": {"source": n, "added": n, "existing": n, "refused": n}, "contacts": {...}}
+    counts: Mapped[dict] = mapped_column(JSONB, default=dict)
+    # every item not migrated: [{"kind", "uid", "summary", "reason"}]
+    refused: Mapped[list] = mapped_column(JSONB, default=list)
+    error: Mapped[str] = mapped_column(Text, default="")

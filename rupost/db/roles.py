@@ -60,15 +60,19 @@ LOOKUP_VIEWS = ("lookup\\_%",)
 CONSUMERS: dict[str, Consumer] = {
     c.name: c for c in (
         Consumer("postfix", "postfix's lookup tables (proxymap)", {"data": LOOKUP_VIEWS}, {}),
-        Consumer("dovecot", "dovecot's passdb and userdb", {"data": LOOKUP_VIEWS}, {}),
+        # the shared-mailbox views take dovecot's shared-dict writes and drop them (data migration
+        # 0011_data_shared_mailboxes): the grant lets the statement reach the rule
+        Consumer("dovecot", "dovecot's passdb, userdb and shared-mailbox dict", {"data": LOOKUP_VIEWS},
+                 {"data": ("lookup\\_shared\\_boxes%",)}),
         # SOGo's user sources are two views; its own tables (profiles, sessions, folders,
         # alarms, store, ACLs, cache) it creates itself on first start, all named sogo_*
         Consumer("sogo", "SOGo's users, address list and its own tables",
                  {"data": ("sogo\\_users", "sogo\\_gal")}, {"data": ("sogo\\_%",)}, create_in=("data",)),
-        # the block list and counters, list membership, the DKIM keys it writes for OpenDKIM,
-        # the journals it adds to (a block, an impersonation use)
+        # the block list and counters, list membership, send-on-behalf grants, the DKIM keys it
+        # writes for OpenDKIM, the journals it adds to (a block, an impersonation use)
         Consumer("policy", "the policy server's block list, counters, list members, DKIM keys",
-                 {"main": ("dkim\\_keys",), "data": ("distribution\\_lists", "distribution\\_list\\_members")},
+                 {"main": ("dkim\\_keys",), "data": ("distribution\\_lists", "distribution\\_list\\_members",
+                                                           "lookup\\_sender\\_grants")},
                  {"main": ("auth\\_failures", "auth\\_blocks", "sender\\_messages")},
                  append={"logs": ("impersonation\\_uses", "audit\\_log")}),
     )

@@ -109,6 +109,7 @@ class ComponentRuntime:
 
     def _require_ready(self, name: str, spec: ProcessSpec, action: str, log: StepLog) -> None:
         missing = [f"{h}:{p}" for h, p in spec.ports if not protocol.wait_for_port(h, p, 30)]
+        missing += [str(s) for s in spec.sockets if not protocol.wait_for_unix_socket(str(s), 120)]
         if missing or not self.backend.is_running(name):
             detail = f"not listening on {', '.join(missing)}" if missing else "exited after start"
             # a start failure is on stderr; the daemon's own log may say more

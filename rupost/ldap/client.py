@@ -53,6 +53,9 @@ class Profile:
     id_attr: str  # objectGUID | ipaUniqueID: the stable id
     enabled_filter: str  # matches only accounts that may log in
     group_member_attr: str = "member"
+    # AD's memberOf lists direct groups only; LDAP_MATCHING_RULE_IN_CHAIN walks the nesting.
+    # (389-ds/FreeIPA's memberOf plugin already lists the indirect groups.)
+    in_chain_rule: str = ""
     gal: dict = field(default_factory=dict)  # directory attribute -> GAL field
 
     @property
@@ -68,7 +71,7 @@ PROFILES = {
     "ad": Profile(
         "ad", "(objectClass=user)", "sAMAccountName", "objectGUID",
         # the AD bit test (LDAP_MATCHING_RULE_BIT_AND): bit 2 = ACCOUNTDISABLE
-        "(!(userAccountControl:1.2.840.113556.1.4.803:=2))",
+        "(!(userAccountControl:1.2.840.113556.1.4.803:=2))", in_chain_rule="1.2.840.113556.1.4.1941",
         gal={**_GAL_COMMON, "homePhone": "home_phone", "facsimileTelephoneNumber": "fax", "pager": "pager",
              "company": "company", "department": "department"}),
     "freeipa": Profile(
@@ -279,9 +282,11 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def connect(settings: Settings, bind_dn: str | None = None, password: str | None = None) -> ldap3.Connection:
+def connect(settings: Settings, bind_dn: str | None = None, password: str | None = None,
+            read_only: bool = True) -> ldap3.Connection:
     """The first URI that connects, secures and binds wins (failover in order).
-    Raises DirectoryError listing each URI's reason when none does."""
+    Raises DirectoryError listing each URI's reason when none does. Read-only unless
+    asked: only the write-back writes."""
     problems = []
     bind_dn = settings.bind_dn if bind_dn is None else bind_dn
     password = settings.bind_password if password is None else password
@@ -293,7 +298,7 @@ def connect(settings: Settings, bind_dn: str | None = None, password: str | None
         server = ldap3.Server(parsed.hostname, port=port, use_ssl=use_ssl, tls=tls, get_info=ldap3.NONE,
                               connect_timeout=settings.timeout)
         conn = ldap3.Connection(server, user=bind_dn, password=password, auto_bind=ldap3.AUTO_BIND_NONE,
-                                receive_timeout=settings.timeout, raise_exceptions=False, read_only=True,
+                                receive_timeout=settings.timeout, raise_exceptions=False, read_only=read_only,
                                 auto_referrals=False)
         try:
             conn.open()
@@ -320,6 +325,12 @@ def connect(settings: Settings, bind_dn: str | None = None, password: str | None
                 # wrong credentials are wrong on every replica: stop here
                 raise DirectoryError(f"LDAP domain {settings.name}: {uri}: bind as {bind_dn!r} refused: "
                                      "invalid credentials (check the DN and the password)")
+            if code in ("strongerAuthRequired", "confidentialityRequired"):
+                # AD's `LDAPServerIntegrity` / Samba's `ldap server require strong auth` /
+                # 389-ds's `nsslapd-require-secure-binds`
+                problems.append(f"{uri}: the server requires TLS for simple binds ({code}); "
+                                "use --security ldaps or starttls")
+                continue
             problems.append(f"{uri}: bind as {bind_dn!r} refused: {code} {result.get('message', '')}".rstrip())
             continue
         return conn
@@ -447,6 +458,18 @@ def to_user(profile: Profile, dn: str, raw: dict) -> DirectoryUser:
                 gal[fieldname] = value[:512]
     return DirectoryUser(dn=dn, stable_id=stable_id(profile, raw), login=first(raw, profile.login_attr),
                          mail=primary, extra=extra, disabled=disabled, groups=texts(raw, "memberOf"), gal=gal)
+
+
+def nested_groups(conn: ldap3.Connection, settings: Settings, dn: str, groups: list[str]) -> set[str]:
+    """Those of ``groups`` (DNs) the entry ``dn`` is in through nested groups, asked of the
+    server with the in-chain rule (one base search per group: a handful of mapped groups)."""
+    rule = settings.profile.in_chain_rule
+    found = set()
+    for group in groups if rule else []:
+        flt = f"(memberOf:{rule}:={escape(group)})"
+        if any(True for _ in search(conn, settings, dn, flt, ["1.1"], scope=ldap3.BASE)):
+            found.add(group.lower())
+    return found
 
 
 def user_filter(settings: Settings, *extra: str) -> str:

@@ -23,12 +23,15 @@ AREAS = [
     "domains",
     "mailboxes",
     "aliases",
+    "shared_mailboxes",
     "distribution_lists",
     "mailqueues",
     "directories",
+    "migration",
     "certificates",
     "audit",
     "admins",
+    "api_tokens",
     "settings",
 ]
 
@@ -73,4 +76,7 @@ def create_app(app_services_or_root=None, *, secure_cookies: bool = True, authen
         if getattr(module, "NAV", None):
             navigation.append(module.NAV)
     flask_app.config["RUPOST_NAVIGATION"] = navigation
+    from .. import api
+
+    api.install(flask_app)  # /api/v1 on the same port, over the same services (bearer tokens, no session)
     return flask_app

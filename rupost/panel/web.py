@@ -145,8 +145,8 @@ def install(app) -> None:
         base = base_services()
         address = client_address()
         g.rp = services_for(base, "anonymous", address)
-        if request.endpoint == "static":
-            return None
+        if request.endpoint == "static" or request.path.startswith("/api/"):
+            return None  # the REST API authenticates with bearer tokens (rupost.api), not the session
         stored_key = base.admins.current_secret_key()
         if stored_key and stored_key != app.secret_key:
             # rotated (rupost panel rotate-session-key): sign with the new key from now on; the
@@ -212,4 +212,10 @@ def _nav_visible(entry, admin) -> bool:
 
 
 def _error_page(code, exc):
+    if request.path.startswith("/api/"):  # the REST API answers problem details, never an HTML page
+        from ..api import problems
+
+        if isinstance(exc, RuPostError):
+            return problems.from_service_error(exc)
+        return problems.from_http_exception(exc)
     return render_template("error.html", code=code, message=str(code)), code

@@ -49,6 +49,9 @@ log = logging.getLogger("rupost.policy")
 MAX_BODY = 64 * 1024
 # what dovecot reports (failures that block accounts, impersonation uses): the secret header only
 REPORT_PATHS = ("/dovecot", "/impersonation")
+# prepended to mail sent on behalf of another mailbox; the submission cleanup's header_checks
+# turn it into Sender: (templates/builtin/standard.yaml, table submission_headers)
+ON_BEHALF_MARK = "X-RuPost-On-Behalf-Of"
 
 
 class PolicyApp:
@@ -199,9 +202,36 @@ class PolicyApp:
     def postfix_policy(self, attrs: dict) -> str:
         """Postfix policy delegation: at RCPT, the sender policy "members" of a distribution
         list (postfix's restriction class smtpd_rupost_list_members, named by the
-        lookup_list_policies view); at DATA, the outbound rate limit per authenticated sender."""
+        lookup_list_policies view); at DATA, the outbound rate limit per authenticated sender,
+        then the Sender: header of mail sent on behalf of another mailbox."""
         if attrs.get("protocol_state", "").upper() == "RCPT":
             return self.list_policy(attrs)
+        verdict = self.rate_policy(attrs)
+        return verdict if verdict != "DUNNO" else self.on_behalf_policy(attrs)
+
+    def on_behalf_policy(self, attrs: dict) -> str:
+        """A login submitting from another mailbox's address with send-on-behalf (and not
+        send-as) rights: `Sender: LOGIN`, so the recipient sees who wrote on whose
+        behalf (postfix already refused a sender the login holds no right on, at MAIL FROM)."""
+        login = (attrs.get("sasl_username") or "").strip().lower()
+        sender = (attrs.get("sender") or "").strip().lower()
+        if not login or not sender or sender == login:
+            return "DUNNO"
+        try:
+            with self.app.dbs.engine("data").connect() as conn:
+                kinds = set(conn.execute(text("SELECT kind FROM lookup_sender_grants WHERE sender = :s "
+                                              "AND login = :l"), {"s": sender, "l": login}).scalars())
+        except SQLAlchemyError as exc:
+            log.error("send-on-behalf check of %s for %s: %s", login, sender, exc)
+            return "451 4.3.0 The sender's rights cannot be checked now, try again later"
+        if kinds == {"send_on_behalf"}:
+            log.info("send-on-behalf: %s sends on behalf of %s", login, sender)
+            # a mark, not the header: the submission cleanup drops every Sender: a client wrote
+            # and turns this mark into the only one (table submission_headers)
+            return f"PREPEND {ON_BEHALF_MARK}: {login}"
+        return "DUNNO"
+
+    def rate_policy(self, attrs: dict) -> str:
         if self.rate_limit <= 0:
             return "DUNNO"
         sender = (attrs.get("sasl_username") or attrs.get("sender") or "").strip().lower()

@@ -33,10 +33,12 @@ if TYPE_CHECKING:
     from ..deploy.runtime import ComponentRuntime
     from .admins import AdminService, Authenticator
     from .aliases import AliasService
+    from .api_tokens import ApiTokenService
     from .audit import AuditService
     from .autoconfig import AutoconfigService
     from .backup import BackupService
     from .blocklist import BlocklistService
+    from .calendar_delegation import CalendarDelegationService
     from .certificates import CertificateService, DHParamService
     from .checks import CheckService
     from .components import ComponentService
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .dkim import DkimService
     from .dns_records import DnsRecordService
     from .domains import DomainService
+    from .groupware_migration import GroupwareMigrationService
     from .impersonation import ImpersonationService
     from .mailboxes import MailboxService
     from .mailqueues import MailQueueService
@@ -56,8 +59,10 @@ if TYPE_CHECKING:
     from .push import PushService
     from .quota_usage import QuotaUsageService
     from .resources import ResourceService
+    from .sender_rights import SenderRightService
     from .session_peaks import SessionPeakService
     from .settings import SettingsService
+    from .shared_mailboxes import SharedMailboxService
     from .sizing import SizingService
     from .srs import SrsService
     from .stats import StatsService
@@ -211,6 +216,12 @@ class Services:
         return AuditService(self)
 
     @functools.cached_property
+    def api_tokens(self) -> ApiTokenService:
+        from .api_tokens import ApiTokenService
+
+        return ApiTokenService(self)
+
+    @functools.cached_property
     def domains(self) -> DomainService:
         from .domains import DomainService
 
@@ -355,6 +366,12 @@ class Services:
         return MigrationService(self)
 
     @functools.cached_property
+    def groupware_migration(self) -> GroupwareMigrationService:
+        from .groupware_migration import GroupwareMigrationService
+
+        return GroupwareMigrationService(self)
+
+    @functools.cached_property
     def backups(self) -> BackupService:
         from .backup import BackupService
 
@@ -420,6 +437,24 @@ class Services:
         from .resources import ResourceService
 
         return ResourceService(self)
+
+    @functools.cached_property
+    def calendar_delegations(self) -> CalendarDelegationService:
+        from .calendar_delegation import CalendarDelegationService
+
+        return CalendarDelegationService(self)
+
+    @functools.cached_property
+    def shared_mailboxes(self) -> SharedMailboxService:
+        from .shared_mailboxes import SharedMailboxService
+
+        return SharedMailboxService(self)
+
+    @functools.cached_property
+    def sender_rights(self) -> SenderRightService:
+        from .sender_rights import SenderRightService
+
+        return SenderRightService(self)
 
     @functools.cached_property
     def admins(self) -> AdminService:

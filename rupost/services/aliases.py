@@ -75,6 +75,15 @@ class AliasService:
                              .limit(max(1, min(limit, 500))).offset(max(0, offset)))
             return {"rows": [self._as_dict(a) for a in rows], "total": total}
 
+    def show(self, address: str) -> dict:
+        local, domain = validation.address(address)
+        self.app.require_domain(domain)
+        with self.app.dbs.session("data") as s:
+            alias = s.scalar(select(Alias).where(Alias.address == f"{local}@{domain}"))
+            if alias is None:
+                raise NotFoundError(f"alias {local}@{domain} does not exist")
+            return self._as_dict(alias)
+
     def remove(self, address: str) -> None:
         local, domain = validation.address(address)
         self.app.require_domain(domain)

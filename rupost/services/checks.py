@@ -375,7 +375,8 @@ register_check("queue", check_queue)
 register_check("capacity", check_capacity)
 register_check("limit", check_limit_logs)
 
-from . import database_ha  # noqa: E402,F401 - registers the check of a highly available database
+# registering their checks: the inbound filter (rspamd, Redis), a highly available database
+from . import antispam, database_ha  # noqa: E402,F401
 
 # checks that keep something between runs (a counter, an offset) in the recorded state
 _STATEFUL = {check_queue, check_capacity, check_limit_logs}

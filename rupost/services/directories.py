@@ -35,6 +35,7 @@ from .cache import accounts_changed
 from .directory_admins import DirectoryAdmins, ldap_bind_authenticator  # noqa: F401 (imported from here)
 from .directory_apply import DirectoryRows, apply_plan
 from .directory_sync import SyncSummary, plan_sync
+from .directory_writeback import DirectoryWriteback
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -58,7 +59,7 @@ def check_name(name: str) -> str:
     return name
 
 
-class DirectoryService(DirectoryAdmins):
+class DirectoryService(DirectoryAdmins, DirectoryWriteback):
     def __init__(self, app: Services) -> None:
         self.app = app
 
@@ -248,7 +249,8 @@ class DirectoryService(DirectoryAdmins):
                 "user_filter": r.user_filter, "group_filter": r.group_filter, "mail_domains": list(r.mail_domains),
                 "timeout": r.timeout, "enabled": r.enabled,
                 "last_sync_at": r.last_sync_at.isoformat() if r.last_sync_at else None,
-                "last_sync": r.last_sync or {}}
+                "last_sync": r.last_sync or {},
+                "writeback": {k: v for k, v in (r.writeback or {}).items() if k != "bind_password"}}
 
     # ================================================================ test
     def test(self, name: str, sample: int = 5) -> dict:

@@ -100,17 +100,19 @@ class DirectoryAdmins:
                 try:
                     found = list(dl.search(conn, settings, settings.base_dn, flt,
                                            [profile.login_attr, "memberOf"], size_limit=2))
+                    if len(found) != 1:
+                        continue  # unknown here (or ambiguous: never guess whose password it is)
+                    dn, raw = found[0]
+                    groups = {g.lower() for g in dl.texts(raw, "memberOf")}
+                    indirect = [v for k, v, _, _ in maps if k == "group" and v.lower() not in groups]
+                    groups |= dl.nested_groups(conn, settings, dn, indirect)
                 finally:
                     conn.unbind()
-                if len(found) != 1:
-                    continue  # unknown here (or ambiguous: never guess whose password it is)
-                dn, raw = found[0]
                 if not dl.try_bind(settings, dn, password):
                     return None  # the account exists here: a wrong password is final
             except dl.DirectoryError as exc:
                 errors.append(str(exc))
                 continue
-            groups = {g.lower() for g in dl.texts(raw, "memberOf")}
             user_login = dl.first(raw, profile.login_attr).lower()
             granted = [(role, domains) for kind, value, role, domains in maps
                        if (kind == "group" and value.lower() in groups)

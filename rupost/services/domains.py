@@ -46,6 +46,14 @@ class DomainService:
             raise NotFoundError(f"domain {name} does not exist (rupost domains add {name})")
         return domain
 
+    def show(self, name: str) -> dict:
+        """One domain with its mailbox and alias counts."""
+        with self.app.dbs.session("data") as s:
+            domain = self.get(s, name)
+            mailboxes = s.scalar(select(func.count()).select_from(Mailbox).where(Mailbox.domain_id == domain.id))
+            aliases = s.scalar(select(func.count()).select_from(Alias).where(Alias.domain_id == domain.id))
+            return self._as_dict(domain, mailboxes, aliases)
+
     def list(self) -> list[dict]:
         with self.app.dbs.session("data") as s:
             mailbox_counts = dict(s.execute(select(Mailbox.domain_id, func.count()).group_by(Mailbox.domain_id)).all())

@@ -125,10 +125,13 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
     database") and the login or delivery fails. Measured: an account dovecot had not cached
     logged in 14 to 20 s after a 10 s outage ended, still later after a longer one; dovecot
     has no setting for the timer. lookup_key() turns such a query into an error (tempfail,
-    not "user unknown", data migration 0010), and a dovecot reload starts a new auth process
-    that connects at once (IMAP sessions in progress stay; the old auth process serves the
-    connections it has until the master stops it six seconds later, and what it held then
-    fails temporarily). The problems left when patience runs out
+    not "user unknown", data migration 0010). The stuck processes are ended (auth, the ACL
+    dict, and LMTP, whose idle connection to the old auth process would fail its next
+    delivery: adapters.dovecot.end_database_processes) and the master starts new ones that
+    connect at once; then postfix is reloaded, which also drops the LMTP connections it
+    cached to the ended processes. Not a dovecot reload: dovecot 2.3 ends idle IMAP sessions
+    when its master reloads ("Server shutting down."), and sessions must outlive a database
+    switchover. The problems left when patience runs out
     (none: every lookup answers)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -140,15 +143,23 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
         dovecot = pool.submit(dovecot_problems, app, REVIVE_PROBE_TIMEOUT)
         postfix = pool.submit(postfix_problems, app)
         dovecot_failing, postfix_failing = bool(dovecot.result()), bool(postfix.result())
-    # dovecot first: postfix's reload then also ends the LMTP connections its delivery agents
-    # keep open to the old dovecot processes (which would go on asking the old auth process).
-    # Not only the auth process: measured, ending it alone left each LMTP process with a dead
-    # connection to it, and the next delivery through each failed (deferred to the next queue
-    # run, after the agent's flushes)
-    reloads = (["dovecot"] if dovecot_failing else []) + (["postfix"] if dovecot_failing or postfix_failing else [])
-    for component in reloads:
-        try:
-            app.component_runtime.reload(component)
-        except (RuPostError, OSError, subprocess.SubprocessError) as exc:
-            return [f"{component} reload: {exc}"]
+    try:
+        if dovecot_failing:
+            _end_dovecot_database_processes(app)
+        # after dovecot's: postfix's reload also drops the LMTP connections it cached to them
+        if dovecot_failing or postfix_failing:
+            app.component_runtime.reload("postfix")
+    except (RuPostError, OSError, subprocess.SubprocessError) as exc:
+        return [f"{'dovecot' if dovecot_failing else 'postfix'} revival: {exc}"]
     return wait_for_lookups(app, patience)
+
+
+def _end_dovecot_database_processes(app: Services | Runtime) -> None:
+    """New auth, dict and LMTP processes (adapters.dovecot.end_database_processes), else,
+    with no master pid known, a reload."""
+    from adapters.dovecot import end_database_processes
+
+    runtime = app.component_runtime
+    master = runtime.backend.pid("dovecot")
+    if master is None or not end_database_processes(master):
+        runtime.reload("dovecot")

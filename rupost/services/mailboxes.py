@@ -19,6 +19,7 @@ from ..db.models import Alias, AuditRecord, Domain, Mailbox
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from ..passwords import check_password_policy, hash_password
 from .cache import accounts_changed
+from .shared_mailboxes import NO_LOGIN as SHARED_NO_LOGIN
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -113,7 +114,11 @@ class MailboxService:
     def set_password(self, address: str, password: str) -> None:
         password_hash = hash_password(password)
         with self.app.dbs.session("data") as s:
-            self._get(s, address).password_hash = password_hash
+            mailbox = self._get(s, address)
+            if mailbox.password_hash == SHARED_NO_LOGIN:
+                raise ValidationError(f"{mailbox.address} is a shared mailbox: it has no login of its own, its "
+                                      "members open it (rupost shared-mailboxes members)")
+            mailbox.password_hash = password_hash
         accounts_changed(self.app)
         self.app.audit.record("mailbox.passwd", address)
 
@@ -133,7 +138,9 @@ class MailboxService:
     def remove(self, address: str) -> None:
         """Remove the mailbox from the directory; its stored mail stays on disk (never lost implicitly)."""
         with self.app.dbs.session("data") as s:
-            s.delete(self._get(s, address))
+            mailbox = self._get(s, address)
+            self.app.shared_mailboxes.mailboxes_removed(s, [mailbox.address])
+            s.delete(mailbox)
         accounts_changed(self.app)
         self.app.audit.record("mailbox.remove", address)
 
@@ -198,9 +205,15 @@ class MailboxService:
                                 "being imported; nothing was imported, run the import again") from None
         with self.app.dbs.session("logs") as s:
             s.execute(insert(AuditRecord), [
-                {"actor": self.app.actor, "source": "cli", "action": "mailbox.add", "target": v["address"],
-                 "details": {"quota_bytes": v["quota_bytes"], "via": "import"}} for v in values])
+                {"actor": self.app.actor, "source": self.app.acting.source, "action": "mailbox.add",
+                 "target": v["address"], "details": {"quota_bytes": v["quota_bytes"], "via": "import",
+                                                     **self._acting_details()}} for v in values])
         self.app.audit.record("mailbox.import", label, count=len(values))
+
+    def _acting_details(self) -> dict:
+        """What audit.record adds to each row (relayed details, the client address)."""
+        acting = self.app.acting
+        return {**acting.details, **({"address": acting.address} if acting.address is not None else {})}
 
     @staticmethod
     def _read_import_rows(source: str | os.PathLike[str] | TextIO) -> tuple[str, builtins.list[tuple[int, dict]]]:

@@ -35,7 +35,7 @@ from .. import validation
 from ..db.models import Mailbox, utcnow
 from ..db.ops_models import MigrationMailbox
 from ..errors import NotFoundError, ValidationError
-from .migration_source import MigrationError, Source, parse_source, source_folders
+from .migration_source import MigrationError, Source, parse_source, source_folders, tls_context
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -131,12 +131,7 @@ class MigrationService:
 
     # --------------------------------------------------------------- source
     def _tls_context(self, ca_file: str | None, insecure: bool) -> ssl.SSLContext:
-        if insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+        return tls_context(ca_file, insecure)
 
     # --------------------------------------------------------------- target
     @property
@@ -161,8 +156,7 @@ class MigrationService:
         return folders
 
     def _existing_targets(self, targets: list[str]) -> set[str]:
-        with self.app.dbs.session("data") as s:
-            return set(s.scalars(select(Mailbox.address).where(Mailbox.address.in_(targets))))
+        return existing_targets(self.app, targets)
 
     # ------------------------------------------------------------------ run
     def run(self, source_url: str, map_text: str, *, map_name: str = "map", ca_file: str | None = None,
@@ -326,6 +320,12 @@ class MigrationService:
                      "target_messages": r.target_messages, "copied": r.copied, "missing": r.missing,
                      "error": r.error, "finished_at": r.finished_at.isoformat() if r.finished_at else None}
                     for r in s.scalars(query)]
+
+
+def existing_targets(app: Services, targets: list[str]) -> set[str]:
+    """The addresses among `targets` that are RuPost mailboxes (local or from a directory)."""
+    with app.dbs.session("data") as s:
+        return set(s.scalars(select(Mailbox.address).where(Mailbox.address.in_(targets))))
 
 
 def _check_run_options(ca_file: str | None, insecure: bool, master_user: str | None, master_password: str | None,

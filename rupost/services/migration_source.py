@@ -33,6 +33,16 @@ class MigrationError(RuPostError):
     """A source mailbox could not be read or copied (reported per mailbox)."""
 
 
+def tls_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+    """The context a source server is verified with: the system CAs, a given CA file, or none."""
+    if insecure:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
 def parse_source(url: str) -> Source:
     parts = urlsplit((url or "").strip())
     if parts.scheme not in ("imaps", "imap"):

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import secrets
-import subprocess
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -160,21 +158,12 @@ class ResourceService:
             raise ResourceProvisionError(f"SOGo did not create the calendar of {address}: HTTP {resp.status}")
 
     def _acl(self, action: str, address: str, user: str, right: str | None = None) -> None:
-        from adapters.sogo import sogo_tool_command
+        from .sogo_acl import SogoAclError, manage_acl
 
-        conf_dir = self.app.layout.current / "sogo"
-        if not (conf_dir / "sogo.conf").exists():
-            raise ResourceProvisionError("no SOGo configuration deployed on this node (rupost deploy)")
-        args = ["manage-acl", action, address, "Calendar/personal", user] + ([json.dumps([right])] if right else [])
-        argv, env = sogo_tool_command(conf_dir, args, self.app.config.database)
         try:
-            out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ResourceProvisionError(f"sogo-tool manage-acl failed: {exc}") from None
-        text = (out.stdout + out.stderr).strip()
-        if out.returncode != 0 or "No folder" in text:
-            raise ResourceProvisionError(f"sogo-tool manage-acl {action} {user} on {address}: "
-                                         f"{text.splitlines()[-1] if text else out.returncode}")
+            manage_acl(self.app, action, address, "Calendar/personal", user, [right] if right else None)
+        except SogoAclError as exc:
+            raise ResourceProvisionError(str(exc)) from None
 
     def _get(self, session: Session, address: str) -> tuple[CalendarResource, Mailbox]:
         local, domain = validation.address(address)

@@ -9,6 +9,7 @@ host name; an install that predates it falls back to the node's FQDN.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import validation
@@ -44,6 +45,51 @@ class SettingsService:
             else:
                 row.value = value
         self.app.audit.record("settings.set", key, value=value)
+
+    # ------------------------------------------------------------ monitoring thresholds
+    def thresholds(self) -> dict:
+        """The monitoring thresholds `rupost check` and the scheduler use: each key's value (its
+        default unless set) and whether it is set."""
+        from .checks import DEFAULTS, setting
+
+        return {key: {"value": setting(self.app, key), "default": default, "set": self.get(key) is not None}
+                for key, default in DEFAULTS.items()}
+
+    def set_thresholds(self, updates: dict[str, Any], unset: Sequence[str] = ()) -> dict:
+        """Set (or return to their defaults) monitoring thresholds: all are checked (known key,
+        a whole number >= 0, warning below critical) before any is stored; journaled per key."""
+        from .checks import DEFAULTS
+
+        self.app.require_superadmin("changing monitoring thresholds")
+        unknown = sorted(k for k in [*updates, *unset] if k not in DEFAULTS)
+        if unknown:
+            raise ValidationError(f"unknown threshold(s) {', '.join(unknown)}: use {', '.join(DEFAULTS)}")
+        values = {}
+        for key, raw in updates.items():
+            text = str(raw).strip()
+            if isinstance(raw, bool) or not text.isdigit():
+                raise ValidationError(f"{key}: {text[:20]!r} is not a whole number (0 or more)")
+            values[key] = int(text)
+        wanted = {k: v["value"] for k, v in self.thresholds().items()}
+        wanted.update({k: DEFAULTS[k] for k in unset})
+        wanted.update(values)
+        for low, high in (("monitor_disk_warning_percent", "monitor_disk_critical_percent"),
+                          ("monitor_queue_warning", "monitor_queue_critical")):
+            if wanted[low] >= wanted[high]:
+                raise ValidationError(f"{low} ({wanted[low]}) must be below {high} ({wanted[high]})")
+        for key in ("monitor_disk_warning_percent", "monitor_disk_critical_percent",
+                    "monitor_capacity_warning_percent"):
+            if wanted[key] > 100:
+                raise ValidationError(f"{key} is a percentage: {wanted[key]} is over 100")
+        for key, value in values.items():
+            self._store(key, value)
+        for key in unset:
+            with self.app.dbs.session("main") as s:
+                row = s.get(Setting, key)
+                if row is not None:
+                    s.delete(row)
+            self.app.audit.record("settings.unset", key)
+        return self.thresholds()
 
     def mail_host(self) -> str:
         return self.get(MAIL_HOST) or self.app.config.fqdn

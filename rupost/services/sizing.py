@@ -23,6 +23,12 @@ SESSION_MEMORY_KIB = 900
 # measured with ten sessions a process (imap_sessions_per_process 10): 438 KiB; used for any
 # value above 1 (fewer sessions a process cost between the two)
 PACKED_SESSION_MEMORY_KIB = 450
+# measured with hibernation on (imap_hibernate_after 5, ten sessions a process, 1,000 sessions
+# held 100 s): 51 KiB a session once idling sessions have moved to imap-hibernate (nginx's TLS
+# 41, HAProxy 3, dovecot 7); rounded up
+HIBERNATED_SESSION_MEMORY_KIB = 60
+# with hibernation, the share of sessions counted as active (in an imap process) at once
+ACTIVE_SHARE = 0.1
 # the node with no session: the daemons, PostgreSQL, SOGo's workers are counted apart
 BASE_MEMORY_MIB = 150
 SOGO_WORKER_MIB = 100  # SxVMemLimit bounds a worker at 512 MiB; ~100 MiB is a worker in use
@@ -46,6 +52,15 @@ def load_for(mailboxes: int, sessions_per_user: float) -> dict[str, int]:
             "max_web_sessions": max(50, math.ceil(mailboxes / 10))}
 
 
+def session_memory_kib(per_process: int, hibernate_after: int) -> int:
+    """KiB a held IMAP session costs the node: in its imap process (alone or packed), or, with
+    hibernation, idling in imap-hibernate with a tenth of them counted as active at once."""
+    active = SESSION_MEMORY_KIB if per_process == 1 else PACKED_SESSION_MEMORY_KIB
+    if hibernate_after <= 0:
+        return active
+    return math.ceil(ACTIVE_SHARE * active + (1 - ACTIVE_SHARE) * HIBERNATED_SESSION_MEMORY_KIB)
+
+
 class SizingService:
     def __init__(self, app: Services) -> None:
         self.app = app
@@ -65,16 +80,21 @@ class SizingService:
         # SOGo's workers follow the web sessions, memcached the guide's formula (§2.6)
         parameters: dict[str, int] = {**load, "sogo_workers": limits.sogo_workers,
                                       "memcached_memory_mb": memcached_mb(mailboxes, ldap_domains)}
-        session_kib = SESSION_MEMORY_KIB if per_process == 1 else PACKED_SESSION_MEMORY_KIB
+        hibernate_after = int(current.get("imap_hibernate_after", 0))
+        session_kib = session_memory_kib(per_process, hibernate_after)
         session_mib = limits.dovecot_imap_sessions * session_kib / 1024
         memory = {"sessions_mib": round(session_mib), "memcached_mib": parameters["memcached_memory_mb"],
                   "sogo_mib": parameters["sogo_workers"] * SOGO_WORKER_MIB, "base_mib": BASE_MEMORY_MIB}
         memory["total_mib"] = sum(memory.values())
+        if hibernate_after <= 0:  # what hibernating idle sessions would save
+            memory["sessions_mib_hibernating"] = round(
+                limits.dovecot_imap_sessions * session_memory_kib(per_process, 30) / 1024)
         return {"mailboxes": mailboxes, "sessions_per_user": sessions_per_user, "ldap_domains": ldap_domains,
                 "parameters": parameters,
                 "current": {name: current.get(name) for name in parameters},
                 "limits": limits.as_dict(), "memory": memory,
-                "session_memory_kib": session_kib, "imap_sessions_per_process": per_process}
+                "session_memory_kib": session_kib, "imap_sessions_per_process": per_process,
+                "imap_hibernate_after": hibernate_after}
 
     def apply(self, estimate: dict[str, Any]) -> dict:
         """Store the estimate's parameters in the active template's values (checked, with the

@@ -58,6 +58,9 @@ class Limits:
     inotify_watches: int     # fs.inotify.max_user_watches: the directories and index each IDLE watches
     open_files: int          # RLIMIT_NOFILE the busiest daemon needs at full load
     sogo_workers: int        # SOGo's WOWorkersCount for the web sessions (parameter sogo_workers)
+    hibernate_sessions_per_process: int  # dovecot imap-hibernate client_limit
+    hibernate_processes: int  # dovecot imap-hibernate process_limit
+    imap_processes_ready: int  # dovecot imap process_min_avail (hibernation on: sessions wake into them)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -81,6 +84,7 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
     nginx_connections = 2 * (imap + smtp + web) + sum(refusal_slots(n) for n in listeners.values()) + 512
     dovecot_imap = imap + web
     per_process = int(parameters.get("imap_sessions_per_process", 1))
+    hibernating = int(parameters.get("imap_hibernate_after", 0)) > 0
     dovecot_sieve = sieve + 20
     lmtp = smtp + 20
     # every dovecot process holds a connection to log, stats and anvil, and every login
@@ -105,7 +109,8 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         # the smtpd of each listener, plus SOGo's and Sieve's own loopback smtpds
         postfix_process_limit=smtp + 20,
         # every imap process (and LMTP's) of the one vmail user holds an inotify instance
-        inotify_instances=-(-dovecot_imap // per_process) + lmtp + 128,
+        # (a hibernated session holds one of its own: then one a session)
+        inotify_instances=(dovecot_imap if hibernating else -(-dovecot_imap // per_process)) + lmtp + 128,
         # an IDLE session on Maildir watches new/, cur/ and the mailbox's index log: three,
         # one spare (a second mailbox selected by another client of the process)
         inotify_watches=WATCHES_PER_IMAP_SESSION * dovecot_imap + 8192,
@@ -113,10 +118,19 @@ def derive_limits(parameters: Mapping[str, Any]) -> Limits:
         # a dovecot process with default_client_limit clients one each (log, stats, anvil)
         open_files=max(2 * (frontends + 100), nginx_connections + 1024, default_client_limit) + 1024,
         sogo_workers=sogo_workers_for(web),
+        hibernate_sessions_per_process=HIBERNATE_SESSIONS_PER_PROCESS,
+        hibernate_processes=-(-dovecot_imap // HIBERNATE_SESSIONS_PER_PROCESS),
+        # woken sessions stay awake imap_hibernate_after seconds: room for a few dozen at once
+        imap_processes_ready=-(-WAKING_SESSIONS // per_process) if hibernating else 0,
     )
 
 
 WATCHES_PER_IMAP_SESSION = 4
+# imap-hibernate holds two descriptors a session (the client and the inotify instance of its
+# mailbox): 4,000 keep a process well inside any open-file limit the daemons get
+HIBERNATE_SESSIONS_PER_PROCESS = 4000
+# with hibernation, imap processes kept ready for this many sessions waking at once
+WAKING_SESSIONS = 40
 # A SOGo worker (sogod child) serves one HTTP request at a time and the web sessions are
 # mostly idle keep-alive connections of webmail and CalDAV/CardDAV clients polling every
 # minute or so: one worker for a hundred of them, at least SOGo's usual 3 and at most the
@@ -180,12 +194,30 @@ def _dovecot_limit(settings: Mapping[str, Any], service: str, key: str) -> tuple
     return DOVECOT_DEFAULTS[top], f"components.dovecot.settings.{top} (dovecot's default)"
 
 
+class _Problems(list):
+    """The chain's problems, each naming both values."""
+
+    def at_least(self, value: int, value_path: str, needed: int, needed_what: str, consequence: str) -> None:
+        if value < needed:
+            self.append(f"{value_path} = {value} is below {needed_what} = {needed}: {consequence}")
+
+
+Admitted = dict[str, tuple[int, str]]  # HAProxy listener -> (max_sessions, its path)
+
+
 def check_chain(parameters: Mapping[str, Any], models: Mapping[str, Any]) -> list[str]:
     """Problems in the chain of limits of the rendered sections, each naming both values."""
-    problems: list[str] = []
-    wanted = derive_limits(parameters)
-    haproxy = models.get("haproxy") or {}
-    admitted: dict[str, tuple[int, str]] = {}
+    problems = _Problems()
+    admitted = _check_haproxy(models.get("haproxy") or {}, derive_limits(parameters), problems)
+    if "imaps" in admitted:
+        _check_dovecot((models.get("dovecot") or {}).get("settings") or {}, admitted["imaps"], problems)
+    _check_nginx(models.get("nginx") or {}, admitted, problems)
+    _check_postfix(models.get("postfix") or {}, admitted, problems)
+    return list(problems)
+
+
+def _check_haproxy(haproxy: Mapping[str, Any], wanted: Limits, problems: _Problems) -> Admitted:
+    admitted: Admitted = {}
     frontends = 0
     for index, listener in enumerate(haproxy.get("listeners", [])):
         name = listener.get("name")
@@ -209,65 +241,67 @@ def check_chain(parameters: Mapping[str, Any], models: Mapping[str, Any]) -> lis
         problems.append(f"components.haproxy.maxconn = {maxconn} is below the {frontends} connections its "
                         "public frontends admit (components.haproxy.listeners[*].max_sessions, with the slots "
                         "to answer refused clients)")
+    return admitted
 
-    def at_least(value: int, value_path: str, needed: int, needed_what: str, consequence: str) -> None:
-        if value < needed:
-            problems.append(f"{value_path} = {value} is below {needed_what} = {needed}: {consequence}")
 
-    imaps = admitted.get("imaps")
-    dovecot = (models.get("dovecot") or {}).get("settings") or {}
-    if imaps:
-        sessions, path = imaps
-        processes, p_path = _dovecot_limit(dovecot, "imap", "process_limit")
-        per_process, _ = _dovecot_limit(dovecot, "imap", "client_limit")
-        if str((dovecot.get("service imap") or {}).get("service_count", 1)) == "1":
-            # dovecot's default service_count 1: a process serves one client in its life, so
-            # client_limit packs nothing (measured: process_limit 400 with client_limit 10 held
-            # 400 sessions, the next 100 were closed during LOGIN; docs/benchmarks.md)
-            per_process = 1
-        at_least(processes * per_process, p_path + (f" x client_limit {per_process}" if per_process > 1 else ""),
-                 sessions, path, "dovecot would drop IMAP sessions HAProxy admits, silently")
-        logins, l_path = _dovecot_limit(dovecot, "imap-login", "process_limit")
-        login = dovecot.get("service imap-login") or {}
-        if str(login.get("service_count", 1)) == "0":  # high-performance mode: many clients a process
-            login_clients, _ = _dovecot_limit(dovecot, "imap-login", "client_limit")
-            logins *= login_clients
-        at_least(logins, l_path, sessions, path, "logins beyond it would wait for a login process")
-        for service in ("stats", "anvil", "log"):
-            clients, s_path = _dovecot_limit(dovecot, service, "client_limit")
-            at_least(clients, s_path, 2 * sessions, f"2 x {path}",
-                     f"every imap process and its login process connect to {service} "
-                     f"(issue 25: 'service({service}): client_limit reached' lost logins)")
-    nginx = models.get("nginx") or {}
+def _check_dovecot(dovecot: Mapping[str, Any], imaps: tuple[int, str], problems: _Problems) -> None:
+    sessions, path = imaps
+    processes, p_path = _dovecot_limit(dovecot, "imap", "process_limit")
+    per_process, _ = _dovecot_limit(dovecot, "imap", "client_limit")
+    if str((dovecot.get("service imap") or {}).get("service_count", 1)) == "1":
+        # dovecot's default service_count 1: a process serves one client in its life, so
+        # client_limit packs nothing (measured: process_limit 400 with client_limit 10 held
+        # 400 sessions, the next 100 were closed during LOGIN; docs/benchmarks.md)
+        per_process = 1
+    problems.at_least(processes * per_process,
+                      p_path + (f" x client_limit {per_process}" if per_process > 1 else ""),
+                      sessions, path, "dovecot would drop IMAP sessions HAProxy admits, silently")
+    logins, l_path = _dovecot_limit(dovecot, "imap-login", "process_limit")
+    login = dovecot.get("service imap-login") or {}
+    if str(login.get("service_count", 1)) == "0":  # high-performance mode: many clients a process
+        login_clients, _ = _dovecot_limit(dovecot, "imap-login", "client_limit")
+        logins *= login_clients
+    problems.at_least(logins, l_path, sessions, path, "logins beyond it would wait for a login process")
+    for service in ("stats", "anvil", "log"):
+        clients, s_path = _dovecot_limit(dovecot, service, "client_limit")
+        problems.at_least(clients, s_path, 2 * sessions, f"2 x {path}",
+                          f"every imap process and its login process connect to {service} "
+                          f"(issue 25: 'service({service}): client_limit reached' lost logins)")
+
+
+def _check_nginx(nginx: Mapping[str, Any], admitted: Admitted, problems: _Problems) -> None:
     proxied = sum(admitted.get(n, (0, ""))[0] for n in ("imaps", "submissions", "https"))
-    if proxied:
-        connections = _int(nginx.get("worker_connections", 4096), 4096)
-        at_least(connections, "components.nginx.worker_connections", 2 * proxied,
-                 "2 x the imaps, submissions and https listeners' max_sessions",
-                 "nginx would log 'worker_connections are not enough' and drop sessions")
-        nofile = nginx.get("worker_rlimit_nofile")
-        if nofile is not None:
-            at_least(_int(nofile, 0), "components.nginx.worker_rlimit_nofile", connections,
-                     "components.nginx.worker_connections", "a worker would run out of file descriptors")
-    smtp = max(admitted.get("smtp", (0, ""))[0], admitted.get("submissions", (0, ""))[0])
-    postfix = models.get("postfix") or {}
-    if smtp:
-        which = "smtp" if admitted.get("smtp", (0, ""))[0] >= admitted.get("submissions", (0, ""))[0] \
-            else "submissions"
-        default_limit = _int((postfix.get("main") or {}).get("default_process_limit", 100), 100)
-        limits_seen: set[str] = set()
-        for index, service in enumerate(postfix.get("master") or []):
-            if service.get("command") != "smtpd" or service.get("enabled") in (False, "false", "no"):
-                continue
-            maxproc = str(service.get("maxproc", "-"))
-            if maxproc == "-":
-                value, path = default_limit, "components.postfix.main.default_process_limit"
-            elif maxproc == "0":
-                continue  # unlimited
-            else:
-                value, path = _int(maxproc, 0), f"components.postfix.master[{index}].maxproc"
-            if path not in limits_seen:
-                limits_seen.add(path)
-                at_least(value, path, smtp, admitted[which][1],
-                         "postfix would leave SMTP clients HAProxy admits waiting without a greeting")
-    return problems
+    if not proxied:
+        return
+    connections = _int(nginx.get("worker_connections", 4096), 4096)
+    problems.at_least(connections, "components.nginx.worker_connections", 2 * proxied,
+                      "2 x the imaps, submissions and https listeners' max_sessions",
+                      "nginx would log 'worker_connections are not enough' and drop sessions")
+    nofile = nginx.get("worker_rlimit_nofile")
+    if nofile is not None:
+        problems.at_least(_int(nofile, 0), "components.nginx.worker_rlimit_nofile", connections,
+                          "components.nginx.worker_connections", "a worker would run out of file descriptors")
+
+
+def _check_postfix(postfix: Mapping[str, Any], admitted: Admitted, problems: _Problems) -> None:
+    smtp_sessions, submissions = admitted.get("smtp", (0, ""))[0], admitted.get("submissions", (0, ""))[0]
+    smtp = max(smtp_sessions, submissions)
+    if not smtp:
+        return
+    which = "smtp" if smtp_sessions >= submissions else "submissions"
+    default_limit = _int((postfix.get("main") or {}).get("default_process_limit", 100), 100)
+    limits_seen: set[str] = set()
+    for index, service in enumerate(postfix.get("master") or []):
+        if service.get("command") != "smtpd" or service.get("enabled") in (False, "false", "no"):
+            continue
+        maxproc = str(service.get("maxproc", "-"))
+        if maxproc == "-":
+            value, path = default_limit, "components.postfix.main.default_process_limit"
+        elif maxproc == "0":
+            continue  # unlimited
+        else:
+            value, path = _int(maxproc, 0), f"components.postfix.master[{index}].maxproc"
+        if path not in limits_seen:
+            limits_seen.add(path)
+            problems.at_least(value, path, smtp, admitted[which][1],
+                              "postfix would leave SMTP clients HAProxy admits waiting without a greeting")

@@ -62,6 +62,20 @@ all_components_active() {
   local c
   for c in $COMPONENTS; do systemctl is-active --quiet "rupost-component@$c.service" || return 1; done
 }
+# the distribution's units the installed release takes over (its postinst's list)
+taken_over_units() {
+  sed -n 's/^DISTRO_UNITS="\(.*\)"$/\1/p' /var/lib/dpkg/info/rupost.postinst
+}
+distribution_units_masked() {
+  local unit state
+  for unit in $(taken_over_units); do
+    state=$(systemctl is-enabled "$unit" 2>/dev/null || true)
+    [ -n "$state" ] || continue  # not installed in this root
+    [ "$state" = masked ] || fail "$unit not masked: $state"
+    systemctl is-active --quiet "$unit" && fail "$unit still running"
+  done
+  return 0
+}
 # setup_node DEB: PostgreSQL up, the .deb installed, rupost-wizard, rupost deploy, a mailbox, mail delivered
 setup_node() {
   local deb="$1"
@@ -72,11 +86,8 @@ setup_node() {
   echo "--- install: apt-get install ./rupost.deb under systemd"
   install_deb "$deb" /tmp/apt-install.log
   grep -q "rupost-wizard" /tmp/apt-install.log && ok "postinst tells to run rupost-wizard"
-  for unit in postfix.service dovecot.service nginx.service haproxy.service memcached.service sogo.service; do
-    [ "$(systemctl is-enabled "$unit" 2>/dev/null || true)" = masked ] || fail "$unit not masked: $(systemctl is-enabled "$unit")"
-    systemctl is-active --quiet "$unit" && fail "$unit still running"
-  done
-  ok "the distribution's mail units are stopped and masked"
+  distribution_units_masked
+  ok "the distribution's mail units are stopped and masked: $(taken_over_units)"
   systemctl is-enabled --quiet rupost-scheduler.service || fail "rupost-scheduler.service not enabled"
   phase install
 

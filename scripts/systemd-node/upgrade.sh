@@ -51,6 +51,10 @@ wait_until 60 sh -c "rupost nodes list --json | grep -q '\"software_version\": \
   || fail "the agent does not report $new_version: $(rupost nodes list --json)"
 [ "$(rupost db status --json | $PY -c 'import json,sys; d = json.load(sys.stdin); print(all(r["up_to_date"] for r in (d["databases"] if isinstance(d, dict) else d)))')" = True ] \
   || fail "schema not up to date: $(rupost db status)"
+# the units this release adds to the distribution's it takes over (rspamd, redis-server) are
+# masked by the upgrade too, not only on a first install
+distribution_units_masked
+ok "the upgrade took over the distribution's units the new release adds: $(taken_over_units)"
 ok "upgraded $old_version -> $new_version: schema migrated, deployed ($(grep -oE "generation [0-9]+ is live|no changes: generation [0-9]+ is live" /tmp/dpkg-configure.log | head -1)), agent reports $new_version"
 phase upgrade
 echo "UPGRADE-PASS"

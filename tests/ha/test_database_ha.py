@@ -193,7 +193,8 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     assert r.first_write_s is not None and r.new_mailbox, r.write_errors
     assert [e for e in r.write_errors if "switching over" not in e] == [], r.write_errors
     assert listeners_back(ha_cluster, patroni, before)
-    # each agent took its node's queue lock again on the new primary (lost with the old session)
+    # each agent took its node's queue lock again on the new primary (lost with the old
+    # session): without it the other node's evacuator may deliver a queue whose postfix runs
     assert all(wait_until(lambda n=n: queue_locks_on(patroni, n.address) >= 1, 30) for n in ha_cluster.nodes)
     # the IMAP session opened before the event goes on, and sees the mail delivered meanwhile
     assert session.after() > session.count

@@ -124,3 +124,15 @@ def test_a_directory_password_never_opens_a_local_account_of_the_same_name(node)
     assert admins.login(local, "local-password-1", "192.0.2.13").source == "local"
     if len([a for a in node.app.admins.list() if a["role"] == "superadmin" and a["enabled"]]) > 1:
         node.app.admins.remove(local)  # (kept when it is the only superadmin of the test database)
+
+
+def test_admins_disable_and_enable(node):
+    login = f"cli-{uuid.uuid4().hex[:6]}"
+    node.app.admins.add(login, "cli-password-1", "readonly")
+    assert cli(node, "admins", "disable", login).exit_code == 0
+    assert node.app.admins.identity(login) is None
+    assert cli(node, "admins", "enable", login).exit_code == 0
+    assert node.app.admins.identity(login).login == login
+    r = cli(node, "admins", "disable", "nobody-" + login)
+    assert r.exit_code == 1 and "does not exist" in r.output
+    node.app.admins.remove(login)

@@ -11,11 +11,12 @@ from rupost.services.certificates import CertificateService
 
 from .conftest import PASSWORD, audit_rows, text
 
-PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/templates/", "/templates/plan", "/jobs/", "/nodes/",
-         "/certificates/", "/audit/", "/admins/", "/settings/", "/account",
+PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/shared-mailboxes/", "/templates/", "/templates/plan",
+         "/jobs/", "/nodes/",
+         "/certificates/", "/audit/", "/admins/", "/settings/", "/account", "/migration/",
          "/templates/view/standard/1", "/certificates/show/rupost-builtin"]
 GLOBAL_PAGES = ["/templates/", "/templates/plan", "/jobs/", "/nodes/", "/certificates/", "/audit/", "/admins/",
-                "/settings/"]
+                "/settings/", "/migration/"]
 
 
 def test_every_page_renders_for_superadmin_and_readonly(node, superadmin, readonly):

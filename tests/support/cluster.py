@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from rupost.config import DEFAULT_PORTS, DatabaseMember, DatabaseSettings, NodeConfig
 from rupost.paths import Layout
+
 from .instance import free_ports
 from .postgres import TempPostgres
 
@@ -111,6 +112,14 @@ class Cluster:
 
     # ------------------------------------------------------------ network
     def _network_up(self) -> None:
+        for i in range(1, self.size + 1):
+            # `ip netns exec` shows /etc/netns/NS/resolv.conf as /etc/resolv.conf: the namespaces
+            # have no route to this host's resolver, whom rspamd's checker must reach; a local one
+            # instead, as on a host with its own caching resolver (nothing listens: lookups are
+            # refused at once)
+            resolver = Path("/etc/netns") / f"rpns{self.tag}{i}" / "resolv.conf"
+            resolver.parent.mkdir(parents=True, exist_ok=True)
+            resolver.write_text("nameserver 127.0.0.1\n")
         if self.ha is not None:
             for i in range(1, self.size + 1):
                 run("ip", "netns", "add", f"rpns{self.tag}{i}")
@@ -132,6 +141,7 @@ class Cluster:
     def _network_down(self) -> None:
         for i in range(1, self.size + 1):
             run("ip", "netns", "del", f"rpns{self.tag}{i}", check=False)
+            shutil.rmtree(Path("/etc/netns") / f"rpns{self.tag}{i}", ignore_errors=True)
             run("ip", "link", "del", f"rpv{self.tag}{i}", check=False)
         if self.ha is None:
             run("ip", "link", "del", self.bridge, check=False)
@@ -196,18 +206,6 @@ class Cluster:
 
     def node(self, name: str) -> ClusterNode:
         return next(n for n in self.nodes if n.name == name)
-
-
-def stop_group(proc: subprocess.Popen | None, wait: float = 20) -> None:
-    """SIGTERM to the process group of `proc`, SIGKILL if it outlives `wait` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(wait)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.2):

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from mailclients import IMAPSFrom, message, smtp
 
-from .cluster import stop_group, wait_until
+from .cluster import wait_until
+from .processes import stop_group
 
 SENDER = "sender@example.org"
 

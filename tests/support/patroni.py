@@ -21,8 +21,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cluster import run, stop_group
+from .cluster import run
 from .postgres import pg_bindir
+from .processes import stop_group
 
 SUPERUSER_PASSWORD = "patroni-super"
 REPLICATION_PASSWORD = "patroni-repl"

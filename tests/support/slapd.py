@@ -26,7 +26,6 @@ import hashlib
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -39,7 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from rupost.ldap.schema import openldap_schema
+
 from .instance import free_ports
+from .processes import stop_group
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 MODULE_DIR = Path("/usr/lib/ldap")
@@ -304,13 +305,7 @@ class TempSlapd:
         raise RuntimeError("slapd did not start listening")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc, wait=10)
         self.proc = None
 
     def destroy(self) -> None:

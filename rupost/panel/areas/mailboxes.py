@@ -75,7 +75,9 @@ def show(address):
     mailbox["quota_text"] = _size_text(mailbox["quota_bytes"])
     aliases = g.rp.aliases.page(mailbox["address"], g.admin.domain_scope, limit=100)["rows"]
     aliases = [a for a in aliases if mailbox["address"] in a["destinations"]]
-    return render("mailbox.html", m=mailbox, aliases=aliases)
+    from .shared_mailboxes import rights_context
+
+    return render("mailbox.html", m=mailbox, aliases=aliases, **rights_context(mailbox["address"]))
 
 
 @bp.route("/<address>/<action>", methods=["POST"])

@@ -1,0 +1,39 @@
+"""rupost calendars: delegated calendars through SOGo's ACLs (thin: parse, call, print)."""
+from __future__ import annotations
+
+import click
+
+from . import emit, json_option, main, pass_ctx
+
+
+@main.group("calendars")
+def calendars():
+    """Delegate calendars: let another user read, change, or see the busy times of one's calendar."""
+
+
+@calendars.command("delegate")
+@click.argument("owner")
+@click.argument("delegate")
+@click.option("--rights", type=click.Choice(["read", "write", "freebusy"]), default="read", show_default=True)
+@pass_ctx
+def delegate(c, owner, delegate, rights):
+    out = c.app.calendar_delegations.delegate(owner, delegate, rights)
+    click.echo(f"{out['delegate']} may now {out['rights']} the calendar of {out['owner']}")
+
+
+@calendars.command("revoke")
+@click.argument("owner")
+@click.argument("delegate")
+@pass_ctx
+def revoke(c, owner, delegate):
+    c.app.calendar_delegations.revoke(owner, delegate)
+    click.echo(f"{delegate} no longer has rights on the calendar of {owner}")
+
+
+@calendars.command("list")
+@click.argument("owner", required=False)
+@json_option
+@pass_ctx
+def list_(c, owner, as_json):
+    """List delegated calendars (of OWNER, or all)."""
+    emit(c.app.calendar_delegations.list(owner), as_json, ["owner", "delegate", "rights"])
