@@ -461,7 +461,6 @@ RU = {
     "Delegation revoked.": "Делегирование отменено.",
     "Grant": "Предоставить",
     "In mail clients": "В почтовых клиентах",
-    "Member": "Участник",
     "Member removed.": "Участник удалён.",
     "Member rights saved.": "Права участника сохранены.",
     "No members yet.": "Участников пока нет.",
