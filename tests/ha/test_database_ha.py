@@ -7,10 +7,11 @@ import json
 import uuid
 
 import pytest
-
 from mailclients import inbox_subjects
+
 from support.cluster import send, wait_until
 from support.ha_scenarios import failover_run, listeners_on, queue_locks_on
+from support.held_session import HeldSession
 
 
 @pytest.fixture(scope="module")
@@ -95,41 +96,8 @@ def imap_login_retried(address: str, user: str, password: str, source: str, trie
     raise AssertionError("unreachable")
 
 
-class HeldSession:
-    """An IMAP session opened before an event and used after it (issue 32: a session needs
-    the database only at login): INBOX selected, its message count remembered."""
-
-    def __init__(self, node, user: str, password: str, source: str) -> None:
-        from mailclients import IMAPSFrom
-
-        self.node = node
-        self.imap = IMAPSFrom(node.address, 993, source)
-        self.imap.login(user, password)
-        self.count = self.select()
-
-    def select(self) -> int:
-        typ, data = self.imap.select("INBOX")
-        assert typ == "OK", data
-        return int(data[0])
-
-    def after(self) -> int:
-        """NOOP and SELECT again on the same connection: the count now."""
-        import imaplib
-        import re
-
-        try:
-            typ, data = self.imap.noop()
-        except imaplib.IMAP4.abort:  # what ended it: the agent's and dovecot's own words
-            logs = self.node.layout.logs
-            print("\n--- monitor.log\n" + (logs / "monitor.log").read_text(errors="replace")[-4000:])
-            print("--- dovecot.log\n" + "\n".join(
-                line for line in (logs / "dovecot.log").read_text(errors="replace").splitlines()
-                if re.search(r"master|SIGHUP|reload|shutting|Killed|killed|fatal|Fatal", line))[-4000:])
-            raise
-        assert typ == "OK", data
-        count = self.select()
-        self.imap.logout()
-        return count
+def held_session(node, user: str, password: str, source: str) -> HeldSession:
+    return HeldSession(node.address, 993, user, password, source, node.layout.logs)
 
 
 def listeners_back(ha_cluster, patroni, before: dict) -> bool:
@@ -141,7 +109,7 @@ def listeners_back(ha_cluster, patroni, before: dict) -> bool:
 def test_a_planned_switchover_refuses_nothing(ha_cluster, patroni, users):
     domain, recipients = users
     before = {n.name: listeners_on(patroni, n.address) for n in ha_cluster.nodes}
-    session = HeldSession(ha_cluster.nodes[0], recipients[0], "ann-password-1", ha_cluster.client_address(11))
+    session = held_session(ha_cluster.nodes[0], recipients[0], "ann-password-1", ha_cluster.client_address(11))
     r = failover_run(ha_cluster, patroni, domain, recipients, "switchover", client=1)
     print(f"\nswitchover: {r.figures()}")
     assert r.new_leader and r.new_leader != r.old_leader
@@ -185,7 +153,7 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     domain, recipients = users
     before = {n.name: listeners_on(patroni, n.address) for n in ha_cluster.nodes}
     assert all(queue_locks_on(patroni, n.address) >= 1 for n in ha_cluster.nodes)
-    session = HeldSession(ha_cluster.nodes[1], recipients[1], "bob-password-1", ha_cluster.client_address(13 + client))
+    session = held_session(ha_cluster.nodes[1], recipients[1], "bob-password-1", ha_cluster.client_address(13 + client))
     r = failover_run(ha_cluster, patroni, domain, recipients, how, client=client)
     print(f"\n{how}: {r.figures()}")
     assert r.refused_5xx == 0, r.figures()

@@ -23,6 +23,7 @@ from pathlib import Path
 from mailclients import IMAPSFrom, message, smtp
 
 from .cluster import wait_until
+from .held_session import HeldSession
 from .processes import stop_group
 
 SENDER = "sender@example.org"
@@ -244,6 +245,9 @@ class Outage:
     arrived: dict[str, float]
     monitor: str
     cache_flushes: int  # memcached flush_all commands from the database's stop to the end
+    # an IMAP session opened before the stop and left idle: INBOX's count before, and after
+    # the return (NOOP and SELECT on the same connection; None: the session was ended)
+    held_counts: tuple[int, int | None] = (0, None)
 
     @property
     def accepted(self) -> dict[str, Answer]:
@@ -317,6 +321,9 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         from rupost.services.cache import flush_dovecot_auth_cache
 
         _require(flush_dovecot_auth_cache(app), "dovecot's auth cache is flushed")
+        held_user = next(iter(warm))
+        held = HeldSession("127.0.0.1", inst.ports["imaps"], held_user, warm[held_user], "127.0.0.1",
+                           app.layout.logs)
         mail.start()
         logins.start()
         _require(wait_until(lambda: mail.count("before") >= 2 * len(warm) and logins.count("before") >= len(warm), 120),
@@ -347,6 +354,10 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         during = {a.subject for a in mail.answers if a.phase == "during" and a.ok}
         wait_delivered(storage, list(everyone), during, settle)
         wait_until(lambda: mail.count("after") >= 2 * len(everyone) and logins.count("after") >= len(warm), 60)
+        try:
+            held_after: int | None = held.after()
+        except imaplib.IMAP4.abort:
+            held_after = None
         # the server's restart ended the session that held the agent's queue lock
         locked_after = queue_locks(pg) if agent is None else \
             (wait_until(lambda: queue_locks(pg) >= 1, 30) and queue_locks(pg))
@@ -360,7 +371,7 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
     return Outage(mail, logins, warm, cold, check_during, back, cold_logins, (locked_before, int(locked_after)),
                   arrived,
                   app.layout.monitor_log.read_text() if app.layout.monitor_log.exists() else "",
-                  memcached_flushes(inst) - flushes_before_stop)
+                  memcached_flushes(inst) - flushes_before_stop, (held.count, held_after))
 
 
 def _accounts(app, domain: str, prefix: str, count: int) -> dict[str, str]:
