@@ -20,7 +20,7 @@ node, in one run:
   old agent's flushes (which emptied the caches at the reconnect and refused every known
   recipient for 62 s).
 
-Usage: benchmarks/db_outage.py [--runs N] [--json FILE]   (root; loopback only)
+Usage: benchmarks/db_outage.py [--runs N] [--modes recovery,daemons_alone] [--json FILE]   (root; loopback only)
 """
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def figures(run) -> dict:
             # a stream of logins of accounts dovecot had not cached, from the stop on: its last
             # refusal answered after the return, seconds after the return (0: none)
             "uncached_logins": len(run.cold_logins.answers),
-            "uncached_refused_until_s": round(run.cold_refused_until_s, 1)}
+            "uncached_refused_until_s": round(run.cold_refused_until_s, 1),
+            # an IMAP session opened before the stop and idle through it: 1 still open after
+            "held_session_kept": int(run.held_counts[1] is not None)}
 
 
 def median(values: list) -> float | None:
@@ -69,13 +71,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1, help="runs per mode (default 1)")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--modes", default="recovery,daemons_alone",
+                    help="comma-separated modes to run (default both: recovery,daemons_alone)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="rpo", dir="/tmp"))
     os.chmod(base, 0o755)
     pg = TempPostgres(base / "pg", free_ports(1)[0]).start()
     inst = Instance(base / "node", DatabaseSettings(host="127.0.0.1", port=pg.port, user="rupost",
                                                     password="bench-db-secret"))
-    results: dict[str, list[dict]] = {"recovery": [], "daemons_alone": []}
+    results: dict[str, list[dict]] = {mode: [] for mode in ("recovery", "daemons_alone")
+                                      if mode in args.modes.split(",")}
     try:
         inst.configure()
         inst.deploy()
