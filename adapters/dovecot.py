@@ -384,10 +384,10 @@ def ensure_mail_user(uid: int = MAIL_UID, name: str = MAIL_USER) -> None:
 DATABASE_SERVICES = ("auth", "dict", "lmtp")
 
 
-def service_processes(master_pid: int, services: tuple[str, ...]) -> list[int]:
+def service_processes(master_pid: int, services: tuple[str, ...]) -> dict[int, str]:
     """The processes of the named services (their executables' names: auth, dict, lmtp) that
-    a dovecot master started."""
-    found = []
+    a dovecot master started, by pid."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -396,26 +396,28 @@ def service_processes(master_pid: int, services: tuple[str, ...]) -> list[int]:
                 comm, rest = fh.read().rsplit(")", 1)
         except OSError:
             continue
-        if comm.split("(", 1)[-1] in services and int(rest.split()[1]) == master_pid:
-            found.append(int(entry))
+        name = comm.split("(", 1)[-1]
+        if name in services and int(rest.split()[1]) == master_pid:
+            found[int(entry)] = name
     return found
 
 
-def end_database_processes(master_pid: int) -> int:
+def end_database_processes(master_pid: int) -> set[str]:
     """End the processes of DATABASE_SERVICES; the master starts new ones at the next request,
     which connect at once. Used instead of a reload when their SQL pool is stuck waiting out
     its reconnect timer (rupost/services/lookup_probe.py): a master reload would end idle IMAP
     sessions too ("Server shutting down.": dovecot 2.3's imap processes disconnect their idle
     clients when the master they belong to reloads), while this keeps every IMAP, POP3 and
     login process. dovecot handles SIGTERM between requests: a delivery whose reply was
-    written is done, one still receiving its DATA is cut off and deferred by postfix. How
-    many were signalled."""
+    written is done, one still receiving its DATA is cut off and deferred by postfix. The
+    services whose processes were signalled."""
     import signal
 
-    pids = service_processes(master_pid, DATABASE_SERVICES)
-    for pid in pids:
+    ended = set()
+    for pid, name in service_processes(master_pid, DATABASE_SERVICES).items():
         try:
             os.kill(pid, signal.SIGTERM)
+            ended.add(name)
         except ProcessLookupError:
             pass
-    return len(pids)
+    return ended

@@ -155,11 +155,13 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
 
 
 def _end_dovecot_database_processes(app: Services | Runtime) -> None:
-    """New auth, dict and LMTP processes (adapters.dovecot.end_database_processes), else,
-    with no master pid known, a reload."""
+    """New auth, dict and LMTP processes (adapters.dovecot.end_database_processes), else a
+    reload: with no master pid known, or no auth process to end (the master holds the service
+    back after auth processes crashed at their start while the database was away, docs/
+    database-ha.md; a reload starts the service anew)."""
     from adapters.dovecot import end_database_processes
 
     runtime = app.component_runtime
     master = runtime.backend.pid("dovecot")
-    if master is None or not end_database_processes(master):
+    if master is None or "auth" not in end_database_processes(master):
         runtime.reload("dovecot")
