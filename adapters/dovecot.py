@@ -125,11 +125,30 @@ def libpq_quote(value: object) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# dovecot's SQL pool (lib-sql's sqlpool) retries a query that failed on a broken connection
+# once per host it knows, and on a switchover or a PostgreSQL restart *every* idle connection
+# it holds is broken without its knowing: with one host and its default five connections a
+# login whose query met two dead connections in a row failed ("Temporary authentication
+# failure", the first login after a switchover). One connection per host and as many hosts
+# as connections: a query walks through every dead connection, and then waits for a new one.
+SQL_HOSTS = 6
+
+
+def sql_hosts(db_host: str, spares: tuple[str, ...]) -> tuple[str, ...]:
+    """The lookup addresses with HA (each a way to the same HAProxy frontend), else the one
+    database host repeated: sqlpool keeps each listed host's connection apart."""
+    return (db_host, *spares) if spares else (db_host,) * SQL_HOSTS
+
+
 def _connect(ctx: RenderContext) -> str:
-    db = ctx.consumer_database("dovecot", lookup=True)  # passdb, userdb and the ACL dict only read
-    return " ".join(f"{k}={libpq_quote(v)}" for k, v in (
-        ("host", db.host), ("port", db.port), ("dbname", db.data), ("user", db.user), ("password", db.password),
+    """lib-sql's connect string (the passdb/userdb and the ACL dict share it; both only read)."""
+    db = ctx.consumer_database("dovecot", lookup=True)
+    hosts = " ".join(f"host={libpq_quote(h)}" for h in sql_hosts(db.host, ctx.lookup_spares))
+    connect = " ".join(f"{k}={libpq_quote(v)}" for k, v in (
+        ("port", db.port), ("dbname", db.data), ("user", db.user), ("password", db.password),
         ("connect_timeout", 5)))
+    # maxconns: sqlpool's own setting (per host), not libpq's; it must not be quoted
+    return f"{hosts} {connect} maxconns=1"
 
 
 def render_sql_conf(sql: dict, ctx: RenderContext) -> str:
@@ -356,3 +375,49 @@ def ensure_mail_user(uid: int = MAIL_UID, name: str = MAIL_USER) -> None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--uid", str(uid), "--gid", name, "--home-dir", "/nonexistent",
                         "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+
+
+
+# The dovecot services whose processes hold a database connection (auth: passdb and userdb;
+# dict: the shared-mailbox ACL dict) or a connection to the auth process that they do not
+# watch while idle (lmtp: its first lookup after the auth process ended fails the delivery)
+DATABASE_SERVICES = ("auth", "dict", "lmtp")
+
+
+def service_processes(master_pid: int, services: tuple[str, ...]) -> dict[int, str]:
+    """The processes of the named services (their executables' names: auth, dict, lmtp) that
+    a dovecot master started, by pid."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                comm, rest = fh.read().rsplit(")", 1)
+        except OSError:
+            continue
+        name = comm.split("(", 1)[-1]
+        if name in services and int(rest.split()[1]) == master_pid:
+            found[int(entry)] = name
+    return found
+
+
+def end_database_processes(master_pid: int) -> set[str]:
+    """End the processes of DATABASE_SERVICES; the master starts new ones at the next request,
+    which connect at once. Used instead of a reload when their SQL pool is stuck waiting out
+    its reconnect timer (rupost/services/lookup_probe.py): a master reload would end idle IMAP
+    sessions too ("Server shutting down.": dovecot 2.3's imap processes disconnect their idle
+    clients when the master they belong to reloads), while this keeps every IMAP, POP3 and
+    login process. dovecot handles SIGTERM between requests: a delivery whose reply was
+    written is done, one still receiving its DATA is cut off and deferred by postfix. The
+    services whose processes were signalled."""
+    import signal
+
+    ended = set()
+    for pid, name in service_processes(master_pid, DATABASE_SERVICES).items():
+        try:
+            os.kill(pid, signal.SIGTERM)
+            ended.add(name)
+        except ProcessLookupError:
+            pass
+    return ended

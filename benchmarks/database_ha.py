@@ -11,7 +11,8 @@
 Per round: seconds from the event to the core's first successful write (a new mailbox;
 for a switchover, the first write after patronictl returned), SMTP 4xx answers and their
 window, 5xx refusals, connection failures, messages lost and duplicated (counted in the
-mailboxes). The mail flow's steady state before each event is its baseline: 0 refusals.
+mailboxes), and whether the first IMAP login, on each node, of the mailbox created after the
+event was refused (dovecot's SQL connections the old server closed). The mail flow's steady state before each event is its baseline: 0 refusals.
 
 Usage: flock /tmp/rupost-netns.lock benchmarks/database_ha.py [--rounds N] [--json FILE]
 (root; network namespaces of its own, loopback and the test bridge only)
@@ -29,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/support
 
+from mailclients import imap_login_works  # noqa: E402
 from support.cluster import Cluster  # noqa: E402
 from support.ha_scenarios import failover_run  # noqa: E402
 from support.patroni import PatroniCluster  # noqa: E402
@@ -49,6 +51,7 @@ def summary(rounds: list[dict]) -> dict:
         "connection_failures_total": sum(r["connection_failures"] for r in rounds),
         "lost": sum(r["lost"] for r in rounds),
         "duplicated": sum(r["duplicated"] for r in rounds),
+        "first_logins_refused": sum(r["first_logins_refused"] for r in rounds),
     }
 
 
@@ -83,8 +86,12 @@ def main() -> None:
                 for how in results:
                     client += 1
                     r = failover_run(cluster, patroni, domain, recipients, how, client=client)
-                    results[how].append(r.figures())
-                    print(f"round {k + 1} {how}: {r.figures()}", flush=True)
+                    # the first IMAP login of the account created after the event, on each node
+                    refused = sum(1 for k, node in enumerate(cluster.nodes) if not r.new_mailbox or
+                                  not imap_login_works(993, r.new_mailbox, "write-password-1",
+                                                       cluster.client_address(20 + 2 * client + k), node.address))
+                    results[how].append({**r.figures(), "first_logins_refused": refused})
+                    print(f"round {k + 1} {how}: {results[how][-1]}", flush=True)
                     if how == "member":
                         patroni.revive_member(patroni.member(r.old_leader))
                     patroni.wait_healthy(180)

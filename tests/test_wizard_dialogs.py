@@ -239,3 +239,23 @@ def test_screen_checks():
     assert "is an IP address" in check_node(t, {**node, "mail_host": "10.0.0.5"}, allow_unqualified=True)
     assert "not a valid host name" in check_node(t, {**node, "mail_host": "mail_host.example"})
     assert "полное" in check_node(Catalogue("ru"), {**node, "mail_host": "mx1"})
+
+
+def test_the_member_field_of_the_connection_screen():
+    """A highly available database: the Patroni members in one field (what --db-member takes),
+    host and port then unused; a malformed or repeated member is named, in both languages."""
+    from wizard.flow import format_members, parse_members
+
+    t = Catalogue("en")
+    form = {"host": "", "port": "", "main": "rupost", "data": "rupost_data", "logs": "rupost_logs",
+            "user": "rupost", "password": "x", "members": "10.0.0.11, 10.0.0.12:5433 [fd00::1]:5432:8009"}
+    assert check_database(t, form) is None
+    members = parse_members(form["members"])
+    assert [(m.host, m.port, m.api_port) for m in members] == [
+        ("10.0.0.11", 5432, 8008), ("10.0.0.12", 5433, 8008), ("fd00::1", 5432, 8009)]
+    assert parse_members(format_members(members)) == members  # shown again as typed back
+    assert "given twice" in check_database(t, {**form, "members": "10.0.0.11 10.0.0.11:5432"})
+    assert "10.0.0.11:99999" in check_database(t, {**form, "members": "10.0.0.11:99999"})
+    assert '"a_b!"' in check_database(t, {**form, "members": "a_b!"})
+    assert "Host" in check_database(t, {**form, "members": " "})  # no members: the host is needed again
+    assert "дважды" in check_database(Catalogue("ru"), {**form, "members": "db1 db1"})

@@ -57,9 +57,39 @@ def _is_address(value: str) -> bool:
         return bool(_HOSTNAME.match(value))
 
 
+def format_members(members: list[node_config.DatabaseMember]) -> str:
+    """The members as the form shows them: HOST:PORT:API_PORT, comma-separated."""
+    return ", ".join(f"{f'[{m.host}]' if ':' in m.host else m.host}:{m.port}:{m.api_port}" for m in members)
+
+
+def parse_members(text: str) -> list[node_config.DatabaseMember]:
+    """The form's member list (what --db-member takes, comma- or space-separated); a
+    ConfigError names a malformed member, a ValueError a repeated one."""
+    members = [node_config.parse_member(v) for v in text.replace(",", " ").split()]
+    if len({(m.host, m.port) for m in members}) != len(members):
+        raise ValueError("a member is given twice")
+    return members
+
+
+def check_members(t: Catalogue, text: str) -> str | None:
+    try:
+        members = parse_members(text)
+    except node_config.ConfigError as exc:
+        return t("err.member", reason=str(exc))
+    except ValueError:
+        return t("err.member.twice")
+    if any(not _is_address(m.host) for m in members):
+        return t("err.host", value=next(m.host for m in members if not _is_address(m.host)))
+    return None
+
+
 def check_database(t: Catalogue, values: dict[str, str]) -> str | None:
-    """The first problem in the connection form (in the order of its fields), as the text to show, or None."""
+    """The first problem in the connection form (in the order of its fields), as the text to show, or None.
+    With members (a highly available database) the host and port are not used."""
+    members = values.get("members", "").strip()
     for key in ("host", "port", "main", "data", "logs", "user", "password"):
+        if members and key in ("host", "port"):
+            continue
         value = values[key] if key == "password" else values[key].strip()
         if not value:
             return t("err.empty", field=t(f"db.{key}"))
@@ -71,7 +101,7 @@ def check_database(t: Catalogue, values: dict[str, str]) -> str | None:
             return t("err.ident", field=t(f"db.{key}"), value=value)
         if key == "logs" and len({values["main"].strip(), values["data"].strip(), value}) != 3:
             return t("err.distinct")
-    return None
+    return check_members(t, members) if members else None
 
 
 NODE_LABELS = {"node_name": "node.name", "fqdn": "node.fqdn", "mail_host": "node.mail_host",
@@ -108,7 +138,7 @@ def check_mail_host(t: Catalogue, value: str, allow_unqualified: bool) -> str | 
 
 
 class Wizard:
-    DB_KEYS = ("host", "port", "main", "data", "logs", "user", "password")
+    DB_KEYS = ("host", "port", "main", "data", "logs", "user", "password", "members")
     NODE_KEYS = tuple(NODE_LABELS)
 
     def __init__(self, ui: UI, t: Catalogue, layout: Layout, initial: node_config.NodeConfig, setup=None,
@@ -137,7 +167,7 @@ class Wizard:
     def database_screen(self) -> bool:
         t, db = self.t, self.cfg.database
         values = {"host": db.host, "port": str(db.port), "main": db.main, "data": db.data, "logs": db.logs,
-                  "user": db.user, "password": db.password}
+                  "user": db.user, "password": db.password, "members": format_members(db.members)}
         error = None
         while True:
             text = t("db.text") if error is None else error
@@ -149,10 +179,14 @@ class Wizard:
             error = check_database(t, values)
             if error:
                 continue
-            db = node_config.DatabaseSettings(host=values["host"].strip(), port=int(values["port"]),
+            members = parse_members(values["members"])
+            # with members, what messages name as the database until the primary is known
+            host, port = (members[0].host, members[0].port) if members else \
+                (values["host"].strip(), int(values["port"]))
+            db = node_config.DatabaseSettings(host=host, port=port,
                                               main=values["main"].strip(), data=values["data"].strip(),
                                               logs=values["logs"].strip(), user=values["user"].strip(),
-                                              password=values["password"], members=self.cfg.database.members)
+                                              password=values["password"], members=members)
             self.cfg = replace(self.cfg, database=db)
             error = self.connect(db)
             if error is None:
@@ -210,7 +244,9 @@ class Wizard:
 
     def confirmation_text(self) -> str:
         db = self.cfg.database
-        return self.t("confirm.text", user=db.user, host=db.host, port=db.port, main=db.main, data=db.data,
+        where = self.t("confirm.members", members=format_members(db.members)) if db.members else \
+            f"{db.host}:{db.port}"
+        return self.t("confirm.text", user=db.user, where=where, main=db.main, data=db.data,
                       logs=db.logs, node_name=self.cfg.node_name, fqdn=self.cfg.fqdn, address=self.cfg.address,
                       mail_host=self.mail_host.name or self.cfg.fqdn, config=self.layout.config_file)
 

@@ -24,7 +24,8 @@ MESSAGES: dict[str, dict[str, str]] = {
                        "Продолжить?"),
         "aborted": "Настройка прервана, ничего не изменено.",
         "db.title": "Подключение к PostgreSQL",
-        "db.text": "Параметры подключения к СУБД. Далее: проверка подключения.",
+        "db.text": ("Параметры подключения к СУБД. Далее: проверка подключения. Отказоустойчивая база: "
+                    "участники Patroni через запятую (СЕРВЕР[:ПОРТ[:ПОРТ_API]]), тогда сервер и порт не нужны."),
         "db.host": "Сервер",
         "db.port": "Порт",
         "db.main": "База конфигурации",
@@ -32,6 +33,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "db.logs": "База журналов",
         "db.user": "Пользователь",
         "db.password": "Пароль",
+        "db.members": "Участники Patroni",
         "db.connecting": "Подключение к {host}:{port}...",
         "db.failed": "Ошибка подключения: {reason}\nИсправьте параметры и нажмите «Далее».",
         "db.create.title": "Локальный PostgreSQL",
@@ -51,7 +53,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "node.address": "Адрес",
         "confirm.title": "Подтверждение",
         "confirm.text": ("Будут применены настройки:\n\n"
-                         "PostgreSQL: {user}@{host}:{port}\n"
+                         "PostgreSQL: {user}@{where}\n"
                          "Базы: {main}, {data}, {logs}\n"
                          "Узел: {node_name} ({fqdn}, {address})\n"
                          "Почтовый сервер: {mail_host}\n"
@@ -66,6 +68,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "err.port": "Порт «{value}»: нужно число от 1 до 65535.",
         "err.ident": "«{field}» = «{value}»: только латинские буквы, цифры и _, не с цифры, не длиннее 63.",
         "err.distinct": "Три базы данных должны называться по-разному.",
+        "err.member": "Участники Patroni: {reason}",
+        "err.member.twice": "Участники Patroni: один и тот же участник указан дважды.",
+        "confirm.members": "участники Patroni {members} (ведущий узел — тот, что принимает запись)",
         "err.host": "Сервер «{value}»: недопустимое имя или адрес.",
         "err.node": "«{field}» = «{value}»: недопустимое имя (буквы, цифры, точки, дефисы).",
         "err.address": "Адрес «{value}»: нужен IPv4/IPv6-адрес или имя узла.",
@@ -90,7 +95,9 @@ MESSAGES: dict[str, dict[str, str]] = {
                        "Continue?"),
         "aborted": "Configuration aborted, nothing was changed.",
         "db.title": "PostgreSQL connection",
-        "db.text": "Database server connection. Next: the connection is checked.",
+        "db.text": ("Database server connection. Next: the connection is checked. A highly available "
+                    "database: its Patroni members, comma-separated (HOST[:PORT[:API_PORT]]); host and port "
+                    "are then not used."),
         "db.host": "Host",
         "db.port": "Port",
         "db.main": "Configuration database",
@@ -98,6 +105,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "db.logs": "Logs database",
         "db.user": "User",
         "db.password": "Password",
+        "db.members": "Patroni members",
         "db.connecting": "Connecting to {host}:{port}...",
         "db.failed": "Connection failed: {reason}\nCorrect the values and press Next.",
         "db.create.title": "Local PostgreSQL",
@@ -117,7 +125,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "node.address": "Address",
         "confirm.title": "Confirmation",
         "confirm.text": ("These settings will be applied:\n\n"
-                         "PostgreSQL: {user}@{host}:{port}\n"
+                         "PostgreSQL: {user}@{where}\n"
                          "Databases: {main}, {data}, {logs}\n"
                          "Node: {node_name} ({fqdn}, {address})\n"
                          "Mail host: {mail_host}\n"
@@ -133,6 +141,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "err.ident": "\"{field}\" = \"{value}\": use Latin letters, digits and _, not starting with a digit, "
                      "at most 63.",
         "err.distinct": "The three databases must have different names.",
+        "err.member": "Patroni members: {reason}",
+        "err.member.twice": "Patroni members: the same member is given twice.",
+        "confirm.members": "the Patroni members {members} (the primary: the one that accepts writes)",
         "err.host": "Host \"{value}\": not a valid name or address.",
         "err.node": "\"{field}\" = \"{value}\": not a valid name (letters, digits, dots, hyphens).",
         "err.address": "Address \"{value}\": expected an IPv4/IPv6 address or a host name.",

@@ -179,7 +179,7 @@ class LookupCacheGuard:
 
     # retry: seconds between attempts to listen again; each costs one refused connection while
     # the database is away, and the sooner it is heard again the sooner the lookups revive
-    def __init__(self, app: Services, second_flush: float = SECOND_FLUSH, retry: float = 1.0,
+    def __init__(self, app: Services, second_flush: float = SECOND_FLUSH, retry: float = 0.5,
                  report: Callable[[str, str], None] | None = None,
                  recovered: Callable[[], object] | None = None, patience: float = RESYNC_PATIENCE) -> None:
         self.app = app

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 
 PROBE_DOMAIN = "rupost.invalid"
 TIMEOUT = 5.0  # per tool: a lookup slower than this is failing mail and logins in practice
+# revive_lookups(): how long dovecot's userdb may take before dovecot is reloaded. Measured
+# with 1.5 s: logins of uncached accounts came back about 5 s sooner after an outage, but an
+# HA switchover run then delivered a message twice, most likely a needless reload (the probe
+# ran out of patience under load) ending an old LMTP process mid-delivery; a stuck auth
+# process does not answer within 5 s either
+REVIVE_PROBE_TIMEOUT = TIMEOUT
 
 
 def _probe_key() -> str:
@@ -71,7 +77,7 @@ def postfix_problems(app: Services | Runtime) -> list[str]:
     return problems
 
 
-def dovecot_problems(app: Services | Runtime) -> list[str]:
+def dovecot_problems(app: Services | Runtime, timeout: float = TIMEOUT) -> list[str]:
     """dovecot's userdb asked through its auth service (what LMTP asks for every delivery and
     IMAP after every login): exit 0 found, 67 not found, 75 the lookup failed."""
     conf = app.layout.current / "dovecot" / "dovecot.conf"
@@ -79,9 +85,9 @@ def dovecot_problems(app: Services | Runtime) -> list[str]:
         return []
     try:
         done = subprocess.run(["doveadm", "-c", str(conf), "user", _probe_key()], capture_output=True, text=True,
-                              timeout=TIMEOUT)
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
-        return [f"dovecot userdb: no answer within {TIMEOUT:.0f} s"]
+        return [f"dovecot userdb: no answer within {timeout:g} s"]
     except OSError as exc:
         return [f"doveadm: {exc}"]
     if done.returncode in (0, 67):
@@ -111,25 +117,51 @@ def revive_lookups(app: Services | Runtime, patience: float) -> list[str]:
     dead for 60 s, hard-coded (dict_pgsql.c; pgsql_table(5) has no setting for it), in each
     proxymap process: measured, every uncached lookup failed for that whole minute after a
     restart and answered right after a `postfix reload`, which replaces the proxymap processes
-    (gracefully: sessions in progress finish on the old processes). dovecot's auth process
-    escapes each key with a PostgreSQL connection of its own (the queries run in its auth
-    workers): after an outage that connection comes back on lib-sql's reconnect back-off
-    (hard-coded, doubling), and until then every key is escaped to an empty string
-    ("Could not escape string: Not connected to database"; measured: still so 60 s after a
-    10 s outage). lookup_key() turns such a query into an error (tempfail, not "user unknown",
-    data migration 0010), and a dovecot reload starts a new auth process that connects at
-    once (IMAP sessions in progress stay; a lookup it held fails temporarily). The problems
-    left when patience runs out (none: every lookup answers)."""
+    (gracefully: sessions in progress finish on the old processes). dovecot's SQL pool
+    (lib-sql's sqlpool, 2.3) holds a connection whose connect failed as dead behind a timer
+    that grows fivefold at each failure (1, 5, 25 s...) and is not cut short when the server
+    comes back; it escapes every key with its first connection, and while that one waits out
+    its timer every key fails to escape ("Could not escape string: Not connected to
+    database") and the login or delivery fails. Measured: an account dovecot had not cached
+    logged in 14 to 20 s after a 10 s outage ended, still later after a longer one; dovecot
+    has no setting for the timer. lookup_key() turns such a query into an error (tempfail,
+    not "user unknown", data migration 0010). The stuck processes are ended (auth, the ACL
+    dict, and LMTP, whose idle connection to the old auth process would fail its next
+    delivery: adapters.dovecot.end_database_processes) and the master starts new ones that
+    connect at once; then postfix is reloaded, which also drops the LMTP connections it
+    cached to the ended processes. Not a dovecot reload: dovecot 2.3 ends idle IMAP sessions
+    when its master reloads ("Server shutting down."), and sessions must outlive a database
+    switchover. The problems left when patience runs out
+    (none: every lookup answers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..errors import RuPostError
 
-    # dovecot first: postfix's reload then also ends the LMTP connections its delivery agents
-    # keep open to the old dovecot processes (which would go on asking the old auth process)
-    dovecot_failing = bool(dovecot_problems(app))
-    reloads = (["dovecot"] if dovecot_failing else []) + \
-        (["postfix"] if dovecot_failing or postfix_problems(app) else [])
-    for component in reloads:
-        try:
-            app.component_runtime.reload(component)
-        except (RuPostError, OSError, subprocess.SubprocessError) as exc:
-            return [f"{component} reload: {exc}"]
+    # both asked side by side: a userdb lookup that does not answer is one queued behind
+    # lib-sql's reconnect back-off
+    with ThreadPoolExecutor(2) as pool:
+        dovecot = pool.submit(dovecot_problems, app, REVIVE_PROBE_TIMEOUT)
+        postfix = pool.submit(postfix_problems, app)
+        dovecot_failing, postfix_failing = bool(dovecot.result()), bool(postfix.result())
+    try:
+        if dovecot_failing:
+            _end_dovecot_database_processes(app)
+        # after dovecot's: postfix's reload also drops the LMTP connections it cached to them
+        if dovecot_failing or postfix_failing:
+            app.component_runtime.reload("postfix")
+    except (RuPostError, OSError, subprocess.SubprocessError) as exc:
+        return [f"{'dovecot' if dovecot_failing else 'postfix'} revival: {exc}"]
     return wait_for_lookups(app, patience)
+
+
+def _end_dovecot_database_processes(app: Services | Runtime) -> None:
+    """New auth, dict and LMTP processes (adapters.dovecot.end_database_processes), else a
+    reload: with no master pid known, or no auth process to end (the master holds the service
+    back after auth processes crashed at their start while the database was away, docs/
+    database-ha.md; a reload starts the service anew)."""
+    from adapters.dovecot import end_database_processes
+
+    runtime = app.component_runtime
+    master = runtime.backend.pid("dovecot")
+    if master is None or "auth" not in end_database_processes(master):
+        runtime.reload("dovecot")

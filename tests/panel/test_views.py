@@ -553,3 +553,11 @@ def test_settings_check_the_mail_host_name_as_the_cli_does(superadmin, node):
         assert "rupost deploy" in text(r) and "does not cover mx.panel.test" in text(r)
     finally:
         node.app.settings.set_mail_host("mail.rupost.test")
+
+
+def test_the_nodes_page_shows_the_database_this_node_reaches(superadmin, node):
+    """A single server: its address (the Patroni members' table is tests/ha's)."""
+    page = text(superadmin.get("/nodes/"))
+    db = node.app.config.database
+    assert ("A single server:" in page or "Один сервер:" in page) and f"{db.host}:{db.port}" in page
+    assert 'id="db-members"' not in page

@@ -23,6 +23,7 @@ from pathlib import Path
 from mailclients import IMAPSFrom, message, smtp
 
 from .cluster import wait_until
+from .held_session import HeldSession
 from .processes import stop_group
 
 SENDER = "sender@example.org"
@@ -34,8 +35,9 @@ class Answer:
     who: str
     ok: bool
     detail: str
-    at: float = field(default_factory=time.time)
+    at: float = field(default_factory=time.time)  # when the answer came
     subject: str = ""
+    started: float | None = None  # when it was asked (logins)
 
 
 class Flow:
@@ -55,7 +57,8 @@ class Flow:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(60)
+        if self._thread.ident is not None:  # started (stopping twice is harmless)
+            self._thread.join(60)
 
     def _run(self) -> None:
         for i in range(self.limit):
@@ -112,15 +115,16 @@ class LoginFlow(Flow):
 
 
 def login(port: int, user: str, password: str, phase: str = "") -> Answer:
+    started = time.time()
     try:
         imap = IMAPSFrom("127.0.0.1", port)
     except OSError as exc:
-        return Answer(phase, user, False, f"connect: {exc}")
+        return Answer(phase, user, False, f"connect: {exc}", started=started)
     try:
         imap.login(user, password)
-        return Answer(phase, user, True, "logged in")
+        return Answer(phase, user, True, "logged in", started=started)
     except (imaplib.IMAP4.error, OSError) as exc:
-        return Answer(phase, user, False, str(exc))
+        return Answer(phase, user, False, str(exc), started=started)
     finally:
         try:
             imap.shutdown()
@@ -201,6 +205,15 @@ def listeners(pg) -> int:
     return int(pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rupost-listen'").strip())
 
 
+def queue_locks(pg) -> int:
+    """Shared locks on a node's mail queue (rupost/cluster/evacuation.py) the server holds now:
+    the agent's while the node's mail unit runs."""
+    from rupost.cluster.evacuation import LOCK_CLASS
+
+    return int(pg.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                       f"AND mode = 'ShareLock' AND classid = {LOCK_CLASS}::bigint::oid").strip())
+
+
 def rupost_check(root: Path, *only: str) -> tuple[int, dict]:
     """`rupost check --only ... --json` as an administrator runs it: exit code and results."""
     argv = [sys.executable, "-m", "rupost.cli", "--root", str(root), "check", "--no-record", "--json"]
@@ -227,10 +240,14 @@ class Outage:
     cold: dict[str, str]
     check_during: tuple[int, dict]
     back: float
-    cold_login_s: float | None
+    cold_logins: LoginFlow  # logins of the accounts dovecot had not cached, from the stop on
+    queue_locked: tuple[int, int]  # the agent's queue locks before the stop and after the return
     arrived: dict[str, float]
     monitor: str
     cache_flushes: int  # memcached flush_all commands from the database's stop to the end
+    # an IMAP session opened before the stop and left idle: INBOX's count before, and after
+    # the return (NOOP and SELECT on the same connection; None: the session was ended)
+    held_counts: tuple[int, int | None] = (0, None)
 
     @property
     def accepted(self) -> dict[str, Answer]:
@@ -250,6 +267,20 @@ class Outage:
         """Seconds from the database's return to the last delivery of that mail."""
         times = [self.arrived[s] for s in self.deferred if s in self.arrived]
         return max(times) - self.back if times and len(times) == len(self.deferred) else None
+
+    @property
+    def cold_login_s(self) -> float | None:
+        """Seconds from the database's return to the first successful login of an uncached
+        account (one asked during the outage may be answered after it)."""
+        times = [a.at for a in self.cold_logins.answers if a.ok and a.at >= self.back]
+        return min(times) - self.back if times else None
+
+    @property
+    def cold_refused_until_s(self) -> float:
+        """Seconds from the database's return to the last refusal of a login of an uncached
+        account, answered after the return (0: none)."""
+        times = [a.at for a in self.cold_logins.refused() if a.at >= self.back]
+        return max(times) - self.back if times else 0.0
 
     def refusal_window_s(self) -> float:
         """From the first refused message to a known recipient to the last (0: none)."""
@@ -272,6 +303,9 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
     agent = Agent(inst.root, app.layout.logs).start() if with_agent else None
     mail = MailFlow(inst.ports["smtp"], list(warm))
     logins = LoginFlow(inst.ports["imaps"], warm)
+    # started at the stop: a login before it would put the account in dovecot's cache
+    cold_logins = LoginFlow(inst.ports["imaps"], cold, pace=0.2)
+    locked_before = 0
     try:
         if agent is not None:
             _require(wait_until(lambda: listeners(pg) >= 2, 60), "the agent listens on both databases")
@@ -287,15 +321,22 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         from rupost.services.cache import flush_dovecot_auth_cache
 
         _require(flush_dovecot_auth_cache(app), "dovecot's auth cache is flushed")
+        held_user = next(iter(warm))
+        held = HeldSession("127.0.0.1", inst.ports["imaps"], held_user, warm[held_user], "127.0.0.1",
+                           app.layout.logs)
         mail.start()
         logins.start()
         _require(wait_until(lambda: mail.count("before") >= 2 * len(warm) and logins.count("before") >= len(warm), 120),
                  "the flows run")
 
+        if agent is not None:
+            _require(wait_until(lambda: queue_locks(pg) >= 1, 30), "the agent holds the node's queue")
+            locked_before = queue_locks(pg)
         mail.recipients = list(everyone)
-        mail.phase = logins.phase = "during"
+        mail.phase = logins.phase = cold_logins.phase = "during"
         flushes_before_stop = memcached_flushes(inst)
         pg.stop("fast")
+        cold_logins.start()
         stopped = time.monotonic()
         try:
             wait_until(lambda: mail.count("during") >= len(everyone), outage_s)
@@ -304,23 +345,33 @@ def run_outage(pg, inst, domain: str, outage_s: float, with_agent: bool = True, 
         finally:
             pg.start()
         back = time.time()
-        mail.phase = logins.phase = "after"
-        # an account dovecot has not cached logs in only once its SQL client is back
-        user, password = next(iter(cold.items()))
-        cold_login = wait_until(lambda: login(inst.ports["imaps"], user, password, "after").ok, settle, 0.5)
-        cold_login_s = time.time() - back if cold_login else None
+        mail.phase = logins.phase = cold_logins.phase = "after"
+        # an account dovecot has not cached logs in only once its SQL client is back; then a
+        # few seconds more of the stream, to see that the refusals stopped
+        wait_until(lambda: any(a.ok for a in cold_logins.answers if a.phase == "after"), settle, 0.5)
+        wait_until(lambda: len([a for a in cold_logins.answers if a.phase == "after" and a.ok]) >= 10, 30, 0.5)
+        cold_logins.stop()
         during = {a.subject for a in mail.answers if a.phase == "during" and a.ok}
         wait_delivered(storage, list(everyone), during, settle)
         wait_until(lambda: mail.count("after") >= 2 * len(everyone) and logins.count("after") >= len(warm), 60)
+        try:
+            held_after: int | None = held.after()
+        except imaplib.IMAP4.abort:
+            held_after = None
+        # the server's restart ended the session that held the agent's queue lock
+        locked_after = queue_locks(pg) if agent is None else \
+            (wait_until(lambda: queue_locks(pg) >= 1, 30) and queue_locks(pg))
     finally:
         mail.stop()
         logins.stop()
+        cold_logins.stop()
         if agent is not None:
             agent.stop()
     arrived = wait_delivered(storage, list(everyone), set(mail.accepted()), 60)
-    return Outage(mail, logins, warm, cold, check_during, back, cold_login_s, arrived,
+    return Outage(mail, logins, warm, cold, check_during, back, cold_logins, (locked_before, int(locked_after)),
+                  arrived,
                   app.layout.monitor_log.read_text() if app.layout.monitor_log.exists() else "",
-                  memcached_flushes(inst) - flushes_before_stop)
+                  memcached_flushes(inst) - flushes_before_stop, (held.count, held_after))
 
 
 def _accounts(app, domain: str, prefix: str, count: int) -> dict[str, str]:

@@ -120,6 +120,17 @@ def failover_run(cluster: Cluster, patroni: PatroniCluster, domain: str, recipie
     wanted = set(flow.accepted)
     wait_until(lambda: set(flow.delivered(cluster.shared / "vmail")) >= wanted, 180, interval=1)
     copies = flow.delivered(cluster.shared / "vmail")
+    missing = sorted(n for n in wanted if copies[n] == 0)
+    if missing:  # where they are: each node's log lines for their queue ids
+        print(f"\nundelivered after the run: {missing[:20]}")
+        for node in nodes:
+            log = node.layout.log_file("postfix").read_text(errors="replace").splitlines()
+            ids = {line.split(": ")[1].split(":")[0] for line in log
+                   if any(f"<{flow.tag}.{n}@flow.example.org>" in line for n in missing) and ": " in line}
+            for line in log:
+                if any(f" {qid}: " in line for qid in ids):
+                    print(f"{node.name}: {line}")
+            print(node.rupost("mailqueues", "list", check=False).stdout[-3000:])
     return FailoverResult(
         how=how, old_leader=old.name, new_leader=new.name if new else "", first_write_s=seconds,
         write_errors=errors, accepted=len(flow.accepted), refused_5xx=len(flow.refused),

@@ -1,4 +1,6 @@
-"""Nodes of the cluster: state, components, heartbeat; drain and enable."""
+"""Nodes of the cluster: state, components, heartbeat; drain and enable; the database this node
+reaches (a highly available one: its members, their roles and lag, and which member each of
+this node's ways reaches now, as `rupost db status` shows them)."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, g, redirect, url_for
@@ -19,7 +21,16 @@ def index():
         node["alive"] = rp.nodes.alive(node)
         node["agent"] = rp.nodes.agent_alive(node)
         node["component_states"] = {k: v for k, v in (node["components"] or {}).items() if isinstance(v, dict)}
-    return render("nodes.html", nodes=nodes, this_node=rp.config.node_name)
+    return render("nodes.html", nodes=nodes, this_node=rp.config.node_name, database=rp.database_ha.status())
+
+
+def role_class(member) -> str:
+    """The CSS class of a database member's row: running (the primary) or streaming (a
+    replica) is well; stopped, starting or not answering is not."""
+    return "ok" if member.state in ("running", "streaming") else "bad"
+
+
+bp.add_app_template_filter(role_class, "db_member_class")
 
 
 @bp.route("/<name>/<action>", methods=["POST"])
