@@ -44,3 +44,14 @@ class SenderRight(DataBase):
     grantee: Mapped[str] = mapped_column(String(320), primary_key=True)  # a mailbox or a distribution list
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # send_as | send_on_behalf
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class SharedMailboxGroup(DataBase):
+    """A distribution list (LDAP groups included) granted rights on a shared mailbox: its
+    current members hold them (dovecot's acl_groups, data migration 0012)."""
+    __tablename__ = "shared_mailbox_groups"
+
+    shared_id: Mapped[int] = mapped_column(ForeignKey("shared_mailboxes.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("distribution_lists.id", ondelete="CASCADE"), primary_key=True,
+                                         index=True)
+    rights: Mapped[str] = mapped_column(String(32))  # IMAP ACL letters, as for a member
