@@ -423,3 +423,44 @@ def test_the_acl_file_keeps_the_owner_and_lists_members_sorted():
         "owner lrwstipekx\nuser=alice@x.test lrwsipk\nuser=bob@x.test lrs\n")
     assert render_acl([("bob@x.test", "lrs")], [("team@x.test", "lrwsipk")]) == (
         "owner lrwstipekx\nuser=bob@x.test lrs\ngroup=team@x.test lrwsipk\n")
+
+
+def test_the_quota_of_the_shared_mailbox_holds_for_members_saves(node, team):
+    """Members' APPENDs into the shared mailbox count against the shared mailbox's own quota
+    (1M, the fixture's), across sessions and members, and are refused over it although the
+    members have none; a delivery sees what they saved."""
+    info, users = team
+    shared_inbox = f"Shared/{info}"
+    big = message(info, info, "too big for info", body="x" * 1_500_000 + "\n").as_bytes()
+    part = message(info, info, "two thirds of info", body="y" * 650_000 + "\n").as_bytes()
+    alice = imap(node, *users["alice"])
+    try:
+        status, data = alice.append(f'"{shared_inbox}"', None, None, big)
+        assert status == "NO" and b"[OVERQUOTA]" in data[0], (status, data)
+        assert alice.append('"INBOX"', None, None, big)[0] == "OK"  # her own mailbox has no quota
+        assert alice.append(f'"{shared_inbox}"', None, None, part)[0] == "OK"
+    finally:
+        alice.logout()
+    bob = imap(node, *users["bob"])
+    try:
+        status, data = bob.append(f'"{shared_inbox}"', None, None, part)
+        assert status == "NO" and b"[OVERQUOTA]" in data[0], (status, data)
+    finally:
+        bob.logout()
+    with lmtp_client(node) as lmtp:
+        lmtp.ehlo("tests")
+        lmtp.mail("partner@example.org")
+        assert lmtp.rcpt(info)[0] == 250
+        code, reply = lmtp.data(part)
+    assert code == 552 and b"5.2.2" in reply, (code, reply)
+    # a higher quota: members may save again (the limit is written where their sessions read it)
+    node.app.mailboxes.set_quota(info, "3M")
+    bob = imap(node, *users["bob"])
+    try:
+        assert bob.append(f'"{shared_inbox}"', None, None, part)[0] == "OK"
+    finally:
+        bob.logout()
+
+
+def lmtp_client(node) -> smtplib.LMTP:
+    return smtplib.LMTP(str(node.layout.run_dir("dovecot") / "lmtp"))

@@ -17,6 +17,7 @@ session under ``Shared/ADDRESS/`` (dovecot's shared namespace and ACL plugin):
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import pwd
 import subprocess
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from . import Services
+
+log = logging.getLogger("rupost.shared_mailboxes")
 
 NO_LOGIN = "!shared"  # never a valid hash: neither dovecot nor SOGo accepts a password for it
 # the rights an administrator grants, as IMAP ACL letters (RFC 4314); "l" (see the mailbox)
@@ -115,8 +118,20 @@ class SharedMailboxService:
         except IntegrityError:
             raise ConflictError(f"{full} already exists (a mailbox or a shared mailbox)") from None
         # no ACL file yet: without one dovecot gives the owner every right and nobody else any
+        self.write_quota_limit(full)
         self.app.audit.record("shared_mailbox.add", full, quota_bytes=quota_bytes)
         return self.show(full)
+
+    def write_quota_limit(self, address: str) -> None:
+        """Have dovecot write the shared mailbox's own limit into its ``maildirsize`` (a
+        quota recalculation run as the mailbox): members' sessions take the limit from that
+        file (the userdb's quota_rule is forced, ``*``, only for the user it names, ``?`` for
+        the owners of the shared namespaces it opens). Best effort: the mailbox exists
+        either way, and its first delivery writes the same file."""
+        try:
+            self._dovecot(["quota", "recalc", "-u", address])
+        except SharedMailboxError as exc:
+            log.warning("the quota limit of %s is not written yet (its first delivery will): %s", address, exc)
 
     def _get(self, session: Session, address: str) -> SharedMailbox:
         local, domain = validation.address(address)
