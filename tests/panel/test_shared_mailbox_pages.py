@@ -14,7 +14,7 @@ def test_superadmin_manages_a_shared_mailbox_and_its_rights(node, superadmin, do
                         {"member": alice, "right_read": "1", "right_insert": "1", "right_delete": "1"})
     assert r.status_code == 302
     assert node.app.shared_mailboxes.show(info)["members"] == [
-        {"address": alice, "rights": ["read", "insert", "delete"], "acl": "lrstipekx"}]
+        {"address": alice, "rights": ["read", "insert", "delete"], "acl": "lrstipekx", "group": False}]
     r = superadmin.post(f"/shared-mailboxes/rights/{info}/send", {"grantee": alice, "kind": "send-on-behalf",
                                                                   "back": "shared"})
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/shared-mailboxes/{info}")
