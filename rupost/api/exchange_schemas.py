@@ -83,6 +83,9 @@ class CalendarDelegationSchema(Schema):
     delegate = fields.String(required=True, metadata=ADDRESS)
     rights = fields.String(required=True, metadata={"description": f"One of {', '.join(CALENDAR_RIGHTS)} "
                                                                    "(or custom: the SOGo roles)."})
+    group = fields.Boolean(metadata={"description": "The delegate is a distribution list (group), expanded "
+                                                   "into one SOGo ACL per member."})
+    members = fields.List(fields.String(), metadata={"description": "A group's members holding the rights now."})
 
 
 class CalendarRightsSchema(Schema):

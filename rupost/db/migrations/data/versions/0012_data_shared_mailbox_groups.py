@@ -10,11 +10,15 @@ Revises: 0011_data_shared_mailboxes
   members of some shared mailbox), the shared mailbox's ACL file grants ``group=LIST``.
 - ``lookup_shared_boxes_groups``: dovecot's acl_shared_dict keys
   ``shared/shared-boxes/group/LIST/OWNER`` (which shared mailboxes a group's members see).
+- ``calendar_group_delegations``: a distribution list delegated an owner's calendar. SOGo's
+  ACLs take groups only from LDAP sources, so the core expands the list into one SOGo ACL per
+  member and keeps them in step with the list; ``members`` records whom it granted.
 - the ``a`` (administer) right is gone: a member changing rights over IMAP SETACL would make
   the ACL file differ from the members RuPost keeps; existing grants lose it.
 """
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0012_data_shared_mailbox_groups"
 down_revision = "0011_data_shared_mailboxes"
@@ -53,6 +57,17 @@ def upgrade() -> None:
         sa.CheckConstraint("rights ~ '^[lrwsipkxte]+$'", name="ck_shared_mailbox_groups_rights"),
     )
     op.create_index("ix_shared_mailbox_groups_list_id", "shared_mailbox_groups", ["list_id"])
+    op.create_table(
+        "calendar_group_delegations",
+        sa.Column("owner", sa.String(length=320),
+                  sa.ForeignKey("mailboxes.address", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
+        sa.Column("list_id", sa.Integer(), sa.ForeignKey("distribution_lists.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("rights", sa.String(length=16), nullable=False),
+        sa.Column("members", postgresql.JSONB(), nullable=False, server_default="[]"),
+        sa.CheckConstraint("rights IN ('read', 'write', 'freebusy')", name="ck_calendar_group_delegations_rights"),
+    )
+    op.create_index("ix_calendar_group_delegations_list_id", "calendar_group_delegations", ["list_id"])
     op.execute("UPDATE shared_mailbox_members SET rights = replace(rights, 'a', '')")
     op.drop_constraint("ck_shared_mailbox_members_rights", "shared_mailbox_members", type_="check")
     op.create_check_constraint("ck_shared_mailbox_members_rights", "shared_mailbox_members",
@@ -69,4 +84,5 @@ def downgrade() -> None:
     op.drop_constraint("ck_shared_mailbox_members_rights", "shared_mailbox_members", type_="check")
     op.create_check_constraint("ck_shared_mailbox_members_rights", "shared_mailbox_members",
                                "rights ~ '^[lrwsipkxtea]+$'")
+    op.drop_table("calendar_group_delegations")
     op.drop_table("shared_mailbox_groups")
