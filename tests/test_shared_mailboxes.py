@@ -274,6 +274,11 @@ def test_a_group_member_follows_the_group_live_and_setacl_is_refused(node, team,
         alice.logout()
     assert acl_file.read_text() == before
     assert _sees(node, *users["carol"], shared_inbox) == (False, "NO")
+    # the repair rewrites every shared mailbox's file from the database: the same text
+    acl_file.write_text("owner lrwstipekxa\nanyone lrwstipekxa\n")
+    out = cli(node, "shared-mailboxes", "sync")
+    assert out.exit_code == 0 and f"ACL of {info} written" in out.output, out.output
+    assert acl_file.read_text() == before
 
     # the list removed: its line leaves the ACL file (a new list of that name has no rights)
     node.app.distribution_lists.remove(group)

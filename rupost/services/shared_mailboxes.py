@@ -281,11 +281,14 @@ class SharedMailboxService:
 
     # ------------------------------------------------------------------ dovecot's side
     def sync_acl(self, address: str) -> Path:
-        """Rewrite the shared mailbox's ACL file from the database."""
+        """Rewrite the shared mailbox's ACL file from the database, and its quota limit where
+        members' sessions read it (a repair: after a restore, or an upgrade)."""
         with self.app.dbs.session("data") as s:
             shared = self._get(s, address)
             self._write_acl(s, shared)
-            return self._acl_dir(shared.address) / ACL_FILE
+            full = shared.address
+        self.write_quota_limit(full)
+        return self._acl_dir(full) / ACL_FILE
 
     def _write_acl(self, session: Session, shared: SharedMailbox) -> str:
         """Write the ACL file from the rows `session` sees (its own pending changes included),
