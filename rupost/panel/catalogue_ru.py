@@ -452,6 +452,7 @@ RU = {
     "Grant": "Предоставить",
     "In mail clients": "В почтовых клиентах",
     "Member": "Участник",
+    "User or group": "Пользователь или группа",
     "Member removed.": "Участник удалён.",
     "Member rights saved.": "Права участника сохранены.",
     "No members yet.": "Участников пока нет.",
