@@ -458,11 +458,15 @@ def test_the_quota_of_the_shared_mailbox_holds_for_members_saves(node, team):
         assert lmtp.rcpt(info)[0] == 250
         code, reply = lmtp.data(part)
     assert code == 552 and b"5.2.2" in reply, (code, reply)
-    # a higher quota: members may save again (the limit is written where their sessions read it)
+    # a higher quota: members may save again (the limit is written where their sessions read it);
+    # a member's own quota holds in their own mailbox only
     node.app.mailboxes.set_quota(info, "3M")
+    node.app.mailboxes.set_quota(users["bob"][0], "100K")
     bob = imap(node, *users["bob"])
     try:
         assert bob.append(f'"{shared_inbox}"', None, None, part)[0] == "OK"
+        status, data = bob.append('"INBOX"', None, None, part)
+        assert status == "NO" and b"[OVERQUOTA]" in data[0], (status, data)
     finally:
         bob.logout()
 
