@@ -63,7 +63,9 @@ SCHEMA = {
             "additionalProperties": False,
             "required": ["user_table", "anyone_table"],
             "properties": {"user_table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$"},
-                           "anyone_table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$"}},
+                           "anyone_table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$"},
+                           # groups (acl_groups from the userdb): shared/shared-boxes/group/GROUP/FROM
+                           "group_table": {"type": "string", "pattern": r"^[a-z_][a-z0-9_]*$"}},
         },
         "sql": {
             "type": "object",
@@ -162,7 +164,8 @@ def render_sql_conf(sql: dict, ctx: RenderContext) -> str:
 
 def render_acl_dict_conf(tables: dict, ctx: RenderContext) -> str:
     """The SQL dict behind acl_shared_dict: which owners' mailboxes each user may see under
-    the shared namespace (keys shared/shared-boxes/user/TO/FROM; "anyone" shares apart).
+    the shared namespace (keys shared/shared-boxes/user/TO/FROM, group/GROUP/FROM for the
+    user's acl_groups; "anyone" shares apart).
     Dovecot only reads it here: the views are the members RuPost keeps, and an IMAP SETACL
     that would add a share fails to update them (the CLI and the panel change members)."""
     return "\n".join([
@@ -172,6 +175,9 @@ def render_acl_dict_conf(tables: dict, ctx: RenderContext) -> str:
         "  value_field = dummy", "  fields {", "    from_user = $from", "    to_user = $to", "  }", "}",
         "map {", "  pattern = shared/shared-boxes/anyone/$from", f"  table = {tables['anyone_table']}",
         "  value_field = dummy", "  fields {", "    from_user = $from", "  }", "}",
+        *(["map {", "  pattern = shared/shared-boxes/group/$to/$from", f"  table = {tables['group_table']}",
+           "  value_field = dummy", "  fields {", "    from_user = $from", "    to_group = $to", "  }", "}"]
+          if tables.get("group_table") else []),
     ]) + "\n"
 
 

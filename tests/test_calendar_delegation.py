@@ -95,3 +95,27 @@ def test_bad_delegations_are_refused(node, people, domain):
     with pytest.raises(NotFoundError, match="has no rights"):
         node.app.calendar_delegations.revoke(boss, assistant)
     assert node.app.calendar_delegations.list(boss) == []
+
+
+def test_a_group_delegate_follows_the_group(node, people, domain):
+    """A distribution list as delegate: SOGo's ACLs take no SQL-sourced groups, so each member
+    gets the ACL, and a member added to or removed from the list (CLI) gains or loses it."""
+    boss = people["boss"][0]
+    assistant, reader = people["assistant"], people["reader"]
+    team = f"assistants@{domain}"
+    assert cli(node, "distribution-lists", "add", team, "--member", assistant[0]).exit_code == 0
+    out = cli(node, "calendars", "delegate", boss, team, "--rights", "write")
+    assert out.exit_code == 0, out.output
+    assert _put(node, *assistant, boss, "by a group member")[1] == 201
+    assert _put(node, *reader, boss, "not in the group yet")[1] in (403, 404)
+
+    assert cli(node, "distribution-lists", "members", "add", team, reader[0]).exit_code == 0
+    assert _put(node, *reader, boss, "joined the group")[1] == 201
+    assert cli(node, "distribution-lists", "members", "remove", team, assistant[0]).exit_code == 0
+    assert _put(node, *assistant, boss, "left the group")[1] in (403, 404)
+    groups = [r for r in node.app.calendar_delegations.list(boss) if r["group"]]
+    assert [(r["delegate"], r["rights"], r["members"]) for r in groups] == [(team, "write", [reader[0]])]
+
+    node.app.calendar_delegations.revoke(boss, team)
+    assert _put(node, *reader, boss, "group revoked")[1] in (403, 404)
+    assert node.app.calendar_delegations.list(boss) == []

@@ -266,3 +266,38 @@ def test_an_alias_cannot_take_a_list_address(node, ad, bound, mailbox):
     node.app.distribution_lists.add(address, members=[local])
     with pytest.raises(ConflictError, match="already a distribution list"):
         node.app.aliases.add(address, [local])
+
+
+def test_a_directory_group_member_of_a_shared_mailbox_follows_the_directory(node, ad, bound):
+    """An LDAP group (a dynamic list) as a member of a shared mailbox: after the updater
+    follows a change in the directory, the newcomer opens the shared mailbox at its next
+    login and the one who left no longer does; nothing else is run (issue 29)."""
+    from mailclients import IMAPSFrom
+
+    name, mail_domain = bound
+    tag = uuid.uuid4().hex[:6]
+    inside, outside = _users(node, ad, bound, [f"Desk{tag}", f"Other{tag}"])
+    node.app.ldap_filters.add(f"desk-{tag}", name, f"(department=Desk{tag})")
+    group = f"desk-{tag}@{mail_domain}"
+    node.app.distribution_lists.add(group, filter_name=f"desk-{tag}")
+    shared = f"helpdesk-{tag}@{mail_domain}"
+    node.app.shared_mailboxes.add(shared)
+    node.app.shared_mailboxes.set_member(shared, group, "read")
+
+    def opens(user) -> bool:
+        session = IMAPSFrom("127.0.0.1", node.ports["imaps"])
+        try:
+            session.login(user[0], user[1])
+            return session.select(f'"Shared/{shared}"')[0] == "OK"
+        finally:
+            session.logout()
+
+    assert opens(inside) and not opens(outside)
+    ad.replace(outside[2], department=f"Desk{tag}")
+    ad.replace(inside[2], department=f"Other{tag}")
+    (result,) = node.app.distribution_lists.update(group)
+    assert result["status"] == "updated", result
+    assert opens(outside) and not opens(inside)
+    node.app.shared_mailboxes.remove(shared)
+    node.app.distribution_lists.remove(group)
+    node.app.ldap_filters.remove(f"desk-{tag}")

@@ -127,15 +127,13 @@ REASONS: dict[str, dict[str, str]] = {
     "ldap_filters.test": {"api": API_LATER},
     "mailqueues.flush": {"api": API_LATER},
     "migration.*": {"api": API_LATER, "panel": PANEL_LATER},
-    "groupware_migration.*": {"api": API_LATER},
     "groupware_migration.run": {"panel": "it reads files and source passwords given on the node and runs for minutes "
                                          "or hours: the CLI starts it, the panel shows its jobs and reports"},
-    # issue 29's shared mailboxes, send rights and delegated calendars: CLI and panel first
-    "shared_mailboxes.*": {"api": API_LATER},
+    # issue 29's shared mailboxes, send rights and delegated calendars
     "shared_mailboxes.sync_acl": {"panel": "a repair: it rewrites the ACL files in the mail storage from the "
-                                           "database (rupost shared-mailboxes sync)"},
-    "sender_rights.*": {"api": API_LATER},
-    "calendar_delegations.*": {"api": API_LATER},
+                                           "database (rupost shared-mailboxes sync)",
+                                  "api": "a repair run by root where the mail storage is mounted (rupost "
+                                         "shared-mailboxes sync); every API change of members writes the file"},
     "push.*": {"api": API_LATER, "panel": PANEL_LATER},
     "rollouts.*": {"api": "the API's deploy job runs a rolling deploy on a cluster (jobs.deploy_work)"},
     "session_peaks.record": {"api": INTERNAL, "panel": INTERNAL},

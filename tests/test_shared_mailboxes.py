@@ -212,6 +212,80 @@ def test_rights_are_enforced_and_follow_the_database(node, team):
         sorted([users["alice"][0], users["bob"][0]]), listing.output
 
 
+def _sees(node, user: str, password: str, shared_inbox: str) -> tuple[bool, str]:
+    """(LIST shows it, the rights MYRIGHTS gives or "NO") for a fresh login of `user`."""
+    session = imap(node, user, password)
+    try:
+        shown = shared_inbox in listed(session)
+        status, data = session._simple_command("MYRIGHTS", f'"{shared_inbox}"')
+        if status != "OK":
+            return shown, "NO"
+        _, rights = session._untagged_response(status, data, "MYRIGHTS")
+        # in RFC 4314's order, without RFC 2086's "c" and "d" dovecot adds for old clients
+        letters = set(rights[0].decode().split()[-1]) - {"c", "d"}
+        return shown, "".join(c for c in "lrwstipekxa" if c in letters)
+    finally:
+        session.logout()
+
+
+def test_a_group_member_follows_the_group_live_and_setacl_is_refused(node, team, domain):
+    """A distribution list as a member: its current members hold its rights (dovecot's
+    group= ACL and the userdb's acl_groups); a member added to or removed from the list by
+    the CLI gains or loses the shared mailbox at its next login, no sync. Nobody holds the
+    administer right: SETACL is refused, so the ACL file stays what the database says."""
+    info, users = team
+    shared_inbox = f"Shared/{info}"
+    group = f"helpers@{domain}"
+    out = cli(node, "distribution-lists", "add", group, "--member", users["carol"][0])
+    assert out.exit_code == 0, out.output
+    out = cli(node, "shared-mailboxes", "members", info, group, "--rights", "read,insert")
+    assert out.exit_code == 0 and f"group {group} (read,insert)" in out.output, out.output
+    assert _sees(node, *users["carol"], shared_inbox) == (True, "lrsipk")
+    subject = f"by a group member {uuid.uuid4().hex[:8]}"
+    carol = imap(node, *users["carol"])
+    try:
+        assert carol.append(f'"{shared_inbox}"', None, None, message(info, info, subject).as_bytes())[0] == "OK"
+        assert subject in subjects(carol, shared_inbox)
+    finally:
+        carol.logout()
+
+    # out of the group: the next login neither lists nor opens it
+    out = cli(node, "distribution-lists", "members", "remove", group, users["carol"][0])
+    assert out.exit_code == 0, out.output
+    assert _sees(node, *users["carol"], shared_inbox) == (False, "NO")
+    # back into the group: back in the shared mailbox
+    out = cli(node, "distribution-lists", "members", "add", group, users["carol"][0])
+    assert out.exit_code == 0, out.output
+    assert _sees(node, *users["carol"], shared_inbox) == (True, "lrsipk")
+    # a member with a grant of its own keeps exactly that (dovecot: user= overrides group=)
+    node.app.distribution_lists.add_members(group, [users["reader"][0]])
+    assert _sees(node, *users["reader"], shared_inbox) == (True, "lrs")
+    node.app.distribution_lists.remove_members(group, [users["carol"][0]])
+
+    # SETACL: alice (read,write,insert,delete) may not hand out rights; the file is unchanged
+    acl_file = node.app.shared_mailboxes._acl_dir(info) / "dovecot-acl"
+    before = acl_file.read_text()
+    assert f"group={group} lrsipk" in before and " lrwstipekx\n" in before and "a" not in before.split()[1]
+    alice = imap(node, *users["alice"])
+    try:
+        status, data = alice._simple_command("SETACL", f'"{shared_inbox}"', users["carol"][0], "lrswipkxtea")
+        assert status == "NO", (status, data)
+    finally:
+        alice.logout()
+    assert acl_file.read_text() == before
+    assert _sees(node, *users["carol"], shared_inbox) == (False, "NO")
+    # the repair rewrites every shared mailbox's file from the database: the same text
+    acl_file.write_text("owner lrwstipekxa\nanyone lrwstipekxa\n")
+    out = cli(node, "shared-mailboxes", "sync")
+    assert out.exit_code == 0 and f"ACL of {info} written" in out.output, out.output
+    assert acl_file.read_text() == before
+
+    # the list removed: its line leaves the ACL file (a new list of that name has no rights)
+    node.app.distribution_lists.remove(group)
+    assert f"group={group}" not in acl_file.read_text()
+    assert [m["address"] for m in node.app.shared_mailboxes.show(info)["members"] if m["group"]] == []
+
+
 def test_a_removed_member_recreated_under_the_same_address_has_no_rights(node, team):
     info, users = team
     bob = users["bob"][0]
@@ -254,8 +328,10 @@ def test_bad_rights_are_refused_and_nothing_changes(node, team, rights, expected
     with pytest.raises(ValidationError, match=expected):
         node.app.shared_mailboxes.set_member(info, users["carol"][0], rights)
     assert users["carol"][0] not in [m["address"] for m in node.app.shared_mailboxes.show(info)["members"]]
-    with pytest.raises(NotFoundError, match="is not a mailbox"):
+    with pytest.raises(NotFoundError, match="is neither a mailbox nor a distribution list"):
         node.app.shared_mailboxes.set_member(info, f"ghost@{info.split('@')[1]}", "read")
+    with pytest.raises(ValidationError, match="administer right is not granted"):
+        node.app.shared_mailboxes.set_member(info, users["carol"][0], "read,administer")
 
 
 # ---------------------------------------------------------------------- send-as, send-on-behalf
@@ -334,7 +410,7 @@ def test_send_on_behalf_sets_sender_through_msmtp(node, team, mailbox, tmp_path)
 @pytest.mark.parametrize("rights, letters", [
     ("read", "lrs"),
     ("read,write,insert,delete", "lrwsipktex"),
-    (["administer"], "la"),
+    (["insert"], "lipk"),
     ("delete, read", "lrstex"),
 ])
 def test_rights_become_acl_letters_in_rfc_4314_order(rights, letters):
@@ -349,4 +425,51 @@ def test_the_acl_file_keeps_the_owner_and_lists_members_sorted():
     from rupost.services.shared_mailboxes import render_acl
 
     assert render_acl([("bob@x.test", "lrs"), ("alice@x.test", "lrwsipk")]) == (
-        "owner lrwstipekxa\nuser=alice@x.test lrwsipk\nuser=bob@x.test lrs\n")
+        "owner lrwstipekx\nuser=alice@x.test lrwsipk\nuser=bob@x.test lrs\n")
+    assert render_acl([("bob@x.test", "lrs")], [("team@x.test", "lrwsipk")]) == (
+        "owner lrwstipekx\nuser=bob@x.test lrs\ngroup=team@x.test lrwsipk\n")
+
+
+def test_the_quota_of_the_shared_mailbox_holds_for_members_saves(node, team):
+    """Members' APPENDs into the shared mailbox count against the shared mailbox's own quota
+    (1M, the fixture's), across sessions and members, and are refused over it although the
+    members have none; a delivery sees what they saved."""
+    info, users = team
+    shared_inbox = f"Shared/{info}"
+    big = message(info, info, "too big for info", body="x" * 1_500_000 + "\n").as_bytes()
+    part = message(info, info, "two thirds of info", body="y" * 650_000 + "\n").as_bytes()
+    alice = imap(node, *users["alice"])
+    try:
+        status, data = alice.append(f'"{shared_inbox}"', None, None, big)
+        assert status == "NO" and b"[OVERQUOTA]" in data[0], (status, data)
+        assert alice.append('"INBOX"', None, None, big)[0] == "OK"  # her own mailbox has no quota
+        assert alice.append(f'"{shared_inbox}"', None, None, part)[0] == "OK"
+    finally:
+        alice.logout()
+    bob = imap(node, *users["bob"])
+    try:
+        status, data = bob.append(f'"{shared_inbox}"', None, None, part)
+        assert status == "NO" and b"[OVERQUOTA]" in data[0], (status, data)
+    finally:
+        bob.logout()
+    with lmtp_client(node) as lmtp:
+        lmtp.ehlo("tests")
+        lmtp.mail("partner@example.org")
+        assert lmtp.rcpt(info)[0] == 250
+        code, reply = lmtp.data(part)
+    assert code == 552 and b"5.2.2" in reply, (code, reply)
+    # a higher quota: members may save again (the limit is written where their sessions read it);
+    # a member's own quota holds in their own mailbox only
+    node.app.mailboxes.set_quota(info, "3M")
+    node.app.mailboxes.set_quota(users["bob"][0], "100K")
+    bob = imap(node, *users["bob"])
+    try:
+        assert bob.append(f'"{shared_inbox}"', None, None, part)[0] == "OK"
+        status, data = bob.append('"INBOX"', None, None, part)
+        assert status == "NO" and b"[OVERQUOTA]" in data[0], (status, data)
+    finally:
+        bob.logout()
+
+
+def lmtp_client(node) -> smtplib.LMTP:
+    return smtplib.LMTP(str(node.layout.run_dir("dovecot") / "lmtp"))

@@ -17,8 +17,10 @@ def calendars():
 @click.option("--rights", type=click.Choice(["read", "write", "freebusy"]), default="read", show_default=True)
 @pass_ctx
 def delegate(c, owner, delegate, rights):
+    """DELEGATE is a user, or a distribution list (each member gets the rights, kept in step)."""
     out = c.app.calendar_delegations.delegate(owner, delegate, rights)
-    click.echo(f"{out['delegate']} may now {out['rights']} the calendar of {out['owner']}")
+    members = f" ({len(out['members'])} member(s))" if out.get("group") else ""
+    click.echo(f"{out['delegate']}{members} may now {out['rights']} the calendar of {out['owner']}")
 
 
 @calendars.command("revoke")
@@ -36,4 +38,4 @@ def revoke(c, owner, delegate):
 @pass_ctx
 def list_(c, owner, as_json):
     """List delegated calendars (of OWNER, or all)."""
-    emit(c.app.calendar_delegations.list(owner), as_json, ["owner", "delegate", "rights"])
+    emit(c.app.calendar_delegations.list(owner), as_json, ["owner", "delegate", "rights", "group"])

@@ -5,11 +5,12 @@ import click
 
 from . import emit, json_option, main, pass_ctx
 
-RIGHTS_HELP = "Comma-separated: read, write, insert, delete, administer."
+RIGHTS_HELP = "Comma-separated: read, write, insert, delete."
 
 
 def _print(out: dict) -> None:
-    members = ", ".join(f"{m['address']} ({','.join(m['rights'])})" for m in out["members"]) or "none"
+    members = ", ".join(f"{'group ' if m.get('group') else ''}{m['address']} ({','.join(m['rights'])})"
+                        for m in out["members"]) or "none"
     click.echo(f"shared mailbox {out['address']}: members {members}")
 
 
@@ -53,7 +54,8 @@ def show(c, address):
 @click.option("--remove", "remove_member", is_flag=True, help="Take MEMBER out of the shared mailbox.")
 @pass_ctx
 def members(c, address, member, rights, remove_member):
-    """Show the members of ADDRESS, or grant, change or remove MEMBER's rights."""
+    """Show the members of ADDRESS, or grant, change or remove MEMBER's rights (MEMBER: a
+    mailbox, or a distribution list whose current members hold the rights)."""
     service = c.app.shared_mailboxes
     if member is None:
         if rights or remove_member:
@@ -68,11 +70,12 @@ def members(c, address, member, rights, remove_member):
 
 
 @shared_mailboxes.command("sync")
-@click.argument("address")
+@click.argument("address", required=False)
 @pass_ctx
 def sync(c, address):
-    """Rewrite the shared mailbox's ACL file in its storage from the database."""
-    click.echo(f"ACL of {address} written: {c.app.shared_mailboxes.sync_acl(address)}")
+    """Rewrite the shared mailbox's ACL file (every one's without ADDRESS) from the database."""
+    for one in [address] if address else [r["address"] for r in c.app.shared_mailboxes.list()]:
+        click.echo(f"ACL of {one} written: {c.app.shared_mailboxes.sync_acl(one)}")
 
 
 @shared_mailboxes.command("remove")

@@ -461,6 +461,7 @@ RU = {
     "Delegation revoked.": "Делегирование отменено.",
     "Grant": "Предоставить",
     "In mail clients": "В почтовых клиентах",
+    "User or group": "Пользователь или группа",
     "Member removed.": "Участник удалён.",
     "Member rights saved.": "Права участника сохранены.",
     "No members yet.": "Участников пока нет.",

@@ -278,6 +278,9 @@ class DistributionListService:
             if enabled is not None:
                 row.enabled = enabled
             out = self._as_dict(row)
+            list_id = row.id
+        if clear_filter or enabled is not None:
+            self._members_changed([list_id])
         self.app.audit.record("distribution_list.set", out["address"], sender_policy=sender_policy,
                               filter=filter_name, clear_filter=clear_filter, enabled=enabled)
         return out
@@ -286,8 +289,19 @@ class DistributionListService:
         with self.app.dbs.session("data") as s:
             row = self._get(s, address)
             full = row.address
+            # out of shared mailboxes' ACL files and delegated calendars first: a new list of the
+            # same name starts without rights
+            self.app.shared_mailboxes.lists_removed(s, [row.id])
+            self.app.calendar_delegations.lists_removed([row.id])
             s.delete(row)
         self.app.audit.record("distribution_list.remove", full)
+
+    def _members_changed(self, list_ids: Iterable[int]) -> None:
+        """Who is in these lists changed: the rights granted to them follow (shared mailboxes
+        through dovecot's acl_groups, delegated calendars expanded into SOGo's ACLs)."""
+        ids = builtins.list(list_ids)
+        self.app.shared_mailboxes.groups_changed(ids)
+        self.app.calendar_delegations.groups_changed(ids)
 
     def add_members(self, address: str, members: Iterable[str]) -> int:
         with self.app.dbs.session("data") as s:
@@ -299,6 +313,9 @@ class DistributionListService:
             if new:
                 s.execute(insert(DistributionListMember),
                           [{"list_id": row.id, "address": a, "source": "static"} for a in new])
+            list_id = row.id
+        if new:
+            self._members_changed([list_id])  # rights of a group follow its members
         self.app.audit.record("distribution_list.members.add", address, added=new)
         return len(new)
 
@@ -310,6 +327,9 @@ class DistributionListService:
                 DistributionListMember.list_id == row.id, DistributionListMember.source == "static",
                 DistributionListMember.address.in_(wanted))).rowcount
             missing = len(wanted) - n
+            list_id = row.id
+        if n:
+            self._members_changed([list_id])
         if missing and n == 0:
             raise NotFoundError(f"none of these addresses is a static member of {address}")
         self.app.audit.record("distribution_list.members.remove", address, removed=wanted)
@@ -394,6 +414,8 @@ class DistributionListService:
                 rows += [{"list_id": list_id, "address": a, "source": "filter"} for a in added]
             for i in range(0, len(rows), 10000):
                 s.execute(insert(DistributionListMember), rows[i:i + 10000])
+        # an LDAP group's new members gain (and its former ones lose) its shared mailboxes' rights
+        self._members_changed(list_id for list_id, *_ in changes)
 
     def _record(self, results: builtins.list[dict]) -> None:
         now = utcnow()

@@ -154,6 +154,8 @@ class GroupwareMigrationService:
             raise ValidationError("give either --ca-file or --insecure, not both")
         if not 1 <= workers <= 16:
             raise ValidationError("--workers must be between 1 and 16")
+        for row in rows:  # a domain administrator migrates into their own domains only
+            self.app.require_domain(row.target.rpartition("@")[2])
         local, domain = validation.address(sogo_admin)
         sogo_admin = f"{local}@{domain}"
         sogo = self.sogo(sogo_admin, sogo_password)
@@ -309,7 +311,7 @@ class GroupwareMigrationService:
                      "status": r.status, "runs": r.runs, "counts": r.counts, "refused": r.refused,
                      "error": r.error, "started_at": r.started_at.isoformat() if r.started_at else None,
                      "finished_at": r.finished_at.isoformat() if r.finished_at else None}
-                    for r in s.scalars(query)]
+                    for r in s.scalars(query) if self.app.in_scope(r.target.rpartition("@")[2])]
 
 
 def _line(res: UserResult) -> str:

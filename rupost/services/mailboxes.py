@@ -125,8 +125,12 @@ class MailboxService:
     def set_quota(self, address: str, quota: str | int) -> None:
         quota_bytes = validation.size_bytes(quota)
         with self.app.dbs.session("data") as s:
-            self._get(s, address).quota_bytes = quota_bytes
+            mailbox = self._get(s, address)
+            mailbox.quota_bytes = quota_bytes
+            shared = mailbox.password_hash == SHARED_NO_LOGIN
         accounts_changed(self.app)  # dovecot caches the quota with the userdb answer
+        if shared:  # members' sessions read a shared mailbox's limit from its maildirsize
+            self.app.shared_mailboxes.write_quota_limit(mailbox.address)
         self.app.audit.record("mailbox.quota", address, quota_bytes=quota_bytes)
 
     def set_enabled(self, address: str, enabled: bool) -> None:

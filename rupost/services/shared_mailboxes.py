@@ -17,6 +17,7 @@ session under ``Shared/ADDRESS/`` (dovecot's shared namespace and ACL plugin):
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import pwd
 import subprocess
@@ -30,14 +31,18 @@ from sqlalchemy.exc import IntegrityError
 from .. import validation
 from ..db.directory_models import DistributionList
 from ..db.models import Alias, Mailbox
-from ..db.shared_models import SharedMailbox, SharedMailboxMember
+from ..db.shared_models import SharedMailbox, SharedMailboxGroup, SharedMailboxMember
 from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from .cache import accounts_changed
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from sqlalchemy.orm import Session
 
     from . import Services
+
+log = logging.getLogger("rupost.shared_mailboxes")
 
 NO_LOGIN = "!shared"  # never a valid hash: neither dovecot nor SOGo accepts a password for it
 # the rights an administrator grants, as IMAP ACL letters (RFC 4314); "l" (see the mailbox)
@@ -47,9 +52,11 @@ RIGHTS = {
     "write": "w",         # set flags and keywords other than \Seen and \Deleted
     "insert": "ipk",      # add messages (copy or move in, append, post) and create folders
     "delete": "tex",      # mark \Deleted, expunge, delete folders
-    "administer": "a",    # change the ACL itself (over IMAP SETACL)
 }
-ALL_LETTERS = "lrwstipekxa"
+# no "a" (administer), for the owner either: an IMAP SETACL would make the ACL file differ
+# from the members kept here, and the next rewrite would silently undo it; dovecot refuses
+# SETACL without "a" (NO [NOPERM]), so rights change only through rupost
+ALL_LETTERS = "lrwstipekx"
 ACL_FILE = "dovecot-acl"
 
 
@@ -62,6 +69,9 @@ def rights_letters(rights: str | builtins.list[str]) -> str:
     names = [r.strip().lower() for r in (rights.split(",") if isinstance(rights, str) else rights) if r.strip()]
     if not names:
         raise ValidationError(f"no rights given: use any of {', '.join(RIGHTS)} (comma-separated)")
+    if "administer" in names:
+        raise ValidationError("the administer right is not granted: members' rights change through rupost "
+                              "(CLI, panel, API), not over IMAP SETACL")
     unknown = [n for n in names if n not in RIGHTS]
     if unknown:
         raise ValidationError(f"unknown right {unknown[0]!r}: use any of {', '.join(RIGHTS)}")
@@ -73,10 +83,13 @@ def rights_names(letters: str) -> builtins.list[str]:
     return [name for name, part in RIGHTS.items() if set(part) <= set(letters)]
 
 
-def render_acl(members: builtins.list[tuple[str, str]]) -> str:
+def render_acl(members: builtins.list[tuple[str, str]], groups: Sequence[tuple[str, str]] = ()) -> str:
     """The vfile ACL of a shared mailbox: the owner keeps every right (a file without an
-    owner line would leave delivery and quota work to nobody), then one line per member."""
-    lines = [f"owner {ALL_LETTERS}"] + [f"user={address} {letters}" for address, letters in sorted(members)]
+    owner line would leave delivery and quota work to nobody), then one line per member and
+    one per group (``group=LIST``: dovecot matches it against the user's acl_groups, which
+    its userdb lookup reads live from the list's members)."""
+    lines = ([f"owner {ALL_LETTERS}"] + [f"user={address} {letters}" for address, letters in sorted(members)]
+             + [f"group={address} {letters}" for address, letters in sorted(groups)])
     return "\n".join(lines) + "\n"
 
 
@@ -105,8 +118,20 @@ class SharedMailboxService:
         except IntegrityError:
             raise ConflictError(f"{full} already exists (a mailbox or a shared mailbox)") from None
         # no ACL file yet: without one dovecot gives the owner every right and nobody else any
+        self.write_quota_limit(full)
         self.app.audit.record("shared_mailbox.add", full, quota_bytes=quota_bytes)
         return self.show(full)
+
+    def write_quota_limit(self, address: str) -> None:
+        """Have dovecot write the shared mailbox's own limit into its ``maildirsize`` (a
+        quota recalculation run as the mailbox): members' sessions take the limit from that
+        file (the userdb's quota_rule is forced, ``*``, only for the user it names, ``?`` for
+        the owners of the shared namespaces it opens). Best effort: the mailbox exists
+        either way, and its first delivery writes the same file."""
+        try:
+            self._dovecot(["quota", "recalc", "-u", address])
+        except SharedMailboxError as exc:
+            log.warning("the quota limit of %s is not written yet (its first delivery will): %s", address, exc)
 
     def _get(self, session: Session, address: str) -> SharedMailbox:
         local, domain = validation.address(address)
@@ -122,6 +147,13 @@ class SharedMailboxService:
                                .order_by(SharedMailboxMember.member))
         return [(r.member, r.rights) for r in rows]
 
+    def _groups(self, session: Session, shared: SharedMailbox) -> builtins.list[tuple[str, str]]:
+        rows = session.execute(select(DistributionList.address, SharedMailboxGroup.rights)
+                               .join(SharedMailboxGroup, SharedMailboxGroup.list_id == DistributionList.id)
+                               .where(SharedMailboxGroup.shared_id == shared.id)
+                               .order_by(DistributionList.address))
+        return [(r.address, r.rights) for r in rows]
+
     def show(self, address: str) -> dict:
         with self.app.dbs.session("data") as s:
             shared = self._get(s, address)
@@ -129,8 +161,10 @@ class SharedMailboxService:
             assert mailbox is not None  # the foreign key
             return {"address": shared.address, "display_name": mailbox.display_name,
                     "quota_bytes": mailbox.quota_bytes, "description": shared.description,
-                    "members": [{"address": a, "rights": rights_names(r), "acl": r}
-                                for a, r in self._members(s, shared)]}
+                    "members": [{"address": a, "rights": rights_names(r), "acl": r, "group": False}
+                                for a, r in self._members(s, shared)]
+                    + [{"address": a, "rights": rights_names(r), "acl": r, "group": True}
+                       for a, r in self._groups(s, shared)]}
 
     def list(self, domain: str | None = None) -> builtins.list[dict]:
         with self.app.dbs.session("data") as s:
@@ -151,38 +185,61 @@ class SharedMailboxService:
 
     # ------------------------------------------------------------------ members
     def set_member(self, address: str, member: str, rights: str | builtins.list[str] = "read") -> dict:
-        """Grant `member` (a mailbox of any hosted domain) `rights` on the shared mailbox,
-        replacing what it had."""
+        """Grant `member` (a mailbox of any hosted domain, or a distribution list: a group
+        whose current members hold the rights) `rights` on the shared mailbox, replacing what
+        it had."""
         letters = rights_letters(rights)
         member_address = "@".join(validation.address(member))
         with self.app.dbs.session("data") as s:
             shared = self._get(s, address)
             if member_address == shared.address:
                 raise ValidationError("a shared mailbox cannot be its own member")
-            target = s.scalar(select(Mailbox).where(Mailbox.address == member_address))
-            if target is None:
-                raise NotFoundError(f"member {member_address} is not a mailbox (rupost mailboxes add)")
-            if target.password_hash.startswith("!") and not target.password_hash.startswith("!directory"):
-                raise ValidationError(f"{member_address} cannot log in (a shared mailbox or a resource): "
-                                      "it cannot be a member")
-            row = s.get(SharedMailboxMember, (shared.id, member_address))
-            if row is None:
-                s.add(SharedMailboxMember(shared_id=shared.id, member=member_address, rights=letters))
+            group_id = s.scalar(select(DistributionList.id).where(DistributionList.address == member_address))
+            if group_id is not None:
+                self._set_row(s, SharedMailboxGroup, (shared.id, group_id), letters)
             else:
-                row.rights = letters
+                self._check_member(s, member_address)
+                self._set_row(s, SharedMailboxMember, (shared.id, member_address), letters)
             full = self._write_acl(s, shared)  # a failure here rolls the change back
-        self.app.audit.record("shared_mailbox.member", full, member=member_address, rights=letters)
+        if group_id is not None:
+            accounts_changed(self.app)  # the members' cached userdb answers lack the group in acl_groups
+        self.app.audit.record("shared_mailbox.member", full, member=member_address, rights=letters,
+                              group=group_id is not None)
         return self.show(full)
+
+    @staticmethod
+    def _check_member(s: Session, member_address: str) -> None:
+        target = s.scalar(select(Mailbox).where(Mailbox.address == member_address))
+        if target is None:
+            raise NotFoundError(f"member {member_address} is neither a mailbox nor a distribution list (group)")
+        if target.password_hash.startswith("!") and not target.password_hash.startswith("!directory"):
+            raise ValidationError(f"{member_address} cannot log in (a shared mailbox or a resource): "
+                                  "it cannot be a member")
+
+    @staticmethod
+    def _set_row(s: Session, model: type[SharedMailboxMember] | type[SharedMailboxGroup], key: tuple,
+                 letters: str) -> None:
+        row = s.get(SharedMailboxGroup, key) if model is SharedMailboxGroup else s.get(SharedMailboxMember, key)
+        if row is not None:
+            row.rights = letters
+        elif model is SharedMailboxGroup:
+            s.add(SharedMailboxGroup(shared_id=key[0], list_id=key[1], rights=letters))
+        else:
+            s.add(SharedMailboxMember(shared_id=key[0], member=key[1], rights=letters))
 
     def remove_member(self, address: str, member: str) -> dict:
         member_address = "@".join(validation.address(member))
         with self.app.dbs.session("data") as s:
             shared = self._get(s, address)
-            row = s.get(SharedMailboxMember, (shared.id, member_address))
+            group_id = s.scalar(select(DistributionList.id).where(DistributionList.address == member_address))
+            row = s.get(SharedMailboxMember, (shared.id, member_address)) if group_id is None else \
+                s.get(SharedMailboxGroup, (shared.id, group_id))
             if row is None:
                 raise NotFoundError(f"{member_address} is not a member of {shared.address}")
             s.delete(row)
             full = self._write_acl(s, shared)
+        if group_id is not None:
+            accounts_changed(self.app)
         self.app.audit.record("shared_mailbox.member_remove", full, member=member_address)
         return self.show(full)
 
@@ -197,19 +254,48 @@ class SharedMailboxService:
                                                               SharedMailboxMember.member.in_(addresses)))
             self._write_acl(session, shared)
 
+    # ------------------------------------------------------------------ groups
+    def lists_removed(self, session: Session, list_ids: builtins.list[int]) -> None:
+        """Distribution lists about to be removed (in `session`'s transaction) leave every
+        shared mailbox's ACL file: a list created later under the same address must not
+        inherit their rights."""
+        shared_ids = set(session.scalars(select(SharedMailboxGroup.shared_id)
+                                         .where(SharedMailboxGroup.list_id.in_(list_ids))))
+        for shared in session.scalars(select(SharedMailbox).where(SharedMailbox.id.in_(shared_ids))):
+            session.execute(delete(SharedMailboxGroup).where(SharedMailboxGroup.shared_id == shared.id,
+                                                             SharedMailboxGroup.list_id.in_(list_ids)))
+            self._write_acl(session, shared)
+
+    def groups_changed(self, list_ids: Iterable[int]) -> None:
+        """The members of these lists changed (CLI, panel, the LDAP updater): if any list is a
+        member of a shared mailbox, dovecot's cached userdb answers (acl_groups) are flushed on
+        every node, so the next login gets the new rights. Nothing to rewrite: the ACL files
+        name the group, not its members."""
+        ids = builtins.list(set(list_ids))
+        if not ids:
+            return
+        with self.app.dbs.session("data") as s:
+            if s.scalar(select(SharedMailboxGroup.list_id).where(SharedMailboxGroup.list_id.in_(ids)).limit(1)) is None:
+                return
+        accounts_changed(self.app)
+
     # ------------------------------------------------------------------ dovecot's side
     def sync_acl(self, address: str) -> Path:
-        """Rewrite the shared mailbox's ACL file from the database."""
+        """Rewrite the shared mailbox's ACL file from the database, and its quota limit where
+        members' sessions read it (a repair: after a restore, or an upgrade)."""
         with self.app.dbs.session("data") as s:
             shared = self._get(s, address)
             self._write_acl(s, shared)
-            return self._acl_dir(shared.address) / ACL_FILE
+            full = shared.address
+        self.write_quota_limit(full)
+        return self._acl_dir(full) / ACL_FILE
 
     def _write_acl(self, session: Session, shared: SharedMailbox) -> str:
         """Write the ACL file from the rows `session` sees (its own pending changes included),
         whole and atomically, owned by the mail user; returns the shared mailbox's address."""
         session.flush()
-        self._replace_file(self._acl_dir(shared.address), render_acl(self._members(session, shared)))
+        self._replace_file(self._acl_dir(shared.address),
+                           render_acl(self._members(session, shared), self._groups(session, shared)))
         return shared.address
 
     def _acl_dir(self, full: str) -> Path:

@@ -14,7 +14,7 @@ def test_superadmin_manages_a_shared_mailbox_and_its_rights(node, superadmin, do
                         {"member": alice, "right_read": "1", "right_insert": "1", "right_delete": "1"})
     assert r.status_code == 302
     assert node.app.shared_mailboxes.show(info)["members"] == [
-        {"address": alice, "rights": ["read", "insert", "delete"], "acl": "lrstipekx"}]
+        {"address": alice, "rights": ["read", "insert", "delete"], "acl": "lrstipekx", "group": False}]
     r = superadmin.post(f"/shared-mailboxes/rights/{info}/send", {"grantee": alice, "kind": "send-on-behalf",
                                                                   "back": "shared"})
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/shared-mailboxes/{info}")
@@ -34,6 +34,16 @@ def test_superadmin_manages_a_shared_mailbox_and_its_rights(node, superadmin, do
     assert audit_rows(node, "shared_mailbox.add", info)
     assert audit_rows(node, "shared_mailbox.member", info)
     assert audit_rows(node, "mailbox.send_on_behalf.grant", info)
+
+    # a group (distribution list) as member: shown as one, in both languages
+    team = f"team@{domain}"
+    node.app.distribution_lists.add(team, members=[alice])
+    r = superadmin.post(f"/shared-mailboxes/{info}/members", {"member": team, "right_read": "1"})
+    assert r.status_code == 302
+    page = text(superadmin.get(f"/shared-mailboxes/{info}"))
+    assert f"{team} (группа)" in page, page
+    superadmin.post(f"/shared-mailboxes/{info}/members", {"member": team, "remove": "1"})
+    node.app.distribution_lists.remove(team)
 
     superadmin.post(f"/shared-mailboxes/{info}/members", {"member": alice, "remove": "1"})
     superadmin.post(f"/shared-mailboxes/rights/{info}/send", {"grantee": alice, "kind": "send-on-behalf",
