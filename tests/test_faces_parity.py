@@ -106,7 +106,7 @@ REASONS: dict[str, dict[str, str]] = {
     "blocklist.unblock": {"panel": PANEL_LATER},
     "checks.*": {"api": API_LATER, "panel": PANEL_LATER},
     "components.*": {"api": NODE_LOCAL, "panel": NODE_LOCAL},
-    "database_ha.*": {"api": API_LATER, "panel": PANEL_LATER},
+    "database_ha.*": {"api": API_LATER},
     "db_roles.*": {"api": "rotates the database credentials the API itself runs with: root's",
                    "panel": "see the API's reason"},
     "deploys.deploy": {"api": "the API's deploy job calls it (rupost.panel.jobs.deploy_work)"},
