@@ -69,6 +69,15 @@ class AntispamListService:
         self.app.audit.record(f"antispam.{kind}", f"{scope} {key}")
         return out
 
+    def show(self, sender: str, domain: str | None = None) -> dict:
+        key = sender_key(sender)
+        with self.app.dbs.session("data") as s:
+            domain_id, scope = self._scope(s, domain, reading=True)
+            entry = self._find(s, domain_id, key)
+            if entry is None:
+                raise NotFoundError(f"{key} is on no list of {'every domain' if scope == GLOBAL else scope}")
+            return self._as_dict(entry, scope)
+
     def remove(self, sender: str, domain: str | None = None) -> None:
         key = sender_key(sender)
         with self.app.dbs.session("data") as s:
@@ -90,6 +99,7 @@ class AntispamListService:
             if domain is not None and domain != GLOBAL:
                 query = query.where(AntispamListEntry.domain_id == self._scope(s, domain)[0])
             elif domain == GLOBAL:
+                self._scope(s, GLOBAL, reading=True)
                 query = query.where(AntispamListEntry.domain_id.is_(None))
             elif (scope := self.app.scoped(None)) is not None:
                 query = query.where(AntispamListEntry.domain_id.is_(None) | Domain.name.in_(scope))
@@ -110,10 +120,11 @@ class AntispamListService:
             return s.scalar(select(func.count()).select_from(AntispamListEntry)) or 0
 
     # ------------------------------------------------------------ helpers
-    def _scope(self, s: Session, domain: str | None) -> tuple[int | None, str]:
-        """(domain id or None, the scope's name); the actor must administer it."""
+    def _scope(self, s: Session, domain: str | None, reading: bool = False) -> tuple[int | None, str]:
+        """(domain id or None, the scope's name); the actor must administer it (the global
+        entries, which apply to their domains too, a domain administrator may read)."""
         if domain is None or domain == GLOBAL:
-            if self.app.acting.domains is not None:
+            if self.app.acting.domains is not None and not reading:
                 raise PermissionDeniedError(f"{self.app.actor} administers {', '.join(sorted(self.app.acting.domains))}"
                                             " only: entries for every domain are for administrators of every domain")
             return None, GLOBAL
