@@ -218,3 +218,58 @@ def test_the_policy_server_serves_the_map_with_an_entity_tag(lists_node):
     again = conn.getresponse()
     again.read()
     assert again.status == 304
+
+
+def filter_totals(node, domain: str) -> dict:
+    node.app.stats.ingest()
+    totals = node.app.stats.series(hours=2, domain=domain)["totals"]
+    return {k: totals[k] for k in ("filter_scanned", "filter_rejected", "filter_greylisted")}
+
+
+def test_the_filters_verdicts_are_counted_per_domain_and_hour(lists_node, mailbox):
+    """rspamd's log, read by `rupost stats`: one accepted and one denied message to a fresh
+    domain are two scanned, one rejected by the filter."""
+    address, _ = mailbox("counted")
+    domain = address.split("@")[1]
+    assert filter_totals(lists_node, domain) == {"filter_scanned": 0, "filter_rejected": 0, "filter_greylisted": 0}
+    sender = f"s{uuid.uuid4().hex[:6]}@counted.example"
+    assert send(lists_node, sender, address, "counted, accepted") is None
+    lists_node.app.antispam_lists.set("deny", sender, domain)
+    _, answer = until(lists_node, sender, address, accepted=False)
+    assert answer is not None and 500 <= answer[0] < 600
+    deadline = time.monotonic() + 30
+    while True:  # rspamd writes its log line after the answer
+        got = filter_totals(lists_node, domain)
+        if got["filter_rejected"] >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got["filter_rejected"] == 1 and got["filter_scanned"] >= 2 and got["filter_greylisted"] == 0, got
+    result = CliRunner().invoke(rupost, ["--root", str(lists_node.root), "stats", "--domain", domain, "--no-ingest"])
+    assert "FILTER_SCANNED" in result.output and "FILTER_REJECTED" in result.output
+
+
+def test_greylisting_verdicts_are_counted_from_rspamds_log_lines():
+    """The line rspamd writes for a greylisted message (its format, as in rspamd.log), and a
+    retry that passes: one greylisted, two scanned; a message to two domains counts on each."""
+    from rupost.services.stats import Counts
+    from rupost.services.stats_rspamd import RspamdParser
+
+    counts = Counts({"a.test", "b.test"})
+    parser = RspamdParser(counts, {})
+    head = "#1(rspamd_proxy) <0a1b2c>; proxy; rspamd_task_write_log: id: <x@y>, qid: <4F1>, ip: 198.51.100.7, "
+    lines = [
+        head + "from: <s@out.example>, (default: F (soft reject): [4.50/15.00] [R_SPF_NA(0.00){},"
+               "GREYLIST(0.00){greylisted;Mon, 07 Dec 2026 16:00:00 GMT;new record;}]), len: 900, time: 20.1ms, "
+               "dns req: 3, digest: <ab> rcpts: <u@a.test>,  mime_rcpt: <u@a.test>, ",
+        head + "from: <s@out.example>, (default: F (no action): [4.50/15.00] [GREYLIST(0.00){pass;}]), len: 900, "
+               "time: 20.1ms, dns req: 3, digest: <ab> rcpts: <u@a.test>,  mime_rcpt: <u@a.test>, ",
+        head + "from: <s@out.example>, (default: T (reject): [16.00/15.00] [GTUBE(0.00){}]), len: 900, "
+               "time: 1ms, dns req: 0, digest: <cd> rcpts: <u@a.test>,<v@b.test>,  mime_rcpt: <u@a.test>, ",
+    ]
+    for line in lines:
+        assert parser.wanted(line)
+        parser.line("2026-12-07T16:00:00+00:00", line)
+    hour = "2026-12-07T16:00:00+00:00"
+    assert {k: v for k, v in counts.data[(hour, "a.test")].items() if v} == \
+        {"filter_scanned": 3, "filter_greylisted": 1, "filter_rejected": 1}
+    assert {k: v for k, v in counts.data[(hour, "b.test")].items() if v} == {"filter_scanned": 1, "filter_rejected": 1}

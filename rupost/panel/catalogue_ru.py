@@ -521,4 +521,9 @@ RU = {
     "Sender: an address or a domain": "Отправитель: адрес или домен",
     "Sender list updated.": "Список отправителей изменён.",
     "Sender removed from the list.": "Отправитель удалён из списка.",
+    # rspamd's verdicts on the dashboard (areas/dashboard.py)
+    "Spam filter, last 24 hours": "Спам-фильтр за последние 24 часа",
+    "scanned": "проверено",
+    "rejected by the filter": "отклонено фильтром",
+    "greylisted": "отложено (greylisting)",
 }
