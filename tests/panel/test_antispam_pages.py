@@ -69,3 +69,8 @@ def test_the_api_resource(panel_app, node, two_domains):
     assert scoped.delete(f"/antispam-lists/{other}/kept@spam.example").status_code == 403
     assert scoped.post("/antispam-lists", json={"sender": "z.example", "kind": "deny"}).status_code == 403
     assert node.app.antispam_lists.list(other)[0]["sender"] == "kept@spam.example"
+
+
+def test_the_dashboard_lists_the_filters_verdicts(superadmin):
+    page = superadmin.get("/").get_data(as_text=True)
+    assert 'id="filter-stats"' in page and "Спам-фильтр за последние 24 часа" in page and "проверено" in page
