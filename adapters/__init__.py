@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from .base import Adapter, LogReopen, NodeData, Probe, ProcessSpec, RenderContext, RenderedFile
+from .clamd import ClamdAdapter
 from .dovecot import DovecotAdapter
 from .haproxy import HAProxyAdapter
 from .lookup_cache import LookupCacheAdapter
@@ -30,9 +31,10 @@ __all__ = ["COMPONENTS", "Adapter", "ComponentRegistry", "LogReopen", "NodeData"
 # Dependency order: the order components are started and (re)loaded in, reversed to stop.
 # The policy server before dovecot (auth policy), OpenDKIM and PostSRSd before postfix (its
 # milter, its SRS tables), Redis before rspamd (its state) and rspamd before postfix (port 25's
-# milter), HAProxy last (it sends clients on only once everything behind it runs).
+# milter; clamd before rspamd, which asks it), HAProxy last (it sends clients on only once everything behind it runs).
 COMPONENTS: tuple[type[Adapter], ...] = (
-    MemcachedAdapter, LookupCacheAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, RedisAdapter, RspamdAdapter,
+    MemcachedAdapter, LookupCacheAdapter, PolicyAdapter, OpenDKIMAdapter, PostSRSdAdapter, RedisAdapter, ClamdAdapter,
+    RspamdAdapter,
     DovecotAdapter,
     PostfixAdapter, SOGoAdapter, NginxAdapter, HAProxyAdapter,
 )

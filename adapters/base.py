@@ -7,6 +7,8 @@ how the core treats it (class attributes, read through adapters.registry):
 - ``reads_tls``: reads the node's TLS files, so it reloads when they change;
 - ``in_mail_unit``: lives and dies with the mail unit (guide §2.3);
 - ``optional_section``: a template may leave its section out (the adapter's defaults);
+- ``switchable``: runs only when the live generation has its directory (its section turns
+  it on; off, it renders no file and is stopped);
 - ``log_reopen``: how it reopens its log files after logrotate;
 - ``probes``: the protocol checks through the node's public ports that prove it serves;
 
@@ -137,6 +139,7 @@ class Adapter(abc.ABC):
     reads_tls: ClassVar[bool] = False
     in_mail_unit: ClassVar[bool] = False
     optional_section: ClassVar[bool] = False
+    switchable: ClassVar[bool] = False
     log_reopen: ClassVar[LogReopen] = LogReopen.COPYTRUNCATE
     probes: ClassVar[tuple[Probe, ...]] = ()
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from rupost.passwords import hash_password
 
 from . import bulk, capacity, cpu, deploy, imap, lookups, smtp, spread
+from .antivirus import antivirus_cost
 from .bare import BareStack
 from .common import bulk_mailboxes, node_instance, shrink_mailboxes, summary_ms
 
@@ -405,7 +406,8 @@ def bulk_import(ctx: Ctx) -> dict:
 
 # Later issues add their sections here (cluster: failover/evacuation; directory: updater,
 # LDAP lookups; panel: list latency) and their targets to TARGETS; see docs/benchmarks.md.
-SECTIONS = [crypt_cost, lookup_scaling, auth_policy_cost, smtp_throughput, antispam_cost, smtp_spread, imap_sessions,
+SECTIONS = [crypt_cost, lookup_scaling, auth_policy_cost, smtp_throughput, antispam_cost, antivirus_cost, smtp_spread,
+            imap_sessions,
             held_imap_sessions,
             deploy_at(100), deploy_at(100_000), deploy_safety, bulk_import]
 

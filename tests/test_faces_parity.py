@@ -57,6 +57,7 @@ REASONS: dict[str, dict[str, str]] = {
     "aliases.page": {"cli": "the CLI lists a domain's aliases whole (aliases list --domain)"},
     "aliases.list": {"api": PAGED, "panel": PAGED},
     "aliases.show": {"cli": SHOW_IN_LIST, "panel": "the aliases page lists and filters them"},
+    "antispam_lists.show": {"cli": SHOW_IN_LIST, "panel": "the sender lists page lists and filters them"},
     "domains.page": {"cli": "the CLI lists every domain (domains list)"},
     "domains.list": {"api": PAGED, "panel": PAGED},
     "domains.show": {"cli": SHOW_IN_LIST, "panel": "the domains page lists them with their counts"},

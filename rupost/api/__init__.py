@@ -27,6 +27,7 @@ RESOURCES = [
     "domains",
     "mailboxes",
     "aliases",
+    "antispam_lists",
     "distribution_lists",
     "shared_mailboxes",
     "sender_rights",

@@ -109,7 +109,8 @@ class Statistics(MethodView):
     @bp.arguments(StatsArgs, location="query")
     @bp.response(200, StatsSchema)
     def get(self, args):
-        """Mail flow per hour (received, sent, delivered, deferred, bounced, rejected) and totals."""
+        """Mail flow per hour (received, sent, delivered, deferred, bounced, rejected), rspamd's verdicts
+        (filter_scanned, filter_rejected, filter_greylisted) and totals."""
         return g.rp.stats.series(args["hours"], domain=args.get("domain"), node=args.get("node"))
 
 

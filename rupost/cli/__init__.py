@@ -147,6 +147,7 @@ def run(c, interval, hold_down, core_processes):
 from . import (  # noqa: E402,F401
     admins,
     aliases,
+    antispam,
     api_tokens,
     audit,
     autoconfig,

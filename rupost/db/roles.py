@@ -70,9 +70,9 @@ CONSUMERS: dict[str, Consumer] = {
                  {"data": ("sogo\\_users", "sogo\\_gal")}, {"data": ("sogo\\_%",)}, create_in=("data",)),
         # the block list and counters, list membership, send-on-behalf grants, the DKIM keys it
         # writes for OpenDKIM, the journals it adds to (a block, an impersonation use)
-        Consumer("policy", "the policy server's block list, counters, list members, DKIM keys",
+        Consumer("policy", "the policy server's block list, counters, list members, DKIM keys, antispam lists",
                  {"main": ("dkim\\_keys",), "data": ("distribution\\_lists", "distribution\\_list\\_members",
-                                                           "lookup\\_sender\\_grants")},
+                                                           "lookup\\_sender\\_grants", "antispam\\_map")},
                  {"main": ("auth\\_failures", "auth\\_blocks", "sender\\_messages")},
                  append={"logs": ("impersonation\\_uses", "audit\\_log")}),
     )

@@ -11,7 +11,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .models import LogsBase
 
 Timestamp = DateTime(timezone=True)
-COUNTERS = ("received", "sent", "delivered", "deferred", "bounced", "rejected")
+MAIL_COUNTERS = ("received", "sent", "delivered", "deferred", "bounced", "rejected")
+# rspamd's verdicts (logs migration 0007): messages it scanned, rejected (spam, a deny list, a
+# virus), greylisted; its rejections are in `rejected` too, which counts postfix's refusals
+FILTER_COUNTERS = ("filter_scanned", "filter_rejected", "filter_greylisted")
+COUNTERS = MAIL_COUNTERS + FILTER_COUNTERS
 
 
 class StatsHourly(LogsBase):
@@ -31,6 +35,9 @@ class StatsHourly(LogsBase):
     deferred: Mapped[int] = mapped_column(Integer, default=0)
     bounced: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[int] = mapped_column(Integer, default=0)
+    filter_scanned: Mapped[int] = mapped_column(Integer, default=0)
+    filter_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    filter_greylisted: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class StatsLogState(LogsBase):

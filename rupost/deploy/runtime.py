@@ -74,12 +74,18 @@ class ComponentRuntime:
     def is_running(self, name: str) -> bool:
         return self.backend.is_running(name)
 
+    def deployed(self) -> list[str]:
+        """The components the live generation runs, in dependency order: a switchable one
+        (clamd) only when the generation has its directory, i.e. its section turned it on."""
+        return [name for name, adapter in self.components.items()
+                if not adapter.switchable or (self.layout.current / name).is_dir()]
+
     def states(self) -> dict[str, dict]:
         return {name: {"running": self.backend.is_running(name), "pid": self.backend.pid(name)}
-                for name in self.components}
+                for name in self.deployed()}
 
     def stopped(self) -> list[str]:
-        return [name for name in self.components if not self.backend.is_running(name)]
+        return [name for name in self.deployed() if not self.backend.is_running(name)]
 
     # ------------------------------------------------------------ start, reload, stop
     def start_or_reload(self, names: Iterable[str], to_reload: Iterable[str], log: StepLog) -> None:
@@ -87,8 +93,14 @@ class ComponentRuntime:
         are, in dependency order; each must then accept connections on its ports."""
         names, to_reload = set(names), set(to_reload)
         ctx = self.live_context()
+        deployed = set(self.deployed())
         for name, adapter in self.components.items():
             if name not in names:
+                continue
+            if name not in deployed:  # switched off by this generation
+                if self.backend.is_running(name):
+                    self.backend.stop(name, adapter.process(ctx))
+                    log.step(f"stop {name}", True, "switched off")
                 continue
             spec = adapter.process(ctx)
             try:
@@ -122,7 +134,7 @@ class ComponentRuntime:
     def start(self, names: Iterable[str]) -> list[str]:
         """Start the named components that are not running, in dependency order (no readiness
         wait: the agent and the deploy probe afterwards)."""
-        wanted = set(names)
+        wanted = set(names) & set(self.deployed())
         ctx = self.live_context()
         started = []
         for name, adapter in self.components.items():

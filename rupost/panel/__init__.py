@@ -23,6 +23,7 @@ AREAS = [
     "domains",
     "mailboxes",
     "aliases",
+    "antispam",
     "shared_mailboxes",
     "distribution_lists",
     "mailqueues",

@@ -511,4 +511,29 @@ RU = {
     "contact": "контакт",
     "group member": "участник группы",
     "vjournal": "заметка (VJOURNAL)",
+    # allow and deny lists of senders (areas/antispam.py)
+    "Sender lists": "Списки отправителей",
+    "Deny refuses a sender's mail on port 25 at once. Allow keeps a sender's mail from being rejected, greylisted "
+    "or marked as spam for its score; it does not let viruses or DMARC p=reject failures through. Changes apply "
+    "within a minute, without a deploy.":
+        "Запрет отклоняет почту отправителя на порту 25 сразу. Разрешение не даёт отклонить, задержать "
+        "(greylisting) или пометить как спам почту отправителя за её оценку; вирусы и нарушения DMARC p=reject "
+        "оно не пропускает. Изменения действуют в течение минуты, без развёртывания.",
+    "every domain (global entries)": "все домены (общие записи)",
+    "every domain": "все домены",
+    "allow and deny": "разрешения и запреты",
+    "allow": "разрешить",
+    "deny": "запретить",
+    "Recipient domain": "Домен получателя",
+    "List": "Список",
+    "Comment": "Комментарий",
+    "Add a sender": "Добавить отправителя",
+    "Sender: an address or a domain": "Отправитель: адрес или домен",
+    "Sender list updated.": "Список отправителей изменён.",
+    "Sender removed from the list.": "Отправитель удалён из списка.",
+    # rspamd's verdicts on the dashboard (areas/dashboard.py)
+    "Spam filter, last 24 hours": "Спам-фильтр за последние 24 часа",
+    "scanned": "проверено",
+    "rejected by the filter": "отклонено фильтром",
+    "greylisted": "отложено (greylisting)",
 }

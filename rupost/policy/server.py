@@ -16,6 +16,9 @@ It answers three clients, all from the shared tables in the ``rupost`` database:
   (only for lists with sender policy "members"), whether the sender is a list member.
 - **dovecot's post-login script** (``POST /impersonation``): records each mailbox opened
   by an impersonation account in ``rupost_logs.impersonation_uses``.
+- **rspamd** (an HTTP map it polls): ``GET /antispam/lists`` answers the allow and deny lists
+  of senders (``antispam_map``) with an entity tag; rspamd's ``If-None-Match`` gets 304 when
+  nothing changed (docs/antispam.md).
 """
 from __future__ import annotations
 
@@ -88,6 +91,8 @@ class PolicyApp:
                 return self.sogo_connect(environ, start_response)
             if path == "/impersonation" and method == "POST":
                 return self.impersonation(environ, start_response)
+            if path == "/antispam/lists" and method in ("GET", "HEAD"):
+                return self.antispam_lists(environ, start_response)
             if path == "/health":
                 return self._reply(start_response, "200 OK", b"ok\n", "text/plain")
             return self._reply(start_response, "404 Not Found", b"not found\n", "text/plain")
@@ -112,6 +117,16 @@ class PolicyApp:
         if length > MAX_BODY:
             raise ValueError(f"request body of {length} bytes is too large")
         return environ["wsgi.input"].read(length) if length > 0 else b""
+
+    # ------------------------------------------------------------ rspamd
+    def antispam_lists(self, environ, start_response):
+        """rspamd's map of the allow and deny lists, read from the database at each poll (a
+        few rows, every map_watch_interval per node): a change needs no deploy."""
+        body, etag = self.app.antispam_lists.map_text()
+        if environ.get("HTTP_IF_NONE_MATCH", "") == etag:
+            start_response("304 Not Modified", [("ETag", etag), ("Content-Length", "0")])
+            return [b""]
+        return self._reply(start_response, "200 OK", body.encode(), "text/plain; charset=utf-8", [("ETag", etag)])
 
     # ------------------------------------------------------------ dovecot
     def dovecot(self, environ) -> dict:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..deploy.runtime import ComponentRuntime
     from .admins import AdminService, Authenticator
     from .aliases import AliasService
+    from .antispam_lists import AntispamListService
     from .api_tokens import ApiTokenService
     from .audit import AuditService
     from .autoconfig import AutoconfigService
@@ -238,6 +239,12 @@ class Services:
         from .aliases import AliasService
 
         return AliasService(self)
+
+    @functools.cached_property
+    def antispam_lists(self) -> AntispamListService:
+        from .antispam_lists import AntispamListService
+
+        return AntispamListService(self)
 
     @functools.cached_property
     def templates(self) -> TemplateService:

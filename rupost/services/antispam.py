@@ -1,17 +1,19 @@
 """The inbound filter as this node sees it (docs/antispam.md): the `antispam` check asks
 rspamd's controller and its Redis over their Unix sockets, as rspamd and postfix reach
 them, whether they answer. A daemon that runs but does not answer (rspamd still compiling
-its rules, Redis out of memory) is what the component check cannot see.
+its rules, Redis out of memory) is what the component check cannot see. With antivirus on,
+the `antivirus` check asks clamd the same way and reports its signature databases' age.
 """
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters import redis, rspamd
+from adapters import clamd, redis, rspamd
 
-from .checks import CRITICAL, OK, CheckResult, register_check
+from .checks import CRITICAL, OK, WARNING, CheckResult, register_check, setting
 
 if TYPE_CHECKING:
     from . import Services
@@ -64,4 +66,44 @@ def check_antispam(app: Services) -> list[CheckResult]:
     return results
 
 
+def check_antivirus(app: Services) -> list[CheckResult]:
+    """clamd answers PING on its socket (as rspamd reaches it), and its newest signature
+    database is younger than the thresholds (hours; `rupost settings thresholds`)."""
+    conf = app.layout.current / clamd.NAME / "clamd.conf"
+    if not conf.exists():
+        return []  # antivirus off
+    results = []
+    sock = clamd.socket_path(app.layout)
+    try:
+        answer = ask_unix(sock, b"zPING\0")
+        ok = answer.rstrip(b"\0\n") == b"PONG"
+        results.append(CheckResult("antivirus", "clamd", OK if ok else CRITICAL,
+                                   "answers PING" if ok else f"unexpected answer to PING: {answer[:80]!r}"))
+    except OSError as exc:
+        results.append(CheckResult("antivirus", "clamd", CRITICAL,
+                                   f"{sock}: {exc.strerror or exc}: mail is tempfailed until it answers "
+                                   f"(log: {app.layout.output_file(clamd.NAME)})"))
+    results.append(database_age(app, conf))
+    return results
+
+
+def database_age(app: Services, conf: Path) -> CheckResult:
+    directory = next((Path(line.split(None, 1)[1]) for line in conf.read_text().splitlines()
+                      if line.startswith("DatabaseDirectory ")), Path("/var/lib/clamav"))
+    files = clamd.databases(directory)
+    if not files:
+        return CheckResult("antivirus", "signatures", CRITICAL, f"no signature database in {directory}")
+    newest = max(files, key=lambda p: p.stat().st_mtime)
+    hours = (time.time() - newest.stat().st_mtime) / 3600
+    warning = setting(app, "monitor_antivirus_db_warning_hours")
+    critical = setting(app, "monitor_antivirus_db_critical_hours")
+    status = CRITICAL if hours >= critical else WARNING if hours >= warning else OK
+    detail = f"newest {newest.name} updated {hours:.0f} h ago"
+    if status != OK:
+        detail += (f" (thresholds {warning} h / {critical} h): freshclam is not updating {directory}; "
+                   "new viruses pass unseen")
+    return CheckResult("antivirus", "signatures", status, detail)
+
+
 register_check("antispam", check_antispam)
+register_check("antivirus", check_antivirus)

@@ -45,6 +45,9 @@ DEFAULTS = {
     "monitor_capacity_warning_percent": 80,
     # a highly available database's replica further behind than this is reported (bytes of WAL)
     "monitor_database_lag_bytes": 16 * 1024 * 1024,
+    # the age of clamd's newest signature database (freshclam updates them several times a day)
+    "monitor_antivirus_db_warning_hours": 48,
+    "monitor_antivirus_db_critical_hours": 168,
 }
 
 

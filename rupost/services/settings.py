@@ -74,7 +74,8 @@ class SettingsService:
         wanted.update({k: DEFAULTS[k] for k in unset})
         wanted.update(values)
         for low, high in (("monitor_disk_warning_percent", "monitor_disk_critical_percent"),
-                          ("monitor_queue_warning", "monitor_queue_critical")):
+                          ("monitor_queue_warning", "monitor_queue_critical"),
+                          ("monitor_antivirus_db_warning_hours", "monitor_antivirus_db_critical_hours")):
             if wanted[low] >= wanted[high]:
                 raise ValidationError(f"{low} ({wanted[low]}) must be below {high} ({wanted[high]})")
         for key in ("monitor_disk_warning_percent", "monitor_disk_critical_percent",

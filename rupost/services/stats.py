@@ -8,7 +8,9 @@ Counters per hour (UTC) and per domain, kept in ``rupost_logs.stats_hourly``:
 - delivered: a message saved into a mailbox, as dovecot's LMTP logs it ("saved mail to");
 - deferred: a delivery attempt that failed temporarily (status=deferred; each attempt counts);
 - bounced: a recipient that failed permanently or expired (status=bounced/expired);
-- rejected: a recipient or message refused by smtpd or cleanup (reject, milter-reject).
+- rejected: a recipient or message refused by smtpd or cleanup (reject, milter-reject);
+- filter_scanned, filter_rejected, filter_greylisted: rspamd's verdicts, from its own log
+  (rupost/services/stats_rspamd.py).
 
 The domain an event is counted on is the *hosted* domain involved: the recipient's domain
 when it is one of ours, else the sender's when it is one of ours, else the recipient's (so
@@ -40,6 +42,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from ..db.stats_models import COUNTERS, StatsHourly, StatsLogState
 from ..errors import ValidationError
+from .stats_rspamd import RspamdParser
 
 if TYPE_CHECKING:
     from sqlalchemy import ColumnElement
@@ -57,7 +60,8 @@ CHUNK = 1 << 20
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 _SYSLOG_TS = re.compile(r"^([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d\d):(\d\d):(\d\d) ")
-_ISO_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
+# RFC 3339, or rspamd's "2026-12-07 15:49:55" (local time, no zone)
+_ISO_TS = re.compile(r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) ")
 _POSTFIX = re.compile(r"^\S+ (?P<prog>[\w./-]+)\[\d+\]: (?P<msg>.*)$")
 _QID = re.compile(r"^(?P<qid>[0-9A-Za-z]{5,32}): (?P<rest>.*)$")
 _TO = re.compile(r"\bto=<([^>]*)>")
@@ -273,8 +277,8 @@ class DovecotParser:
         pass
 
 
-PARSERS: dict[str, type[PostfixParser] | type[DovecotParser]] = {"postfix": PostfixParser,
-                                                                  "dovecot": DovecotParser}
+Parser = PostfixParser | DovecotParser | RspamdParser
+PARSERS: dict[str, type[Parser]] = {"postfix": PostfixParser, "dovecot": DovecotParser, "rspamd": RspamdParser}
 
 
 def first_line_hash(path: Path) -> str:
@@ -290,7 +294,8 @@ class StatsService:
 
     # ------------------------------------------------------------ ingestion
     def log_files(self) -> dict[str, Path]:
-        return {"postfix": self.app.layout.log_file("postfix"), "dovecot": self.app.layout.log_file("dovecot")}
+        return {"postfix": self.app.layout.log_file("postfix"), "dovecot": self.app.layout.log_file("dovecot"),
+                "rspamd": self.app.layout.output_file("rspamd")}
 
     def retention_days(self) -> int:
         value = self.app.settings.get(RETENTION_SETTING)
@@ -337,7 +342,7 @@ class StatsService:
                 StatsHourly.hour < now - dt.timedelta(days=days))).rowcount  # type: ignore[attr-defined]
         return report
 
-    def _ingest_file(self, path: Path, state: StatsLogState, parser: PostfixParser | DovecotParser,
+    def _ingest_file(self, path: Path, state: StatsLogState, parser: Parser,
                      now: dt.datetime) -> dict:
         info: dict[str, Any] = {"path": str(path), "read_bytes": 0, "lines": 0, "rotated": False, "restarted": False}
         try:
@@ -384,7 +389,7 @@ class StatsService:
         return None
 
     @staticmethod
-    def _read(path: Path, offset: int, parser: PostfixParser | DovecotParser, now: dt.datetime) -> tuple[int, int]:
+    def _read(path: Path, offset: int, parser: Parser, now: dt.datetime) -> tuple[int, int]:
         """Parse complete lines from offset; returns (lines, offset after the last complete line)."""
         lines = 0
         hours = HourOf(now)

@@ -16,6 +16,7 @@ import time
 from flask import Blueprint, g, redirect, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
+from ...db.stats_models import FILTER_COUNTERS, MAIL_COUNTERS
 from ...errors import RuPostError
 from .. import jobs
 from ..charts import line_chart
@@ -172,6 +173,8 @@ def _stats(rp, scope):
         data = rp.stats.series(24, domains=scope)
     except (RuPostError, SQLAlchemyError):
         return None
-    chart = line_chart(data["hours"], data["series"])
+    # the mail flow is drawn; rspamd's verdicts (a share of what was received) are listed
+    chart = line_chart(data["hours"], {c: data["series"][c] for c in MAIL_COUNTERS})
     chart["totals"] = data["totals"]
+    chart["filter"] = {c: data["totals"][c] for c in FILTER_COUNTERS}
     return chart
