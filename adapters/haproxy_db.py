@@ -72,11 +72,17 @@ def _checked_backend(name: str, check: str, db: dict) -> list[str]:
 def _lookup_backend(db: dict) -> list[str]:
     """The primary (tracked from be_db_primary) as the active server, the replicas (tracked
     from be_db_replicas) as backups: HAProxy uses backups only while no active server is up.
-    Reads need no shutdown of sessions: a replica being promoted still answers them, and a
-    member that stops or restarts closes its sessions itself; every session shut would cost
-    postfix one of its "hosts" for a minute."""
+    A server marked down keeps its sessions: a replica being promoted still answers reads,
+    and a member that stops or restarts closes its sessions itself. When a primary is marked
+    up, the sessions on the replicas are shut (``on-marked-up shutdown-backup-sessions``):
+    the daemons' connections are long-lived, and one left on a replica after a switch reads
+    behind the primary (an asynchronous member; a standby replaying), where a mailbox created
+    a moment ago is "user unknown" and its mail bounces. The daemons reconnect to the
+    primary; postfix holds each "host" whose session was shut as dead for a minute, which
+    the lookup revival ends (a postfix reload: rupost/services/lookup_probe.py)."""
     return ["", f"backend {LOOKUP}", *_common(db, shut=False),
-            *(f"    server {_server_name(m)} {_address(m)} track {PRIMARY}/{_server_name(m)}" for m in db["members"]),
+            *(f"    server {_server_name(m)} {_address(m)} track {PRIMARY}/{_server_name(m)} "
+              "on-marked-up shutdown-backup-sessions" for m in db["members"]),
             *(f"    server {_server_name(m)}_replica {_address(m)} backup track {REPLICAS}/{_server_name(m)}"
               for m in db["members"])]
 def _address(member: dict) -> str:

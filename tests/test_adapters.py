@@ -299,11 +299,14 @@ def test_haproxy_database_frontends_follow_patronis_primary_and_lookups_fall_bac
     assert lookup[1:] == [*(f"    bind 127.0.0.{i}:15433" for i in range(1, 7)), "    default_backend be_db_lookup"]
     # lookups: the primary as the active server, the replicas as backups, each tracking its check
     backend = lines[lines.index("backend be_db_lookup"):]
-    assert backend[3] == "    default-server inter 1s fall 2 rise 1"  # reads: no session shut
+    assert backend[3] == "    default-server inter 1s fall 2 rise 1"  # reads: not shut when marked down
     servers = [line for line in backend if line.startswith("    server ")]
+    # ... and those on a replica shut once a primary is up again (reads behind the primary)
     assert servers == [
-        "    server pg_10_0_0_11_5432 10.0.0.11:5432 track be_db_primary/pg_10_0_0_11_5432",
-        "    server pg_10_0_0_12_5433 10.0.0.12:5433 track be_db_primary/pg_10_0_0_12_5433",
+        "    server pg_10_0_0_11_5432 10.0.0.11:5432 track be_db_primary/pg_10_0_0_11_5432 "
+        "on-marked-up shutdown-backup-sessions",
+        "    server pg_10_0_0_12_5433 10.0.0.12:5433 track be_db_primary/pg_10_0_0_12_5433 "
+        "on-marked-up shutdown-backup-sessions",
         "    server pg_10_0_0_11_5432_replica 10.0.0.11:5432 backup track be_db_replicas/pg_10_0_0_11_5432",
         "    server pg_10_0_0_12_5433_replica 10.0.0.12:5433 backup track be_db_replicas/pg_10_0_0_12_5433"]
     assert "    bind 127.0.0.1:15432" in lines

@@ -10,7 +10,7 @@ import pytest
 from mailclients import inbox_subjects
 
 from support.cluster import send, wait_until
-from support.ha_scenarios import failover_run, listeners_on, queue_locks_on
+from support.ha_scenarios import failover_run, listeners_on, lookup_sessions_on_replicas, queue_locks_on
 from support.held_session import HeldSession
 
 
@@ -100,6 +100,12 @@ def held_session(node, user: str, password: str, source: str) -> HeldSession:
     return HeldSession(node.address, 993, user, password, source, node.layout.logs)
 
 
+def lookups_on_the_primary(ha_cluster) -> bool:
+    """No node's lookups read a replica any more (sessions opened there while no primary was
+    up are shut once one is: a replica may not yet have what was just written)."""
+    return all(wait_until(lambda n=n: lookup_sessions_on_replicas(n) == 0, 30) for n in ha_cluster.nodes)
+
+
 def listeners_back(ha_cluster, patroni, before: dict) -> bool:
     """Every node holds as many LISTEN connections on the (new) primary as before the event."""
     return all(wait_until(lambda n=n: listeners_on(patroni, n.address) >= before[n.name], 60)
@@ -118,6 +124,7 @@ def test_a_planned_switchover_refuses_nothing(ha_cluster, patroni, users):
     assert r.first_write_s is not None, r.write_errors
     assert all("switching over" in e for e in r.write_errors), r.write_errors
     assert listeners_back(ha_cluster, patroni, before)
+    assert lookups_on_the_primary(ha_cluster)
     # the IMAP session opened before the switch goes on, and sees the mail delivered meanwhile
     assert session.after() > session.count
     # the first login of an account no dovecot has seen, on either node, succeeds at once: each
@@ -161,6 +168,7 @@ def test_mail_flows_through_the_primarys_death(ha_cluster, patroni, users, how, 
     assert r.first_write_s is not None and r.new_mailbox, r.write_errors
     assert [e for e in r.write_errors if "switching over" not in e] == [], r.write_errors
     assert listeners_back(ha_cluster, patroni, before)
+    assert lookups_on_the_primary(ha_cluster)
     # each agent took its node's queue lock again on the new primary (lost with the old
     # session): without it the other node's evacuator may deliver a queue whose postfix runs
     assert all(wait_until(lambda n=n: queue_locks_on(patroni, n.address) >= 1, 30) for n in ha_cluster.nodes)

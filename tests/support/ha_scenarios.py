@@ -60,6 +60,16 @@ def queue_locks_on(patroni: PatroniCluster, node_address: str) -> int:
     return int(out or 0)
 
 
+def lookup_sessions_on_replicas(node) -> int:
+    """Sessions a node's HAProxy holds on replicas in its lookup backend (adapters/haproxy_db.py):
+    once a primary is up they are shut, and the daemons read the primary again."""
+    from adapters.haproxy import proxy_stats
+    from adapters.haproxy_db import LOOKUP
+
+    return sum(int(row.get("scur") or 0) for (proxy, server), row in proxy_stats(node.layout).items()
+               if proxy == LOOKUP and server.endswith("_replica"))
+
+
 def first_write(app, domain: str, since: float, budget: float = 120) -> tuple[float | None, str, list[str]]:
     """Seconds from `since` until a new mailbox could be created; its address; the errors met."""
     errors: list[str] = []
