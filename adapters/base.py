@@ -219,3 +219,22 @@ def ldap_directory_schema(required: list[str], uri_pattern: str = r"^ldaps?://[^
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
+
+
+def socket_dir(path: Path, user: str, group: str, needs: str) -> int:
+    """A daemon's Unix-socket directory: owned by `user` (the daemon creates its socket there),
+    group `group` (its only clients reach it), nobody else. `needs` names what is missing when
+    the user or group does not exist (the packages that create them). The user's uid."""
+    import grp
+    import os
+    import pwd
+
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError as exc:
+        raise OSError(f"{needs} needs user {user} and group {group}: {exc}") from None
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, uid, gid)
+    os.chmod(path, 0o750)
+    return uid

@@ -11,16 +11,13 @@ database, or clamd would refuse to start after the switch.
 """
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 import subprocess
 from pathlib import Path
 
 from rupost.errors import ComponentCheckError
 from rupost.paths import Layout
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, socket_dir
 
 NAME = "clamd"
 CLAMAV_USER = "clamav"
@@ -83,16 +80,7 @@ def render_conf(model: dict, layout: Layout) -> str:
 
 
 def prepare_dirs(layout: Layout) -> None:
-    try:
-        uid = pwd.getpwnam(CLAMAV_USER).pw_uid
-        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
-    except KeyError as exc:
-        raise OSError(f"clamd needs user {CLAMAV_USER} and group {SOCKET_GROUP} (packages clamav-daemon, "
-                      f"rspamd): {exc}") from None
-    run = socket_path(layout).parent
-    run.mkdir(parents=True, exist_ok=True)
-    os.chown(run, uid, gid)
-    os.chmod(run, 0o750)
+    socket_dir(socket_path(layout).parent, CLAMAV_USER, SOCKET_GROUP, "clamd (packages clamav-daemon, rspamd)")
 
 
 class ClamdAdapter(Adapter):

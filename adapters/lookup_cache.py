@@ -10,14 +10,11 @@ users: it holds nothing postfix believes.
 """
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 from pathlib import Path
 
 from rupost.paths import Layout
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, socket_dir
 
 NAME = "lookup_cache"
 SOCKET_GROUP = "postfix"
@@ -47,16 +44,7 @@ def lookup_cache_args(model: dict, layout: Layout) -> list[str]:
 def prepare_socket_dir(layout: Layout, user: str) -> None:
     """The socket's directory: memcached (as `user`) creates the socket in it, group postfix
     reaches it, nobody else."""
-    path = socket_path(layout).parent
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
-    except KeyError as exc:
-        raise OSError(f"the lookup cache's socket directory needs user {user} and group {SOCKET_GROUP}: "
-                      f"{exc}") from None
-    os.chown(path, uid, gid)
-    os.chmod(path, 0o750)
+    socket_dir(socket_path(layout).parent, user, SOCKET_GROUP, "the lookup cache's socket directory")
     socket_path(layout).unlink(missing_ok=True)  # a killed memcached's socket refuses the next bind
 
 

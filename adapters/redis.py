@@ -9,14 +9,13 @@ Each node has its own Redis: docs/antispam.md says what is therefore per node.
 """
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 from pathlib import Path
 
 from rupost.paths import Layout
 
-from .base import Adapter, ProcessSpec, RenderContext, RenderedFile
+from .base import Adapter, ProcessSpec, RenderContext, RenderedFile, socket_dir
 
 NAME = "redis"
 REDIS_USER = "redis"
@@ -70,17 +69,8 @@ def render_conf(model: dict, layout: Layout) -> str:
 def prepare_dirs(layout: Layout) -> None:
     """The socket's directory (redis creates the socket, group _rspamd reaches it, nobody
     else) and the snapshot directory."""
-    try:
-        uid = pwd.getpwnam(REDIS_USER).pw_uid
-        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
-        redis_gid = pwd.getpwnam(REDIS_USER).pw_gid
-    except KeyError as exc:
-        raise OSError(f"Redis needs user {REDIS_USER} and group {SOCKET_GROUP} (packages redis-server, "
-                      f"rspamd): {exc}") from None
-    run = socket_path(layout).parent
-    run.mkdir(parents=True, exist_ok=True)
-    os.chown(run, uid, gid)
-    os.chmod(run, 0o750)
+    uid = socket_dir(socket_path(layout).parent, REDIS_USER, SOCKET_GROUP, "Redis (packages redis-server, rspamd)")
+    redis_gid = pwd.getpwnam(REDIS_USER).pw_gid
     socket_path(layout).unlink(missing_ok=True)  # a killed redis leaves its socket behind
     state = state_dir(layout)
     state.mkdir(parents=True, exist_ok=True)
