@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,32 +39,29 @@ def ask_unix(path: Path, request: bytes, timeout: float = TIMEOUT) -> bytes:
         return answer
 
 
+def ping(group: str, name: str, sock: Path, request: bytes, answered: Callable[[bytes], bool], what: str,
+         when_down: str, log: Path) -> CheckResult:
+    """A check row: the daemon behind `sock` answers `request` as `answered` expects; when it
+    cannot be reached, `when_down` says what mail then meets."""
+    try:
+        answer = ask_unix(sock, request)
+    except OSError as exc:
+        return CheckResult(group, name, CRITICAL, f"{sock}: {exc.strerror or exc}: {when_down} (log: {log})")
+    if answered(answer):
+        return CheckResult(group, name, OK, f"answers {what}")
+    return CheckResult(group, name, CRITICAL, f"unexpected answer to {what}: {answer[:80]!r}")
+
+
 def check_antispam(app: Services) -> list[CheckResult]:
     if not app.layout.current.exists() or "rspamd" not in app.adapters:
         return []
-    results = []
-    redis_socket = redis.socket_path(app.layout)
-    try:
-        answer = ask_unix(redis_socket, b"PING\r\n")
-        ok = answer.startswith(b"+PONG")
-        results.append(CheckResult("antispam", "redis", OK if ok else CRITICAL,
-                                   "answers PING" if ok else f"unexpected answer to PING: {answer[:80]!r}"))
-    except OSError as exc:
-        results.append(CheckResult("antispam", "redis", CRITICAL,
-                                   f"{redis_socket}: {exc.strerror or exc}: rspamd has no Bayes or greylisting "
-                                   f"state (log: {app.layout.log_file('redis')})"))
-    controller = rspamd.controller_socket(app.layout)
-    try:
-        answer = ask_unix(controller, b"GET /ping HTTP/1.0\r\n\r\n")
-        ok = b"pong" in answer.lower()
-        results.append(CheckResult("antispam", "rspamd", OK if ok else CRITICAL,
-                                   "controller answers /ping" if ok else
-                                   f"unexpected answer to /ping: {answer[:80]!r}"))
-    except OSError as exc:
-        results.append(CheckResult("antispam", "rspamd", CRITICAL,
-                                   f"{controller}: {exc.strerror or exc}: port 25 follows milter_default_action "
-                                   f"(log: {app.layout.log_file('rspamd')})"))
-    return results
+    return [
+        ping("antispam", "redis", redis.socket_path(app.layout), b"PING\r\n", lambda a: a.startswith(b"+PONG"),
+             "PING", "rspamd has no Bayes or greylisting state", app.layout.log_file("redis")),
+        ping("antispam", "rspamd", rspamd.controller_socket(app.layout), b"GET /ping HTTP/1.0\r\n\r\n",
+             lambda a: b"pong" in a.lower(), "/ping", "port 25 follows milter_default_action",
+             app.layout.log_file("rspamd")),
+    ]
 
 
 def check_antivirus(app: Services) -> list[CheckResult]:
@@ -72,19 +70,10 @@ def check_antivirus(app: Services) -> list[CheckResult]:
     conf = app.layout.current / clamd.NAME / "clamd.conf"
     if not conf.exists():
         return []  # antivirus off
-    results = []
-    sock = clamd.socket_path(app.layout)
-    try:
-        answer = ask_unix(sock, b"zPING\0")
-        ok = answer.rstrip(b"\0\n") == b"PONG"
-        results.append(CheckResult("antivirus", "clamd", OK if ok else CRITICAL,
-                                   "answers PING" if ok else f"unexpected answer to PING: {answer[:80]!r}"))
-    except OSError as exc:
-        results.append(CheckResult("antivirus", "clamd", CRITICAL,
-                                   f"{sock}: {exc.strerror or exc}: mail is tempfailed until it answers "
-                                   f"(log: {app.layout.output_file(clamd.NAME)})"))
-    results.append(database_age(app, conf))
-    return results
+    return [ping("antivirus", "clamd", clamd.socket_path(app.layout), b"zPING\0",
+                 lambda a: a.rstrip(b"\0\n") == b"PONG", "PING", "mail is tempfailed until it answers",
+                 app.layout.output_file(clamd.NAME)),
+            database_age(app, conf)]
 
 
 def database_age(app: Services, conf: Path) -> CheckResult:
