@@ -32,6 +32,8 @@ RESOURCES = [
     "audit",
     "operations",
     "monitoring",
+    "ldap_domains",
+    "administration",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -73,8 +75,9 @@ def install(app: Flask) -> Api:
         API_SPEC_OPTIONS={
             "info": {"description": "Domains, mailboxes, aliases, distribution lists, LDAP filters, jobs, the "
                                     "audit journal, nodes, templates, deploys, certificates, security blocks, "
-                                    "calendar resources, DKIM and DNS records, statistics, mail queues and "
-                                    "monitoring thresholds of a RuPost installation. Authenticate with "
+                                    "calendar resources, DKIM and DNS records, statistics, mail queues, "
+                                    "monitoring thresholds, LDAP domains, checks, sizing and backups of a RuPost "
+                                    "installation. Authenticate with "
                                     "`Authorization: Bearer <token>` "
                                     "(`rupost api-tokens add`). Errors are RFC 9457 problem details."},
             "security": [{"bearer": []}],

@@ -1,0 +1,203 @@
+"""The API's administration resources: LDAP domains against a real slapd, checks, sizing and
+backups, template import/validate/activate/parameters, certificate upload, DKIM keys; each
+with the roles and domain scope of the panel, and the same state as the CLI's."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from test_deploy_safety import CUSTOM
+
+from rupost import tls
+from support.slapd import TempSlapd
+
+from .api_support import ApiClient, make_token
+from .conftest import audit_rows
+from .test_api import assert_problem, cli, wait_job
+
+
+@pytest.fixture
+def api(panel_app):
+    return lambda secret: ApiClient(panel_app, secret)
+
+
+@pytest.fixture
+def superapi(api, node):
+    return api(make_token(node)[1])
+
+
+@pytest.fixture(scope="module")
+def slapd(workdir):
+    server = TempSlapd(workdir / f"slapd-api-{uuid.uuid4().hex[:6]}", "ad").start()
+    yield server
+    server.destroy()
+
+
+def test_ldap_domain_added_tested_synced_and_removed(node, superapi, api, domain, slapd):
+    login = f"u{uuid.uuid4().hex[:6]}"
+    slapd.add_user(login, f"{login}@{domain}", "User-pw-123456")
+    name = f"ad{uuid.uuid4().hex[:6]}"
+    body = {"name": name, "kind": "ad", "uris": [slapd.ldaps_uri], "base_dn": slapd.users_dn,
+            "bind_dn": slapd.service_dn, "bind_password": slapd.service_password, "ca_pem": slapd.ca_pem,
+            "mail_domains": [domain]}
+    wrong = superapi.post("/ldap-domains", json={**body, "bind_password": "wrong-password"})
+    assert "not added" in assert_problem(wrong, 409)["detail"]  # the check binds first: nothing stored
+    created = superapi.post("/ldap-domains", json=body)
+    assert created.status_code == 201, created.get_json()
+    assert created.headers["Location"].endswith(f"/ldap-domains/{name}")
+    assert "bind_password" not in created.get_json() and created.get_json()["ca"] == "custom"
+    shown = superapi.get(f"/ldap-domains/{name}")
+    assert shown.get_json()["accounts"] == {}
+    assert name in {d["name"] for d in json.loads(cli(node, "ldap-domains", "list", "--json").stdout)}
+    report = superapi.post(f"/ldap-domains/{name}/test?sample=3").get_json()
+    assert report["ok"] and report["bind"] and [u["login"] for u in report["users"]] == [login]
+
+    job = wait_job(superapi, superapi.post(f"/ldap-domains/{name}/sync", json={}).get_json()["id"])
+    assert job["status"] == "done" and job["result"]["created"] == 1, job
+    assert node.app.mailboxes.show(f"{login}@{domain}")["enabled"] is True
+    assert audit_rows(node, "ldap_domain.sync", name)[-1].actor.startswith("token:")
+
+    assert_problem(superapi.patch(f"/ldap-domains/{name}", json={"timeout": 8},
+                                  headers={"If-Match": shown.headers["ETag"]}), 412)  # the sync changed it
+    tag = superapi.get(f"/ldap-domains/{name}").headers["ETag"]
+    assert superapi.patch(f"/ldap-domains/{name}", json={"timeout": 7}, headers={"If-Match": tag}).status_code == 200
+    assert_problem(superapi.patch(f"/ldap-domains/{name}", json={"timeout": 8}, headers={"If-Match": tag}), 412)
+    assert node.app.directories.show(name)["timeout"] == 7
+
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    assert_problem(scoped.get("/ldap-domains"), 403)
+    readonly = api(make_token(node, "readonly")[1])
+    assert readonly.get(f"/ldap-domains/{name}").status_code == 200
+    assert_problem(readonly.post(f"/ldap-domains/{name}/sync", json={}), 403)
+    assert_problem(superapi.delete(f"/ldap-domains/{name}"), 409)  # materialised accounts: force needed
+    removed = superapi.delete(f"/ldap-domains/{name}?force=true").get_json()
+    assert removed == {"name": name, "disabled_mailboxes": 1}
+    assert_problem(superapi.get(f"/ldap-domains/{name}"), 404)
+    assert_problem(superapi.post(f"/ldap-domains/{name}/sync", json={}), 404)
+
+
+def test_checks_sizing_and_backups(node, superapi, api, domain):
+    assert_problem(superapi.post("/checks", json={"checks": ["no-such-check"]}), 422)
+    job = wait_job(superapi, superapi.post("/checks", json={"checks": ["disk"], "record": False}).get_json()["id"])
+    assert job["status"] == "done", job
+    assert job["result"]["results"] and {r["check"] for r in job["result"]["results"]} == {"disk"}
+    assert job["result"]["status"] in ("ok", "warning", "critical")
+    assert isinstance(superapi.get("/checks").get_json()["states"], dict)
+    sizing = superapi.get("/sizing?mailboxes=1000&sessions_per_user=1.5").get_json()
+    r = cli(node, "sizing", "--mailboxes", "1000", "--sessions-per-user", "1.5", "--json")
+    assert r.exit_code == 0, r.output
+    assert sizing["parameters"] == json.loads(r.stdout)["parameters"]
+    assert_problem(superapi.get("/sizing?mailboxes=0"), 422)
+
+    before = superapi.get("/backups?per_page=500").get_json()["total"]
+    job = wait_job(superapi, superapi.post("/backups", json={}).get_json()["id"])
+    assert job["status"] == "done", job
+    listed = superapi.get("/backups?per_page=500").get_json()
+    assert listed["total"] == before + 1
+    newest = listed["items"][0]
+    assert newest["path"] == job["result"]["path"] and newest["complete"] and newest["size"] > 0
+    assert node.app.backups.verify(Path(newest["path"]))["node"] == node.app.config.node_name
+
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    for response in (scoped.get("/checks"), scoped.get("/backups"), scoped.get("/sizing?mailboxes=10")):
+        assert_problem(response, 403)
+    readonly = api(make_token(node, "readonly")[1])
+    assert_problem(readonly.post("/backups", json={}), 403)
+    assert_problem(readonly.post("/checks", json={}), 403)
+
+
+def _custom(name: str) -> str:
+    return CUSTOM.replace("name: corp", f"name: {name}")
+
+
+def test_templates_validated_imported_activated_and_parameters_set(node, superapi, api):
+    name = f"api{uuid.uuid4().hex[:6]}"
+    checked = superapi.post("/templates/validate", json={"text": _custom(name)}).get_json()
+    assert checked["name"] == name and checked["raw_snippets"] == ["components.postfix.extra.main"]
+    assert not any(t["name"] == name for t in node.app.templates.list())  # validating stores nothing
+    assert_problem(superapi.post("/templates/validate", json={"text": "metadata: ["}), 422)
+    readonly = api(make_token(node, "readonly")[1])
+    assert_problem(readonly.post("/templates", json={"text": _custom(name)}), 403)
+
+    made = superapi.post("/templates", json={"text": _custom(name)})
+    assert made.status_code == 201 and made.get_json()["version"] == "1.0.0"
+    assert audit_rows(node, "template.import", f"{name}@1.0.0")[-1].source == "api"
+    assert_problem(superapi.post("/templates", json={"text": _custom(name)}), 409)  # versions are immutable
+    previous = next(t for t in node.app.templates.list() if t["active"])
+    try:
+        done = superapi.post(f"/templates/{name}/activate").get_json()
+        assert done == {"name": name, "version": "1.0.0", "active": True}
+        assert_problem(superapi.delete(f"/templates/{name}"), 409)  # the active one stays
+    finally:
+        node.app.templates.activate(previous["name"], previous["version"])
+    assert superapi.delete(f"/templates/{name}?version=1.0.0").status_code == 204
+    assert_problem(superapi.get(f"/templates/{name}"), 404)
+
+    params = {p["name"]: p for p in superapi.get("/template-parameters?per_page=500").get_json()["items"]}
+    assert_problem(superapi.patch("/template-parameters", json={"values": {"no_such_parameter": 1}}), 422)
+    some = next(p for p in params.values() if p["type"] == "integer" and not p["set"])
+    try:
+        done = superapi.patch("/template-parameters", json={"values": {some["name"]: some["value"]}}).get_json()
+        assert done["values"][some["name"]] == some["value"]
+        listed = json.loads(cli(node, "template", "parameters", "--json").stdout)
+        assert {p["name"]: p for p in listed}[some["name"]]["set"] is True
+    finally:
+        node.app.templates.set_parameters({}, [some["name"]])
+
+
+def test_certificate_uploaded_activated_and_removed(node, superapi, api):
+    host = node.app.settings.mail_host()
+    cert_pem, key_pem, _ = tls.self_signed(host, [host])
+    name = f"api{uuid.uuid4().hex[:6]}"
+    bad = superapi.post("/certificates", json={"name": name, "type": "mail", "certificate": cert_pem,
+                                               "key": tls.self_signed(host, [host])[1]})
+    assert "does not match" in assert_problem(bad, 422)["detail"]
+    made = superapi.post("/certificates", json={"name": name, "type": "mail", "certificate": cert_pem,
+                                                "key": key_pem})
+    assert made.status_code == 201, made.get_json()
+    assert made.get_json()["names"] == [host] and "key" not in made.get_json()
+    shown = superapi.get(f"/certificates/{name}").get_json()
+    assert shown["active"] is False and host not in shown["missing_names"] and shown["sha256"]
+    readonly = api(make_token(node, "readonly")[1])
+    assert_problem(readonly.post(f"/certificates/{name}/activate"), 403)
+    builtin = next(c for c in node.app.certificates.list() if c["type"] == "mail" and c["active"])
+    try:
+        assert superapi.post(f"/certificates/{name}/activate").get_json()["type"] == "mail"
+        assert_problem(superapi.delete(f"/certificates/{name}"), 409)  # the active one stays
+    finally:
+        node.app.certificates.activate(builtin["name"])
+    assert superapi.delete(f"/certificates/{name}").status_code == 204
+    assert audit_rows(node, "cert.add", name)[-1].source == "api"
+
+
+def test_dkim_generated_and_rotated_within_the_token_domains(node, api, domain):
+    other = f"o{uuid.uuid4().hex[:8]}.test"
+    node.app.domains.add(other)
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    made = scoped.post(f"/domains/{domain}/dkim", json={"bits": 1024})
+    assert made.status_code == 201 and made.get_json()["bits"] == 1024
+    assert_problem(scoped.post(f"/domains/{domain}/dkim", json={}), 409)  # a key already: rotate it
+    rotated = scoped.post(f"/domains/{domain}/dkim/rotate", json={}).get_json()
+    assert rotated["selector"] != made.get_json()["selector"] and rotated["bits"] == 1024
+    assert [p["selector"] for p in rotated["previous"]] == [made.get_json()["selector"]]
+    r = cli(node, "domains", "dkim", "show", domain, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["selector"] == rotated["selector"]
+    assert scoped.get(f"/domains/{domain}/dns").status_code == 200
+    for response in (scoped.post(f"/domains/{other}/dkim", json={}), scoped.get(f"/domains/{other}/dkim"),
+                     scoped.post(f"/domains/{other}/dkim/rotate", json={}), scoped.get(f"/domains/{other}/dns")):
+        assert_problem(response, 403)
+    assert node.app.dkim.active_key(other) is None
+
+
+def test_domain_admin_imports_into_its_own_domains_only(node, api, domain):
+    other = f"o{uuid.uuid4().hex[:8]}.test"
+    node.app.domains.add(other)
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    rows = f"address,password\nin@{domain},Import-pw-123456\nout@{other},Import-pw-123456\n"
+    job = wait_job(scoped, scoped.post("/mailboxes/import", json={"csv": rows}).get_json()["id"])
+    assert job["status"] == "failed" and f"not {other}" in job["error"]
+    assert node.app.mailboxes.list(domain) == [] and node.app.mailboxes.list(other) == []
+    job = wait_job(scoped, scoped.post("/mailboxes/import", json={"csv": rows.rsplit("out@", 1)[0]}).get_json()["id"])
+    assert job["status"] == "done" and job["result"]["imported"] == 1
