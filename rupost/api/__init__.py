@@ -34,6 +34,8 @@ RESOURCES = [
     "monitoring",
     "ldap_domains",
     "administration",
+    "integrations",
+    "resources",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -76,8 +78,8 @@ def install(app: Flask) -> Api:
             "info": {"description": "Domains, mailboxes, aliases, distribution lists, LDAP filters, jobs, the "
                                     "audit journal, nodes, templates, deploys, certificates, security blocks, "
                                     "calendar resources, DKIM and DNS records, statistics, mail queues, "
-                                    "monitoring thresholds, LDAP domains, checks, sizing and backups of a RuPost "
-                                    "installation. Authenticate with "
+                                    "monitoring thresholds, LDAP domains, checks, sizing, backups, impersonation "
+                                    "accounts and push endpoints of a RuPost installation. Authenticate with "
                                     "`Authorization: Bearer <token>` "
                                     "(`rupost api-tokens add`). Errors are RFC 9457 problem details."},
             "security": [{"bearer": []}],

@@ -26,7 +26,14 @@ from .schemas import (
     TemplateArgs,
     TemplateDocumentSchema,
 )
-from .schemas_admin import DkimGenerateSchema, DkimRotateSchema, ParametersPatchSchema, ParametersSchema
+from .schemas_admin import (
+    DkimGenerateSchema,
+    DkimRotateSchema,
+    ParametersPatchSchema,
+    ParametersSchema,
+    QueueFlushedSchema,
+    QueueFlushSchema,
+)
 
 bp = blueprint("monitoring", "", "LDAP filters, templates, DKIM and DNS, statistics and mail queues. Not for "
                "domain administrators' tokens, except a domain's DKIM key and DNS records.")
@@ -175,5 +182,16 @@ class QueueActions(MethodView):
     @bp.arguments(QueueActionSchema)
     @bp.response(200, QueueActionResultSchema)
     def post(self, data):
-        """Hold, release, delete or requeue queued messages by id, on this node or another."""
-        return g.rp.mailqueues.act(data["action"], ids=data["ids"], node=data.get("node"))
+        """Hold, release, delete or requeue queued messages by id or by a filter (`match`, as `rupost mailqueues
+        --all-matching`), on this node or another."""
+        return g.rp.mailqueues.act(data["action"], ids=data["ids"], match=data["match"], node=data.get("node"))
+
+
+@bp.route("/queues/flush")
+class QueueFlush(MethodView):
+    @level("super")
+    @bp.arguments(QueueFlushSchema)
+    @bp.response(200, QueueFlushedSchema)
+    def post(self, data):
+        """Attempt delivery now of every deferred message, or of the named ones, on this node or another."""
+        return g.rp.mailqueues.flush(data["ids"] or None, data.get("node"))

@@ -1,6 +1,6 @@
 """/api/v1 node-wide operations: nodes, templates, deploys (as jobs), certificates, security
-blocks and calendar resources, through the same services as `rupost nodes|templates|deploy|
-certificates|security|resources`."""
+blocks and the monitoring thresholds, through the same services as `rupost nodes|templates|
+deploy|certificates|security|settings thresholds`."""
 from __future__ import annotations
 
 import os
@@ -18,13 +18,10 @@ from .schemas import (
     BlockPage,
     CertificatePage,
     DeploySchema,
-    DistributionListArgs,
     GenerationPage,
     JobSchema,
     NodePage,
     NodeSchema,
-    ResourcePage,
-    ResourceSchema,
     RollbackSchema,
     TemplatePage,
     ThresholdsPatchSchema,
@@ -36,6 +33,8 @@ from .schemas_admin import (
     CertificateAddedSchema,
     CertificateDetailSchema,
     CertificateUploadSchema,
+    NodePatchSchema,
+    NodeRemoveArgs,
     TemplateActivatedSchema,
     TemplateTextSchema,
     TemplateValidatedSchema,
@@ -43,7 +42,7 @@ from .schemas_admin import (
 )
 
 bp = blueprint("operations", "", "The installation: nodes, templates, deploys, certificates, security blocks, "
-               "calendar resources. Node-wide data is not for domain administrators' tokens.")
+               "monitoring thresholds. Node-wide data is not for domain administrators' tokens.")
 
 
 @bp.route("/nodes")
@@ -61,6 +60,21 @@ class Node(MethodView):
     @bp.response(200, NodeSchema)
     def get(self, name):
         return g.rp.nodes.show(name)
+
+    @level("super")
+    @bp.arguments(NodePatchSchema)
+    @bp.response(200, NodeSchema)
+    def patch(self, data, name):
+        """Drain a node (clients go to the others; its queued mail is still delivered) or enable it again."""
+        return g.rp.nodes.set_admin_state(name, data["drained"])
+
+    @level("super")
+    @bp.arguments(NodeRemoveArgs, location="query")
+    @bp.response(204)
+    def delete(self, args, name):
+        """Forget a node that left the cluster (refused while it reports heartbeats, unless `force`)."""
+        g.rp.nodes.remove(name, force=args["force"])
+        return ""
 
 
 @bp.route("/templates")
@@ -209,25 +223,6 @@ class Block(MethodView):
     def delete(self, value):
         """Lift a block (an address or an account) and forget its failures."""
         return g.rp.blocklist.unblock(value)
-
-
-@bp.route("/resources")
-class Resources(MethodView):
-    @level("any")
-    @bp.arguments(DistributionListArgs, location="query")
-    @bp.arguments(PageArgs, location="query", as_kwargs=True)
-    @bp.response(200, ResourcePage)
-    def get(self, args, **page):
-        """Calendar resources (rooms, equipment) of the token's domains."""
-        return page_of(g.rp.resources.list(args.get("domain")), page)
-
-
-@bp.route("/resources/<string:address>")
-class Resource(MethodView):
-    @level("any")
-    @bp.response(200, ResourceSchema)
-    def get(self, address):
-        return g.rp.resources.show(address)
 
 
 @bp.route("/settings/thresholds")

@@ -253,3 +253,151 @@ BackupPage = page_schema(BackupSchema, "BackupPage")
 
 class BackupCreateSchema(Schema):
     with_mail = fields.Boolean(load_default=False, metadata={"description": "Archive the mail storage too."})
+
+
+# ---------------------------------------------------------------------------- impersonation, push
+class ImpersonationSchema(Schema):
+    name = fields.String(required=True)
+    domains = fields.List(fields.String(), required=True)
+    description = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    created_at = fields.String(required=True, allow_none=True)
+    uses = fields.Integer(metadata={"description": "Mailboxes opened with it (in the list)."})
+    last_use = fields.String(allow_none=True)
+
+
+ImpersonationPage = page_schema(ImpersonationSchema, "ImpersonationPage")
+
+
+class ImpersonationCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 64))
+    password = fields.String(required=True, validate=validate.Length(1, 1024), load_only=True)
+    domains = fields.List(fields.String(validate=validate.Length(1, 253)), required=True,
+                          validate=validate.Length(1, 1000), metadata={"description": "The mail domains it opens."})
+    description = fields.String(load_default="", validate=validate.Length(0, 1000))
+
+
+class ImpersonationPatchSchema(Schema):
+    password = fields.String(validate=validate.Length(1, 1024), load_only=True)
+    domains = fields.List(fields.String(validate=validate.Length(1, 253)), validate=validate.Length(1, 1000))
+    enabled = fields.Boolean()
+
+
+class ImpersonationUseSchema(Schema):
+    at = fields.String(required=True)
+    account = fields.String(required=True)
+    target = fields.String(required=True)
+    protocol = fields.String(required=True, allow_none=True)
+    remote_ip = fields.String(required=True, allow_none=True)
+    node = fields.String(required=True, allow_none=True)
+    mechanism = fields.String(required=True, allow_none=True)
+
+
+ImpersonationUsePage = page_schema(ImpersonationUseSchema, "ImpersonationUsePage")
+
+
+class PushEndpointSchema(Schema):
+    name = fields.String(required=True)
+    url = fields.String(required=True)
+    domains = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(required=True)
+    secret = fields.String(required=True, metadata={"description": "`set` when it has one (never the secret)."})
+    created_by = fields.String(required=True, allow_none=True)
+    failures_24h = fields.Integer()
+    last_failure = fields.String()
+
+
+PushEndpointPage = page_schema(PushEndpointSchema, "PushEndpointPage")
+
+
+class PushEndpointCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 64))
+    url = fields.String(required=True, validate=validate.Length(1, 2048),
+                        metadata={"description": "http:// or https:// URL the events are POSTed to."})
+    domains = fields.List(fields.String(validate=validate.Length(1, 253)), load_default=list,
+                          metadata={"description": "Only these domains' events; none: every domain."})
+    secret = fields.String(load_default="", validate=validate.Length(0, 1024), load_only=True,
+                           metadata={"description": "Sent as Authorization: Bearer."})
+
+
+class PushFailureSchema(Schema):
+    at = fields.String(required=True)
+    node = fields.String(required=True, allow_none=True)
+    endpoint = fields.String(required=True)
+    user = fields.String(required=True, allow_none=True)
+    mailbox = fields.String(required=True, allow_none=True)
+    uid = fields.Integer(required=True, allow_none=True)
+    attempt = fields.Integer(required=True)
+    status = fields.Integer(required=True, allow_none=True)
+    final = fields.Boolean(required=True)
+    error = fields.String(required=True)
+
+
+PushFailurePage = page_schema(PushFailureSchema, "PushFailurePage")
+
+
+class PushFailureArgs(Schema):
+    endpoint = fields.String(validate=validate.Length(1, 64))
+
+
+class PushTestedSchema(Schema):
+    endpoint = fields.String(required=True)
+    status = fields.Integer(required=True, allow_none=True)
+
+
+# ---------------------------------------------------------------------------- nodes, queues
+class NodePatchSchema(Schema):
+    drained = fields.Boolean(required=True, metadata={
+        "description": "Drained: its HA agent reports it down so clients go to the other nodes."})
+
+
+class NodeRemoveArgs(Schema):
+    force = fields.Boolean(load_default=False, metadata={"description": "Even while it reports heartbeats."})
+
+
+class QueueFlushSchema(Schema):
+    ids = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=list,
+                      validate=validate.Length(0, 1000), metadata={"description": "None: every deferred message."})
+    node = fields.String(validate=validate.Length(1, 128))
+
+
+class QueueFlushedSchema(Schema):
+    node = fields.String(required=True)
+    action = fields.String(required=True)
+    ids = fields.Raw(required=True, metadata={"description": "The ids flushed, or `all`."})
+
+
+# ---------------------------------------------------------------------------- calendar resources
+class ResourceCreateSchema(Schema):
+    address = fields.String(required=True, validate=validate.Length(1, 320),
+                            metadata={"description": "The resource's address (local@domain)."})
+    kind = fields.String(load_default="room", validate=validate.OneOf(["room", "equipment"]))
+    display_name = fields.String(load_default="", validate=validate.Length(0, 256))
+    multiple_bookings = fields.Integer(load_default=1, validate=validate.Range(0, 1000), metadata={
+        "description": "Simultaneous bookings: 1 none overlapping, 0 no limit."})
+    owner = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 320),
+                          metadata={"description": "A mailbox that manages its bookings."})
+    description = fields.String(load_default="", validate=validate.Length(0, 1000))
+
+
+class ResourcePatchSchema(Schema):
+    multiple_bookings = fields.Integer(validate=validate.Range(0, 1000))
+    owner = fields.String(validate=validate.Length(0, 320), metadata={"description": "Empty: no owner."})
+    display_name = fields.String(validate=validate.Length(0, 256))
+
+
+class ResourceAddedSchema(Schema):
+    address = fields.String(required=True)
+    kind = fields.String(required=True)
+    display_name = fields.String(required=True)
+    multiple_bookings = fields.Integer(required=True)
+    owner = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True, allow_none=True)
+    enabled = fields.Boolean(required=True)
+    calendar = fields.String(metadata={"description": "ready, or not ready with the reason (provision it again)."})
+
+
+class ResourceProvisionedSchema(Schema):
+    address = fields.String(required=True)
+    owner = fields.String(required=True, allow_none=True)
+    calendar = fields.String(required=True)

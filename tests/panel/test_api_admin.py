@@ -3,7 +3,9 @@ backups, template import/validate/activate/parameters, certificate upload, DKIM 
 with the roles and domain scope of the panel, and the same state as the CLI's."""
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import uuid
 from pathlib import Path
 
@@ -201,3 +203,98 @@ def test_domain_admin_imports_into_its_own_domains_only(node, api, domain):
     assert node.app.mailboxes.list(domain) == [] and node.app.mailboxes.list(other) == []
     job = wait_job(scoped, scoped.post("/mailboxes/import", json={"csv": rows.rsplit("out@", 1)[0]}).get_json()["id"])
     assert job["status"] == "done" and job["result"]["imported"] == 1
+
+
+@pytest.fixture
+def receiver():
+    """A loopback HTTP server that records the bodies POSTed to it (a push endpoint)."""
+    received: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/events", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_impersonation_and_push_endpoints(node, superapi, api, domain, receiver):
+    url, received = receiver
+    name, push = f"imp{uuid.uuid4().hex[:6]}", f"push{uuid.uuid4().hex[:6]}"
+    readonly = api(make_token(node, "readonly")[1])
+    assert_problem(readonly.post("/impersonation", json={"name": name, "password": "Imp-pw-123456",
+                                                         "domains": [domain]}), 403)
+    try:
+        made = superapi.post("/impersonation", json={"name": name, "password": "Imp-pw-123456",
+                                                     "domains": [domain], "description": "archiver"})
+        assert made.status_code == 201 and made.get_json()["domains"] == [domain]
+        assert "password" not in made.get_json()
+        changed = superapi.patch(f"/impersonation/{name}", json={"enabled": False}).get_json()
+        assert changed["enabled"] is False and superapi.get(f"/impersonation/{name}").get_json()["uses"] == 0
+        listed = json.loads(cli(node, "impersonation", "list", "--json").stdout)
+        assert {i["name"]: i for i in listed}[name]["enabled"] is False
+        assert_problem(superapi.post("/impersonation", json={"name": "x" + name, "password": "Imp-pw-123456",
+                                                             "domains": ["nx-" + domain]}), 404)
+        assert isinstance(superapi.get("/impersonation/uses").get_json()["items"], list)
+
+        made = superapi.post("/push-endpoints", json={"name": push, "url": url, "secret": "s3cret"})
+        assert made.status_code == 201 and made.get_json()["secret"] == "set"
+        assert superapi.post(f"/push-endpoints/{push}/test").get_json()["status"] == 204
+        assert json.loads(received[-1])["event"] == "Test"
+        assert push in {p["name"] for p in superapi.get("/push-endpoints").get_json()["items"]}
+        assert_problem(superapi.post("/push-endpoints", json={"name": "y" + push, "url": "ftp://x"}), 422)
+    finally:
+        for path in (f"/impersonation/{name}", f"/push-endpoints/{push}"):
+            superapi.delete(path)
+    assert_problem(superapi.get(f"/impersonation/{name}"), 404)
+    assert push not in {p["name"] for p in node.app.push.endpoints()}
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    for path in ("/impersonation", "/push-endpoints", "/push-endpoints/failures"):
+        assert_problem(scoped.get(path), 403)
+
+
+def test_resources_nodes_and_queue_flush(node, superapi, api, domain, mailbox):
+    owner, _ = mailbox("owner")
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    made = scoped.post("/resources", json={"address": f"room1@{domain}", "display_name": "Room 1",
+                                           "multiple_bookings": 2, "owner": owner})
+    assert made.status_code == 201, made.get_json()
+    assert made.get_json()["kind"] == "room" and made.get_json()["calendar"]
+    shown = scoped.get(f"/resources/room1@{domain}")
+    changed = scoped.patch(f"/resources/room1@{domain}", json={"multiple_bookings": 0},
+                           headers={"If-Match": shown.headers["ETag"]})
+    assert changed.status_code == 200 and changed.get_json()["multiple_bookings"] == 0
+    assert_problem(scoped.patch(f"/resources/room1@{domain}", json={"display_name": "x"},
+                                headers={"If-Match": shown.headers["ETag"]}), 412)
+    listed = json.loads(cli(node, "resources", "list", "--domain", domain, "--json").stdout)
+    assert [(r["address"], r["multiple_bookings"]) for r in listed] == [(f"room1@{domain}", 0)]
+    assert_problem(scoped.post("/resources", json={"address": "room@example.org"}), 403)
+    assert scoped.delete(f"/resources/room1@{domain}").status_code == 204
+    assert node.app.resources.list(domain) == []
+
+    me = node.app.config.node_name
+    assert_problem(scoped.patch(f"/nodes/{me}", json={"drained": True}), 403)
+    try:
+        assert superapi.patch(f"/nodes/{me}", json={"drained": True}).get_json()["admin_state"] == "drained"
+        assert node.app.nodes.show(me)["admin_state"] == "drained"
+    finally:
+        superapi.patch(f"/nodes/{me}", json={"drained": False})
+    assert node.app.nodes.show(me)["admin_state"] == "enabled"
+    assert_problem(superapi.delete(f"/nodes/{me}"), 409)  # it reports heartbeats
+    assert_problem(superapi.delete("/nodes/no-such-node"), 404)
+
+    flushed = superapi.post("/queues/flush", json={})
+    assert flushed.status_code == 200 and flushed.get_json() == {"node": me, "action": "flush", "ids": "all"}
+    assert audit_rows(node, "mailqueue.flush", "all")[-1].source == "api"
+    assert_problem(superapi.post("/queues/actions", json={"action": "hold"}), 422)  # neither ids nor match
+    held = superapi.post("/queues/actions", json={"action": "hold", "match": ["sender=nobody-here@nowhere.test"]})
+    assert held.status_code == 200 and held.get_json()["matched"] == 0

@@ -53,10 +53,18 @@ def http():
 @pytest.fixture(scope="module", autouse=True)
 def leaves_no_domains(node):
     """The session's node is shared with other suites: the domains the fuzzer created (the
-    description's examples, such as example.ru, are sent first) go, with what it put in them."""
+    description's examples, such as example.ru, are sent first) go, with what it put in them,
+    and so do the push endpoints and impersonation accounts it added."""
     before = {d["name"] for d in node.app.domains.list()}
+    pushes, impersonation = ({i["name"] for i in node.app.push.endpoints()},
+                             {i["name"] for i in node.app.impersonation.list()})
     yield
     app = node.app
+    # push endpoints and impersonation accounts switch dovecot plugins on at the next deploy of the shared node
+    for name in sorted({i["name"] for i in app.push.endpoints()} - pushes):
+        app.push.remove(name)
+    for name in sorted({i["name"] for i in app.impersonation.list()} - impersonation):
+        app.impersonation.remove(name)
     for name in sorted({d["name"] for d in app.domains.list()} - before):
         for item in app.distribution_lists.list(name):
             app.distribution_lists.remove(item["address"])

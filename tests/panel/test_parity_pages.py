@@ -1,0 +1,117 @@
+"""Panel pages that close the parity table's gaps: checks and monitoring thresholds, security
+blocks, backups, a domain's DKIM key and DNS records; in both languages, with the roles and
+domain scope of the other pages, and journaled like them."""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import pytest
+
+from .conftest import audit_rows, text
+
+
+def wait_done(client, response):
+    assert response.status_code == 302, text(response)[:500]
+    job_id = int(re.search(r"/jobs/(\d+)", response.headers["Location"]).group(1))
+    for _ in range(1200):
+        page = text(client.get(f"/jobs/{job_id}"))
+        status = re.search(r'id="job-status"[^>]*>[^<]*<strong>([^<]+)<', page).group(1)
+        if status in ("done", "failed", "выполнено", "ошибка"):
+            return page
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+@pytest.fixture
+def thresholds_kept(node):
+    before = node.app.settings.thresholds()
+    yield
+    node.app.settings.set_thresholds({k: v["value"] for k, v in before.items() if v["set"]},
+                                     [k for k, v in before.items() if not v["set"]])
+
+
+def test_checks_page_runs_them_and_sets_thresholds(node, superadmin, readonly, admin_factory, make_client,
+                                                   domain, thresholds_kept):
+    superadmin.post("/language", {"lang": "en"})
+    assert "Monitoring thresholds" in text(superadmin.get("/checks/"))
+    page = wait_done(superadmin, superadmin.post("/checks/run"))
+    assert "disk:" in page and node.app.checks.last_states()  # recorded, as rupost check does
+    listed = text(superadmin.get("/checks/"))
+    assert next(iter(node.app.checks.last_states())) in listed
+
+    form = {k: "" for k in node.app.settings.thresholds()}
+    refused = superadmin.post("/checks/thresholds", {**form, "monitor_queue_warning": "900",
+                                                     "monitor_queue_critical": "800"}, follow_redirects=True)
+    assert "must be below" in text(refused)
+    assert node.app.settings.thresholds()["monitor_queue_warning"]["set"] is False  # none stored
+    superadmin.post("/checks/thresholds", {**form, "monitor_queue_warning": "700"})
+    assert node.app.settings.thresholds()["monitor_queue_warning"] == {"value": 700, "default": 500, "set": True}
+    assert audit_rows(node, "settings.set", "monitor_queue_warning")[-1].source == "panel"
+    superadmin.post("/checks/thresholds", form)  # emptied: back to the default
+    assert node.app.settings.thresholds()["monitor_queue_warning"]["set"] is False
+
+    assert readonly.get("/checks/").status_code == 200
+    assert readonly.post("/checks/run").status_code == 403
+    assert readonly.post("/checks/thresholds", {**form, "monitor_queue_warning": "600"}).status_code == 403
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    assert scoped.get("/checks/").status_code == 403
+    ru = make_client()
+    ru.login(admin_factory("superadmin"))
+    assert "Пороги мониторинга" in text(ru.get("/checks/"))
+
+
+def test_security_page_lists_and_lifts_blocks(node, superadmin, readonly):
+    account = f"blk{uuid.uuid4().hex[:6]}@nowhere.test"
+    for _ in range(100):  # bounded: the account's failure limit is far below
+        if node.app.blocklist.record_failure("", account, "imap"):
+            break
+    assert any(b["value"] == account for b in node.app.blocklist.list())
+    assert account in text(readonly.get("/security/"))
+    assert readonly.post("/security/unblock", {"value": account}).status_code == 403
+    superadmin.post("/security/unblock", {"value": account})
+    assert not any(b["value"] == account for b in node.app.blocklist.list())
+    assert account not in text(superadmin.get("/security/"))
+    assert audit_rows(node, "security.unblock", f"account {account}")[-1].source == "panel"
+
+
+def test_backups_page_backs_up_and_lists(node, superadmin, readonly, admin_factory, make_client, domain):
+    before = len(node.app.backups.list())
+    page = wait_done(superadmin, superadmin.post("/backups/create"))
+    assert "db-main.dump" in page and "config.json" in page
+    backups = node.app.backups.list()
+    assert len(backups) == before + 1 and backups[0]["complete"]
+    assert backups[0]["name"] in text(readonly.get("/backups/"))
+    assert audit_rows(node, "backup", backups[0]["path"])[-1].source == "panel"
+    assert readonly.post("/backups/create").status_code == 403
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    assert scoped.get("/backups/").status_code == 403
+
+
+def test_dkim_and_dns_page_within_the_domains_of_the_administrator(node, admin_factory, make_client, domain):
+    other = f"o{uuid.uuid4().hex[:8]}.test"
+    node.app.domains.add(other)
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    scoped.post("/language", {"lang": "en"})
+    page = text(scoped.get(f"/domains/{domain}/dns"))
+    assert "No DKIM key yet" in page and f"_dmarc.{domain}." in page
+    scoped.post(f"/domains/{domain}/dkim/generate", {"selector": "panel1"})
+    key = node.app.dkim.show(domain)
+    assert key["selector"] == "panel1"
+    assert audit_rows(node, "dkim.generate", domain)[-1].source == "panel"
+    page = text(scoped.get(f"/domains/{domain}/dns"))
+    assert f"panel1._domainkey.{domain}." in page and key["txt"][:40] in page.replace("&#34;", '"')
+    scoped.post(f"/domains/{domain}/dkim/rotate", {"selector": "panel2"})
+    assert node.app.dkim.show(domain)["selector"] == "panel2"
+    assert scoped.get(f"/domains/{other}/dns").status_code == 403
+    assert scoped.post(f"/domains/{other}/dkim/generate", {}).status_code == 403
+    assert node.app.dkim.active_key(other) is None
+    reader = make_client()
+    reader.login(admin_factory("readonly"))
+    assert reader.get(f"/domains/{domain}/dns").status_code == 200
+    assert reader.post(f"/domains/{domain}/dkim/rotate", {}).status_code == 403
+    assert f"/domains/{domain}/dns" in text(scoped.get("/domains/"))
