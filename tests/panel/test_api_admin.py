@@ -3,6 +3,7 @@ backups, template import/validate/activate/parameters, certificate upload, DKIM 
 with the roles and domain scope of the panel, and the same state as the CLI's."""
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import json
 import threading
@@ -13,6 +14,7 @@ import pytest
 from test_deploy_safety import CUSTOM
 
 from rupost import tls
+from rupost.db.models import Node, utcnow
 from support.slapd import TempSlapd
 
 from .api_support import ApiClient, make_token
@@ -281,16 +283,23 @@ def test_resources_nodes_and_queue_flush(node, superapi, api, domain, mailbox):
     assert scoped.delete(f"/resources/room1@{domain}").status_code == 204
     assert node.app.resources.list(domain) == []
 
+    # drained and removed: nodes of their own (the session's node serves the other tests)
+    alive, gone = f"n{uuid.uuid4().hex[:6]}", f"n{uuid.uuid4().hex[:6]}"
+    with node.app.dbs.session("main") as s:
+        s.add(Node(name=alive, fqdn=f"{alive}.rupost.test", address="127.0.0.7", state="in_service",
+                   last_heartbeat=utcnow()))
+        s.add(Node(name=gone, fqdn=f"{gone}.rupost.test", address="127.0.0.8", state="in_service",
+                   last_heartbeat=utcnow() - dt.timedelta(hours=1)))
+    assert_problem(scoped.patch(f"/nodes/{alive}", json={"drained": True}), 403)
+    assert superapi.patch(f"/nodes/{alive}", json={"drained": True}).get_json()["admin_state"] == "drained"
+    assert node.app.nodes.show(alive)["admin_state"] == "drained"
+    assert superapi.patch(f"/nodes/{alive}", json={"drained": False}).get_json()["admin_state"] == "enabled"
+    assert "stop its core first" in assert_problem(superapi.delete(f"/nodes/{alive}"), 409)["detail"]
+    assert superapi.delete(f"/nodes/{gone}").status_code == 204
+    assert superapi.delete(f"/nodes/{alive}?force=true").status_code == 204
+    assert {n["name"] for n in node.app.nodes.list()}.isdisjoint({alive, gone})
+    assert audit_rows(node, "node.remove", gone)[-1].source == "api"
     me = node.app.config.node_name
-    assert_problem(scoped.patch(f"/nodes/{me}", json={"drained": True}), 403)
-    try:
-        assert superapi.patch(f"/nodes/{me}", json={"drained": True}).get_json()["admin_state"] == "drained"
-        assert node.app.nodes.show(me)["admin_state"] == "drained"
-    finally:
-        superapi.patch(f"/nodes/{me}", json={"drained": False})
-    assert node.app.nodes.show(me)["admin_state"] == "enabled"
-    assert_problem(superapi.delete(f"/nodes/{me}"), 409)  # it reports heartbeats
-    assert_problem(superapi.delete("/nodes/no-such-node"), 404)
 
     flushed = superapi.post("/queues/flush", json={})
     assert flushed.status_code == 200 and flushed.get_json() == {"node": me, "action": "flush", "ids": "all"}

@@ -115,3 +115,61 @@ def test_dkim_and_dns_page_within_the_domains_of_the_administrator(node, admin_f
     assert reader.get(f"/domains/{domain}/dns").status_code == 200
     assert reader.post(f"/domains/{domain}/dkim/rotate", {}).status_code == 403
     assert f"/domains/{domain}/dns" in text(scoped.get("/domains/"))
+
+
+def test_resources_page_within_the_domains_of_the_administrator(node, admin_factory, make_client, domain, mailbox):
+    owner, _ = mailbox("owner")
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    scoped.post("/language", {"lang": "en"})
+    scoped.post("/resources/add", {"address": f"hall@{domain}", "kind": "room", "display_name": "Hall",
+                                   "multiple_bookings": "1", "owner": owner})
+    assert node.app.resources.show(f"hall@{domain}")["owner"] == owner
+    assert audit_rows(node, "resource.add", f"hall@{domain}")[-1].source == "panel"
+    assert f"hall@{domain}" in text(scoped.get("/resources/"))
+    scoped.post(f"/resources/hall@{domain}/set", {"multiple_bookings": "3", "owner": "", "display_name": "Hall"})
+    assert node.app.resources.show(f"hall@{domain}")["multiple_bookings"] == 3
+    bad = scoped.post(f"/resources/hall@{domain}/set", {"multiple_bookings": "x", "owner": ""},
+                      follow_redirects=True)
+    assert "invalid number of simultaneous bookings" in text(bad)
+    assert scoped.post("/resources/add", {"address": "hall@example.org"}).status_code == 403
+    reader = make_client()
+    reader.login(admin_factory("readonly"))
+    assert f"hall@{domain}" in text(reader.get("/resources/"))
+    assert reader.post(f"/resources/hall@{domain}/remove").status_code == 403
+    scoped.post(f"/resources/hall@{domain}/remove")
+    assert node.app.resources.list(domain) == []
+    ru = make_client()
+    ru.login(admin_factory("domain_admin", [domain]))
+    assert "Добавить ресурс" in text(ru.get("/resources/"))
+
+
+def test_impersonation_and_push_page(node, superadmin, readonly, admin_factory, make_client, domain):
+    name, push = f"imp{uuid.uuid4().hex[:6]}", f"push{uuid.uuid4().hex[:6]}"
+    superadmin.post("/language", {"lang": "en"})
+    try:
+        superadmin.post("/integrations/impersonation/add", {"name": name, "password": "Imp-pw-123456",
+                                                            "domains": domain, "description": "archiver"})
+        assert {a["name"]: a for a in node.app.impersonation.list()}[name]["domains"] == [domain]
+        assert audit_rows(node, "impersonation.add", name)[-1].source == "panel"
+        superadmin.post(f"/integrations/impersonation/{name}/disable")
+        assert {a["name"]: a for a in node.app.impersonation.list()}[name]["enabled"] is False
+        page = text(superadmin.post("/integrations/push/add", {"name": push, "url": "ftp://nowhere"},
+                                    follow_redirects=True))
+        assert "is not an http:// or https:// URL" in page
+        superadmin.post("/integrations/push/add", {"name": push, "url": "http://127.0.0.1:9/x", "domains": domain})
+        assert push in {e["name"] for e in node.app.push.endpoints()}
+        page = text(superadmin.post(f"/integrations/push/{push}/test", follow_redirects=True))
+        assert f"push endpoint {push}" in page and "failed" in page  # nothing listens on port 9
+        listing = text(readonly.get("/integrations/"))
+        assert name in listing and push in listing
+        assert readonly.post(f"/integrations/push/{push}/remove").status_code == 403
+        assert readonly.post(f"/integrations/impersonation/{name}/remove").status_code == 403
+    finally:
+        superadmin.post(f"/integrations/impersonation/{name}/remove")
+        superadmin.post(f"/integrations/push/{push}/remove")
+    assert name not in {a["name"] for a in node.app.impersonation.list()}
+    assert push not in {e["name"] for e in node.app.push.endpoints()}
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    assert scoped.get("/integrations/").status_code == 403
