@@ -52,7 +52,7 @@ REASONS: dict[str, dict[str, str]] = {
     "api_tokens.authenticate": {"cli": INTERNAL, "panel": INTERNAL},
     "api_tokens.*": {"api": "a token does not make tokens: the panel and the CLI do"},
     "audit.record": {"cli": INTERNAL, "api": INTERNAL},
-    "audit.monitor_events": {"cli": "rupost check and the node agent's log show them", "api": API_LATER},
+    "audit.monitor_events": {"cli": "rupost check and the node agent's log show them"},
     # lists: the paged variants
     "aliases.page": {"cli": "the CLI lists a domain's aliases whole (aliases list --domain)"},
     "aliases.list": {"api": PAGED, "panel": PAGED},
@@ -65,10 +65,9 @@ REASONS: dict[str, dict[str, str]] = {
     "impersonation.deploy_hint": {"api": "the CLI's note after a change that a deploy switches the feature on; "
                                          "docs/api.md says it"},
     "resources.show": {"cli": SHOW_IN_LIST, "panel": "the resources page lists them whole"},
-    "certificates.regenerate_builtin": {"api": API_LATER, "panel": PANEL_LATER},
+    "certificates.regenerate_builtin": {"panel": PANEL_LATER},
     "dhparams.*": {"api": API_LATER},
     "certificates.domain_note": {"api": API_LATER, "panel": "shown by the domains page through certificates"},
-    "certificates.expiry_warnings": {"api": API_LATER},
     "directories.get_settings": {"cli": INTERNAL, "api": "the settings with the service account's password: the "
                                                          "API shows them without it (directories.show)"},
     "directories.accounts": {"api": API_LATER, "panel": PANEL_LATER},
@@ -82,9 +81,10 @@ REASONS: dict[str, dict[str, str]] = {
     "nodes.remove": {"panel": PANEL_LATER},
     "nodes.show": {"panel": "the nodes page shows every node"},
     "quota_usage.*": {"cli": "measured by the scheduler on each node; the dashboard reads it", "api": API_LATER},
-    "settings.mail_host": {"cli": "rupost settings mail-host (mail_host_state)", "api": API_LATER},
+    "settings.mail_host": {"cli": "rupost settings mail-host (mail_host_state)",
+                           "api": "GET /api/v1/settings/mail-host (mail_host_state)"},
     "settings.set": {"cli": "settings are set by name through their own commands", "api": API_LATER},
-    "settings.mail_host_state": {"api": API_LATER, "panel": "the settings page shows mail_host"},
+    "settings.mail_host_state": {"panel": "the settings page shows mail_host"},
     "settings.set_mail_host": {"api": API_LATER},
     # whole services the API (and some the panel) do not offer yet, or that act on the local node
     "autoconfig.*": {"api": "answers mail clients (the autoconfig server on its own port), not administrators; "
@@ -110,7 +110,6 @@ REASONS: dict[str, dict[str, str]] = {
                                      "the CLI's rendering of them",
                               "panel": "the panel shows the records as a table (dns_records.records)"},
     "evacuation.*": {"api": API_LATER},
-    "ldap_filters.test": {"api": API_LATER},
     "migration.*": {"api": API_LATER, "panel": PANEL_LATER},
     "groupware_migration.*": {"api": API_LATER},
     "groupware_migration.run": {"panel": "it reads files and source passwords given on the node and runs for minutes "
@@ -127,16 +126,17 @@ REASONS: dict[str, dict[str, str]] = {
     "push.run": {"api": "the dispatcher of the node's service", "panel": "see the API's reason"},
     "rollouts.*": {"api": "the API's deploy job runs a rolling deploy on a cluster (jobs.deploy_work)"},
     "session_peaks.record": {"api": INTERNAL, "panel": INTERNAL},
-    "session_peaks.series": {"api": API_LATER},
     "sizing.*": {"api": API_LATER, "panel": PANEL_LATER},
-    "srs.*": {"api": API_LATER, "panel": PANEL_LATER},
-    "stats.by_domain": {"api": API_LATER, "panel": PANEL_LATER},
+    "srs.*": {"panel": PANEL_LATER},
+    "srs.rotate": {"api": API_LATER},
+    "stats.by_domain": {"panel": PANEL_LATER},
     "stats.ingest": {"api": "run by the scheduler on each node", "panel": "run by the scheduler on each node"},
     "stats.positions": {"api": INTERNAL, "panel": INTERNAL},
-    "stats.retention_days": {"api": API_LATER, "panel": PANEL_LATER},
-    "stats.set_retention": {"api": API_LATER, "panel": PANEL_LATER},
-    "templates.diff": {"api": API_LATER, "panel": PANEL_LATER},
-    "templates.export": {"api": API_LATER, "panel": PANEL_LATER},
+    "stats.retention_days": {"panel": PANEL_LATER},
+    "stats.set_retention": {"panel": PANEL_LATER},
+    "templates.diff": {"panel": PANEL_LATER},
+    "templates.export": {"api": "the template document (GET /api/v1/templates/{name}) carries the text it exports",
+                         "panel": PANEL_LATER},
 }
 
 

@@ -307,3 +307,37 @@ def test_resources_nodes_and_queue_flush(node, superapi, api, domain, mailbox):
     assert_problem(superapi.post("/queues/actions", json={"action": "hold"}), 422)  # neither ids nor match
     held = superapi.post("/queues/actions", json={"action": "hold", "match": ["sender=nobody-here@nowhere.test"]})
     assert held.status_code == 200 and held.get_json()["matched"] == 0
+
+
+def test_reports_and_node_wide_reads(node, superapi, api, domain):
+    events = superapi.get("/monitor-events?problems_only=false&per_page=5").get_json()
+    assert events["per_page"] == 5 and isinstance(events["items"], list)
+    peaks = superapi.get("/session-peaks?hours=3").get_json()
+    assert len(peaks["hours"]) == 3 and set(peaks["peaks"]) == set(peaks["series"])
+    traffic = superapi.get("/statistics/domains?hours=24").get_json()
+    assert isinstance(traffic["items"], list)
+    before = superapi.get("/statistics/retention").get_json()["days"]
+    try:
+        assert superapi.request("PUT", "/statistics/retention", json={"days": 40}).get_json() == {"days": 40}
+        r = cli(node, "stats", "retention")
+        assert r.exit_code == 0 and "kept for 40 days" in r.stdout, r.output
+        assert_problem(superapi.request("PUT", "/statistics/retention", json={"days": 0}), 422)
+    finally:
+        node.app.stats.set_retention(before)
+    host = node.app.settings.mail_host()
+    assert superapi.get("/settings/mail-host").get_json()["mail_host"] == host
+    assert superapi.get("/srs").get_json()["secrets"] >= 1
+    expiring = superapi.get("/certificates/expiring").get_json()
+    assert all(c["level"] in ("warning", "critical", "expired") for c in expiring["items"])
+    assert_problem(superapi.post("/certificates/not-builtin/regenerate"), 422)
+    active = next(t for t in node.app.templates.list() if t["active"])
+    same = superapi.get(f"/templates/diff?a={active['name']}&b={active['name']}@{active['version']}").get_json()
+    assert same == {"diff": ""}
+    assert_problem(superapi.get("/templates/diff?a=nope&b=nope"), 404)
+    assert_problem(superapi.post("/ldap-filters/test", json={"ldap_domain": "nope", "filter": "(uid=*)"}), 404)
+    assert_problem(superapi.post("/ldap-filters/test", json={}), 422)
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    for path in ("/monitor-events", "/session-peaks", "/statistics/domains", "/srs", "/settings/mail-host",
+                 "/certificates/expiring"):
+        assert_problem(scoped.get(path), 403)
+    assert_problem(api(make_token(node, "readonly")[1]).request("PUT", "/statistics/retention", json={"days": 9}), 403)

@@ -143,7 +143,15 @@ def thresholds_kept(node):
                                      [k for k, v in before.items() if not v["set"]])
 
 
-def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept):
+@pytest.fixture
+def retention_kept(node):
+    """The statistics retention the fuzzer sets is undone too."""
+    before = node.app.stats.retention_days()
+    yield
+    node.app.stats.set_retention(before)
+
+
+def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept, retention_kept):
     def call(case):
         send(case, http, api_base, superadmin_secret)
 

@@ -1,0 +1,140 @@
+"""/api/v1: what monitoring scripts read besides the checks (monitor events, session peaks,
+mail flow per domain, expiring certificates, the SRS state, the mail host name) and a few
+node-wide actions next to them (statistics retention, a builtin certificate regenerated, a
+template diff, an LDAP filter tried), through the same services as `rupost stats|
+sessions|cert|srs|settings mail-host|template diff|ldap-filters test`. Not for domain
+administrators' tokens."""
+from __future__ import annotations
+
+from flask import g
+from flask.views import MethodView
+
+from .common import PageArgs, blueprint, level, page_of
+from .schemas import StatsArgs
+from .schemas_reports import (
+    CertificateRegeneratedSchema,
+    DomainTrafficPage,
+    ExpiringPage,
+    FilterTestSchema,
+    FilterTriedSchema,
+    MailHostSchema,
+    MonitorEventArgs,
+    MonitorEventPage,
+    PeakArgs,
+    PeaksSchema,
+    RetentionSchema,
+    SrsSchema,
+    TemplateDiffArgs,
+    TemplateDiffSchema,
+)
+
+bp = blueprint("reports", "", "Monitor events, session peaks, mail flow per domain, expiring certificates, SRS "
+               "and the mail host; statistics retention, builtin certificates, template diffs, LDAP filter "
+               "tries. Not for domain administrators' tokens.")
+
+
+@bp.route("/monitor-events")
+class MonitorEvents(MethodView):
+    @level("global")
+    @bp.arguments(MonitorEventArgs, location="query")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, MonitorEventPage)
+    def get(self, args, **page):
+        """The node agents' recent monitor events, newest first (the last 1,000)."""
+        return page_of(g.rp.audit.monitor_events(1000, args["problems_only"]), page)
+
+
+@bp.route("/session-peaks")
+class SessionPeaks(MethodView):
+    @level("global")
+    @bp.arguments(PeakArgs, location="query")
+    @bp.response(200, PeaksSchema)
+    def get(self, args):
+        """Concurrent sessions per hour and listener (IMAP, POP3, SMTP...): a node's peaks, or their sum."""
+        return g.rp.session_peaks.series(args["hours"], args.get("node"))
+
+
+@bp.route("/statistics/domains")
+class DomainTraffic(MethodView):
+    @level("global")
+    @bp.arguments(StatsArgs, location="query")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, DomainTrafficPage)
+    def get(self, args, **page):
+        """Mail flow totals per domain over the window, busiest first."""
+        domains = [args["domain"]] if args.get("domain") else None
+        return page_of(g.rp.stats.by_domain(args["hours"], domains, args.get("node")), page)
+
+
+@bp.route("/statistics/retention")
+class Retention(MethodView):
+    @level("global")
+    @bp.response(200, RetentionSchema)
+    def get(self):
+        """How many days of hourly statistics are kept."""
+        return {"days": g.rp.stats.retention_days()}
+
+    @level("super")
+    @bp.arguments(RetentionSchema)
+    @bp.response(200, RetentionSchema)
+    def put(self, data):
+        g.rp.stats.set_retention(data["days"])
+        return {"days": g.rp.stats.retention_days()}
+
+
+@bp.route("/certificates/expiring")
+class ExpiringCertificates(MethodView):
+    @level("global")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, ExpiringPage)
+    def get(self, **page):
+        """Certificates that expire within 30 days (warning), 7 days (critical), or have expired."""
+        return page_of(g.rp.certificates.expiry_warnings(), page)
+
+
+@bp.route("/certificates/<string:name>/regenerate")
+class CertificateRegeneration(MethodView):
+    @level("super")
+    @bp.response(200, CertificateRegeneratedSchema)
+    def post(self, name):
+        """A new self-signed builtin certificate (builtin names only) for the node's names."""
+        return g.rp.certificates.regenerate_builtin(name)
+
+
+@bp.route("/srs")
+class Srs(MethodView):
+    @level("global")
+    @bp.response(200, SrsSchema)
+    def get(self):
+        """The sender rewriting scheme's state: its domain, how many secrets verify, a pending rotation."""
+        return g.rp.srs.status()
+
+
+@bp.route("/settings/mail-host")
+class MailHost(MethodView):
+    @level("global")
+    @bp.response(200, MailHostSchema)
+    def get(self):
+        """The mail host name, whether it is fully qualified, and the host mail clients are told."""
+        return g.rp.settings.mail_host_state()
+
+
+@bp.route("/templates/diff")
+class TemplateDiff(MethodView):
+    @level("global")
+    @bp.arguments(TemplateDiffArgs, location="query")
+    @bp.response(200, TemplateDiffSchema)
+    def get(self, args):
+        """A unified diff of two templates' full documents (`NAME` or `NAME@VERSION` each)."""
+        return {"diff": g.rp.templates.diff(args["a"], args["b"])}
+
+
+@bp.route("/ldap-filters/test")
+class LdapFilterTest(MethodView):
+    @level("global")
+    @bp.arguments(FilterTestSchema)
+    @bp.response(200, FilterTriedSchema)
+    def post(self, data):
+        """Who a stored filter (`name`), or a filter being written (`ldap_domain` and `filter`), selects."""
+        return g.rp.ldap_filters.test(data.get("name"), ldap_domain=data.get("ldap_domain"),
+                                      text=data.get("filter"), limit=data["limit"])
