@@ -65,7 +65,6 @@ REASONS: dict[str, dict[str, str]] = {
     "impersonation.deploy_hint": {"api": "the CLI's note after a change that a deploy switches the feature on; "
                                          "docs/api.md says it"},
     "resources.show": {"cli": SHOW_IN_LIST, "panel": "the resources page lists them whole"},
-    "certificates.regenerate_builtin": {"panel": PANEL_LATER},
     "dhparams.*": {"api": API_LATER},
     "certificates.domain_note": {"api": API_LATER, "panel": "shown by the domains page through certificates"},
     "directories.get_settings": {"cli": INTERNAL, "api": "the settings with the service account's password: the "
@@ -78,7 +77,6 @@ REASONS: dict[str, dict[str, str]] = {
                              "api": "the API syncs one LDAP domain at a time (a job each); the scheduler syncs all"},
     "nodes.agent_alive": {"cli": INTERNAL, "api": INTERNAL},
     "nodes.alive": {"api": INTERNAL},
-    "nodes.remove": {"panel": PANEL_LATER},
     "nodes.show": {"panel": "the nodes page shows every node"},
     "quota_usage.*": {"cli": "measured by the scheduler on each node; the dashboard reads it", "api": API_LATER},
     "settings.mail_host": {"cli": "rupost settings mail-host (mail_host_state)",

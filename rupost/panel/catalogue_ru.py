@@ -605,4 +605,8 @@ RU = {
     "Push endpoint added.": "Получатель push-уведомлений добавлен.",
     "Push endpoint removed.": "Получатель push-уведомлений удалён.",
     "Test event delivered (HTTP {result[status]}).": "Тестовое событие доставлено (HTTP {result[status]}).",
+    "Node removed.": "Узел удалён.",
+    "Regenerate": "Выпустить заново",
+    "Builtin certificate regenerated: deploy to apply it.":
+        "Встроенный сертификат выпущен заново: примените его развёртыванием.",
 }

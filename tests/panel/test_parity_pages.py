@@ -3,11 +3,14 @@ blocks, backups, a domain's DKIM key and DNS records; in both languages, with th
 domain scope of the other pages, and journaled like them."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 import uuid
 
 import pytest
+
+from rupost.db.models import Node, utcnow
 
 from .conftest import audit_rows, text
 
@@ -173,3 +176,22 @@ def test_impersonation_and_push_page(node, superadmin, readonly, admin_factory, 
     scoped = make_client()
     scoped.login(admin_factory("domain_admin", [domain]))
     assert scoped.get("/integrations/").status_code == 403
+
+
+def test_nodes_removed_and_builtin_certificates_regenerated(node, superadmin, readonly):
+    gone = f"n{uuid.uuid4().hex[:6]}"
+    with node.app.dbs.session("main") as s:  # a node that left the cluster an hour ago
+        s.add(Node(name=gone, fqdn=f"{gone}.rupost.test", address="127.0.0.8", state="in_service",
+                   last_heartbeat=utcnow() - dt.timedelta(hours=1)))
+    assert readonly.post(f"/nodes/{gone}/remove").status_code == 403
+    assert gone in text(superadmin.get("/nodes/"))
+    superadmin.post(f"/nodes/{gone}/remove")
+    assert gone not in {n["name"] for n in node.app.nodes.list()}
+    assert audit_rows(node, "node.remove", gone)[-1].source == "panel"
+
+    builtin = next(c for c in node.app.certificates.list() if c["builtin"] and c["type"] == "mail")
+    before = node.app.certificates.show(builtin["name"])["sha256"]
+    assert readonly.post("/certificates/regenerate", {"name": builtin["name"]}).status_code == 403
+    superadmin.post("/certificates/regenerate", {"name": builtin["name"]})
+    assert node.app.certificates.show(builtin["name"])["sha256"] != before
+    assert audit_rows(node, "cert.regenerate_builtin", builtin["name"])[-1].source == "panel"

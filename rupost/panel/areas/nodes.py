@@ -1,4 +1,4 @@
-"""Nodes of the cluster: state, components, heartbeat; drain and enable."""
+"""Nodes of the cluster: state, components, heartbeat; drain, enable, remove one that left."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, g, redirect, url_for
@@ -25,6 +25,9 @@ def index():
 @bp.route("/<name>/<action>", methods=["POST"])
 @requires("super")
 def change(name, action):
+    if action == "remove":  # a node that left the cluster: refused while it still reports heartbeats
+        attempt(lambda: g.rp.nodes.remove(name), "Node removed.")
+        return redirect(url_for("nodes.index"))
     if action not in ("drain", "enable"):
         abort(404)
     attempt(lambda: g.rp.nodes.set_admin_state(name, action == "drain"),
