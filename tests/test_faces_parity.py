@@ -108,7 +108,8 @@ REASONS: dict[str, dict[str, str]] = {
                                      "the CLI's rendering of them",
                               "panel": "the panel shows the records as a table (dns_records.records)"},
     "evacuation.*": {"api": API_LATER},
-    "migration.*": {"api": API_LATER, "panel": PANEL_LATER},
+    "migration.run": {"panel": "it reads the sources' passwords from a map and runs for minutes or hours: the CLI "
+                               "and the API start it (a job), the panel shows its state"},
     "groupware_migration.*": {"api": API_LATER},
     "groupware_migration.run": {"panel": "it reads files and source passwords given on the node and runs for minutes "
                                          "or hours: the CLI starts it, the panel shows its jobs and reports"},

@@ -37,6 +37,7 @@ RESOURCES = [
     "integrations",
     "resources",
     "reports",
+    "migrations",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -80,8 +81,8 @@ def install(app: Flask) -> Api:
                                     "audit journal, nodes, templates, deploys, certificates, security blocks, "
                                     "calendar resources, DKIM and DNS records, statistics, mail queues, "
                                     "monitoring thresholds, LDAP domains, checks, sizing, backups, impersonation "
-                                    "accounts, push endpoints, monitor events, session peaks, SRS and the mail "
-                                    "host of a RuPost installation. Authenticate with "
+                                    "accounts, push endpoints, monitor events, session peaks, SRS, the mail "
+                                    "host and IMAP migrations of a RuPost installation. Authenticate with "
                                     "`Authorization: Bearer <token>` "
                                     "(`rupost api-tokens add`). Errors are RFC 9457 problem details."},
             "security": [{"bearer": []}],

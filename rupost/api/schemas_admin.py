@@ -401,3 +401,42 @@ class ResourceProvisionedSchema(Schema):
     address = fields.String(required=True)
     owner = fields.String(required=True, allow_none=True)
     calendar = fields.String(required=True)
+
+
+# ---------------------------------------------------------------------------- IMAP migration
+class MigrationArgs(Schema):
+    source = fields.String(validate=validate.Length(1, 300), metadata={"description": "imaps://HOST[:PORT]"})
+
+
+class MigrationSchema(Schema):
+    source = fields.String(required=True)
+    source_login = fields.String(required=True)
+    target = fields.String(required=True)
+    status = fields.String(required=True)
+    runs = fields.Integer(required=True)
+    folders = fields.Raw(required=True, allow_none=True)
+    source_messages = fields.Integer(required=True, allow_none=True)
+    target_messages = fields.Integer(required=True, allow_none=True)
+    copied = fields.Integer(required=True, allow_none=True)
+    missing = fields.Dict(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    finished_at = fields.String(required=True, allow_none=True)
+
+
+MigrationPage = page_schema(MigrationSchema, "MigrationPage")
+
+
+class MigrationRunSchema(Schema):
+    source = fields.String(required=True, validate=validate.Length(1, 300), metadata={
+        "description": "imaps://HOST[:PORT] (imap://HOST[:PORT]: STARTTLS)."})
+    map = fields.String(required=True, validate=validate.Length(1, 16 * 1024 * 1024), load_only=True, metadata={
+        "description": "CSV: source_login,source_password,target_address a line (with a master user: "
+                       "source_login,target_address). Every row is checked before anything runs."})
+    ca_pem = fields.String(load_default="", validate=validate.Length(0, 256 * 1024),
+                           metadata={"description": "The CA of the source's certificate (PEM), if not public."})
+    insecure = fields.Boolean(load_default=False, metadata={"description": "Do not verify the source's certificate."})
+    master_user = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 256))
+    master_password = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 1024),
+                                    load_only=True)
+    resume = fields.Boolean(load_default=False, metadata={"description": "Skip mailboxes an earlier run completed."})
+    workers = fields.Integer(load_default=2, validate=validate.Range(1, 16))

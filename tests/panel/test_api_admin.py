@@ -341,3 +341,24 @@ def test_reports_and_node_wide_reads(node, superapi, api, domain):
                  "/certificates/expiring"):
         assert_problem(scoped.get(path), 403)
     assert_problem(api(make_token(node, "readonly")[1]).request("PUT", "/statistics/retention", json={"days": 9}), 403)
+
+
+def test_imap_migration_as_a_job(node, superapi, api, domain, mailbox):
+    target, _ = mailbox("migrated")
+    source = "imaps://127.0.0.1:1"  # nothing listens there: the mailbox fails with the reason, on loopback
+    bad = superapi.post("/migrations", json={"source": source, "map": "only-two,fields\n"})
+    job = wait_job(superapi, bad.get_json()["id"])
+    assert job["status"] == "failed" and "line 1" in job["error"]
+    assert_problem(api(make_token(node, "readonly")[1]).post("/migrations", json={"source": source, "map": "x"}), 403)
+    rows = f"source_login,source_password,target_address\nold-user,Old-pw-1,{target}\nother,Old-pw-2,nx@{domain}\n"
+    started = superapi.post("/migrations", json={"source": source, "map": rows, "insecure": True, "workers": 1})
+    job = wait_job(superapi, started.get_json()["id"])
+    assert job["status"] == "done", job
+    assert job["result"]["mailboxes"] == 2 and job["result"]["failed"] == 2
+    assert "Old-pw" not in json.dumps(job)  # the sources' passwords stay out of the job
+    states = {r["target"]: r for r in superapi.get(f"/migrations?source={source}").get_json()["items"]}
+    assert states[target]["status"] == "failed" and states[target]["error"]
+    listed = json.loads(cli(node, "migrate", "status", "--source", source, "--json").stdout)
+    assert {r["target"]: r["status"] for r in listed} == {t: r["status"] for t, r in states.items()}
+    assert audit_rows(node, "migrate.imap", source)[-1].source == "api"
+    assert_problem(api(make_token(node, "domain_admin", [domain])[1]).get("/migrations"), 403)
