@@ -1,7 +1,8 @@
 """/api/v1: what monitoring scripts read besides the checks (monitor events, session peaks,
 mail flow per domain, expiring certificates, the SRS state, the mail host name) and a few
 node-wide actions next to them (statistics retention, a builtin certificate regenerated, a
-template diff, an LDAP filter tried), through the same services as `rupost stats|
+template diff, an LDAP filter tried, a deploy plan as a job, the configuration drift, the quota
+use), through the same services as `rupost stats|
 sessions|cert|srs|settings mail-host|template diff|ldap-filters test`. Not for domain
 administrators' tokens."""
 from __future__ import annotations
@@ -10,10 +11,12 @@ from flask import g
 from flask.views import MethodView
 
 from .common import PageArgs, blueprint, level, page_of
-from .schemas import StatsArgs
+from .jobs import accepted
+from .schemas import JobSchema, StatsArgs
 from .schemas_reports import (
     CertificateRegeneratedSchema,
     DomainTrafficPage,
+    DriftPage,
     ExpiringPage,
     FilterTestSchema,
     FilterTriedSchema,
@@ -22,6 +25,8 @@ from .schemas_reports import (
     MonitorEventPage,
     PeakArgs,
     PeaksSchema,
+    QuotaArgs,
+    QuotaSchema,
     RetentionSchema,
     SrsSchema,
     TemplateDiffArgs,
@@ -138,3 +143,41 @@ class LdapFilterTest(MethodView):
         """Who a stored filter (`name`), or a filter being written (`ldap_domain` and `filter`), selects."""
         return g.rp.ldap_filters.test(data.get("name"), ldap_domain=data.get("ldap_domain"),
                                       text=data.get("filter"), limit=data["limit"])
+
+
+@bp.route("/deploys/drift")
+class Drift(MethodView):
+    @level("global")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, DriftPage)
+    def get(self, **page):
+        """Live configuration files changed or removed by hand since the last deploy."""
+        return page_of(g.rp.deploys.drift(), page)
+
+
+@bp.route("/deploys/plan")
+class DeployPlan(MethodView):
+    @level("global")
+    @bp.response(202, JobSchema)
+    def post(self):
+        """Render the active template, compare it with the live files and run every component's checker on
+        them, as a job whose result is the plan (changed components, diffs, the digest a deploy applies)."""
+        def work(rp, progress):
+            progress(10, "rendering the active template and running the components' checkers")
+            plan = rp.deploys.plan(check=True)
+            return {"template": plan.template, "version": plan.version, "changed": plan.changed,
+                    "current_generation": plan.current_generation, "digest": plan.digest, "checked": plan.checked,
+                    "diffs": plan.diffs, "drift": rp.deploys.drift()}
+
+        return accepted("plan", work)
+
+
+@bp.route("/quota")
+class Quota(MethodView):
+    @level("any")
+    @bp.arguments(QuotaArgs, location="query")
+    @bp.response(200, QuotaSchema)
+    def get(self, args):
+        """Mailbox quota use from the last measurement (of the token's domains): totals, the mailboxes near
+        full and the largest ones."""
+        return g.rp.quota_usage.summary(g.rp.scoped(args.get("domain")), top=args["top"])

@@ -103,3 +103,27 @@ class FilterTriedSchema(Schema):
     ldap_domain = fields.String(required=True)
     count = fields.Integer(required=True)
     sample = fields.List(fields.String(), required=True)
+
+
+DriftPage = page_schema(Schema.from_dict(
+    {"component": fields.String(required=True), "path": fields.String(required=True),
+     "state": fields.String(required=True, validate=validate.OneOf(["modified", "missing"]))}, name="DriftedFile"),
+    "DriftPage")
+
+
+class QuotaArgs(Schema):
+    domain = fields.List(fields.String(validate=validate.Length(1, 253)),
+                         metadata={"description": "Only these domains (repeat the parameter)."})
+    top = fields.Integer(load_default=10, validate=validate.Range(1, 100))
+
+
+class QuotaSchema(Schema):
+    mailboxes = fields.Integer(required=True)
+    quota_total_bytes = fields.Integer(required=True)
+    unlimited = fields.Integer(required=True)
+    measured = fields.Integer(required=True)
+    used_total_bytes = fields.Integer(required=True)
+    near_full = fields.Raw(required=True)
+    oldest_measurement = fields.String(required=True, allow_none=True)
+    largest = fields.List(fields.Dict(), required=True)
+    last_run = fields.Dict(required=True, allow_none=True)

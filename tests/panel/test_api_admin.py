@@ -336,9 +336,18 @@ def test_reports_and_node_wide_reads(node, superapi, api, domain):
     assert_problem(superapi.get("/templates/diff?a=nope&b=nope"), 404)
     assert_problem(superapi.post("/ldap-filters/test", json={"ldap_domain": "nope", "filter": "(uid=*)"}), 404)
     assert_problem(superapi.post("/ldap-filters/test", json={}), 422)
+    assert isinstance(superapi.get("/deploys/drift").get_json()["items"], list)
+    plan = wait_job(superapi, superapi.post("/deploys/plan").get_json()["id"])
+    assert plan["status"] == "done" and len(plan["result"]["digest"]) == 64, plan
+    assert plan["result"]["template"] == active["name"] and isinstance(plan["result"]["changed"], list)
     scoped = api(make_token(node, "domain_admin", [domain])[1])
+    node.app.mailboxes.add(f"q1@{domain}", "Quota-pw-123456", "1G")
+    own = scoped.get("/quota").get_json()
+    assert own["mailboxes"] == 1 and own["quota_total_bytes"] == 1 << 30
+    assert scoped.get("/quota?domain=example.org").get_json()["mailboxes"] == 0  # not its domain: nothing
+    assert superapi.get("/quota").get_json()["mailboxes"] >= 1
     for path in ("/monitor-events", "/session-peaks", "/statistics/domains", "/srs", "/settings/mail-host",
-                 "/certificates/expiring"):
+                 "/certificates/expiring", "/deploys/drift"):
         assert_problem(scoped.get(path), 403)
     assert_problem(api(make_token(node, "readonly")[1]).request("PUT", "/statistics/retention", json={"days": 9}), 403)
 
