@@ -32,6 +32,7 @@ AREAS = [
     "migration",
     "certificates",
     "checks",
+    "capacity",
     "security",
     "backups",
     "integrations",

@@ -609,4 +609,19 @@ RU = {
     "Regenerate": "Выпустить заново",
     "Builtin certificate regenerated: deploy to apply it.":
         "Встроенный сертификат выпущен заново: примените его развёртыванием.",
+    # issue 30: capacity and statistics
+    "Capacity and statistics": "Ёмкость и статистика",
+    "Sizing": "Расчёт нагрузки",
+    "Mailboxes this node serves": "Почтовых ящиков на этом узле",
+    "IMAP sessions per user (a desktop client and a phone: 2)":
+        "Сеансов IMAP на пользователя (почтовая программа и телефон — 2)",
+    "Estimate": "Рассчитать",
+    "Parameter": "Параметр",
+    "Now": "Сейчас",
+    "Memory at full load: about {mib} MiB.": "Память при полной нагрузке: около {mib} МиБ.",
+    "Store these parameters": "Сохранить эти параметры",
+    "Load parameters stored: deploy to apply them.": "Параметры нагрузки сохранены: примените их развёртыванием.",
+    "Mail flow by domain": "Почтовый поток по доменам",
+    "Statistics kept, days": "Статистика хранится, дней",
+    "Retention saved.": "Срок хранения сохранён.",
 }

@@ -195,3 +195,34 @@ def test_nodes_removed_and_builtin_certificates_regenerated(node, superadmin, re
     superadmin.post("/certificates/regenerate", {"name": builtin["name"]})
     assert node.app.certificates.show(builtin["name"])["sha256"] != before
     assert audit_rows(node, "cert.regenerate_builtin", builtin["name"])[-1].source == "panel"
+
+
+def test_capacity_page_estimates_stores_and_keeps_statistics(node, superadmin, readonly, admin_factory,
+                                                             make_client, domain):
+    from rupost.services.settings import TEMPLATE_PARAMETERS
+
+    superadmin.post("/language", {"lang": "en"})
+    page = text(superadmin.get("/capacity/?mailboxes=2000&sessions_per_user=2"))
+    wanted = node.app.sizing.estimate(2000, 2.0)
+    assert "Memory at full load: about {} MiB".format(wanted["memory"]["total_mib"]) in page
+    assert "is not a number" in text(superadmin.get("/capacity/?mailboxes=lots"))
+    values = dict(node.app.settings.get(TEMPLATE_PARAMETERS, {}) or {})
+    retention = node.app.stats.retention_days()
+    try:
+        superadmin.post("/capacity/apply", {"mailboxes": "2000", "sessions_per_user": "2"})
+        stored = node.app.settings.get(TEMPLATE_PARAMETERS, {})
+        assert all(stored[k] == v for k, v in wanted["parameters"].items())
+        assert audit_rows(node, "template.parameters")[-1].source == "panel"
+        superadmin.post("/capacity/retention", {"days": "45"})
+        assert node.app.stats.retention_days() == 45
+        assert "invalid retention" in text(superadmin.post("/capacity/retention", {"days": "0"},
+                                                           follow_redirects=True))
+        assert readonly.post("/capacity/retention", {"days": "46"}).status_code == 403
+        assert readonly.post("/capacity/apply", {"mailboxes": "10"}).status_code == 403
+    finally:
+        node.app.settings.set(TEMPLATE_PARAMETERS, values)
+        node.app.stats.set_retention(retention)
+    assert node.app.stats.retention_days() == retention
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    assert scoped.get("/capacity/").status_code == 403

@@ -15,9 +15,9 @@ PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/shared-mailboxes/", "/t
          "/jobs/", "/nodes/",
          "/certificates/", "/audit/", "/admins/", "/settings/", "/account", "/migration/",
          "/templates/view/standard/1", "/certificates/show/rupost-builtin",
-         "/resources/", "/checks/", "/security/", "/backups/", "/integrations/"]
+         "/resources/", "/checks/", "/security/", "/backups/", "/integrations/", "/capacity/?mailboxes=500"]
 GLOBAL_PAGES = ["/templates/", "/templates/plan", "/jobs/", "/nodes/", "/certificates/", "/audit/", "/admins/",
-                "/settings/", "/migration/", "/checks/", "/security/", "/backups/", "/integrations/"]
+                "/settings/", "/migration/", "/checks/", "/security/", "/backups/", "/integrations/", "/capacity/"]
 
 
 def test_every_page_renders_for_superadmin_and_readonly(node, superadmin, readonly):
