@@ -10,6 +10,8 @@ from .common import PageArgs, blueprint, documented_headers, idempotent, level, 
 from .jobs import accepted
 from .schemas import JobSchema
 from .schemas_admin import (
+    LdapAccountArgs,
+    LdapAccountPage,
     LdapDomainCreateSchema,
     LdapDomainPage,
     LdapDomainPatchSchema,
@@ -98,3 +100,16 @@ class LdapDomainSync(MethodView):
             return dict(rp.directories.sync(directory, force=force, dry_run=dry_run))
 
         return accepted("ldap-sync", work)
+
+
+@bp.route("/<string:name>/accounts")
+class LdapAccounts(MethodView):
+    @level("global")
+    @bp.arguments(LdapAccountArgs, location="query")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, LdapAccountPage)
+    def get(self, args, name, **page):
+        """The directory's users materialised by the last sync (the first 10,000), with their state."""
+        name = g.rp.directories.show(name)["name"]  # 404 for an unknown LDAP domain, not an empty page
+        return page_of(g.rp.directories.accounts(name, args.get("state"), limit=10_000), page)
+

@@ -2,7 +2,7 @@
 mail flow per domain, expiring certificates, the SRS state, the mail host name) and a few
 node-wide actions next to them (statistics retention, a builtin certificate regenerated, a
 template diff, an LDAP filter tried, a deploy plan as a job, the configuration drift, the quota
-use), through the same services as `rupost stats|
+use, the global address list, the LDAP sync's safety share), through the same services as `rupost stats|
 sessions|cert|srs|settings mail-host|template diff|ldap-filters test`. Not for domain
 administrators' tokens."""
 from __future__ import annotations
@@ -13,6 +13,7 @@ from flask.views import MethodView
 from .common import PageArgs, blueprint, level, page_of
 from .jobs import accepted
 from .schemas import JobSchema, StatsArgs
+from .schemas_admin import DropShareSchema, GalArgs, GalPage
 from .schemas_reports import (
     CertificateRegeneratedSchema,
     DomainTrafficPage,
@@ -181,3 +182,30 @@ class Quota(MethodView):
         """Mailbox quota use from the last measurement (of the token's domains): totals, the mailboxes near
         full and the largest ones."""
         return g.rp.quota_usage.summary(g.rp.scoped(args.get("domain")), top=args["top"])
+
+
+@bp.route("/gal")
+class Gal(MethodView):
+    @level("global")
+    @bp.arguments(GalArgs, location="query")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, GalPage)
+    def get(self, args, **page):
+        """The global address list: the directories' active users with their names and phones."""
+        return page_of(g.rp.directories.gal(args["search"], limit=10_000), page)
+
+
+@bp.route("/settings/ldap-max-drop-share")
+class MaxDropShare(MethodView):
+    @level("global")
+    @bp.response(200, DropShareSchema)
+    def get(self):
+        """The share of a directory's accounts a sync may disable at once before it refuses (force overrides)."""
+        return {"share": g.rp.directories.max_drop_share()}
+
+    @level("super")
+    @bp.arguments(DropShareSchema)
+    @bp.response(200, DropShareSchema)
+    def put(self, data):
+        g.rp.directories.set_max_drop_share(data["share"])
+        return {"share": g.rp.directories.max_drop_share()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from ..ldap.client import KINDS, SECURITY
+from ..ldap.client import GAL_FIELDS, KINDS, SECURITY
 from .common import page_schema
 
 NAME = validate.Length(1, 128)
@@ -102,6 +102,32 @@ class LdapSyncSchema(Schema):
     force = fields.Boolean(load_default=False, metadata={
         "description": "Apply even when more accounts would go than the allowed share."})
     dry_run = fields.Boolean(load_default=False)
+
+
+class LdapAccountArgs(Schema):
+    state = fields.String(validate=validate.Length(1, 32), metadata={"description": "active, disabled, deleted..."})
+
+
+LdapAccountPage = page_schema(Schema.from_dict(
+    {"directory": fields.String(required=True), "id": fields.String(required=True),
+     "login": fields.String(required=True, allow_none=True), "mail": fields.String(required=True, allow_none=True),
+     "state": fields.String(required=True), "reason": fields.String(required=True, allow_none=True),
+     "aliases": fields.List(fields.String(), required=True), "dn": fields.String(required=True, allow_none=True)},
+    name="LdapAccount"), "LdapAccountPage")
+
+
+class GalArgs(Schema):
+    search = fields.String(load_default="", validate=validate.Length(0, 200),
+                           metadata={"description": "Part of the address or the display name."})
+
+
+GalPage = page_schema(Schema.from_dict(
+    {"directory": fields.String(required=True), "mail": fields.String(required=True),
+     **{name: fields.String(required=True, allow_none=True) for name in GAL_FIELDS}}, name="GalEntry"), "GalPage")
+
+
+class DropShareSchema(Schema):
+    share = fields.Float(required=True, validate=validate.Range(0, 1), metadata={"description": "0.2 is 20%."})
 
 
 # ---------------------------------------------------------------------------- checks

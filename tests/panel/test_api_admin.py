@@ -62,6 +62,17 @@ def test_ldap_domain_added_tested_synced_and_removed(node, superapi, api, domain
     assert job["status"] == "done" and job["result"]["created"] == 1, job
     assert node.app.mailboxes.show(f"{login}@{domain}")["enabled"] is True
     assert audit_rows(node, "ldap_domain.sync", name)[-1].actor.startswith("token:")
+    accounts = superapi.get(f"/ldap-domains/{name}/accounts?state=active").get_json()["items"]
+    assert [(a["login"], a["mail"]) for a in accounts] == [(login, f"{login}@{domain}")]
+    assert_problem(superapi.get(f"/ldap-domains/nx{name}/accounts"), 404)
+    assert f"{login}@{domain}" in {e["mail"] for e in superapi.get(f"/gal?search={login}").get_json()["items"]}
+    share = superapi.get("/settings/ldap-max-drop-share").get_json()["share"]
+    try:
+        assert superapi.request("PUT", "/settings/ldap-max-drop-share", json={"share": 0.5}).get_json() == {
+            "share": 0.5}
+        assert_problem(superapi.request("PUT", "/settings/ldap-max-drop-share", json={"share": 2}), 422)
+    finally:
+        node.app.directories.set_max_drop_share(share)
 
     assert_problem(superapi.patch(f"/ldap-domains/{name}", json={"timeout": 8},
                                   headers={"If-Match": shown.headers["ETag"]}), 412)  # the sync changed it

@@ -147,10 +147,11 @@ def thresholds_kept(node):
 
 @pytest.fixture
 def retention_kept(node):
-    """The statistics retention the fuzzer sets is undone too."""
-    before = node.app.stats.retention_days()
+    """The statistics retention and the LDAP sync's safety share the fuzzer sets are undone too."""
+    before, share = node.app.stats.retention_days(), node.app.directories.max_drop_share()
     yield
     node.app.stats.set_retention(before)
+    node.app.directories.set_max_drop_share(share)
 
 
 def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept, retention_kept):
