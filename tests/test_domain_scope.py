@@ -2,6 +2,7 @@
 calls them (the panel's views check too, but they are not the only line)."""
 from __future__ import annotations
 
+import io
 import uuid
 
 import pytest
@@ -47,6 +48,10 @@ def test_inside_their_domain_everything_works(node, two_domains):
     lambda s, other: s.domains.add(f"n{uuid.uuid4().hex[:8]}.test"),
     lambda s, other: s.distribution_lists.list(other),
     lambda s, other: s.resources.list(other),
+    lambda s, other: s.dkim.show(other),
+    lambda s, other: s.dkim.generate(other),
+    lambda s, other: s.dkim.rotate(other),
+    lambda s, other: s.mailboxes.import_csv(io.StringIO(f"address,password\nimp@{other},pw-import-123456\n")),
 ])
 def test_outside_their_domain_everything_is_refused_and_nothing_changes(node, two_domains, attempt):
     scoped, _, other = two_domains
@@ -66,3 +71,18 @@ def test_listings_show_only_their_domains(node, two_domains):
     assert {m["address"] for m in scoped.mailboxes.list()} == {f"listed@{mine}"}
     assert scoped.aliases.page(domains=[other])["rows"] == []
     assert not [a for a in scoped.aliases.list() if a["address"].endswith(f"@{other}")]
+
+
+def test_a_csv_import_reaching_outside_imports_nothing(node, two_domains):
+    scoped, mine, other = two_domains
+    text = f"address,password\nfirst@{mine},pw-import-123456\nsecond@{other},pw-import-123456\n"
+    with pytest.raises(PermissionDeniedError, match=f"not {other}; nothing imported"):
+        scoped.mailboxes.import_csv(io.StringIO(text))
+    assert scoped.mailboxes.list(domain=mine) == []
+    assert [m["address"] for m in node.app.mailboxes.list(other)] == [f"kept@{other}"]
+    done = scoped.mailboxes.import_csv(io.StringIO(f"address,password\nfirst@{mine},pw-import-123456\n"))
+    assert done["imported"] == 1 and scoped.mailboxes.show(f"first@{mine}")["enabled"] is True
+    node.app.dkim.generate(other, bits=1024)
+    with pytest.raises(PermissionDeniedError):  # a key that exists is not shown either
+        scoped.dkim.show(other)
+    assert scoped.dkim.active_key(mine) is None  # their own domain without a key: no key, not a refusal

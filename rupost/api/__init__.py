@@ -37,6 +37,12 @@ RESOURCES = [
     "audit",
     "operations",
     "monitoring",
+    "ldap_domains",
+    "administration",
+    "integrations",
+    "resources",
+    "reports",
+    "migrations",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -78,8 +84,10 @@ def install(app: Flask) -> Api:
         API_SPEC_OPTIONS={
             "info": {"description": "Domains, mailboxes, aliases, distribution lists, LDAP filters, jobs, the "
                                     "audit journal, nodes, templates, deploys, certificates, security blocks, "
-                                    "calendar resources, DKIM and DNS records, statistics, mail queues and "
-                                    "monitoring thresholds of a RuPost installation. Authenticate with "
+                                    "calendar resources, DKIM and DNS records, statistics, mail queues, "
+                                    "monitoring thresholds, LDAP domains, checks, sizing, backups, impersonation "
+                                    "accounts, push endpoints, monitor events, session peaks, SRS, the mail "
+                                    "host and IMAP migrations of a RuPost installation. Authenticate with "
                                     "`Authorization: Bearer <token>` "
                                     "(`rupost api-tokens add`). Errors are RFC 9457 problem details."},
             "security": [{"bearer": []}],

@@ -76,7 +76,7 @@ class Mailbox(MethodView):
 @bp.route("/import")
 class MailboxImport(MethodView):
     @idempotent
-    @level("super")
+    @level("any")
     @bp.arguments(MailboxImportSchema)
     @bp.response(202, JobSchema)
     @bp.doc(**documented_headers())

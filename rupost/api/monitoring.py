@@ -1,6 +1,6 @@
 """/api/v1: LDAP filters, template documents and parameters, DKIM keys and DNS records of a
 domain, mail statistics and mail queues, through the same services as `rupost ldap-filters|
-template|domains dkim|domains dns|stats|mailqueues`. Read-only here except the filters."""
+template|domains dkim|domains dns|stats|mailqueues`."""
 from __future__ import annotations
 
 from flask import g, url_for
@@ -26,9 +26,17 @@ from .schemas import (
     TemplateArgs,
     TemplateDocumentSchema,
 )
+from .schemas_admin import (
+    DkimGenerateSchema,
+    DkimRotateSchema,
+    ParametersPatchSchema,
+    ParametersSchema,
+    QueueFlushedSchema,
+    QueueFlushSchema,
+)
 
 bp = blueprint("monitoring", "", "LDAP filters, templates, DKIM and DNS, statistics and mail queues. Not for "
-               "domain administrators' tokens.")
+               "domain administrators' tokens, except a domain's DKIM key and DNS records.")
 
 
 @bp.route("/ldap-filters")
@@ -74,6 +82,14 @@ class Template(MethodView):
         """A template's YAML as it was imported (the newest version unless `version`)."""
         return g.rp.templates.show(name, args.get("version"))
 
+    @level("super")
+    @bp.arguments(TemplateArgs, location="query")
+    @bp.response(204)
+    def delete(self, args, name):
+        """Remove a custom template (the newest version unless `version`) that is not active."""
+        g.rp.templates.remove(name, args.get("version"))
+        return ""
+
 
 @bp.route("/template-parameters")
 class TemplateParameters(MethodView):
@@ -84,19 +100,44 @@ class TemplateParameters(MethodView):
         """The active template's parameters with their values and defaults."""
         return page_of(g.rp.templates.parameters(), page)
 
+    @level("super")
+    @bp.arguments(ParametersPatchSchema)
+    @bp.response(200, ParametersSchema)
+    def patch(self, data):
+        """Set parameters of the active template (`values`) or return them to their defaults (`unset`):
+        the whole template is checked against the new values before any is stored."""
+        return {"values": g.rp.templates.set_parameters(data["values"], data["unset"])}
+
 
 @bp.route("/domains/<string:name>/dkim")
 class Dkim(MethodView):
-    @level("global")
+    @level("any")
     @bp.response(200, DkimSchema)
     def get(self, name):
         """The domain's active DKIM key and the TXT record to publish."""
         return g.rp.dkim.show(name)
 
+    @level("any")
+    @bp.arguments(DkimGenerateSchema)
+    @bp.response(201, DkimSchema)
+    def post(self, data, name):
+        """Generate the domain's first DKIM key (OpenDKIM signs with it at once); publish its TXT record."""
+        return g.rp.dkim.generate(name, data["selector"], data["bits"]), 201
+
+
+@bp.route("/domains/<string:name>/dkim/rotate")
+class DkimRotation(MethodView):
+    @level("any")
+    @bp.arguments(DkimRotateSchema)
+    @bp.response(200, DkimSchema)
+    def post(self, data, name):
+        """A new key under a new selector; the previous one stays published in `previous` until removed."""
+        return g.rp.dkim.rotate(name, data["selector"], data["bits"])
+
 
 @bp.route("/domains/<string:name>/dns")
 class DnsRecords(MethodView):
-    @level("global")
+    @level("any")
     @bp.response(200, DnsRecordsSchema)
     def get(self, name):
         """The DNS records the domain needs (MX, SPF, DKIM, DMARC, autoconfiguration, SRV)."""
@@ -142,5 +183,16 @@ class QueueActions(MethodView):
     @bp.arguments(QueueActionSchema)
     @bp.response(200, QueueActionResultSchema)
     def post(self, data):
-        """Hold, release, delete or requeue queued messages by id, on this node or another."""
-        return g.rp.mailqueues.act(data["action"], ids=data["ids"], node=data.get("node"))
+        """Hold, release, delete or requeue queued messages by id or by a filter (`match`, as `rupost mailqueues
+        --all-matching`), on this node or another."""
+        return g.rp.mailqueues.act(data["action"], ids=data["ids"], match=data["match"], node=data.get("node"))
+
+
+@bp.route("/queues/flush")
+class QueueFlush(MethodView):
+    @level("super")
+    @bp.arguments(QueueFlushSchema)
+    @bp.response(200, QueueFlushedSchema)
+    def post(self, data):
+        """Attempt delivery now of every deferred message, or of the named ones, on this node or another."""
+        return g.rp.mailqueues.flush(data["ids"] or None, data.get("node"))

@@ -1,35 +1,48 @@
 """/api/v1 node-wide operations: nodes, templates, deploys (as jobs), certificates, security
-blocks and calendar resources, through the same services as `rupost nodes|templates|deploy|
-certificates|security|resources`."""
+blocks and the monitoring thresholds, through the same services as `rupost nodes|templates|
+deploy|certificates|security|settings thresholds`."""
 from __future__ import annotations
 
-from flask import g
+import os
+import tempfile
+
+from flask import g, url_for
 from flask.views import MethodView
 
 from ..panel import jobs as job_store
-from .common import PageArgs, blueprint, level, page_of
+from ..services.templates import raw_snippets
+from .common import PageArgs, blueprint, documented_headers, idempotent, level, page_of
 from .jobs import accepted
 from .schemas import (
     BlockArgs,
     BlockPage,
     CertificatePage,
     DeploySchema,
-    DistributionListArgs,
     GenerationPage,
     JobSchema,
     NodePage,
     NodeSchema,
-    ResourcePage,
-    ResourceSchema,
     RollbackSchema,
     TemplatePage,
     ThresholdsPatchSchema,
     ThresholdsSchema,
     UnblockedSchema,
 )
+from .schemas_admin import (
+    CertificateActivatedSchema,
+    CertificateAddedSchema,
+    CertificateDetailSchema,
+    CertificateUploadSchema,
+    NodePatchSchema,
+    NodeRemoveArgs,
+    TemplateActivatedSchema,
+    TemplateTextSchema,
+    TemplateValidatedSchema,
+    TemplateVersionArgs,
+)
 
 bp = blueprint("operations", "", "The installation: nodes, templates, deploys, certificates, security blocks, "
-               "calendar resources. Node-wide data is not for domain administrators' tokens.")
+               "monitoring thresholds. Node-wide data is not for domain administrators' tokens.")
 
 
 @bp.route("/nodes")
@@ -48,6 +61,21 @@ class Node(MethodView):
     def get(self, name):
         return g.rp.nodes.show(name)
 
+    @level("super")
+    @bp.arguments(NodePatchSchema)
+    @bp.response(200, NodeSchema)
+    def patch(self, data, name):
+        """Drain a node (clients go to the others; its queued mail is still delivered) or enable it again."""
+        return g.rp.nodes.set_admin_state(name, data["drained"])
+
+    @level("super")
+    @bp.arguments(NodeRemoveArgs, location="query")
+    @bp.response(204)
+    def delete(self, args, name):
+        """Forget a node that left the cluster (refused while it reports heartbeats, unless `force`)."""
+        g.rp.nodes.remove(name, force=args["force"])
+        return ""
+
 
 @bp.route("/templates")
 class Templates(MethodView):
@@ -56,6 +84,40 @@ class Templates(MethodView):
     @bp.response(200, TemplatePage)
     def get(self, **page):
         return page_of(g.rp.templates.list(), page)
+
+    @idempotent
+    @level("super")
+    @bp.arguments(TemplateTextSchema)
+    @bp.response(201, TemplateValidatedSchema)
+    @bp.doc(**documented_headers())
+    def post(self, data):
+        """Import a custom template (validated first; versions are immutable). It runs on every node once
+        activated and deployed: the audit record names each raw snippet it carries."""
+        made = g.rp.templates.import_text(data["text"], "<api>")
+        return made, 201, {"Location": url_for("api_monitoring.Template", name=made["name"], version=made["version"])}
+
+
+@bp.route("/templates/validate")
+class TemplateValidation(MethodView):
+    @level("global")
+    @bp.arguments(TemplateTextSchema)
+    @bp.response(200, TemplateValidatedSchema)
+    def post(self, data):
+        """Every check of an import (shape, schema, parameters, rendering against this node), storing nothing."""
+        doc = g.rp.templates.validate(data["text"], "<api>")
+        return {"name": doc.name, "version": doc.version, "extends": doc.extends, "raw_snippets": raw_snippets(doc)}
+
+
+@bp.route("/templates/<string:name>/activate")
+class TemplateActivation(MethodView):
+    @level("super")
+    @bp.arguments(TemplateVersionArgs, location="query")
+    @bp.response(200, TemplateActivatedSchema)
+    def post(self, args, name):
+        """Make a template (the newest version unless `version`) the one the next deploy renders."""
+        g.rp.templates.activate(name, args.get("version"))
+        shown = g.rp.templates.show(name, args.get("version"))
+        return {"name": shown["name"], "version": shown["version"], "active": shown["active"]}
 
 
 @bp.route("/deploys")
@@ -93,6 +155,55 @@ class Certificates(MethodView):
     def get(self, **page):
         return page_of(g.rp.certificates.list(), page)
 
+    @idempotent
+    @level("super")
+    @bp.arguments(CertificateUploadSchema)
+    @bp.response(201, CertificateAddedSchema)
+    @bp.doc(**documented_headers())
+    def post(self, data):
+        """Upload a certificate with its chain and key (checked: names, key, dates), active or not."""
+        made = _with_pem_files(data["certificate"], data["key"], lambda cert, key: g.rp.certificates.add(
+            data["name"], data["type"], cert, key, activate=data["activate"]))
+        return made, 201, {"Location": url_for("api_operations.CertificateItem", name=made["name"])}
+
+
+def _with_pem_files(cert_text: str, key_text: str, call):
+    """The service reads certificates from files (the CLI's arguments): the texts go into a
+    private temporary directory, under names chosen here, for the call's length."""
+    with tempfile.TemporaryDirectory(prefix="rupost-api-upload-") as tmp:
+        paths = []
+        for name, text in (("certificate.pem", cert_text), ("key.pem", key_text)):
+            path = os.path.join(tmp, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
+                fh.write(text)
+            paths.append(path)
+        return call(*paths)
+
+
+@bp.route("/certificates/<string:name>")
+class CertificateItem(MethodView):
+    @level("global")
+    @bp.response(200, CertificateDetailSchema)
+    def get(self, name):
+        return g.rp.certificates.show(name)
+
+    @level("super")
+    @bp.response(204)
+    def delete(self, name):
+        """Remove a certificate that is neither builtin nor active."""
+        g.rp.certificates.remove(name)
+        return ""
+
+
+@bp.route("/certificates/<string:name>/activate")
+class CertificateActivation(MethodView):
+    @level("super")
+    @bp.response(200, CertificateActivatedSchema)
+    def post(self, name):
+        """Make it the active certificate of its type (checked again); mail certificates apply at the next deploy."""
+        return g.rp.certificates.activate(name)
+
 
 @bp.route("/security/blocks")
 class Blocks(MethodView):
@@ -112,25 +223,6 @@ class Block(MethodView):
     def delete(self, value):
         """Lift a block (an address or an account) and forget its failures."""
         return g.rp.blocklist.unblock(value)
-
-
-@bp.route("/resources")
-class Resources(MethodView):
-    @level("any")
-    @bp.arguments(DistributionListArgs, location="query")
-    @bp.arguments(PageArgs, location="query", as_kwargs=True)
-    @bp.response(200, ResourcePage)
-    def get(self, args, **page):
-        """Calendar resources (rooms, equipment) of the token's domains."""
-        return page_of(g.rp.resources.list(args.get("domain")), page)
-
-
-@bp.route("/resources/<string:address>")
-class Resource(MethodView):
-    @level("any")
-    @bp.response(200, ResourceSchema)
-    def get(self, address):
-        return g.rp.resources.show(address)
 
 
 @bp.route("/settings/thresholds")

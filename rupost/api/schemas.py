@@ -443,8 +443,11 @@ class QueuedMessageSchema(Schema):
 
 class QueueActionSchema(Schema):
     action = fields.String(required=True, validate=validate.OneOf(["hold", "release", "delete", "requeue"]))
-    ids = fields.List(fields.String(validate=validate.Length(1, 64)), required=True, validate=validate.Length(1, 1000),
-                      metadata={"description": "Queue ids (a filter selects messages in the CLI and the panel)."})
+    ids = fields.List(fields.String(validate=validate.Length(1, 64)), load_default=list,
+                      validate=validate.Length(0, 1000), metadata={"description": "Queue ids; or `match`."})
+    match = fields.List(fields.String(validate=validate.Length(1, 1000)), load_default=list,
+                        validate=validate.Length(0, 20), metadata={
+                            "description": "Filters as `rupost mailqueues --all-matching` takes them; or `ids`."})
     node = fields.String(validate=validate.Length(1, 128))
 
 

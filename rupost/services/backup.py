@@ -20,6 +20,7 @@ deploys the restored configuration onto this node.
 """
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import hashlib
 import json
@@ -105,9 +106,34 @@ class BackupService:
         self.app = app
 
     # ------------------------------------------------------------------ backup
+    @property
+    def directory(self) -> Path:
+        return self.app.layout.root / "var" / "backups" / "rupost"
+
     def default_dir(self) -> Path:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        return self.app.layout.root / "var" / "backups" / "rupost" / f"{self.app.config.node_name}-{stamp}"
+        return self.directory / f"{self.app.config.node_name}-{stamp}"
+
+    def list(self) -> list[dict]:
+        """The backups written into the default directory (those without --dir/--archive), newest
+        first; one without a readable manifest is listed as incomplete (cut short, or not ours)."""
+        try:
+            entries = [p for p in self.directory.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+        out = []
+        for path in entries:
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+                complete = isinstance(manifest, dict) and isinstance(manifest.get("files"), dict)
+            except (OSError, ValueError):
+                manifest, complete = {}, False
+            manifest = manifest if complete else {}
+            files = manifest.get("files", {})
+            out.append({"name": path.name, "path": str(path), "created_at": manifest.get("created_at"),
+                        "node": manifest.get("node"), "with_mail": bool(manifest.get("with_mail")),
+                        "size": sum(int(f.get("size", 0)) for f in files.values()), "complete": complete})
+        return sorted(out, key=lambda b: (b["created_at"] or "", b["name"]), reverse=True)
 
     def create(self, directory: str | None = None, archive: str | None = None, with_mail: bool = False) -> dict:
         """Write a backup into a new directory, or into an archive (.tar, .tar.gz, .tgz)."""
@@ -199,7 +225,7 @@ class BackupService:
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot reach the database server: {exc.__class__.__name__}") from None
 
-    def _heads(self, kind: str) -> list[str]:
+    def _heads(self, kind: str) -> builtins.list[str]:
         with self.app.dbs.engine(kind).connect() as conn:
             try:
                 return sorted(r[0] for r in conn.execute(sa.text("SELECT version_num FROM alembic_version")))

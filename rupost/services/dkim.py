@@ -66,6 +66,7 @@ class DkimService:
 
     def _domain(self, name: str) -> str:
         name = validation.domain_name(name)
+        self.app.require_domain(name)
         with self.app.dbs.session("data") as s:
             if s.scalar(select(Domain).where(Domain.name == name)) is None:
                 raise NotFoundError(f"domain {name} does not exist (rupost domains add {name})")
@@ -130,6 +131,7 @@ class DkimService:
 
     def show(self, domain: str) -> dict:
         domain = validation.domain_name(domain)
+        self.app.require_domain(domain)  # a domain administrator reads their own domains' keys only
         with self.app.dbs.session("main") as s:
             keys = list(s.scalars(select(DkimKey).where(DkimKey.domain == domain).order_by(DkimKey.created_at)))
         active = [k for k in keys if k.active]

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import validation
 from ..db.models import Alias, AuditRecord, Domain, Mailbox
-from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
+from ..errors import ConflictError, NotFoundError, PermissionDeniedError, RuPostError, ValidationError
 from ..passwords import check_password_policy, hash_password
 from .cache import accounts_changed
 from .shared_mailboxes import NO_LOGIN as SHARED_NO_LOGIN
@@ -171,6 +171,11 @@ class MailboxService:
         wanted, addressed, errors = check_import_rows(rows)
         if not rows:
             raise ValidationError(f"{label}: no mailbox rows after the header line; nothing to import")
+        foreign = sorted({a[2] for a in addressed if not self.app.in_scope(a[2])})
+        if foreign:  # a domain administrator's file: all of it inside their domains, or nothing
+            raise PermissionDeniedError(f"{label}: {self.app.actor} administers "
+                                        f"{', '.join(sorted(self.app.acting.domains or ()))} only, not "
+                                        f"{', '.join(foreign)}; nothing imported")
         domains, existing, aliases = self._import_targets(addressed)
         errors += import_conflicts(addressed, domains, existing, aliases)
         if errors:

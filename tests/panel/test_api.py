@@ -309,4 +309,6 @@ def test_dkim_dns_statistics_queues_templates(node, superapi, api, domain):
     assert superapi.get("/template-parameters?per_page=500").get_json()["total"] > 0
     missing = superapi.post("/ldap-filters", json={"name": "f1", "ldap_domain": "nope", "filter": "(uid=*)"})
     assert_problem(missing, 404)
-    assert_problem(api(make_token(node, "domain_admin", [domain])[1]).get(f"/domains/{domain}/dkim"), 403)
+    scoped = api(make_token(node, "domain_admin", [domain])[1])
+    assert scoped.get(f"/domains/{domain}/dkim").get_json()["selector"] == dkim["selector"]  # its own domain
+    assert_problem(scoped.get("/domains/example.org/dkim"), 403)

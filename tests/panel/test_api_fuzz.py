@@ -28,6 +28,10 @@ NOT_FUZZED = {
     "POST /api/v1/deploys/rollback": "would return the session's node to an earlier generation",
     "POST /api/v1/groupware-migrations": "a job connecting the node to whatever server the request names "
                                          "(tests/panel/test_exchange_api.py)",
+    "POST /api/v1/ldap-domains": "binds to the generated server names: name lookups and connections would leave "
+                                 "the machine (tests/panel/test_api_admin.py adds one against a local slapd)",
+    "POST /api/v1/migrations": "connects to the generated source servers: traffic would leave the machine "
+                               "(tests/panel/test_api_admin.py runs one against a closed loopback port)",
 }
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the node's self-signed panel certificate
@@ -53,10 +57,18 @@ def http():
 @pytest.fixture(scope="module", autouse=True)
 def leaves_no_domains(node):
     """The session's node is shared with other suites: the domains the fuzzer created (the
-    description's examples, such as example.ru, are sent first) go, with what it put in them."""
+    description's examples, such as example.ru, are sent first) go, with what it put in them,
+    and so do the push endpoints and impersonation accounts it added."""
     before = {d["name"] for d in node.app.domains.list()}
+    pushes, impersonation = ({i["name"] for i in node.app.push.endpoints()},
+                             {i["name"] for i in node.app.impersonation.list()})
     yield
     app = node.app
+    # push endpoints and impersonation accounts switch dovecot plugins on at the next deploy of the shared node
+    for name in sorted({i["name"] for i in app.push.endpoints()} - pushes):
+        app.push.remove(name)
+    for name in sorted({i["name"] for i in app.impersonation.list()} - impersonation):
+        app.impersonation.remove(name)
     for name in sorted({d["name"] for d in app.domains.list()} - before):
         for item in app.distribution_lists.list(name):
             app.distribution_lists.remove(item["address"])
@@ -135,7 +147,16 @@ def thresholds_kept(node):
                                      [k for k, v in before.items() if not v["set"]])
 
 
-def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept):
+@pytest.fixture
+def retention_kept(node):
+    """The statistics retention and the LDAP sync's safety share the fuzzer sets are undone too."""
+    before, share = node.app.stats.retention_days(), node.app.directories.max_drop_share()
+    yield
+    node.app.stats.set_retention(before)
+    node.app.directories.set_max_drop_share(share)
+
+
+def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept, retention_kept):
     def call(case):
         send(case, http, api_base, superadmin_secret)
 

@@ -14,9 +14,10 @@ from .conftest import PASSWORD, audit_rows, text
 PAGES = ["/", "/domains/", "/mailboxes/", "/aliases/", "/shared-mailboxes/", "/templates/", "/templates/plan",
          "/jobs/", "/nodes/",
          "/certificates/", "/audit/", "/admins/", "/settings/", "/account", "/migration/",
-         "/templates/view/standard/1", "/certificates/show/rupost-builtin"]
+         "/templates/view/standard/1", "/certificates/show/rupost-builtin",
+         "/resources/", "/checks/", "/security/", "/backups/", "/integrations/", "/capacity/?mailboxes=500"]
 GLOBAL_PAGES = ["/templates/", "/templates/plan", "/jobs/", "/nodes/", "/certificates/", "/audit/", "/admins/",
-                "/settings/", "/migration/"]
+                "/settings/", "/migration/", "/checks/", "/security/", "/backups/", "/integrations/", "/capacity/"]
 
 
 def test_every_page_renders_for_superadmin_and_readonly(node, superadmin, readonly):

@@ -79,6 +79,8 @@ def change(action):
         attempt(lambda: certs.activate(name), "Certificate activated.")
     elif action == "remove":
         attempt(lambda: certs.remove(name), "Certificate removed.")
+    elif action == "regenerate":
+        attempt(lambda: certs.regenerate_builtin(name), "Builtin certificate regenerated: deploy to apply it.")
     elif action == "dhparam-activate":
         attempt(lambda: dh.activate(name), "DH parameters activated: deploy to apply them.")
     elif action == "dhparam-remove":

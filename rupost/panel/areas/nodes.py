@@ -1,6 +1,6 @@
-"""Nodes of the cluster: state, components, heartbeat; drain and enable; the database this node
-reaches (a highly available one: its members, their roles and lag, and which member each of
-this node's ways reaches now, as `rupost db status` shows them)."""
+"""Nodes of the cluster: state, components, heartbeat; drain, enable, remove one that left;
+the database this node reaches (a highly available one: its members, their roles and lag, and
+which member each of this node's ways reaches now, as `rupost db status` shows them)."""
 from __future__ import annotations
 
 from flask import Blueprint, abort, g, redirect, url_for
@@ -36,6 +36,9 @@ bp.add_app_template_filter(role_class, "db_member_class")
 @bp.route("/<name>/<action>", methods=["POST"])
 @requires("super")
 def change(name, action):
+    if action == "remove":  # a node that left the cluster: refused while it still reports heartbeats
+        attempt(lambda: g.rp.nodes.remove(name), "Node removed.")
+        return redirect(url_for("nodes.index"))
     if action not in ("drain", "enable"):
         abort(404)
     attempt(lambda: g.rp.nodes.set_admin_state(name, action == "drain"),

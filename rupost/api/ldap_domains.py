@@ -1,0 +1,115 @@
+"""/api/v1/ldap-domains: the directories (Active Directory, FreeIPA, ALD Pro) whose users
+become mailboxes, through the same service as `rupost ldap-domains` and the panel's page:
+reading and testing for node-wide tokens, changing and syncing (a job) for superadministrators."""
+from __future__ import annotations
+
+from flask import g, url_for
+from flask.views import MethodView
+
+from .common import PageArgs, blueprint, documented_headers, idempotent, level, page_of, stale, with_etag
+from .jobs import accepted
+from .schemas import JobSchema
+from .schemas_admin import (
+    LdapAccountArgs,
+    LdapAccountPage,
+    LdapDomainCreateSchema,
+    LdapDomainPage,
+    LdapDomainPatchSchema,
+    LdapDomainRemoveArgs,
+    LdapDomainRemovedSchema,
+    LdapDomainSchema,
+    LdapSyncSchema,
+    LdapTestArgs,
+    LdapTestSchema,
+)
+
+bp = blueprint("ldap_domains", "/ldap-domains", "LDAP domains: directories whose users are materialised as "
+               "mailboxes. Not for domain administrators' tokens.")
+IF_MATCH = [{"in": "header", "name": "If-Match", "schema": {"type": "string"}, "required": False}]
+
+
+@bp.route("")
+class LdapDomains(MethodView):
+    @level("global")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, LdapDomainPage)
+    def get(self, **page):
+        return page_of(g.rp.directories.list(), page)
+
+    @idempotent
+    @level("super")
+    @bp.arguments(LdapDomainCreateSchema)
+    @bp.response(201, LdapDomainSchema)
+    @bp.doc(**documented_headers())
+    def post(self, data):
+        """Add an LDAP domain; unless `check` is false, a bind and one search must succeed first."""
+        name, kind, uris = data.pop("name"), data.pop("kind"), data.pop("uris")
+        made = g.rp.directories.add(name, kind, uris, data.pop("base_dn"), data.pop("bind_dn"),
+                                    data.pop("bind_password"), **data)
+        return made, 201, {"Location": url_for("api_ldap_domains.LdapDomain", name=made["name"])}
+
+
+@bp.route("/<string:name>")
+class LdapDomain(MethodView):
+    @level("global")
+    @bp.response(200, LdapDomainSchema)
+    def get(self, name):
+        return with_etag(g.rp.directories.show(name))
+
+    @level("super")
+    @bp.arguments(LdapDomainPatchSchema)
+    @bp.response(200, LdapDomainSchema)
+    @bp.doc(parameters=IF_MATCH)
+    def patch(self, data, name):
+        """Change its settings (a setting left out is kept; the password is never shown)."""
+        refused = stale(g.rp.directories.show(name))
+        if refused is not None:
+            return refused
+        g.rp.directories.update(name, **data)
+        return with_etag(g.rp.directories.show(name))
+
+    @level("super")
+    @bp.arguments(LdapDomainRemoveArgs, location="query")
+    @bp.response(200, LdapDomainRemovedSchema)
+    def delete(self, args, name):
+        return g.rp.directories.remove(name, force=args["force"])
+
+
+@bp.route("/<string:name>/test")
+class LdapDomainTest(MethodView):
+    @level("global")
+    @bp.arguments(LdapTestArgs, location="query")
+    @bp.response(200, LdapTestSchema)
+    def post(self, args, name):
+        """Reach each server, bind, read the base DN and a sample of users; the report says what failed."""
+        return g.rp.directories.test(name, sample=args["sample"])
+
+
+@bp.route("/<string:name>/sync")
+class LdapDomainSync(MethodView):
+    @level("super")
+    @bp.arguments(LdapSyncSchema)
+    @bp.response(202, JobSchema)
+    def post(self, data, name):
+        """Read the directory's users and materialise them (mailboxes, aliases) as a job."""
+        directory = g.rp.directories.show(name)["name"]  # 404 now, not in the job
+        force, dry_run = data["force"], data["dry_run"]
+
+        def work(rp, progress):
+            progress(5, f"reading the users of LDAP domain {directory}")
+            return dict(rp.directories.sync(directory, force=force, dry_run=dry_run))
+
+        return accepted("ldap-sync", work)
+
+
+@bp.route("/<string:name>/accounts")
+class LdapAccounts(MethodView):
+    @level("global")
+    @bp.arguments(LdapAccountArgs, location="query")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, LdapAccountPage)
+    def get(self, args, name, **page):
+        """The directory's users materialised by the last sync (the first 10,000), with their state."""
+        name = g.rp.directories.show(name)["name"]  # 404 for an unknown LDAP domain, not an empty page
+        return page_of(g.rp.directories.accounts(name, args.get("state"), limit=10_000), page)
+
