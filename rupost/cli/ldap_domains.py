@@ -256,8 +256,10 @@ def kerberos(c, name, keytab_file, kdcs, off, as_json):
     """Kerberos single sign-on (GSSAPI) for IMAP and submission of an AD domain's users."""
     if off:
         out = c.app.directories.kerberos_off(name)
-        emit(out, True) if as_json else click.echo(f"Kerberos of LDAP domain {out['name']} off; "
-                                                   "run `rupost deploy` to apply it")
+        if as_json:
+            emit(out, True)
+        else:
+            click.echo(f"Kerberos of LDAP domain {out['name']} off; run `rupost deploy` to apply it")
         return
     if not keytab_file:
         raise ValidationError("give the keytab (--keytab FILE) or --off")

@@ -336,7 +336,9 @@ class DirectoryService(DirectoryAdmins, DirectoryWriteback, DirectoryKerberos):
             self.app.audit.record("ldap_domain.sync", settings.name, source="sync",
                                   **{k: v for k, v in summary.items() if k not in ("name", "problems")},
                                   problems=summary["problems"][:50])
-            if summary["disabled"] or summary["deleted"]:
+            # dovecot's caches hold the last answer per account, negative ones too: a
+            # re-enabled account (a GSSAPI login is cached by name alone) must not wait for them
+            if summary["disabled"] or summary["deleted"] or summary["enabled"]:
                 accounts_changed(self.app)
         return summary
 
