@@ -14,6 +14,7 @@ from __future__ import annotations
 import imaplib
 import mailbox
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -198,3 +199,23 @@ def test_password_logins_keep_working_with_kerberos_on(node, krb):
         imap.login(sa.STAFF["carol"].mail, sa.STAFF["carol"].password)
     finally:
         imap.shutdown()
+
+
+def test_expired_and_wrong_tickets_refused_until_the_new_keytab(node, samba, krb):
+    """Last: it changes the service account's keys (and sets the new keytab again)."""
+    carol = sa.STAFF["carol"]
+    client = krb["client"]
+    client.kinit("carol", carol.password, lifetime="5s")
+    time.sleep(6)  # the ticket's end
+    assert curl_imap(node, krb, "carol").returncode != 0
+    # the account's password changed on the DC (kvno 3): a fresh ticket is encrypted with a key
+    # the deployed keytab lacks, until the administrator exports it again and it is set
+    kt.set_password(samba, kt.MAIL_SERVICE_DN, "Mail-Svc-Pass-3")
+    client.kinit("carol", carol.password)
+    assert curl_imap(node, krb, "carol").returncode != 0
+    keytab = kt.export_keytab(samba, krb["base"] / "kvno3.keytab", krb["principals"])
+    r = cli(node, "ldap-domains", "kerberos", DOMAIN, "--keytab", str(keytab))
+    assert r.exit_code == 0 and "(kvno 3)" in r.output, r.output
+    _deploy(node)
+    listed = curl_imap(node, krb, "carol")
+    assert listed.returncode == 0, listed.stderr

@@ -78,9 +78,10 @@ class Client:
         return {**os.environ, "KRB5_CONFIG": str(self.conf), "KRB5CCNAME": f"FILE:{self.base / ('cc-' + user)}",
                 "HOME": str(self.base), "TERM": "xterm"}
 
-    def kinit(self, user: str, password: str) -> None:
-        r = subprocess.run(["kinit", f"{user}@{sa.REALM}"], input=password + "\n", capture_output=True, text=True,
-                           env=self.env(user), timeout=30)
+    def kinit(self, user: str, password: str, lifetime: str = "") -> None:
+        argv = ["kinit"] + (["-l", lifetime] if lifetime else []) + [f"{user}@{sa.REALM}"]
+        r = subprocess.run(argv, input=password + "\n", capture_output=True, text=True, env=self.env(user),
+                           timeout=30)
         assert r.returncode == 0, r.stderr
 
     def run(self, user: str, argv: list[str], **kw) -> subprocess.CompletedProcess:
