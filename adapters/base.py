@@ -63,6 +63,10 @@ class NodeData(Protocol):
         """The database login of each daemon that has its own role (rupost/db/roles.py)."""
         ...
 
+    def kerberos_keytabs(self) -> list[tuple[str, bytes]]:
+        """(file name, keytab) of the LDAP domains with Kerberos single sign-on."""
+        ...
+
 
 @dataclass
 class RenderContext:

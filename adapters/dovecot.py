@@ -43,6 +43,21 @@ SCHEMA = {
             ["name", "uris", "bind_dn", "bind_password", "base", "filter", "domains"],
             tls={"type": "boolean"}, timeout={"type": "integer"},
             domains={"type": "array", "minItems": 1, "items": {"type": "string"}}),
+        # Kerberos single sign-on of one LDAP domain (rupost ldap-domains kerberos): GSSAPI with
+        # the keytab the core writes from the database, a passdb mapping LOGIN@REALM to a mailbox
+        "kerberos": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["enabled"],
+            "properties": {
+                "enabled": {"type": "boolean"},
+                "keytab": {"type": "string"},
+                "hostname": {"type": "string", "pattern": r"^[A-Za-z0-9.-]*$"},
+                "realm": {"type": "string", "pattern": r"^[A-Za-z0-9.-]*$"},
+                "domains": {"type": "array", "items": {"type": "string", "pattern": r"^[a-z0-9.-]+$"}},
+                "password_query": {"type": "string"},
+            },
+        },
         # impersonation accounts (rupost impersonation): a master passdb, and an IMAP
         # post-login script that records every use through the policy server
         "impersonation": {
@@ -184,7 +199,8 @@ def render_acl_dict_conf(tables: dict, ctx: RenderContext) -> str:
 SYSTEM_CA_DIR = "/etc/ssl/certs"
 
 
-def render_ldap_passdbs(passdbs: list[dict], ctx: RenderContext) -> tuple[list[str], list[RenderedFile]]:
+def render_ldap_passdbs(passdbs: list[dict], ctx: RenderContext,
+                        gssapi: bool = False) -> tuple[list[str], list[RenderedFile]]:
     """passdb blocks (auth_bind: the user's password is checked by a bind as the user,
     never read) and their LDAP settings files, one per LDAP domain."""
     lines, files = [], []
@@ -226,7 +242,8 @@ def render_ldap_passdbs(passdbs: list[dict], ctx: RenderContext) -> tuple[list[s
         files.append(RenderedFile(f"dovecot-ldap-{name}.conf.ext", "\n".join(body) + "\n", mode=0o640,
                                   group="dovecot"))
         lines += ["passdb {", "  driver = ldap", f"  args = {conf_dir / f'dovecot-ldap-{name}.conf.ext'}",
-                  "  username_filter = " + " ".join(f"*@{d}" for d in p["domains"]), "}"]
+                  "  username_filter = " + " ".join(f"*@{d}" for d in p["domains"])]
+        lines += [f"  mechanisms = {PASSWORD_MECHANISMS}"] * bool(gssapi) + ["}"]
     return lines, files
 
 
@@ -270,6 +287,46 @@ def render_impersonation(imp: dict, ctx: RenderContext) -> tuple[list[str], list
     return lines, files
 
 
+# the passdbs that check passwords; with GSSAPI on they must not answer for a principal (a
+# mailbox whose address happens to be LOGIN@REALM is not that principal's); "none": lookups
+# that authenticate nothing (doveadm auth lookup, the impersonation target) still reach them
+PASSWORD_MECHANISMS = "plain login none"
+
+
+def render_kerberos(krb: dict, ctx: RenderContext) -> tuple[list[str], list[RenderedFile]]:
+    """GSSAPI settings and the passdb that maps a principal to its mailbox (the query gets
+    LOGIN@REALM, or the mail address a client sent as its authorization name)."""
+    for key in ("keytab", "hostname", "realm", "password_query"):
+        if not krb.get(key):
+            raise ValueError(f"kerberos: {key} is required when enabled")
+    conf_dir = ctx.config_dir("dovecot")
+    realm = krb["realm"].lower()
+    users = " ".join(f"*@{d}" for d in [realm, *krb.get("domains", [])])
+    lines = [f"auth_krb5_keytab = {format_scalar(krb['keytab'])}",
+             f"auth_gssapi_hostname = {format_scalar(krb['hostname'])}",
+             "passdb {", "  driver = sql", f"  args = {conf_dir / 'dovecot-sql-kerberos.conf.ext'}",
+             "  mechanisms = gssapi", f"  username_filter = {users}",
+             # no row (no such account, disabled, no mailbox): the login fails here, it is
+             # not left to the next passdb or to GSSAPI's own default of success
+             "  result_failure = return-fail", "}"]
+    files = [RenderedFile("dovecot-sql-kerberos.conf.ext",
+                          render_sql_conf({"password_query": krb["password_query"]}, ctx), mode=0o640,
+                          group="dovecot")]
+    return lines, files
+
+
+def _with_mechanisms(settings: dict) -> dict:
+    """settings with the password passdbs limited to PASSWORD_MECHANISMS and GSSAPI offered."""
+    out = dict(settings)
+    passdbs = out.get("passdb")
+    items = passdbs if isinstance(passdbs, list) else [passdbs] if isinstance(passdbs, dict) else []
+    out["passdb"] = [p if p.get("master") else {**p, "mechanisms": PASSWORD_MECHANISMS} for p in items]
+    mechs = out.get("auth_mechanisms") or ["plain"]
+    mechs = mechs.split() if isinstance(mechs, str) else list(mechs)
+    out["auth_mechanisms"] = mechs + ["gssapi"] * ("gssapi" not in mechs)
+    return out
+
+
 def _ldap_value(value: object) -> str:
     # the LDAP settings file is read line by line: the value runs to the end of the line;
     # quotes keep leading/trailing blanks and a '#'
@@ -289,14 +346,21 @@ class DovecotAdapter(Adapter):
 
     def render(self, model: dict, ctx: RenderContext) -> list[RenderedFile]:
         conf = ["# Generated by RuPost from the active configuration template. Do not edit."]
-        conf += render_settings(model["settings"]) + extra_block(model.get("extra"))
+        krb = model.get("kerberos") or {}
+        gssapi = bool(krb.get("enabled"))
+        settings = _with_mechanisms(model["settings"]) if gssapi else model["settings"]
+        conf += render_settings(settings) + extra_block(model.get("extra"))
         if model["settings"].get("auth_policy_server_url"):
             from .policy import api_header_file
 
             # the policy server's secret header, from its file (root reads it; the value is in no rendered file)
             conf.append(f"auth_policy_server_api_header = <{api_header_file(ctx.layout)}")
-        ldap_lines, ldap_files = render_ldap_passdbs(model.get("ldap_passdbs") or [], ctx)
+        ldap_lines, ldap_files = render_ldap_passdbs(model.get("ldap_passdbs") or [], ctx, gssapi)
         conf += ldap_lines
+        if gssapi:
+            krb_lines, krb_files = render_kerberos(krb, ctx)
+            conf += krb_lines
+            ldap_files += krb_files
         impersonation = model.get("impersonation")
         if impersonation and impersonation.get("enabled", True):
             imp_lines, imp_files = render_impersonation(impersonation, ctx)
@@ -329,6 +393,8 @@ class DovecotAdapter(Adapter):
         from .policy import ensure_api_header
 
         ensure_api_header(ctx.layout)  # read by the auth policy settings and postlogin.sh
+        if ctx.data is not None:
+            write_keytabs(ctx.layout.state, ctx.data.kerberos_keytabs())
         for d in (ctx.layout.run_dir(self.name), ctx.layout.state / "dovecot", ctx.layout.logs):
             d.mkdir(parents=True, exist_ok=True)
         storage = ctx.layout.mail_storage
@@ -367,6 +433,35 @@ class DovecotAdapter(Adapter):
             ports=[("127.0.0.1", ctx.node.port("dovecot_imap_internal")),
                    ("127.0.0.1", ctx.node.port("dovecot_sieve_internal"))],
         )
+
+
+def write_keytabs(state: Path, keytabs: list[tuple[str, bytes]], keep: int = 3) -> None:
+    """The Kerberos keytabs from the database, each under its content's name (a generation
+    names the one it uses, so a rollback finds its own): directory 0750 and files 0640,
+    root:dovecot (dovecot's auth process runs as the dovecot user). Older ones beyond
+    `keep` are removed."""
+    directory = state / "dovecot" / "kerberos"
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        gid = grp.getgrnam("dovecot").gr_gid
+    except KeyError:
+        gid = -1
+    os.chown(directory, 0, gid)
+    os.chmod(directory, 0o750)
+    for name, data in keytabs:
+        path = directory / name
+        if not path.exists() or path.read_bytes() != data:
+            tmp = directory / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.chown(tmp, 0, gid)
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, path)
+        os.utime(path)
+    current = {name for name, _ in keytabs}
+    others = sorted((p for p in directory.glob("*.keytab") if p.name not in current),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[max(0, keep - len(current)):]:
+        old.unlink(missing_ok=True)
 
 
 def ensure_mail_user(uid: int = MAIL_UID, name: str = MAIL_USER) -> None:

@@ -57,6 +57,18 @@ def workdir():
 
 
 @pytest.fixture(scope="session")
+def samba(workdir):
+    """A real Samba AD DC in its own network namespace (tests/support/samba_ad.py), shared by
+    every module that uses it (LDAP in tests/test_samba_ad.py, Kerberos in
+    tests/test_kerberos_sso.py): one start per session."""
+    from support import samba_ad
+
+    dc = samba_ad.SambaDC(workdir / "samba-dc").setup()
+    yield dc
+    dc.destroy()
+
+
+@pytest.fixture(scope="session")
 def pg(workdir):
     server = TempPostgres(workdir / "pg", free_ports(1)[0]).start()
     yield server

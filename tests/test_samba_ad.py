@@ -24,13 +24,6 @@ from test_cli import cli
 from test_directories import _deploy, _imap_login_fails
 
 
-@pytest.fixture(scope="session")
-def samba(workdir):
-    dc = sa.SambaDC(workdir / "samba-dc").setup()
-    yield dc
-    dc.destroy()
-
-
 @pytest.fixture(scope="module")
 def staff(node, samba, tmp_path_factory):
     """LDAP domain `smbstaff` (OU=Staff over LDAPS, the DC's CA) registered by the CLI, synced

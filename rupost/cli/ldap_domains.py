@@ -242,6 +242,42 @@ def writeback(c, name, dry_run, as_json):
         click.echo(f"{report['written']} account(s) written")
 
 
+@ldap_domains.command("kerberos")
+@click.argument("name")
+@click.option("--keytab", "keytab_file", default=None,
+              help="Keytab of the mail service account (imap/ and smtp/ principals of the mail host), "
+              "as the AD administrator exported it (ktpass, samba-tool domain exportkeytab, msktutil).")
+@click.option("--kdc", "kdcs", multiple=True,
+              help="KDC to check the keytab against (repeatable; default: the domain's LDAP servers).")
+@click.option("--off", is_flag=True, help="Turn Kerberos single sign-on off (the keytab is forgotten).")
+@json_option
+@pass_ctx
+def kerberos(c, name, keytab_file, kdcs, off, as_json):
+    """Kerberos single sign-on (GSSAPI) for IMAP and submission of an AD domain's users."""
+    if off:
+        out = c.app.directories.kerberos_off(name)
+        if as_json:
+            emit(out, True)
+        else:
+            click.echo(f"Kerberos of LDAP domain {out['name']} off; run `rupost deploy` to apply it")
+        return
+    if not keytab_file:
+        raise ValidationError("give the keytab (--keytab FILE) or --off")
+    try:
+        data = Path(keytab_file).read_bytes()
+    except OSError as exc:
+        raise ValidationError(f"cannot read the keytab {keytab_file}: {exc.strerror or exc}") from None
+    out = c.app.directories.kerberos_set(name, data, kdcs=list(kdcs))
+    if as_json:
+        emit(out, True)
+        return
+    kvnos = ", ".join(f"{p} (kvno {n})" for p, n in out["kvnos"].items())
+    click.echo(f"Kerberos of LDAP domain {out['name']}: realm {out['realm']}, checked against "
+               f"{', '.join(out['kdcs'])}: {kvnos}")
+    click.echo("next: `rupost deploy` (IMAP and submission then offer GSSAPI); delete the keytab file you gave, "
+               "RuPost keeps its own copy")
+
+
 @ldap_domains.command("schema")
 @click.option("--format", "fmt", default="openldap", type=click.Choice(["openldap", "389ds"]), show_default=True)
 def schema(fmt):

@@ -53,6 +53,9 @@ class LdapDomain(MainBase):
     last_sync: Mapped[dict] = mapped_column(JSONB, default=dict)
     # write-back (guide §7.5): {enabled, pattern, mail_domain, bind_dn, bind_password}; {} = off
     writeback: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
+    # Kerberos SSO (rupost ldap-domains kerberos): {realm, host, principals, keytab (base64),
+    # sha256, checked_at}; {} = off. The keytab is a secret like bind_password (docs/security.md)
+    kerberos: Mapped[dict] = mapped_column(JSONB, default=dict, server_default="{}")
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
 

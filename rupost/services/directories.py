@@ -34,6 +34,7 @@ from ..errors import ConflictError, NotFoundError, RuPostError, ValidationError
 from .cache import accounts_changed
 from .directory_admins import DirectoryAdmins, ldap_bind_authenticator  # noqa: F401 (imported from here)
 from .directory_apply import DirectoryRows, apply_plan
+from .directory_kerberos import DirectoryKerberos, kerberos_public
 from .directory_sync import SyncSummary, plan_sync
 from .directory_writeback import DirectoryWriteback
 
@@ -59,7 +60,7 @@ def check_name(name: str) -> str:
     return name
 
 
-class DirectoryService(DirectoryAdmins, DirectoryWriteback):
+class DirectoryService(DirectoryAdmins, DirectoryWriteback, DirectoryKerberos):
     def __init__(self, app: Services) -> None:
         self.app = app
 
@@ -250,7 +251,8 @@ class DirectoryService(DirectoryAdmins, DirectoryWriteback):
                 "timeout": r.timeout, "enabled": r.enabled,
                 "last_sync_at": r.last_sync_at.isoformat() if r.last_sync_at else None,
                 "last_sync": r.last_sync or {},
-                "writeback": {k: v for k, v in (r.writeback or {}).items() if k != "bind_password"}}
+                "writeback": {k: v for k, v in (r.writeback or {}).items() if k != "bind_password"},
+                "kerberos": kerberos_public(r.kerberos or {})}
 
     # ================================================================ test
     def test(self, name: str, sample: int = 5) -> dict:
@@ -334,7 +336,9 @@ class DirectoryService(DirectoryAdmins, DirectoryWriteback):
             self.app.audit.record("ldap_domain.sync", settings.name, source="sync",
                                   **{k: v for k, v in summary.items() if k not in ("name", "problems")},
                                   problems=summary["problems"][:50])
-            if summary["disabled"] or summary["deleted"]:
+            # dovecot's caches hold the last answer per account, negative ones too: a
+            # re-enabled account (a GSSAPI login is cached by name alone) must not wait for them
+            if summary["disabled"] or summary["deleted"] or summary["enabled"]:
                 accounts_changed(self.app)
         return summary
 
@@ -436,7 +440,7 @@ class DirectoryService(DirectoryAdmins, DirectoryWriteback):
                 "bind_dn": r.bind_dn, "bind_password": r.bind_password, "base": r.base_dn,
                 "filter": accounts, "domains": list(r.mail_domains),
             })
-        return {"dovecot_passdbs": passdbs, "sogo_sources": sogo}
+        return {"dovecot_passdbs": passdbs, "sogo_sources": sogo, "kerberos": self.kerberos_context(rows)}
 
 
 

@@ -1,9 +1,13 @@
 """What components read from the database when they start (adapters.base.NodeData)."""
 from __future__ import annotations
 
+from sqlalchemy import select
+
+from ..db.directory_models import LdapDomain
 from ..db.engine import Databases
 from ..db.roles import ConsumerLogin
 from .db_roles import active_logins
+from .directory_kerberos import keytabs
 from .dkim import active_keys
 from .srs import srs_secrets
 
@@ -20,3 +24,7 @@ class DatabaseNodeData:
 
     def consumer_logins(self) -> dict[str, ConsumerLogin]:
         return active_logins(self.dbs)
+
+    def kerberos_keytabs(self) -> list[tuple[str, bytes]]:
+        with self.dbs.session("main") as s:
+            return keytabs(s.scalars(select(LdapDomain).where(LdapDomain.enabled)).all())

@@ -56,7 +56,9 @@ WRITEBACK_DN = f"CN=rupost-wb,OU=Service,{SUFFIX}"  # may write mail and proxyAd
 WRITEBACK_PASSWORD = "Wb-Secret-2026"
 STAFF_DOMAIN = "staff.samba.test"
 BULK_DOMAIN = "bulk.samba.test"
-BULK_USERS = 1500
+# benchmarks/samba_ad.py's 10,000-user figures set RUPOST_SAMBA_BULK_USERS (with a cache
+# directory of their own, RUPOST_TEST_CACHE, so the tests' cached tree stays)
+BULK_USERS = int(os.environ.get("RUPOST_SAMBA_BULK_USERS", "1500"))
 CACHE_DIR = Path(os.environ.get("RUPOST_TEST_CACHE", "/var/cache/rupost-tests"))
 
 
