@@ -37,6 +37,7 @@ class FailoverResult:
     duplicated: int = 0
     new_mailbox: str = ""
     first_4xx: str = ""  # the first temporary refusal's answer, to tell what failed
+    refusals_5xx: list[str] = field(default_factory=list)  # each refusal: when, recipient, answer
 
     def figures(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "write_errors"}
@@ -149,4 +150,5 @@ def failover_run(cluster: Cluster, patroni: PatroniCluster, domain: str, recipie
         lost=sum(1 for n in wanted if copies[n] == 0), duplicated=sum(1 for n in wanted if copies[n] > 1),
         new_mailbox=address,
         first_4xx=next((f"{a.at - event:.1f}s {a.detail}" for a in flow.attempts
-                        if a.outcome == "4xx" and a.at >= event), ""))
+                        if a.outcome == "4xx" and a.at >= event), ""),
+        refusals_5xx=[f"{a.at - event:.1f}s {a.rcpt} {a.detail}" for a in flow.attempts if a.outcome == "5xx"][:10])
