@@ -40,7 +40,8 @@ def krb(node, samba, tmp_path_factory):
     CLI and deployed. Off and removed at the end."""
     base = tmp_path_factory.mktemp("krb")
     (base / "ca.pem").write_text(samba.ca_pem)
-    if sa.STAFF_DOMAIN not in {d["name"] for d in node.app.domains.list()}:
+    added = sa.STAFF_DOMAIN not in {d["name"] for d in node.app.domains.list()}
+    if added:
         node.app.domains.add(sa.STAFF_DOMAIN)
     r = cli(node, "ldap-domains", "add", DOMAIN, "--type", "ad", "--uri", samba.ldaps_uri, "--base-dn", sa.STAFF_DN,
             "--bind-dn", sa.SERVICE_DN, "--bind-password-stdin", "--ca-file", str(base / "ca.pem"),
@@ -61,6 +62,12 @@ def krb(node, samba, tmp_path_factory):
     yield {"client": client, "old": old, "keytab": keytab, "base": base, "principals": principals}
     assert cli(node, "ldap-domains", "kerberos", DOMAIN, "--off").exit_code == 0
     node.app.directories.remove(DOMAIN, force=True)
+    if added:  # the node as this module found it: tests/test_samba_ad.py syncs the same OU afresh
+        for alias in node.app.aliases.list(sa.STAFF_DOMAIN):
+            node.app.aliases.remove(alias["address"])
+        for mailbox in node.app.mailboxes.list(sa.STAFF_DOMAIN, limit=100_000):
+            node.app.mailboxes.remove(mailbox["address"])
+        node.app.domains.remove(sa.STAFF_DOMAIN)
     _deploy(node)
 
 

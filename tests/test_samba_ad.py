@@ -30,7 +30,10 @@ def staff(node, samba, tmp_path_factory):
     and deployed: dovecot checks staff.samba.test passwords by a bind to the DC."""
     ca = tmp_path_factory.mktemp("samba-ca") / "ca.pem"
     ca.write_text(samba.ca_pem)
-    assert cli(node, "domains", "add", sa.STAFF_DOMAIN).exit_code == 0
+    # tests/test_kerberos_sso.py (earlier in a whole run) leaves the mail domain and the
+    # mailboxes its sync made under the same LDAP domain name, which this one adopts
+    if sa.STAFF_DOMAIN not in {d["name"] for d in node.app.domains.list()}:
+        assert cli(node, "domains", "add", sa.STAFF_DOMAIN).exit_code == 0
     r = cli(node, "ldap-domains", "add", "smbstaff", "--type", "ad", "--uri", samba.ldaps_uri,
             "--base-dn", sa.STAFF_DN, "--bind-dn", sa.SERVICE_DN, "--bind-password-stdin", "--ca-file", str(ca),
             "--mail-domain", sa.STAFF_DOMAIN, input=sa.SERVICE_PASSWORD + "\n")
