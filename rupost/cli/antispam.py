@@ -14,30 +14,24 @@ def antispam():
     """Allow and deny lists of senders (rspamd, port 25)."""
 
 
-def _set(c, kind: str, sender: str, domain: str | None, comment: str) -> None:
-    entry = c.app.antispam_lists.set(kind, sender, domain, comment)
-    scope = "every domain" if entry["domain"] == "*" else entry["domain"]
-    click.echo(f"{entry['sender']}: {kind} for mail to {scope}")
+def _entry_command(kind: str, help_text: str) -> None:
+    """`rupost antispam allow|deny SENDER`: the two commands differ only in the list."""
+
+    @click.argument("sender")
+    @click.option("--domain", default=None, help=DOMAIN_HELP)
+    @click.option("--comment", default="", help="Why, for the next administrator.")
+    @pass_ctx
+    def command(c, sender, domain, comment):
+        entry = c.app.antispam_lists.set(kind, sender, domain, comment)
+        scope = "every domain" if entry["domain"] == "*" else entry["domain"]
+        click.echo(f"{entry['sender']}: {kind} for mail to {scope}")
+
+    command.__doc__ = help_text
+    antispam.command(kind)(command)
 
 
-@antispam.command("allow")
-@click.argument("sender")
-@click.option("--domain", default=None, help=DOMAIN_HELP)
-@click.option("--comment", default="", help="Why, for the next administrator.")
-@pass_ctx
-def antispam_allow(c, sender, domain, comment):
-    """Never reject or mark SENDER (an address or a domain) for its score."""
-    _set(c, "allow", sender, domain, comment)
-
-
-@antispam.command("deny")
-@click.argument("sender")
-@click.option("--domain", default=None, help=DOMAIN_HELP)
-@click.option("--comment", default="", help="Why, for the next administrator.")
-@pass_ctx
-def antispam_deny(c, sender, domain, comment):
-    """Reject mail from SENDER (an address or a domain) at SMTP time."""
-    _set(c, "deny", sender, domain, comment)
+_entry_command("allow", "Never reject or mark SENDER (an address or a domain) for its score.")
+_entry_command("deny", "Reject mail from SENDER (an address or a domain) at SMTP time.")
 
 
 @antispam.command("remove")
