@@ -10,6 +10,8 @@ simply absent.
 """
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 V1 = Path("/sys/fs/cgroup/cpuacct")
@@ -110,3 +112,44 @@ class CpuGroups:
 
 def per_message_ms(before: dict[str, float], after: dict[str, float], messages: int) -> dict[str, float]:
     return {name: round((after[name] - before[name]) * 1000 / messages, 3) for name in after}
+
+
+class RoundCpu:
+    """CPU ms per message of each round, kept per target ("full" or "bare"): ``start()`` before
+    a round, ``stop(target, messages)`` after it. The groups are named ``full-<component>`` and
+    ``bare-<component>``; a round counts only its target's groups."""
+
+    def __init__(self, groups: CpuGroups | None):
+        self.groups = groups
+        self.rounds: dict[str, list[dict]] = {"full": [], "bare": []}
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        if self.groups:
+            self._before = self.groups.usage()
+
+    def stop(self, target: str, messages: int) -> None:
+        if not self.groups or not messages:
+            return
+        time.sleep(1)  # the last deliveries' bookkeeping (LMTP, qmgr) belongs to this round
+        used = per_message_ms(self._before, self.groups.usage(), messages)
+        prefix = f"{target}-"
+        self.rounds[target].append({k[len(prefix):]: v for k, v in used.items() if k.startswith(prefix)})
+
+    def figures(self, key: str) -> dict:
+        """Median CPU ms per message: full path, bare, their ratio (bare / full), and each side
+        by component, under ``<key>_cpu_...``."""
+        full_runs, bare_runs = self.rounds["full"], self.rounds["bare"]
+        if not full_runs or not bare_runs:
+            return {}
+        full = statistics.median(sum(r.values()) for r in full_runs)
+        bare = statistics.median(sum(r.values()) for r in bare_runs)
+
+        def by_component(runs: list[dict]) -> dict:
+            parts = {name: round(statistics.median(r.get(name, 0) for r in runs), 3) for name in runs[0]}
+            return {k: v for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v}
+
+        return {f"{key}_cpu_ms_per_msg_full": round(full, 3), f"{key}_cpu_ms_per_msg_bare": round(bare, 3),
+                f"{key}_cpu_ratio": round(bare / full, 3),
+                f"{key}_cpu_ms_per_msg_by_component": by_component(full_runs),
+                f"{key}_cpu_ms_per_msg_by_component_bare": by_component(bare_runs)}

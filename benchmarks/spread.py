@@ -2,10 +2,11 @@
 cache (memcached before PostgreSQL, the builtin template's ``lookup_cache``) misses as in real
 life, while mailboxes change during the round (each change empties the cache).
 
-The full path's recipients are drawn, a fresh random sample each round, from `mailboxes`
-mailboxes spread over DOMAINS domains (u<j>@spread<d>.test); the bare postfix + dovecot gets
-the same number of mailboxes in its one domain (hash-file lookups, nothing to miss) and the
-same draw. `sessions` SMTP sessions (Python's smtplib, one thread each) send their share of
+The full path holds `population` mailboxes spread over DOMAINS domains (u<j>@spread<d>.test);
+a fixed random set of `mailboxes` of them is the active set (the people who get mail today),
+and each round draws its recipients afresh from that set. The bare postfix + dovecot gets as
+many mailboxes as the active set in its one domain (hash-file lookups, nothing to miss) and
+the same draw. `sessions` SMTP sessions (Python's smtplib, one thread each) send their share of
 the messages back to back on port 25, one recipient a message, `size` bytes of body; the
 clock stops when every message is in its Maildir. Full and bare run in ABBA pairs and
 `smtp_ratio_spread` is the median of the pair ratios, like `smtp_ratio` (benchmarks/smtp.py
@@ -21,20 +22,23 @@ import time
 from pathlib import Path
 
 from .common import bulk_mailboxes, maildir_count
+from .cpu import CpuGroups, RoundCpu
 
 DOMAINS = 20
 WARMUP = 100  # messages to each side before the measured rounds
 SENDER = "load@example.org"
 
 
-def full_recipients(inst, mailboxes: int) -> list[tuple[str, Path]]:
-    """The full path's mailboxes (created with COPY if missing) and their Maildirs."""
-    per_domain = -(-mailboxes // DOMAINS)
+def full_recipients(inst, mailboxes: int, population: int, seed: int = 29) -> list[tuple[str, Path]]:
+    """The active set: `mailboxes` of `population` mailboxes (created with COPY if missing),
+    with their Maildirs."""
+    per_domain = -(-max(population, mailboxes) // DOMAINS)
     for d in range(DOMAINS):
         bulk_mailboxes(inst, per_domain, f"spread{d}.test")
     store = inst.layout.mail_storage
-    return [(f"u{j}@spread{d}.test", store / f"spread{d}.test" / f"u{j}" / "Maildir")
-            for j in range(per_domain) for d in range(DOMAINS)][:mailboxes]
+    every = [(f"u{j}@spread{d}.test", store / f"spread{d}.test" / f"u{j}" / "Maildir")
+             for j in range(per_domain) for d in range(DOMAINS)]
+    return random.Random(seed).sample(every, mailboxes)
 
 
 def _send(port: int, recipients: list[str], size: int, errors: list[str]) -> None:
@@ -92,8 +96,10 @@ def round_(port: int, targets: list[tuple[str, Path]], sessions: int, size: int,
 
 
 def measure(inst, bare, full: list[tuple[str, Path]], bare_locals: list[str], messages: int, rounds: int,
-            sessions: int, size: int, seed: int = 31) -> dict:
-    """`rounds` full/bare pairs in ABBA order, each a fresh draw of `messages` distinct mailboxes."""
+            sessions: int, size: int, seed: int = 31, cpu_ms: RoundCpu | None = None) -> dict:
+    """`rounds` full/bare pairs in ABBA order, each a fresh draw of `messages` distinct mailboxes;
+    `cpu_ms` (if given) counts the CPU time of each round."""
+    cpu_ms = cpu_ms or RoundCpu(None)
     rng = random.Random(seed)
     runs: dict[str, list[dict]] = {"full": [], "bare": []}
     # not measured: the first messages pay for process starts and database connections on both
@@ -110,20 +116,28 @@ def measure(inst, bare, full: list[tuple[str, Path]], bare_locals: list[str], me
                                             for k in drawn], None)}
         for name in (("full", "bare") if i % 2 == 0 else ("bare", "full")):
             port, chosen, changing = targets[name]
+            cpu_ms.start()
             runs[name].append(round_(port, chosen, sessions, size, inst=changing))
+            cpu_ms.stop(name, messages)
     ratios = [round(f["msgs_s"] / b["msgs_s"], 3) for f, b in zip(runs["full"], runs["bare"], strict=True)]
     return {"runs": runs, "ratios": ratios}
 
 
-def section(ctx, bare, bare_locals: list[str]) -> dict:
+def section(ctx, bare, bare_locals: list[str], groups: CpuGroups | None) -> dict:
     cfg = ctx.cfg
-    full = full_recipients(ctx.inst, cfg["spread_mailboxes"])
-    r = measure(ctx.inst, bare, full, bare_locals, cfg["spread_messages"], cfg["spread_rounds"],
-                cfg["smtp_sessions"], cfg["smtp_size"])
+    full = full_recipients(ctx.inst, cfg["spread_mailboxes"], cfg["spread_population"])
+    cpu_ms = RoundCpu(groups)
+    try:
+        r = measure(ctx.inst, bare, full, bare_locals, cfg["spread_messages"], cfg["spread_rounds"],
+                    cfg["smtp_sessions"], cfg["smtp_size"], cpu_ms=cpu_ms)
+    finally:
+        if groups:
+            groups.close()
     ctx.details["smtp_spread"] = r
     return {"smtp_spread_full_msgs_s": round(statistics.median(x["msgs_s"] for x in r["runs"]["full"]), 1),
             "smtp_spread_bare_msgs_s": round(statistics.median(x["msgs_s"] for x in r["runs"]["bare"]), 1),
             "smtp_ratio_spread": round(statistics.median(r["ratios"]), 3), "smtp_ratio_spread_rounds": r["ratios"],
             "smtp_spread_mailbox_changes": sum(x["mailbox_changes"] for x in r["runs"]["full"]),
-            "smtp_spread_mailboxes": cfg["spread_mailboxes"], "smtp_spread_domains": DOMAINS,
-            "smtp_spread_messages": cfg["spread_messages"]}
+            "smtp_spread_mailboxes": cfg["spread_mailboxes"], "smtp_spread_population": cfg["spread_population"],
+            "smtp_spread_domains": DOMAINS,
+            "smtp_spread_messages": cfg["spread_messages"], **cpu_ms.figures("smtp_spread")}

@@ -36,11 +36,11 @@ FULL = {"smtp_messages": 2500, "smtp_size": 10240, "smtp_sessions": 20, "smtp_ro
         "lookup_samples": 2000, "lookup_cycles": 2, "deploy_repeat": 3, "imap_sessions": 300, "imap_workers": 8,
         "imap_rounds": 4, "bulk": 10_000, "deploy_safety": True, "capacity_sessions": 1000,
         "capacity_hold_s": 300,
-        "spread_mailboxes": 10_000, "spread_messages": 1000, "spread_rounds": 4}
+        "spread_mailboxes": 10_000, "spread_population": 100_000, "spread_messages": 1000, "spread_rounds": 4}
 QUICK = {**FULL, "smtp_messages": 1000, "smtp_rounds": 2, "lookup_samples": 500, "lookup_cycles": 1, "deploy_repeat": 1,
          "imap_sessions": 100, "imap_rounds": 1, "deploy_safety": False, "capacity_sessions": 300,
          "capacity_hold_s": 60,
-         "spread_mailboxes": 2000, "spread_messages": 300, "spread_rounds": 2}
+         "spread_mailboxes": 2000, "spread_population": 20_000, "spread_messages": 300, "spread_rounds": 2}
 
 
 @dataclass
@@ -147,16 +147,12 @@ def smtp_throughput(ctx: Ctx) -> dict:
     args = dict(messages=cfg["smtp_messages"], size=cfg["smtp_size"])
     runs = {"full": [], "bare": [], "sink": []}
     groups = cpu_groups(ctx)
-    cpu_ms: dict[str, list[dict]] = {"full": [], "bare": []}
+    cpu_ms = cpu.RoundCpu(groups)
 
     def measured(target: str, port: int, users: list[str], dirs) -> dict:
-        before = groups.usage() if groups else {}
+        cpu_ms.start()
         result = smtp.send_and_count(port, users, dirs, **args)
-        if groups:
-            time.sleep(1)  # the last deliveries' bookkeeping (LMTP, qmgr) belongs to this run
-            used = cpu.per_message_ms(before, groups.usage(), result["delivered"])
-            prefix = "bare-" if target == "bare" else "full-"
-            cpu_ms[target].append({k[len(prefix):]: v for k, v in used.items() if k.startswith(prefix)})
+        cpu_ms.stop(target, result["delivered"])
         return result
 
     full = lambda: measured("full", inst.ports["smtp"], ctx.users(DOMAIN), full_dirs)  # noqa: E731
@@ -206,7 +202,7 @@ def smtp_throughput(ctx: Ctx) -> dict:
             "smtp_ratio_view_lookups": round(statistics.median(pair_ratios("full_view_lookups", "bare_view_lookups")), 3),
             "smtp_messages": cfg["smtp_messages"], "smtp_message_bytes": cfg["smtp_size"],
             "smtp_sessions": cfg["smtp_sessions"], "template_lookup_variant": before,
-            **cpu_figures(cpu_ms)}
+            **cpu_ms.figures("smtp")}
 
 
 def antispam_cost(ctx: Ctx) -> dict:
@@ -268,7 +264,8 @@ def smtp_spread(ctx: Ctx) -> dict:
     """SMTP to a fresh random draw of many mailboxes in many domains each round, mailboxes
     changing meanwhile (the lookup cache misses), full against bare in ABBA pairs
     (benchmarks/spread.py)."""
-    return spread.section(ctx, start_bare(ctx), bare_locals(ctx))
+    bare = start_bare(ctx)
+    return spread.section(ctx, bare, bare_locals(ctx), cpu_groups(ctx))
 
 
 def bare_stack(inst, work: Path, local: list[str]) -> BareStack:
@@ -295,23 +292,6 @@ def cpu_groups(ctx: Ctx):
     groups.add("bare-postfix", [ctx.bare.pid("postfix")])
     groups.add("bare-dovecot", [ctx.bare.pid("dovecot")])
     return groups
-
-
-def cpu_figures(cpu_ms: dict[str, list[dict]]) -> dict:
-    """Median CPU ms per message: full path, bare, their ratio, and the full path by component."""
-    if not cpu_ms["full"] or not cpu_ms["bare"]:
-        return {}
-    full = statistics.median(sum(r.values()) for r in cpu_ms["full"])
-    bare = statistics.median(sum(r.values()) for r in cpu_ms["bare"])
-
-    def by_component(runs: list[dict]) -> dict:
-        parts = {name: round(statistics.median(r.get(name, 0) for r in runs), 3) for name in runs[0]}
-        return {k: v for k, v in sorted(parts.items(), key=lambda kv: -kv[1]) if v}
-
-    return {"smtp_cpu_ms_per_msg_full": round(full, 3), "smtp_cpu_ms_per_msg_bare": round(bare, 3),
-            "smtp_cpu_ratio": round(bare / full, 3),
-            "smtp_cpu_ms_per_msg_by_component": by_component(cpu_ms["full"]),
-            "smtp_cpu_ms_per_msg_by_component_bare": by_component(cpu_ms["bare"])}
 
 
 VIEW_LOOKUPS = {

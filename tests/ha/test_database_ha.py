@@ -61,21 +61,26 @@ def test_every_way_reaches_the_primary(ha_cluster, patroni, users):
 def test_a_replica_never_answers_no_such_mailbox(ha_cluster, patroni, users):
     """What exists is found on a replica; a miss there is an error (a temporary failure for
     postfix and dovecot), not "550 User unknown" or "unknown user": the replica may be behind
-    the primary (data migration 0013_data_replica_misses). The primary answers as before."""
+    the primary (data migrations 0013_data_replica_misses, 0014_data_auth_lookups: dovecot's
+    passdb and userdb functions). The primary answers as before."""
     domain, recipients = users
     data = ha_cluster.nodes[0].app.dbs.name("data")
     replica = next(m for m in patroni.members if m is not patroni.leader())
     assert wait_until(lambda: patroni.psql(f"SELECT count(*) FROM lookup_mailboxes WHERE address = '{recipients[0]}'",
                                            data, replica).strip() == "1", 30)
-    assert patroni.psql(f"SELECT lookup_mailbox_key('{recipients[0]}')", data, replica).strip() == recipients[0]
+    for function in ("lookup_login", "lookup_user"):
+        assert patroni.psql(f"SELECT address FROM {function}('{recipients[0]}')", data, replica).strip() == \
+            recipients[0]
     assert patroni.psql(f"SELECT lookup_recipient_access('{recipients[0]}', '+')", data, replica).strip() == "DUNNO"
     missing = f"nobody@{domain}"
-    for sql in (f"SELECT lookup_mailbox_key('{missing}')", f"SELECT lookup_recipient_access('{missing}', '+')"):
+    for sql in (f"SELECT * FROM lookup_login('{missing}')", f"SELECT * FROM lookup_user('{missing}')",
+                f"SELECT lookup_recipient_access('{missing}', '+')"):
         with pytest.raises(RuntimeError, match="on this replica"):
             patroni.psql(sql, data, replica)
     assert patroni.psql(f"SELECT lookup_recipient_access('{missing}', '+')", data).strip() == \
         "550 5.1.1 User unknown in virtual mailbox table"
-    assert patroni.psql(f"SELECT lookup_mailbox_key('{missing}')", data).strip() == missing
+    for function in ("lookup_login", "lookup_user"):
+        assert patroni.psql(f"SELECT count(*) FROM {function}('{missing}')", data).strip() == "0"
 
 
 def test_the_panel_shows_the_members_and_the_ways(ha_cluster, patroni):
