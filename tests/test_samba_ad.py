@@ -273,6 +273,15 @@ def test_writeback_of_aliases_rupost_s_own_only_and_the_sync_agrees(node, samba,
             [([f"proxyAddresses: smtp:{drop}", f"proxyAddresses: smtp:{keep}"], [])], plan
         assert [(p["mail"], p["skipped"]) for p in plan if "skipped" in p] == [(shared, SEVERAL_TARGETS)]
         assert samba.entry(dn) == before
+        # an account without the rights: the same refusal, naming what to grant; nothing recorded
+        d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.STAFF["petr"].dn,
+                        bind_password=sa.STAFF["petr"].password)
+        with pytest.raises(DirectoryError, match=r"may not write .*proxyAddresses .*grant it write access"):
+            d.writeback(staff)
+        assert samba.entry(dn) == before
+        assert node.app.audit.page(action="ldap_domain.writeback.refused", target=staff, limit=1)["total"]
+        d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.WRITEBACK_DN,
+                        bind_password=sa.WRITEBACK_PASSWORD)
         report = d.writeback(staff)
         after = samba.entry(dn)
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
