@@ -292,6 +292,18 @@ def test_filters_and_ldap_administrators_against_a_real_slapd(superadmin, make_c
         r = superadmin.post("/admins/ldap-mappings/remove", {"directory": name, "kind": "group", "value": admins_group},
                             follow_redirects=True)
         assert "no mapping" in flashed_errors(text(r))[0]
+
+        # --- write-back: the form (the write-back account's bind is tested) and the dry run's table
+        alias = f"wb.s{tag}@{domain}"
+        node.app.directories.sync(name)
+        node.app.aliases.add(alias, [f"s{tag}@{domain}"])
+        r = superadmin.post(f"/directories/{name}/writeback/set", {
+            "enabled": "1", "pattern": "{login}", "mail_domain": domain, "bind_dn": ad.root_dn,
+            "bind_password": ad.root_password}, follow_redirects=True)
+        assert not flashed_errors(text(r)) and node.app.directories.show(name)["writeback"]["bind_dn"] == ad.root_dn
+        r = superadmin.post(f"/directories/{name}/writeback/plan", {})
+        assert f"+ proxyAddresses: smtp:{alias}" in text(r)[text(r).index('id="writeback-plan"'):]
+        node.app.aliases.remove(alias)
     finally:
         node.app.admins.unregister_authenticator(authenticator)
         try:
