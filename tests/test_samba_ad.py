@@ -296,7 +296,7 @@ def test_writeback_of_aliases_rupost_s_own_only_and_the_sync_agrees(node, samba,
         for summary in (report["sync"], d.sync(staff)):
             assert not [p for p in summary["problems"] if login in p], summary["problems"]
         account = next(a for a in d.accounts(staff) if a["login"] == login)
-        assert (account["mail"], account["aliases"]) == (mail, [hand])
+        assert (account["mail"], account["aliases"], account["written_aliases"]) == (mail, [hand], [drop, keep])
         assert aliases.show(keep)["destinations"] == [mail] and aliases.show(hand)["destinations"] == [mail]
         assert not [p for p in d.writeback(staff, dry_run=True)["planned"] if p["dn"] == dn and "changes" in p]
         # removed in RuPost: the sync does not bring it back from the entry; the write-back
@@ -310,6 +310,7 @@ def test_writeback_of_aliases_rupost_s_own_only_and_the_sync_agrees(node, samba,
         assert samba.entry(dn)["proxyAddresses"] == sorted(["X400:c=RU", f"SMTP:{mail}", f"smtp:{hand}",
                                                             f"smtp:{keep}"])
         assert aliases.show(hand)["destinations"] == [mail]
+        assert [a["written_aliases"] for a in d.accounts(staff) if a["login"] == login] == [[keep]]
     finally:
         d.writeback_set(staff, enabled=False)
         for address in (keep, shared):

@@ -137,7 +137,9 @@ LdapAccountPage = page_schema(Schema.from_dict(
     {"directory": fields.String(required=True), "id": fields.String(required=True),
      "login": fields.String(required=True, allow_none=True), "mail": fields.String(required=True, allow_none=True),
      "state": fields.String(required=True), "reason": fields.String(required=True, allow_none=True),
-     "aliases": fields.List(fields.String(), required=True), "dn": fields.String(required=True, allow_none=True)},
+     "aliases": fields.List(fields.String(), required=True), "dn": fields.String(required=True, allow_none=True),
+     "written_aliases": fields.List(fields.String(), required=True, metadata={
+         "description": "RuPost aliases the write-back wrote to the entry (RuPost's, not the directory's)."})},
     name="LdapAccount"), "LdapAccountPage")
 
 

@@ -176,7 +176,7 @@ def sync(c, name, force, dry_run, as_json):
 def accounts(c, name, state, limit, as_json):
     """Directory accounts materialised into mailboxes."""
     emit(c.app.directories.accounts(name, state, limit), as_json,
-         ["directory", "login", "mail", "state", "aliases", "reason"])
+         ["directory", "login", "mail", "state", "aliases", "written_aliases", "reason"])
 
 
 @ldap_domains.command("remove")
