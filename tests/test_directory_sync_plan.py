@@ -107,3 +107,20 @@ def test_a_local_mailbox_at_the_users_address_is_a_conflict_and_not_taken_over()
     assert plan.summary["conflicts"] == 1 and plan.summary["created"] == 0
     assert plan.summary["problems"] == [f"cn=local,ou=users,dc=corp: local@{DOMAIN} is already a mailbox not owned "
                                         "by this directory; not taken over"]
+
+
+def test_addresses_the_write_back_wrote_are_left_to_rupost():
+    """An extra address in the directory that RuPost's write-back wrote (``written_aliases``) is
+    RuPost's alias: the sync neither takes it over nor reports it while the alias exists, and
+    does not bring it back once it was removed in RuPost (the next write-back removes it); an
+    address set in the directory by hand is still adopted."""
+    mine, hand = f"mine@{DOMAIN}", f"hand@{DOMAIN}"
+    account = _account("ann", 10, written_aliases=[mine])
+    users = [_user("ann", extra=[mine, hand])]
+    for aliases in ((AliasRow(mine, f"ann@{DOMAIN}"),), ()):
+        existing = Existing(domain_ids={DOMAIN: 1}, accounts=(account,), mailboxes=(_mailbox("ann", 10),),
+                            aliases=aliases, linked=frozenset({10}))
+        plan = _plan(users, existing)
+        assert [a for a in plan.actions if isinstance(a, AddAlias)] == [AddAlias(hand, 1, f"ann@{DOMAIN}", True)]
+        assert plan.summary["problems"] == [] and plan.summary["aliases_removed"] == 0
+        assert [a.changes for a in plan.actions if isinstance(a, UpdateAccount)] == [{"aliases": [hand]}]

@@ -129,3 +129,33 @@ def test_writeback_adds_mail_proxyaddresses_and_the_class_only(node, ipa, bound)
         _imap_ok(node, f"{login}@{mail_domain}", "Wb-User-Pass-1")
     finally:
         d.writeback_set(name, enabled=False)
+
+
+def test_writeback_of_aliases_as_further_mail_values(node, ipa, bound):
+    """On 389-ds (FreeIPA / ALD Pro) a RuPost alias is a further `mail` value: the first one stays
+    the primary address (the sync renames nothing and adopts nothing), and the value goes when
+    the alias does."""
+    name, mail_domain = bound
+    login = f"al{uuid.uuid4().hex[:6]}"
+    mail, alias = f"{login}@{mail_domain}", f"alias.{login}@{mail_domain}"
+    dn, unique = ipa.add_user(login, mail, "Al-User-Pass-1")
+    d = node.app.directories
+    d.sync(name)
+    node.app.aliases.add(alias, [mail])
+    before = ipa.entry(dn)
+    d.writeback_set(name, pattern="{login}", bind_dn=ds.WRITEBACK_DN, bind_password=ds.WRITEBACK_PASSWORD)
+    try:
+        report = d.writeback(name)
+        assert [p["add"] for p in report["planned"] if p["dn"] == dn] == [[f"mail: {alias}"]], report
+        after = ipa.entry(dn)
+        assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == {"mail"}
+        assert after["mail"] == sorted([mail, alias])
+        for summary in (report["sync"], d.sync(name)):
+            assert summary["renamed"] == 0 and not [p for p in summary["problems"] if login in p], summary
+        account = next(a for a in d.accounts(name) if a["id"] == unique)
+        assert (account["mail"], account["aliases"]) == (mail, [])
+        node.app.aliases.remove(alias)
+        d.writeback(name)
+        assert ipa.entry(dn) == before
+    finally:
+        d.writeback_set(name, enabled=False)

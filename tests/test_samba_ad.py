@@ -226,11 +226,13 @@ def test_writeback_refusals_dry_run_and_only_mail_and_proxyaddresses_written(nod
     # the dry run says what it would write, and writes nothing; an address RuPost already
     # uses is never generated for an account
     taken = f"walter.writer@{sa.STAFF_DOMAIN}"
-    node.app.aliases.add(taken, [sa.STAFF["alice"].mail])
+    # (to two mailboxes: a distribution list, which the write-back of aliases skips)
+    node.app.aliases.add(taken, [sa.STAFF["alice"].mail, sa.STAFF["bob"].mail])
     d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.WRITEBACK_DN, bind_password=sa.WRITEBACK_PASSWORD)
     r = cli(node, "ldap-domains", "writeback", staff, "--dry-run")
     assert r.exit_code == 0, r.output
-    assert f"would write {wendy}: mail=wendy.writer@{sa.STAFF_DOMAIN}" in r.output
+    assert f"would write {wendy}: + mail: wendy.writer@{sa.STAFF_DOMAIN}; + proxyAddresses: SMTP:wendy.writer@" \
+        in r.output
     assert f"skip  {walter}: {taken}: the address belongs to a RuPost mailbox or alias" in r.output
     assert {dn: samba.entry(dn) for dn in (wendy, walter)} == before
     report = d.writeback(staff)
@@ -246,6 +248,73 @@ def test_writeback_refusals_dry_run_and_only_mail_and_proxyaddresses_written(nod
     assert samba.entry(walter) == before[walter]
     d.writeback_set(staff, enabled=False)
     node.app.aliases.remove(taken)
+
+
+def test_writeback_of_aliases_rupost_s_own_only_and_the_sync_agrees(node, samba, staff):
+    """RuPost aliases of a synced account go to proxyAddresses as smtp: values (SMTP: and the rest
+    of the entry untouched); the next sync neither adopts, duplicates nor removes them; an alias
+    removed in RuPost comes off the entry, the smtp: value an AD admin set by hand stays."""
+    from rupost.errors import NotFoundError
+    from rupost.services.directory_writeback_aliases import SEVERAL_TARGETS
+
+    d, aliases = node.app.directories, node.app.aliases
+    login = f"al{uuid.uuid4().hex[:6]}"
+    mail, hand = f"{login}@{sa.STAFF_DOMAIN}", f"hand.{login}@{sa.STAFF_DOMAIN}"
+    dn = samba.add_user(login, mail, "Al-Pass-1234", proxyAddresses=[f"SMTP:{mail}", f"smtp:{hand}", "X400:c=RU"])
+    d.sync(staff)
+    keep, drop, shared = (f"{p}.{login}@{sa.STAFF_DOMAIN}" for p in ("keep", "drop", "list"))
+    aliases.add(keep, [mail])
+    aliases.add(drop, [mail])
+    aliases.add(shared, [mail, sa.STAFF["alice"].mail])
+    before = samba.entry(dn)
+    d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.WRITEBACK_DN, bind_password=sa.WRITEBACK_PASSWORD)
+    try:
+        plan = [p for p in d.writeback(staff, dry_run=True)["planned"] if p["dn"] == dn]
+        assert [(p["add"], p["remove"]) for p in plan if "changes" in p] == \
+            [([f"proxyAddresses: smtp:{drop}", f"proxyAddresses: smtp:{keep}"], [])], plan
+        assert [(p["mail"], p["skipped"]) for p in plan if "skipped" in p] == [(shared, SEVERAL_TARGETS)]
+        assert samba.entry(dn) == before
+        # an account without the rights: the same refusal, naming what to grant; nothing recorded
+        d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.STAFF["petr"].dn,
+                        bind_password=sa.STAFF["petr"].password)
+        with pytest.raises(DirectoryError, match=r"may not write .*proxyAddresses .*grant it write access"):
+            d.writeback(staff)
+        assert samba.entry(dn) == before
+        assert node.app.audit.page(action="ldap_domain.writeback.refused", target=staff, limit=1)["total"]
+        d.writeback_set(staff, pattern="{given}.{surname}", bind_dn=sa.WRITEBACK_DN,
+                        bind_password=sa.WRITEBACK_PASSWORD)
+        report = d.writeback(staff)
+        after = samba.entry(dn)
+        changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+        assert changed - {"whenChanged", "uSNChanged", "replPropertyMetaData"} == {"proxyAddresses"}, changed
+        assert after["proxyAddresses"] == sorted(["X400:c=RU", f"SMTP:{mail}", f"smtp:{hand}", f"smtp:{keep}",
+                                                  f"smtp:{drop}"])
+        journal = node.app.audit.page(action="ldap_domain.writeback", target=staff, limit=1)["rows"][0]["details"]
+        assert {"dn": dn, "add": [f"proxyAddresses: smtp:{drop}", f"proxyAddresses: smtp:{keep}"], "remove": []} \
+            in journal["changes"]
+        # the sync after it (in the run, and again) takes none of them over and reports nothing
+        for summary in (report["sync"], d.sync(staff)):
+            assert not [p for p in summary["problems"] if login in p], summary["problems"]
+        account = next(a for a in d.accounts(staff) if a["login"] == login)
+        assert (account["mail"], account["aliases"], account["written_aliases"]) == (mail, [hand], [drop, keep])
+        assert aliases.show(keep)["destinations"] == [mail] and aliases.show(hand)["destinations"] == [mail]
+        assert not [p for p in d.writeback(staff, dry_run=True)["planned"] if p["dn"] == dn and "changes" in p]
+        # removed in RuPost: the sync does not bring it back from the entry; the write-back
+        # removes RuPost's value and keeps the one set by hand
+        aliases.remove(drop)
+        d.sync(staff)
+        with pytest.raises(NotFoundError):
+            aliases.show(drop)
+        r = cli(node, "ldap-domains", "writeback", staff)
+        assert r.exit_code == 0 and f"write {dn}: - proxyAddresses: smtp:{drop}" in r.output, r.output
+        assert samba.entry(dn)["proxyAddresses"] == sorted(["X400:c=RU", f"SMTP:{mail}", f"smtp:{hand}",
+                                                            f"smtp:{keep}"])
+        assert aliases.show(hand)["destinations"] == [mail]
+        assert [a["written_aliases"] for a in d.accounts(staff) if a["login"] == login] == [[keep]]
+    finally:
+        d.writeback_set(staff, enabled=False)
+        for address in (keep, shared):
+            aliases.remove(address)
 
 
 # ----------------------------------------------------------------- paging

@@ -21,6 +21,9 @@ from .schemas_admin import (
     LdapSyncSchema,
     LdapTestArgs,
     LdapTestSchema,
+    LdapWritebackRunSchema,
+    LdapWritebackSetSchema,
+    LdapWritebackSettingsSchema,
 )
 
 bp = blueprint("ldap_domains", "/ldap-domains", "LDAP domains: directories whose users are materialised as "
@@ -100,6 +103,33 @@ class LdapDomainSync(MethodView):
             return dict(rp.directories.sync(directory, force=force, dry_run=dry_run))
 
         return accepted("ldap-sync", work)
+
+
+@bp.route("/<string:name>/writeback")
+class LdapDomainWriteback(MethodView):
+    @level("super")
+    @bp.arguments(LdapWritebackSetSchema)
+    @bp.response(200, LdapWritebackSettingsSchema)
+    def put(self, data, name):
+        """Turn write-back (guide §7.5) on with its pattern, mail domain and separate write-back
+        account, or off (`enabled` false); the account's bind is tested unless `check` is false."""
+        return g.rp.directories.writeback_set(name, **data)
+
+    @level("super")
+    @bp.arguments(LdapWritebackRunSchema)
+    @bp.response(202, JobSchema)
+    def post(self, data, name):
+        """Write the generated primary addresses and the RuPost aliases to the directory's
+        accounts, then sync, as a job; its result lists per entry what is added and removed and
+        what is skipped, with the reason (`dry_run`: nothing is written)."""
+        directory = g.rp.directories.show(name)["name"]  # 404 now, not in the job
+        dry_run = data["dry_run"]
+
+        def work(rp, progress):
+            progress(5, f"reading the accounts of LDAP domain {directory}")
+            return rp.directories.writeback(directory, dry_run=dry_run)
+
+        return accepted("ldap-writeback", work)
 
 
 @bp.route("/<string:name>/accounts")

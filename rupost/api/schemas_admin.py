@@ -104,6 +104,31 @@ class LdapSyncSchema(Schema):
     dry_run = fields.Boolean(load_default=False)
 
 
+class LdapWritebackSetSchema(Schema):
+    enabled = fields.Boolean(load_default=True, metadata={"description": "False turns write-back off."})
+    pattern = fields.String(load_default="{login}", validate=validate.Length(1, 128), metadata={
+        "description": "Local part of the generated address: {login}, {given}, {surname}."})
+    mail_domain = fields.String(load_default="", validate=validate.Length(0, 253), metadata={
+        "description": "Domain of the generated addresses (default: the first bound one)."})
+    bind_dn = fields.String(load_default="", validate=validate.Length(0, 1024), metadata={
+        "description": "The write-back account (write rights on mail and proxyAddresses only)."})
+    bind_password = fields.String(load_default="", validate=validate.Length(0, 1024), load_only=True)
+    check = fields.Boolean(load_default=True, metadata={"description": "Test the write-back account's bind."})
+
+
+class LdapWritebackSettingsSchema(Schema):
+    name = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+    pattern = fields.String()
+    mail_domain = fields.String()
+    bind_dn = fields.String()
+
+
+class LdapWritebackRunSchema(Schema):
+    dry_run = fields.Boolean(load_default=False, metadata={
+        "description": "Only report what would be added and removed per entry, and what is skipped."})
+
+
 class LdapAccountArgs(Schema):
     state = fields.String(validate=validate.Length(1, 32), metadata={"description": "active, disabled, deleted..."})
 
@@ -112,7 +137,9 @@ LdapAccountPage = page_schema(Schema.from_dict(
     {"directory": fields.String(required=True), "id": fields.String(required=True),
      "login": fields.String(required=True, allow_none=True), "mail": fields.String(required=True, allow_none=True),
      "state": fields.String(required=True), "reason": fields.String(required=True, allow_none=True),
-     "aliases": fields.List(fields.String(), required=True), "dn": fields.String(required=True, allow_none=True)},
+     "aliases": fields.List(fields.String(), required=True), "dn": fields.String(required=True, allow_none=True),
+     "written_aliases": fields.List(fields.String(), required=True, metadata={
+         "description": "RuPost aliases the write-back wrote to the entry (RuPost's, not the directory's)."})},
     name="LdapAccount"), "LdapAccountPage")
 
 

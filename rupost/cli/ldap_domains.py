@@ -176,7 +176,7 @@ def sync(c, name, force, dry_run, as_json):
 def accounts(c, name, state, limit, as_json):
     """Directory accounts materialised into mailboxes."""
     emit(c.app.directories.accounts(name, state, limit), as_json,
-         ["directory", "login", "mail", "state", "aliases", "reason"])
+         ["directory", "login", "mail", "state", "aliases", "written_aliases", "reason"])
 
 
 @ldap_domains.command("remove")
@@ -227,7 +227,8 @@ def writeback_set(c, name, pattern, mail_domain, bind_dn, bind_password_stdin, d
 @json_option
 @pass_ctx
 def writeback(c, name, dry_run, as_json):
-    """Write generated addresses to the directory's accounts that have none, then sync."""
+    """Write generated addresses to the directory's accounts that have none, and the RuPost
+    aliases of those with a mailbox (removing the ones RuPost wrote whose alias is gone), then sync."""
     report = c.app.directories.writeback(name, dry_run=dry_run)
     if as_json:
         emit(report, True)
@@ -235,9 +236,9 @@ def writeback(c, name, dry_run, as_json):
     for item in report["planned"]:
         if "skipped" in item:
             click.echo(f"skip  {item['dn']}: {item['mail']}: {item['skipped']}")
-        else:
-            click.echo(f"{'would write' if dry_run else 'write'} {item['dn']}: mail={item['mail']}, "
-                       f"proxyAddresses+=SMTP:{item['mail']}")
+        elif "changes" in item:
+            changes = "; ".join([f"+ {a}" for a in item["add"]] + [f"- {r}" for r in item["remove"]])
+            click.echo(f"{'would write' if dry_run else 'write'} {item['dn']}: {changes}")
     if not dry_run:
         click.echo(f"{report['written']} account(s) written")
 

@@ -105,6 +105,9 @@ class DirectoryAccount(DataBase):
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | disabled | deleted | conflict
     state_reason: Mapped[str] = mapped_column(Text, default="")
     aliases: Mapped[list] = mapped_column(JSONB, default=list)  # extra addresses materialised as aliases
+    # RuPost aliases the write-back wrote to the entry: RuPost's, not the directory's (the sync
+    # leaves them alone; only they are removed from the entry when their alias goes)
+    written_aliases: Mapped[list] = mapped_column(JSONB, default=list, server_default="[]")
     groups: Mapped[list] = mapped_column(JSONB, default=list)  # memberOf DNs
     gal: Mapped[dict] = mapped_column(JSONB, default=dict)  # GAL field -> value (guide §7.7)
     synced_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())

@@ -659,4 +659,27 @@ RU = {
     "Mail flow by domain": "Почтовый поток по доменам",
     "Statistics kept, days": "Статистика хранится, дней",
     "Retention saved.": "Срок хранения сохранён.",
+    # LDAP domain page: write-back (guide §7.5)
+    "Write-back": "Обратная запись",
+    "RuPost writes a generated primary address to accounts without mail, and the RuPost aliases of their "
+    "mailboxes (proxyAddresses smtp: in AD, further mail values in FreeIPA / ALD Pro), with a separate account "
+    "that may write only these attributes. Values set in the directory by hand are never removed.":
+        "RuPost записывает сгенерированный основной адрес учётным записям без mail и псевдонимы RuPost их "
+        "почтовых ящиков (proxyAddresses smtp: в AD, дополнительные значения mail во FreeIPA / ALD Pro) от имени "
+        "отдельной учётной записи, которой разрешено писать только эти атрибуты. Значения, заданные в каталоге "
+        "вручную, никогда не удаляются.",
+    "write-back enabled": "обратная запись включена",
+    "Address pattern (local part: {login}, {given}, {surname})":
+        "Шаблон адреса (локальная часть: {login}, {given}, {surname})",
+    "Mail domain of the generated addresses": "Почтовый домен сгенерированных адресов",
+    "Write-back account DN": "DN учётной записи для обратной записи",
+    "Write-back account password": "Пароль учётной записи для обратной записи",
+    "Dry run: show the planned changes": "Пробный запуск: показать планируемые изменения",
+    "Write back now": "Записать сейчас",
+    "Entry": "Запись каталога",
+    "Planned change": "Планируемое изменение",
+    "skipped": "пропущено",
+    "Nothing to write.": "Записывать нечего.",
+    "Write-back saved.": "Обратная запись сохранена.",
+    "Write-back turned off.": "Обратная запись выключена.",
 }

@@ -394,7 +394,8 @@ class DirectoryService(DirectoryAdmins, DirectoryWriteback, DirectoryKerberos):
             if state:
                 q = q.where(DirectoryAccount.state == state)
             return [{"directory": a.directory, "id": a.stable_id, "login": a.login, "mail": a.mail, "state": a.state,
-                     "reason": a.state_reason, "aliases": list(a.aliases or []), "dn": a.dn} for a in s.scalars(q)]
+                     "reason": a.state_reason, "aliases": list(a.aliases or []), "dn": a.dn,
+                     "written_aliases": list(a.written_aliases or [])} for a in s.scalars(q)]
 
     # ================================================================ GAL
     def gal(self, search: str = "", limit: int = 100) -> builtins.list[dict]:

@@ -64,7 +64,8 @@ class DirectoryRows:
         return Existing(
             domain_ids={name: d.id for name, d in self.domains.items()},
             accounts=tuple(AccountRow(a.stable_id, a.mailbox_id, a.dn, a.login, a.mail, a.state, a.state_reason,
-                                      list(a.aliases), list(a.groups), dict(a.gal), a.synced_at)
+                                      list(a.aliases), list(a.groups), dict(a.gal), a.synced_at,
+                                      list(a.written_aliases or []))
                            for a in self.accounts.values()),
             mailboxes=tuple(MailboxRow(m.id, m.address, m.password_hash, m.enabled, m.display_name)
                             for m in self.mailboxes.values()),

@@ -81,6 +81,7 @@ class AccountRow:
     groups: list[str] = field(default_factory=list)
     gal: dict = field(default_factory=dict)
     synced_at: dt.datetime | None = None
+    written_aliases: list[str] = field(default_factory=list)  # RuPost's own (write-back), not the directory's
 
 
 @dataclass(frozen=True)
@@ -438,8 +439,12 @@ class _Planner:
                 self.summary["problems"].append(f"{u.dn}: extra address {address} is not in a mail domain of this "
                                                 "directory; ignored")
         kept = []
+        # what the write-back wrote is RuPost's alias shown in the directory, not the directory's
+        # address: neither adopted nor reported (its removal is written back by the next write-back)
+        written = set(acc.written_aliases)
         for address in extra:
-            if _domain_of(address) in self.bound and self._keep_extra_address(acc, mb, u, address):
+            if _domain_of(address) in self.bound and address not in written and \
+                    self._keep_extra_address(acc, mb, u, address):
                 kept.append(address)
         for address in acc.aliases:
             if address not in kept and address in self.aliases and self.aliases[address].destinations == mb.address:

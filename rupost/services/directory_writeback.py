@@ -4,7 +4,9 @@ For the accounts RuPost provisions (enabled users the LDAP domain selects that h
 ``mail`` yet) RuPost generates the primary address from the login by a per-domain pattern
 (``{login}``, ``{given}``, ``{surname}``) and writes it to ``mail`` and, as ``SMTP:...``, to
 ``proxyAddresses`` (FreeIPA / ALD Pro: with the auxiliary class ``ruPostMailAccount``). The next
-sync then creates the mailbox. Nothing else in the entry is touched.
+sync then creates the mailbox. For accounts that have a mailbox, the RuPost aliases of that
+mailbox are written next to the primary address (rupost.services.directory_writeback_aliases,
+which also holds the ownership rule with the sync). Nothing else in the entry is touched.
 
 It binds with a **separate account** (not the read-only service account) that needs write
 rights on ``mail`` and ``proxyAddresses`` only (guide §7.6); a refusal names the account, the
@@ -26,6 +28,7 @@ from rupost.ldap.settings import settings_of
 from .. import validation
 from ..db.models import Alias, Mailbox
 from ..errors import ValidationError
+from . import directory_writeback_aliases as wa
 
 if TYPE_CHECKING:
     from ..db.directory_models import LdapDomain
@@ -91,35 +94,59 @@ class DirectoryWriteback:
         return {"name": name, **{k: v for k, v in config.items() if k != "bind_password"}}
 
     def writeback_plan(self, name: str) -> tuple[dl.Settings, dict, list[dict]]:
-        """(settings, write-back config, [{dn, login, mail, changes} | {dn, login, skipped}])."""
+        """(settings, write-back config, plan): per entry to write {dn, login, mail, changes, add,
+        remove} (the primary address of an account without one, or the aliases of one with a
+        mailbox), per skipped address {dn, login, mail, skipped}."""
         with self.app.dbs.session("main") as s:
             row = self._row(s, name)
-            settings, config = settings_of(row), dict(row.writeback or {})
+            settings, config, bound = settings_of(row), dict(row.writeback or {}), set(row.mail_domains)
         if not config.get("enabled"):
             raise ValidationError(f"write-back is not enabled for LDAP domain {name} "
                                   f"(rupost ldap-domains writeback-set {name} --bind-dn ... --pattern ...)")
-        profile = settings.profile
-        attrs = [profile.login_attr, "givenName", "sn", "objectClass", "proxyAddresses"]
-        flt = dl.user_filter(settings, profile.enabled_filter, "(!(mail=*))")
         conn = dl.connect(settings)
         try:
-            users = list(dl.search(conn, settings, settings.base_dn, flt, attrs))
-            plan: list[dict] = []
-            planned: set[str] = set()
-            for dn, raw in users:
-                login = dl.first(raw, profile.login_attr)
-                local = generate_local(config["pattern"], login, dl.first(raw, "givenName"), dl.first(raw, "sn"))
-                address = f"{local}@{config['mail_domain']}"
-                why = self._address_problem(conn, settings, address, planned)
-                if why:
-                    plan.append({"dn": dn, "login": login, "mail": address, "skipped": why})
-                    continue
-                planned.add(address)
-                plan.append({"dn": dn, "login": login, "mail": address,
-                             "changes": _changes(profile.kind, address, dl.texts(raw, "objectClass"))})
+            plan = self._primary_plan(conn, settings, config) + self._alias_plan(conn, settings, bound)
         finally:
             conn.unbind()
         return settings, config, plan
+
+    def _primary_plan(self, conn: ldap3.Connection, settings: dl.Settings, config: dict) -> list[dict]:
+        profile = settings.profile
+        attrs = [profile.login_attr, "givenName", "sn", "objectClass", "proxyAddresses"]
+        flt = dl.user_filter(settings, profile.enabled_filter, "(!(mail=*))")
+        plan: list[dict] = []
+        planned: set[str] = set()
+        for dn, raw in list(dl.search(conn, settings, settings.base_dn, flt, attrs)):
+            login = dl.first(raw, profile.login_attr)
+            local = generate_local(config["pattern"], login, dl.first(raw, "givenName"), dl.first(raw, "sn"))
+            address = f"{local}@{config['mail_domain']}"
+            why = self._address_problem(conn, settings, address, planned)
+            if why:
+                plan.append({"dn": dn, "login": login, "mail": address, "skipped": why})
+                continue
+            planned.add(address)
+            changes = _changes(profile.kind, address, dl.texts(raw, "objectClass"))
+            plan.append({"dn": dn, "login": login, "mail": address, "changes": changes,
+                         "add": [f"{attr}: {v}" for attr, ops in changes.items() for _, values in ops
+                                 for v in values], "remove": []})
+        return plan
+
+    def _alias_plan(self, conn: ldap3.Connection, settings: dl.Settings, bound: set[str]) -> list[dict]:
+        accounts = wa.read_accounts(self.app, settings.name)
+        if not accounts:
+            return []
+        profile = settings.profile
+        attrs = [profile.id_attr, profile.login_attr, "mail", "proxyAddresses"]
+        plan: list[dict] = []
+        for dn, raw in list(dl.search(conn, settings, settings.base_dn, dl.user_filter(settings, "(mail=*)"),
+                                      attrs)):
+            acc = accounts.get(dl.stable_id(profile, raw))
+            if acc is None:
+                continue  # not materialised (yet): the sync decides about it
+            user = dl.to_user(profile, dn, raw)
+            plan += wa.plan_entry(profile.kind, bound, dn, user.login, user.mail, raw, acc,
+                                  lambda address: self._in_directory(conn, settings, address))
+        return plan
 
     def _address_problem(self, conn: ldap3.Connection, settings: dl.Settings, address: str,
                          planned: set[str]) -> str:
@@ -133,17 +160,27 @@ class DirectoryWriteback:
             if s.scalar(select(Mailbox.id).where(Mailbox.address == address)) or \
                     s.scalar(select(Alias.id).where(Alias.address == address)):
                 return "the address belongs to a RuPost mailbox or alias"
-        flt = f"(|(mail={dl.escape(address)})(proxyAddresses=smtp:{dl.escape(address)}))"
-        if any(True for _ in dl.search(conn, settings, settings.base_dn, flt, ["1.1"], size_limit=1)):
+        if self._in_directory(conn, settings, address):
             return "the address is already an account's mail or proxyAddresses in the directory"
         return ""
 
+    @staticmethod
+    def _in_directory(conn: ldap3.Connection, settings: dl.Settings, address: str) -> bool:
+        flt = f"(|(mail={dl.escape(address)})(proxyAddresses=smtp:{dl.escape(address)}))"
+        return any(True for _ in dl.search(conn, settings, settings.base_dn, flt, ["1.1"], size_limit=1))
+
     def writeback(self, name: str, dry_run: bool = False) -> dict:
-        """Write the generated addresses (or, with dry_run, only say which), then sync."""
+        """Write the generated addresses and the aliases (or, with dry_run, only say which),
+        then sync."""
         settings, config, plan = self.writeback_plan(name)
         todo = [p for p in plan if "changes" in p]
         report: dict[str, Any] = {"name": name, "dry_run": dry_run, "planned": plan, "written": 0}
-        if dry_run or not todo:
+        if dry_run:
+            return report
+        for item in plan:  # recorded aliases already gone from RuPost and from the entry
+            if "changes" not in item and "written_aliases" in item:
+                wa.record_written(self.app, settings.name, item["stable_id"], item["written_aliases"])
+        if not todo:
             return report
         conn = dl.connect(settings, config["bind_dn"], config["bind_password"], read_only=False)
         try:
@@ -153,11 +190,13 @@ class DirectoryWriteback:
                     self.app.audit.record("ldap_domain.writeback.refused", name, dn=item["dn"],
                                           written=report["written"], code=result.get("description"))
                     raise dl.DirectoryError(_refusal(config["bind_dn"], item, result, report["written"]))
+                if "written_aliases" in item:  # at once: a later refusal must not lose what is written
+                    wa.record_written(self.app, settings.name, item["stable_id"], item["written_aliases"])
                 report["written"] += 1
         finally:
             conn.unbind()
         self.app.audit.record("ldap_domain.writeback", name, written=report["written"],
-                              addresses=[p["mail"] for p in todo][:50])
+                              changes=[{"dn": p["dn"], "add": p["add"], "remove": p["remove"]} for p in todo][:50])
         report["sync"] = self.sync(name)  # type: ignore[attr-defined]  # DirectoryService's
         return report
 

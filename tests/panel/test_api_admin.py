@@ -81,11 +81,27 @@ def test_ldap_domain_added_tested_synced_and_removed(node, superapi, api, domain
     assert_problem(superapi.patch(f"/ldap-domains/{name}", json={"timeout": 8}, headers={"If-Match": tag}), 412)
     assert node.app.directories.show(name)["timeout"] == 7
 
+    # write-back (guide §7.5): settings by PUT, the run as a job whose result is the report
+    wb = {"bind_dn": slapd.service_dn, "bind_password": slapd.service_password}
+    assert "separate account" in assert_problem(superapi.request("PUT", f"/ldap-domains/{name}/writeback",
+                                                                 json=wb), 422)["detail"]
+    wb = {"bind_dn": slapd.root_dn, "bind_password": slapd.root_password}
+    assert superapi.request("PUT", f"/ldap-domains/{name}/writeback", json=wb).get_json() == {
+        "name": name, "enabled": True, "pattern": "{login}", "mail_domain": domain, "bind_dn": slapd.root_dn}
+    node.app.aliases.add(f"api.{login}@{domain}", [f"{login}@{domain}"])
+    job = wait_job(superapi, superapi.post(f"/ldap-domains/{name}/writeback", json={"dry_run": True}).get_json()["id"])
+    assert job["status"] == "done" and [p["add"] for p in job["result"]["planned"] if "changes" in p] == [
+        [f"proxyAddresses: smtp:api.{login}@{domain}"]], job
+    assert superapi.request("PUT", f"/ldap-domains/{name}/writeback", json={"enabled": False}).status_code == 200
+    assert node.app.directories.show(name)["writeback"] == {}
+    node.app.aliases.remove(f"api.{login}@{domain}")
+
     scoped = api(make_token(node, "domain_admin", [domain])[1])
     assert_problem(scoped.get("/ldap-domains"), 403)
     readonly = api(make_token(node, "readonly")[1])
     assert readonly.get(f"/ldap-domains/{name}").status_code == 200
     assert_problem(readonly.post(f"/ldap-domains/{name}/sync", json={}), 403)
+    assert_problem(readonly.post(f"/ldap-domains/{name}/writeback", json={"dry_run": True}), 403)
     assert_problem(superapi.delete(f"/ldap-domains/{name}"), 409)  # materialised accounts: force needed
     removed = superapi.delete(f"/ldap-domains/{name}?force=true").get_json()
     assert removed == {"name": name, "disabled_mailboxes": 1}

@@ -23,7 +23,8 @@ NEW_ENDPOINTS = [("/directories/{d}/edit", {"uris": "ldap://x.test"}), ("/direct
                  ("/directories/filters/{f}/set", {"filter": "(cn=x)"}), ("/directories/filters/{f}/remove", {}),
                  ("/admins/ldap-mappings/add", {"directory": "{d}", "kind": "user", "value": "x", "role": "readonly"}),
                  ("/admins/ldap-mappings/remove", {"directory": "{d}", "kind": "user", "value": "{u}"}),
-                 ("/quota/measure", {})]
+                 ("/quota/measure", {}), ("/directories/{d}/writeback/set", {"enabled": ""}),
+                 ("/directories/{d}/writeback/plan", {}), ("/directories/{d}/writeback/run", {})]
 INJECTIONS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>', "*)(uid=*", "(cn=*)(|(uid=*",
               "x)(objectClass=*", "\\2a)(|(cn=*", "'; DROP TABLE ldap_domains; --", "../../etc/passwd"]
 
@@ -291,6 +292,18 @@ def test_filters_and_ldap_administrators_against_a_real_slapd(superadmin, make_c
         r = superadmin.post("/admins/ldap-mappings/remove", {"directory": name, "kind": "group", "value": admins_group},
                             follow_redirects=True)
         assert "no mapping" in flashed_errors(text(r))[0]
+
+        # --- write-back: the form (the write-back account's bind is tested) and the dry run's table
+        alias = f"wb.s{tag}@{domain}"
+        node.app.directories.sync(name)
+        node.app.aliases.add(alias, [f"s{tag}@{domain}"])
+        r = superadmin.post(f"/directories/{name}/writeback/set", {
+            "enabled": "1", "pattern": "{login}", "mail_domain": domain, "bind_dn": ad.root_dn,
+            "bind_password": ad.root_password}, follow_redirects=True)
+        assert not flashed_errors(text(r)) and node.app.directories.show(name)["writeback"]["bind_dn"] == ad.root_dn
+        r = superadmin.post(f"/directories/{name}/writeback/plan", {})
+        assert f"+ proxyAddresses: smtp:{alias}" in text(r)[text(r).index('id="writeback-plan"'):]
+        node.app.aliases.remove(alias)
     finally:
         node.app.admins.unregister_authenticator(authenticator)
         try:
@@ -386,6 +399,38 @@ def test_quota_use_is_measured_from_dovecot_and_shown_per_scope(superadmin, admi
     assert small not in [m["address"] for m in QuotaUsageService(node.app).summary([domain])["largest"]]
 
 
+def test_writeback_form_refusals_settings_and_dry_run_errors(superadmin, node, directory):
+    """The write-back form on the LDAP domain page: its refusals are the service's messages, the
+    password is never shown back, the dry run reports why it cannot run, disabling is audited.
+    (What the write-back writes is tested against Samba AD and 389-ds: tests/test_samba_ad.py,
+    tests/test_ds389.py.)"""
+    d = node.app.directories
+    page = text(superadmin.get(f"/directories/{directory}/edit"))
+    assert 'id="writeback-settings"' in page and 'id="writeback-dry-run"' not in page  # not enabled yet
+    r = superadmin.post(f"/directories/{directory}/writeback/plan", {}, follow_redirects=True)
+    assert "write-back is not enabled" in flashed_errors(text(r))[0]
+    form = {"enabled": "1", "pattern": "{login}", "mail_domain": d.show(directory)["mail_domains"][0],
+            "bind_dn": "uid=rupost,dc=corp,dc=example", "bind_password": "wb-secret-1"}
+    r = superadmin.post(f"/directories/{directory}/writeback/set", form, follow_redirects=True)
+    assert "separate account" in flashed_errors(text(r))[0]  # the service account itself
+    r = superadmin.post(f"/directories/{directory}/writeback/set", {**form, "pattern": "{nickname}"},
+                        follow_redirects=True)
+    assert "write-back pattern '{nickname}'" in flashed_errors(text(r))[0]
+    form["bind_dn"] = "uid=rupost-wb,dc=corp,dc=example"
+    r = superadmin.post(f"/directories/{directory}/writeback/set", form, follow_redirects=True)
+    assert "no server could be used" in flashed_errors(text(r))[0]  # the bind is tested: nothing listens
+    assert d.show(directory)["writeback"] == {}
+    d.writeback_set(directory, bind_dn=form["bind_dn"], bind_password="wb-secret-1", check=False)
+    page = text(superadmin.get(f"/directories/{directory}/edit"))
+    assert 'id="writeback-dry-run"' in page and 'id="writeback-run"' in page and "uid=rupost-wb" in page
+    assert "wb-secret-1" not in page
+    r = superadmin.post(f"/directories/{directory}/writeback/plan", {}, follow_redirects=True)
+    assert "no server could be used" in flashed_errors(text(r))[0]
+    superadmin.post(f"/directories/{directory}/writeback/set", {"enabled": ""})
+    assert d.show(directory)["writeback"] == {}
+    assert audit_rows(node, "ldap_domain.writeback.disable", directory)[-1].source == "panel"
+
+
 def test_every_new_text_is_translated_and_pages_render_in_english(superadmin, node, directory):
     from rupost.panel.catalogue_ru import RU
 
@@ -397,6 +442,8 @@ def test_every_new_text_is_translated_and_pages_render_in_english(superadmin, no
             r = superadmin.get(path)
             assert r.status_code == 200 and "RuPost" in text(r), path
         assert "Remove this LDAP domain" in text(superadmin.get(f"/directories/{directory}/edit"))
+        assert "Dry run: show the planned changes" not in text(superadmin.get(f"/directories/{directory}/edit"))
+        assert "write-back enabled" in text(superadmin.get(f"/directories/{directory}/edit"))
         assert "LDAP administrators" in text(superadmin.get("/admins/"))
     finally:
         superadmin.post("/language", {"lang": "ru"})

@@ -3,8 +3,9 @@ the named LDAP filters (the members of dynamic distribution lists): add, edit, t
 
 Node-wide: domain administrators get 403. Read-only administrators see the lists and may
 run a connection test or a filter preview (they read the directory and change nothing);
-adding, editing, removing and syncing are for superadministrators. A sync runs as a
-background job (``rupost.panel.jobs``) because a large directory takes a while.
+adding, editing, removing, syncing and the write-back are for superadministrators. A sync
+and a write-back run as background jobs (``rupost.panel.jobs``) because a large directory
+takes a while; the write-back's dry run is shown on the LDAP domain's page.
 Everything calls ``rupost.services.directories`` and the ``ldap_filters`` service, the
 same calls as ``rupost ldap-domains`` and ``rupost ldap-filters`` (audited there); the
 service account password is never shown back, and an empty password field when editing
@@ -134,6 +135,53 @@ def sync(name):
                 "steps": [{"step": "problem", "ok": False, "detail": p} for p in r.get("problems", [])[:50]]}
 
     job_id = jobs.submit(g.rp, "ldap-sync", work)
+    return redirect(url_for("jobs.show", job_id=job_id))
+
+
+# ---------------------------------------------------------------- write-back (guide §7.5)
+@bp.route("/<name>/writeback/set", methods=["POST"])
+@requires("super")
+def writeback_set(name):
+    form = request.form
+    enabled = form.get("enabled") == "1"
+    attempt(lambda: g.rp.directories.writeback_set(
+        name, enabled=enabled, pattern=form.get("pattern", "")[:128], mail_domain=form.get("mail_domain", "")[:253],
+        bind_dn=form.get("bind_dn", "")[:2000], bind_password=form.get("bind_password", "")[:1000]),
+        "Write-back saved." if enabled else "Write-back turned off.")
+    return redirect(url_for("directories.edit", name=name) + "#writeback")
+
+
+@bp.route("/<name>/writeback/plan", methods=["POST"])
+@requires("super")
+def writeback_plan(name):
+    """The dry run: what the write-back would add and remove per entry, and what it skips."""
+    try:
+        current = g.rp.directories.show(name)
+        plan = g.rp.directories.writeback(current["name"], dry_run=True)["planned"]
+    except RuPostError as exc:
+        fail(str(exc))
+        return redirect(url_for("directories.edit", name=name) + "#writeback")
+    return render("directory_edit.html", d=current, ca_pem=g.rp.directories.get_settings(name).ca_pem,
+                  kinds=KINDS, securities=SECURITY, plan=plan)
+
+
+@bp.route("/<name>/writeback/run", methods=["POST"])
+@requires("super")
+def writeback_run(name):
+    if not attempt(lambda: g.rp.directories.show(name)):
+        return redirect(url_for("directories.index"))
+    directory = g.rp.directories.show(name)["name"]
+
+    def work(rp, progress):
+        progress(5, f"reading the accounts of LDAP domain {directory}")
+        r = rp.directories.writeback(directory)
+        steps = [{"step": item["dn"], "ok": "skipped" not in item,
+                  "detail": f"{item['mail']}: {item['skipped']}" if "skipped" in item else
+                  "; ".join([f"+ {a}" for a in item["add"]] + [f"- {x}" for x in item["remove"]])}
+                 for item in r["planned"] if "skipped" in item or "changes" in item]
+        return {"result": f"{r['name']}: {r['written']} entr(ies) written", "steps": steps[:200]}
+
+    job_id = jobs.submit(g.rp, "ldap-writeback", work)
     return redirect(url_for("jobs.show", job_id=job_id))
 
 
