@@ -43,6 +43,7 @@ RESOURCES = [
     "resources",
     "reports",
     "migrations",
+    "maintenance",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
