@@ -23,8 +23,6 @@ FACES = {"cli": [*(ROOT / "cli").glob("*.py")], "api": [*(ROOT / "api").glob("*.
          "panel": [*(ROOT / "panel" / "areas").glob("*.py"), ROOT / "panel" / "jobs.py"]}
 
 INTERNAL = "internal to authentication or journaling, not an administrator's action"
-API_LATER = "not in the API yet (issue 30: the remaining resources of priority 4)"
-PANEL_LATER = "no panel page yet (issue 30's parity list: a page of its own to build)"
 NODE_LOCAL = "acts on the daemons of the node it runs on: the CLI's (root on that node), not a remote face's"
 PAGED = "this face lists through the paged, SQL-filtered variant (page) instead"
 SHOW_IN_LIST = "the CLI shows the object in its list (--json)"
@@ -44,7 +42,8 @@ REASONS: dict[str, dict[str, str]] = {
                                    "api": "tokens have no password"},
     "admins.set_language": {"cli": "the panel's language, chosen in the panel", "api": "the panel's language"},
     "admins.show": {"cli": SHOW_IN_LIST},
-    "admins.lockouts": {"cli": "rupost admins unlock names the key; the list is the panel's page and GET /api/v1/security/lockouts"},
+    "admins.lockouts": {"cli": "rupost admins unlock names the key; the list is the panel's page and "
+                               "GET /api/v1/security/lockouts"},
     "admins.*": {"api": "administrators are managed by people in the panel or by root: a token cannot make or "
                         "change the accounts that make tokens"},
     "admins.rotate_session_key": {"panel": "rotating the key ends every session, the panel's own included: root "
@@ -69,10 +68,6 @@ REASONS: dict[str, dict[str, str]] = {
     "certificates.domain_note": {"panel": "shown by the domains page through certificates"},
     "directories.get_settings": {"cli": INTERNAL, "api": "the settings with the service account's password: the "
                                                          "API shows them without it (directories.show)"},
-    "directories.accounts": {"panel": PANEL_LATER},
-    "directories.gal": {"panel": PANEL_LATER},
-    "directories.max_drop_share": {"panel": PANEL_LATER},
-    "directories.set_max_drop_share": {"panel": PANEL_LATER},
     "directories.sync_all": {"panel": "the panel syncs one LDAP domain at a time (directories.sync)",
                              "api": "the API syncs one LDAP domain at a time (a job each); the scheduler syncs all"},
     "nodes.agent_alive": {"cli": INTERNAL, "api": INTERNAL},
@@ -103,7 +98,6 @@ REASONS: dict[str, dict[str, str]] = {
     "distribution_lists.set": {"panel": "the list page's forms post field by field to the same service calls"},
     "dkim.apply": {"api": "rewrites OpenDKIM's files from the database: a repair on the node (rupost domains dkim "
                             "apply); generating and rotating apply it already", "panel": "see the API's reason"},
-    "dns_records.check": {"panel": PANEL_LATER},
     "dns_records.zone_text": {"api": "the API gives the records as JSON (dns_records.records); the zone text is "
                                      "the CLI's rendering of them",
                               "panel": "the panel shows the records as a table (dns_records.records)"},
@@ -122,12 +116,9 @@ REASONS: dict[str, dict[str, str]] = {
     "push.run": {"api": "the dispatcher of the node's service", "panel": "see the API's reason"},
     "rollouts.*": {"api": "the API's deploy job runs a rolling deploy on a cluster (jobs.deploy_work)"},
     "session_peaks.record": {"api": INTERNAL, "panel": INTERNAL},
-    "srs.*": {"panel": PANEL_LATER},
     "stats.ingest": {"api": "run by the scheduler on each node", "panel": "run by the scheduler on each node"},
     "stats.positions": {"api": INTERNAL, "panel": INTERNAL},
-    "templates.diff": {"panel": PANEL_LATER},
-    "templates.export": {"api": "the template document (GET /api/v1/templates/{name}) carries the text it exports",
-                         "panel": PANEL_LATER},
+    "templates.export": {"api": "the template document (GET /api/v1/templates/{name}) carries the text it exports"},
 }
 
 

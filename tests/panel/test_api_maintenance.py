@@ -90,7 +90,9 @@ def test_dh_parameters_admins_lockouts_and_database(node, superapi, api, domain,
     assert audit_rows(node, "admin.unlock", f"address:{key}")[-1].source == "api"
 
     database = superapi.get("/database").get_json()
-    assert database["ha"] is False and database["members"] == [] and database["reaches"]["core"] == f"{node.app.config.database.host}:{node.app.config.database.port}"
+    db = node.app.config.database
+    assert database["ha"] is False and database["members"] == []
+    assert database["reaches"]["core"] == f"{db.host}:{db.port}"
     assert_problem(scoped.get("/database"), 403)
 
 
