@@ -113,6 +113,7 @@ def test_mail_host_sizing_srs_and_jobs(node, superapi, api, domain, settings_kep
     if applied.status_code == 200:  # the active template declares the load parameters
         params = applied.get_json()["parameters"]
         assert all(params[k] == v for k, v in estimate["parameters"].items())
+        assert audit_rows(node, "template.parameters")[-1].source == "api"
     else:
         assert "declares no" in assert_problem(applied, 422)["detail"]
     assert_problem(superapi.post("/sizing/apply", json={"mailboxes": 0}), 422)
