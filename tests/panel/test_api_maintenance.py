@@ -185,7 +185,8 @@ def test_the_node_the_service_runs_on_is_not_removed(node, superapi, superadmin)
     assert node.app.nodes.show(me)["name"] == me
 
 
-def test_a_booking_owner_outside_the_domain_admins_domains_is_refused_alike(node, api, domain):
+def test_a_booking_owner_outside_the_domain_admins_domains_is_refused_alike(node, api, domain, make_client,
+                                                                             admin_factory):
     other = f"o{uuid.uuid4().hex[:8]}.test"
     node.app.domains.add(other)
     node.app.mailboxes.add(f"boss@{other}", "Owner-pw-1234567")
@@ -209,6 +210,14 @@ def test_a_booking_owner_outside_the_domain_admins_domains_is_refused_alike(node
                                   404)["detail"].replace(owner, "OWNER") for owner in (f"boss@{other}",
                                                                                        f"ghost@{other}")]
         assert created[0] == created[1] == answers[0]
+        assert node.app.resources.show(room)["owner"] == ""
+        panel = make_client()
+        panel.login(admin_factory("domain_admin", [domain]))
+        panel.post("/language", {"lang": "en"})
+        pages = [text(panel.post(f"/resources/{room}/set", {"owner": owner, "multiple_bookings": "1"},
+                                 follow_redirects=True)) for owner in (f"boss@{other}", f"ghost@{other}")]
+        assert "is not a mailbox of the domains you administer" in pages[0]
+        assert "is not a mailbox of the domains you administer" in pages[1]
         assert node.app.resources.show(room)["owner"] == ""
         node.app.resources.set(room, owner=f"boss@{other}")  # a superadministrator may name it
         assert node.app.resources.show(room)["owner"] == f"boss@{other}"
