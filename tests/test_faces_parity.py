@@ -23,8 +23,6 @@ FACES = {"cli": [*(ROOT / "cli").glob("*.py")], "api": [*(ROOT / "api").glob("*.
          "panel": [*(ROOT / "panel" / "areas").glob("*.py"), ROOT / "panel" / "jobs.py"]}
 
 INTERNAL = "internal to authentication or journaling, not an administrator's action"
-API_LATER = "not in the API yet (issue 30: the remaining resources of priority 4)"
-PANEL_LATER = "no panel page yet (issue 30's parity list: a page of its own to build)"
 NODE_LOCAL = "acts on the daemons of the node it runs on: the CLI's (root on that node), not a remote face's"
 PAGED = "this face lists through the paged, SQL-filtered variant (page) instead"
 SHOW_IN_LIST = "the CLI shows the object in its list (--json)"
@@ -43,8 +41,9 @@ REASONS: dict[str, dict[str, str]] = {
     "admins.change_own_password": {"cli": "the CLI sets any password (admins passwd): root needs no current one",
                                    "api": "tokens have no password"},
     "admins.set_language": {"cli": "the panel's language, chosen in the panel", "api": "the panel's language"},
-    "admins.show": {"cli": SHOW_IN_LIST, "api": API_LATER},
-    "admins.lockouts": {"cli": "rupost admins unlock names the key; the list is the panel's page", "api": API_LATER},
+    "admins.show": {"cli": SHOW_IN_LIST},
+    "admins.lockouts": {"cli": "rupost admins unlock names the key; the list is the panel's page and "
+                               "GET /api/v1/security/lockouts"},
     "admins.*": {"api": "administrators are managed by people in the panel or by root: a token cannot make or "
                         "change the accounts that make tokens"},
     "admins.rotate_session_key": {"panel": "rotating the key ends every session, the panel's own included: root "
@@ -66,14 +65,9 @@ REASONS: dict[str, dict[str, str]] = {
     "impersonation.deploy_hint": {"api": "the CLI's note after a change that a deploy switches the feature on; "
                                          "docs/api.md says it"},
     "resources.show": {"cli": SHOW_IN_LIST, "panel": "the resources page lists them whole"},
-    "dhparams.*": {"api": API_LATER},
-    "certificates.domain_note": {"api": API_LATER, "panel": "shown by the domains page through certificates"},
+    "certificates.domain_note": {"panel": "shown by the domains page through certificates"},
     "directories.get_settings": {"cli": INTERNAL, "api": "the settings with the service account's password: the "
                                                          "API shows them without it (directories.show)"},
-    "directories.accounts": {"panel": PANEL_LATER},
-    "directories.gal": {"panel": PANEL_LATER},
-    "directories.max_drop_share": {"panel": PANEL_LATER},
-    "directories.set_max_drop_share": {"panel": PANEL_LATER},
     "directories.sync_all": {"panel": "the panel syncs one LDAP domain at a time (directories.sync)",
                              "api": "the API syncs one LDAP domain at a time (a job each); the scheduler syncs all"},
     "nodes.agent_alive": {"cli": INTERNAL, "api": INTERNAL},
@@ -84,9 +78,11 @@ REASONS: dict[str, dict[str, str]] = {
     "quota_usage.summary": {"cli": "the dashboard's and GET /api/v1/quota's reading of the scheduler's measurement"},
     "settings.mail_host": {"cli": "rupost settings mail-host (mail_host_state)",
                            "api": "GET /api/v1/settings/mail-host (mail_host_state)"},
-    "settings.set": {"cli": "settings are set by name through their own commands", "api": API_LATER},
+    "settings.set": {"cli": "settings are set by name through their own commands",
+                     "api": "the panel's login rules (session timeout, lockout thresholds): set by people in the "
+                            "panel, like the administrators themselves (admins.*); every other setting has its "
+                            "own checked operation (thresholds, mail host, retention, LDAP safety share)"},
     "settings.mail_host_state": {"panel": "the settings page shows mail_host"},
-    "settings.set_mail_host": {"api": API_LATER},
     # whole services the API (and some the panel) do not offer yet, or that act on the local node
     "autoconfig.*": {"api": "answers mail clients (the autoconfig server on its own port), not administrators; "
                             "the CLI previews the answers", "panel": "see the API's reason"},
@@ -95,20 +91,16 @@ REASONS: dict[str, dict[str, str]] = {
     "blocklist.expire": {"api": "run by the policy server and the scheduler", "panel": "see the API's reason"},
     "checks.last_states": {"cli": "rupost check runs the checks and prints their states now"},
     "components.*": {"api": NODE_LOCAL, "panel": NODE_LOCAL},
-    "database_ha.*": {"api": API_LATER},
     "db_roles.*": {"api": "rotates the database credentials the API itself runs with: root's",
                    "panel": "see the API's reason"},
     "deploys.deploy": {"api": "the API's deploy job calls it (rupost.panel.jobs.deploy_work)"},
     "deploys.rollback": {"api": "the API's rollback job calls it (rupost.panel.jobs.rollback_work)"},
-    "distribution_lists.update": {"api": API_LATER},
     "distribution_lists.set": {"panel": "the list page's forms post field by field to the same service calls"},
     "dkim.apply": {"api": "rewrites OpenDKIM's files from the database: a repair on the node (rupost domains dkim "
                             "apply); generating and rotating apply it already", "panel": "see the API's reason"},
-    "dns_records.check": {"api": API_LATER, "panel": PANEL_LATER},
     "dns_records.zone_text": {"api": "the API gives the records as JSON (dns_records.records); the zone text is "
                                      "the CLI's rendering of them",
                               "panel": "the panel shows the records as a table (dns_records.records)"},
-    "evacuation.*": {"api": API_LATER},
     "migration.run": {"panel": "it reads the sources' passwords from a map and runs for minutes or hours: the CLI "
                                "and the API start it (a job), the panel shows its state"},
     "groupware_migration.run": {"panel": "it reads files and source passwords given on the node and runs for minutes "
@@ -124,14 +116,9 @@ REASONS: dict[str, dict[str, str]] = {
     "push.run": {"api": "the dispatcher of the node's service", "panel": "see the API's reason"},
     "rollouts.*": {"api": "the API's deploy job runs a rolling deploy on a cluster (jobs.deploy_work)"},
     "session_peaks.record": {"api": INTERNAL, "panel": INTERNAL},
-    "sizing.apply": {"api": API_LATER},
-    "srs.*": {"panel": PANEL_LATER},
-    "srs.rotate": {"api": API_LATER},
     "stats.ingest": {"api": "run by the scheduler on each node", "panel": "run by the scheduler on each node"},
     "stats.positions": {"api": INTERNAL, "panel": INTERNAL},
-    "templates.diff": {"panel": PANEL_LATER},
-    "templates.export": {"api": "the template document (GET /api/v1/templates/{name}) carries the text it exports",
-                         "panel": PANEL_LATER},
+    "templates.export": {"api": "the template document (GET /api/v1/templates/{name}) carries the text it exports"},
 }
 
 

@@ -43,6 +43,7 @@ RESOURCES = [
     "resources",
     "reports",
     "migrations",
+    "maintenance",
 ]
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 JSON_TYPES = ("application/json", "application/merge-patch+json")
@@ -87,7 +88,8 @@ def install(app: Flask) -> Api:
                                     "calendar resources, DKIM and DNS records, statistics, mail queues, "
                                     "monitoring thresholds, LDAP domains, checks, sizing, backups, impersonation "
                                     "accounts, push endpoints, monitor events, session peaks, SRS, the mail "
-                                    "host and IMAP migrations of a RuPost installation. Authenticate with "
+                                    "host, IMAP migrations, DH parameters, lockouts, the database cluster's state "
+                                    "and queue evacuation of a RuPost installation. Authenticate with "
                                     "`Authorization: Bearer <token>` "
                                     "(`rupost api-tokens add`). Errors are RFC 9457 problem details."},
             "security": [{"bearer": []}],

@@ -6,6 +6,8 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -152,3 +154,19 @@ def idempotent(view):
 
 def documented_headers(**extra: Any) -> dict:
     return {"parameters": [{"in": "header", "name": n, **spec} for n, spec in IDEMPOTENCY_HEADER.items()], **extra}
+
+
+# ---------------------------------------------------------------------------- uploads
+def with_text_files(texts: dict[str, str], call: Callable) -> Any:
+    """Services read uploads (certificates, DH parameters) from files, the CLI's arguments:
+    the texts go into a private temporary directory, under the names given here, for the
+    length of `call(*paths)`."""
+    with tempfile.TemporaryDirectory(prefix="rupost-api-upload-") as tmp:
+        paths = []
+        for name, text in texts.items():
+            path = os.path.join(tmp, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
+                fh.write(text)
+            paths.append(path)
+        return call(*paths)

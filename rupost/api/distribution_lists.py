@@ -6,12 +6,14 @@ from flask import g, url_for
 from flask.views import MethodView
 
 from .common import PageArgs, blueprint, documented_headers, idempotent, level, page_of, stale, with_etag
+from .jobs import accepted
 from .schemas import (
     DistributionListArgs,
     DistributionListCreateSchema,
     DistributionListPage,
     DistributionListPatchSchema,
     DistributionListSchema,
+    JobSchema,
     MembersChangedSchema,
     MembersSchema,
 )
@@ -88,3 +90,38 @@ class MembersRemoval(MethodView):
     def post(self, data, address):
         """Remove static members."""
         return {"changed": g.rp.distribution_lists.remove_members(address, data["members"])}
+
+
+def _update_work(address: str | None):
+    """The job of `rupost distribution-lists update [ADDRESS]`: each dynamic list's members
+    asked of its directory (a list whose directory fails keeps its members, reported)."""
+    def work(rp, progress):
+        progress(5, f"asking the directories for the members of {address or 'every dynamic list'}")
+        results = rp.distribution_lists.update(address)
+        return {"result": ", ".join(f"{r['address']}: {r['status']}" for r in results) or "no dynamic lists",
+                "lists": results}
+
+    return work
+
+
+@bp.route("/update")
+class Update(MethodView):
+    @level("super")
+    @bp.response(202, JobSchema)
+    def post(self):
+        """Update the members of every dynamic list from its LDAP filter, as a job."""
+        return accepted("lists-update", _update_work(None))
+
+
+@bp.route("/<string:address>/update")
+class ListUpdate(MethodView):
+    @level("super")
+    @bp.response(202, JobSchema)
+    @bp.doc(parameters=IF_MATCH)
+    def post(self, address):
+        """Update one dynamic list's members from its LDAP filter, as a job; with `If-Match`, only while the
+        list is as the client read it (412 otherwise)."""
+        refused = stale(g.rp.distribution_lists.show(address))
+        if refused is not None:
+            return refused
+        return accepted("lists-update", _update_work(address))

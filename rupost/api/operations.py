@@ -3,15 +3,12 @@ blocks and the monitoring thresholds, through the same services as `rupost nodes
 deploy|certificates|security|settings thresholds`."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 from flask import g, url_for
 from flask.views import MethodView
 
 from ..panel import jobs as job_store
 from ..services.templates import raw_snippets
-from .common import PageArgs, blueprint, documented_headers, idempotent, level, page_of
+from .common import PageArgs, blueprint, documented_headers, idempotent, level, page_of, with_text_files
 from .jobs import accepted
 from .schemas import (
     BlockArgs,
@@ -162,23 +159,10 @@ class Certificates(MethodView):
     @bp.doc(**documented_headers())
     def post(self, data):
         """Upload a certificate with its chain and key (checked: names, key, dates), active or not."""
-        made = _with_pem_files(data["certificate"], data["key"], lambda cert, key: g.rp.certificates.add(
-            data["name"], data["type"], cert, key, activate=data["activate"]))
+        made = with_text_files({"certificate.pem": data["certificate"], "key.pem": data["key"]},
+                               lambda cert, key: g.rp.certificates.add(data["name"], data["type"], cert, key,
+                                                                      activate=data["activate"]))
         return made, 201, {"Location": url_for("api_operations.CertificateItem", name=made["name"])}
-
-
-def _with_pem_files(cert_text: str, key_text: str, call):
-    """The service reads certificates from files (the CLI's arguments): the texts go into a
-    private temporary directory, under names chosen here, for the call's length."""
-    with tempfile.TemporaryDirectory(prefix="rupost-api-upload-") as tmp:
-        paths = []
-        for name, text in (("certificate.pem", cert_text), ("key.pem", key_text)):
-            path = os.path.join(tmp, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
-                fh.write(text)
-            paths.append(path)
-        return call(*paths)
 
 
 @bp.route("/certificates/<string:name>")

@@ -14,6 +14,7 @@ from .common import PageArgs, blueprint, level, page_of
 from .jobs import accepted
 from .schemas import JobSchema, StatsArgs
 from .schemas_admin import DropShareSchema, GalArgs, GalPage
+from .schemas_maintenance import MailHostSetResultSchema, MailHostSetSchema
 from .schemas_reports import (
     CertificateRegeneratedSchema,
     DomainTrafficPage,
@@ -123,6 +124,14 @@ class MailHost(MethodView):
     def get(self):
         """The mail host name, whether it is fully qualified, and the host mail clients are told."""
         return g.rp.settings.mail_host_state()
+
+    @level("super")
+    @bp.arguments(MailHostSetSchema)
+    @bp.response(200, MailHostSetResultSchema)
+    def put(self, data):
+        """Check and store the mail host name (`rupost settings mail-host`): the state afterwards, whether it
+        changed, and notes (the deploy that applies it, certificates that do not cover it)."""
+        return g.rp.settings.set_mail_host(data["mail_host"], data["allow_unqualified"])
 
 
 @bp.route("/templates/diff")

@@ -30,6 +30,7 @@ AREAS = [
     "resources",
     "mailqueues",
     "directories",
+    "directory_data",
     "migration",
     "certificates",
     "checks",

@@ -682,4 +682,49 @@ RU = {
     "Nothing to write.": "Записывать нечего.",
     "Write-back saved.": "Обратная запись сохранена.",
     "Write-back turned off.": "Обратная запись выключена.",
+    # issue 30: the LDAP domain's page, the DNS check, SRS, template export and diff
+    "A sync or a dynamic list update that would drop more than this share of the accounts or members is refused "
+    "and changes nothing.":
+        "Синхронизация или обновление динамического списка, которые удалили бы большую долю учётных записей или "
+        "участников, отклоняются и ничего не меняют.",
+    "Accounts": "Учётные записи",
+    "Check the DNS records": "Проверить записи DNS",
+    "Check what is published": "Проверка опубликованного",
+    "Compare with": "Сравнить с",
+    "Department": "Отдел",
+    "Differences": "Различия",
+    "Export (download the YAML)": "Экспорт (скачать YAML)",
+    "Forwarded mail is sent with a rewritten sender under the mail host name, signed with a secret every node "
+    "shares; bounces are reversed with it.":
+        "Пересылаемая почта уходит с переписанным отправителем под именем почтового хоста, подписанным общим для "
+        "всех узлов секретом; по нему восстанавливаются адреса в уведомлениях о недоставке.",
+    "Found": "Найдено",
+    "Global address list": "Глобальная адресная книга",
+    "Job title": "Должность",
+    "Name server (IP or IP:PORT; empty: the node's resolver)":
+        "DNS-сервер (IP или IP:ПОРТ; пусто — резолвер узла)",
+    "No accounts: the LDAP domain was not synced yet, or none is in this state.":
+        "Учётных записей нет: LDAP-домен ещё не синхронизирован или ни одна не в этом состоянии.",
+    "No differences.": "Различий нет.",
+    "Nobody found.": "Никого не найдено.",
+    "Phone": "Телефон",
+    "Rotate the SRS secret": "Сменить секрет SRS",
+    "Rotation under way": "Идёт смена секрета",
+    "SRS secret rotation started: every node verifies with the new secret now and signs with it in a minute.":
+        "Смена секрета SRS начата: все узлы уже проверяют новым секретом и начнут подписывать им через минуту.",
+    "Safety share saved.": "Допустимая доля сохранена.",
+    "Secrets that verify": "Секретов для проверки",
+    "Sender rewriting (SRS)": "Перезапись отправителя (SRS)",
+    "Share, %": "Доля, %",
+    "Show": "Показать",
+    "Show the differences": "Показать различия",
+    "Sync safety share": "Допустимая доля удалений при синхронизации",
+    "The active users of every LDAP domain, as mail clients find them in the address book.":
+        "Активные пользователи всех LDAP-доменов — так их находят почтовые клиенты в адресной книге.",
+    "The first {n} are shown: the CLI and the API list them all.":
+        "Показаны первые {n}: CLI и API выводят все.",
+    "the new secret signs from {time}": "новый секрет подписывает с {time}",
+    "present": "опубликована",
+    "missing": "отсутствует",
+    "wrong": "неверна",
 }

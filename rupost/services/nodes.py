@@ -100,9 +100,14 @@ class NodeService:
             return node.admin_state if node is not None else "enabled"
 
     def remove(self, name: str, force: bool = False) -> None:
-        """Forget a node that left the cluster; refused while it still reports heartbeats."""
+        """Forget a node that left the cluster; refused while it still reports heartbeats, and
+        always for the node this service runs on (`force` included): its agent would register
+        it again at the next heartbeat, and its own deploys and queue would lose their node."""
         with self.app.dbs.session("main") as s:
             node = self._named(s, name)
+            if node.name == self.app.config.node_name:
+                raise ConflictError(f"node {name} is the node this RuPost runs on: it cannot remove itself; "
+                                    "remove it from another node of the cluster once it is stopped")
             if not force and node.last_heartbeat and utcnow() - node.last_heartbeat < HEARTBEAT_TIMEOUT:
                 raise ConflictError(f"node {name} reported {int((utcnow() - node.last_heartbeat).total_seconds())} s "
                                     "ago: stop its core first (or --force)")

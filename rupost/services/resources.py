@@ -81,8 +81,7 @@ class ResourceService:
         try:
             with self.app.dbs.session("data") as s:
                 domain = self.app.domains.get(s, domain_name)
-                if owner_address and not s.scalar(select(Mailbox.id).where(Mailbox.address == owner_address)):
-                    raise NotFoundError(f"booking owner {owner_address} is not a mailbox (rupost mailboxes add)")
+                self._check_owner(s, owner_address)
                 if s.scalar(select(Alias.id).where(Alias.address == full)):
                     raise ConflictError(f"{full} is already an alias")
                 if s.scalar(select(DistributionList.id).where(DistributionList.address == full)):
@@ -101,6 +100,17 @@ class ResourceService:
         out = self.show(full)
         out["calendar"] = self._provision_status(full)
         return out
+
+    def _check_owner(self, s: Session, owner_address: str) -> None:
+        """The booking owner is a mailbox the actor may name: outside a domain administrator's
+        domains the answer is the one for a mailbox that does not exist, so the refusal does
+        not tell them whether it does."""
+        if not owner_address:
+            return
+        if (not self.app.in_scope(owner_address.rpartition("@")[2])
+                or not s.scalar(select(Mailbox.id).where(Mailbox.address == owner_address))):
+            raise NotFoundError(f"booking owner {owner_address} is not a mailbox of the domains you administer "
+                                "(rupost mailboxes add)")
 
     def _provision_status(self, address: str) -> str:
         try:
@@ -196,8 +206,7 @@ class ResourceService:
             old_owner = resource.owner
             if owner is not None:
                 owner_address = "@".join(validation.address(owner)) if owner else ""
-                if owner_address and not s.scalar(select(Mailbox.id).where(Mailbox.address == owner_address)):
-                    raise NotFoundError(f"booking owner {owner_address} is not a mailbox")
+                self._check_owner(s, owner_address)
                 resource.owner = owner_address
             if display_name is not None:
                 mailbox.display_name = display_name.strip()[:256]

@@ -32,6 +32,9 @@ NOT_FUZZED = {
                                  "the machine (tests/panel/test_api_admin.py adds one against a local slapd)",
     "POST /api/v1/migrations": "connects to the generated source servers: traffic would leave the machine "
                                "(tests/panel/test_api_admin.py runs one against a closed loopback port)",
+    "GET /api/v1/domains/{name}/dns/check": "asks the generated name server or the system's resolver: queries "
+                                           "would leave the machine (tests/panel/test_api_maintenance.py asks a "
+                                           "name server on loopback)",
 }
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the node's self-signed panel certificate
@@ -156,7 +159,31 @@ def retention_kept(node):
     node.app.directories.set_max_drop_share(share)
 
 
-def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept, retention_kept):
+@pytest.fixture
+def node_settings_kept(node):
+    """The mail host, the template's values (sizing apply), a pending SRS rotation and the
+    active DH parameters the fuzzer sets are put back too."""
+    from sqlalchemy import delete
+
+    from rupost.db.models import Setting
+    from rupost.services.settings import MAIL_HOST, TEMPLATE_PARAMETERS
+    from rupost.services.srs import SRS_PENDING
+
+    with node.app.dbs.session("main") as s:
+        before = {k: (row.value if (row := s.get(Setting, k)) is not None else None)
+                  for k in (MAIL_HOST, TEMPLATE_PARAMETERS, SRS_PENDING)}
+    dhparam = next(d["name"] for d in node.app.dhparams.list() if d["active"])
+    yield
+    with node.app.dbs.session("main") as s:
+        for key, value in before.items():
+            s.execute(delete(Setting).where(Setting.key == key))
+            if value is not None:
+                s.add(Setting(key=key, value=value))
+    node.app.dhparams.activate(dhparam)
+
+
+def test_superadmin_token(api_schema, api_base, http, superadmin_secret, thresholds_kept, retention_kept,
+                          node_settings_kept):
     def call(case):
         send(case, http, api_base, superadmin_secret)
 

@@ -226,3 +226,121 @@ def test_capacity_page_estimates_stores_and_keeps_statistics(node, superadmin, r
     scoped = make_client()
     scoped.login(admin_factory("domain_admin", [domain]))
     assert scoped.get("/capacity/").status_code == 403
+
+
+# ---------------------------------------------------------------- issue 30's last panel gaps
+def test_ldap_domain_page_shows_accounts_gal_and_sets_the_safety_share(node, superadmin, readonly, admin_factory,
+                                                                        make_client, domain):
+    from sqlalchemy import select
+
+    from rupost.db.directory_models import DirectoryAccount
+    from rupost.db.models import Mailbox
+
+    name = f"pg{uuid.uuid4().hex[:6]}"
+    # an LDAP domain nobody answers for (added unchecked), with the accounts a sync would have recorded
+    node.app.directories.add(name, "ad", ["ldap://127.0.0.1:9"], "dc=corp,dc=test", "cn=svc,dc=corp,dc=test", "pw",
+                             security="plain", allow_plain=True, check=False)
+    node.app.mailboxes.add(f"anna@{domain}", "Anna-pw-1234567")
+    with node.app.dbs.session("data") as s:
+        mailbox_id = s.scalar(select(Mailbox.id).where(Mailbox.address == f"anna@{domain}"))
+        s.add(DirectoryAccount(directory=name, stable_id="1", mailbox_id=mailbox_id, login="anna",
+                               mail=f"anna@{domain}", state="active", gal={"display_name": "Anna Petrova",
+                                                                          "title": "Engineer"}))
+        s.add(DirectoryAccount(directory=name, stable_id="2", login="boris", mail=f"boris@{domain}",
+                               state="disabled", state_reason="disabled in the directory"))
+    share = node.app.directories.max_drop_share()
+    try:
+        superadmin.post("/language", {"lang": "en"})
+        assert f'/directories/{name}/accounts' in text(superadmin.get("/directories/"))
+        page = text(superadmin.get(f"/directories/{name}/accounts"))
+        assert f"anna@{domain}" in page and f"boris@{domain}" in page and "Anna Petrova" in page
+        assert f"{share * 100:g} %" in page
+        page = text(superadmin.get(f"/directories/{name}/accounts?state=disabled&search=nobody-{name}"))
+        accounts = page.split('id="directory-accounts"')[1].split("</table>")[0]
+        assert f"boris@{domain}" in accounts and f"anna@{domain}" not in accounts
+        assert "Nobody found." in page
+        superadmin.post("/language", {"lang": "ru"})
+        assert "Глобальная адресная книга" in text(superadmin.get(f"/directories/{name}/accounts"))
+
+        refused = superadmin.post("/directories/max-drop-share", {"share_percent": "150", "directory": name},
+                                  follow_redirects=True)
+        assert "between 0 and 1" in text(refused) and node.app.directories.max_drop_share() == share
+        superadmin.post("/directories/max-drop-share", {"share_percent": "35", "directory": name})
+        assert node.app.directories.max_drop_share() == 0.35
+        assert audit_rows(node, "settings.set", "directories.max_drop_share")[-1].source == "panel"
+        assert readonly.get(f"/directories/{name}/accounts").status_code == 200
+        assert readonly.post("/directories/max-drop-share", {"share_percent": "50"}).status_code == 403
+        scoped = make_client()
+        scoped.login(admin_factory("domain_admin", [domain]))
+        assert scoped.get(f"/directories/{name}/accounts").status_code == 403
+    finally:
+        node.app.directories.set_max_drop_share(share)
+        node.app.directories.remove(name, force=True)
+        node.app.mailboxes.remove(f"anna@{domain}")
+
+
+def test_dns_check_srs_and_template_export_and_diff_pages(node, superadmin, readonly, admin_factory, make_client,
+                                                         domain):
+    from markupsafe import escape
+    from sqlalchemy import delete
+
+    from rupost.db.models import Setting
+    from rupost.services.srs import SRS_PENDING
+    from support.dns_zone import Zone
+
+    superadmin.post("/language", {"lang": "en"})
+    zone = Zone()
+    try:
+        zone.load([r.zone_line() for r in node.app.dns_records.records(domain)["records"] if r.type == "MX"])
+        scoped = make_client()
+        scoped.login(admin_factory("domain_admin", [domain]))
+        scoped.post("/language", {"lang": "en"})
+        page = text(scoped.post(f"/domains/{domain}/dns/check", {"nameserver": f"127.0.0.1:{zone.port}"}))
+        checked = page.split('id="dns-check"')[1].split("</table>")[0]
+        assert re.search(r"<td>MX</td><td><code>[^<]+</code></td><td class=\"ok\">present", checked)
+        assert "missing" in checked and "records missing or wrong" in page
+        page = text(scoped.post(f"/domains/{domain}/dns/check", {"nameserver": "ns.example.org"}))
+        assert 'id="dns-check-error"' in page
+        assert scoped.post("/domains/example.org/dns/check", {"nameserver": f"127.0.0.1:{zone.port}"}
+                           ).status_code == 403
+        assert readonly.post(f"/domains/{domain}/dns/check", {"nameserver": f"127.0.0.1:{zone.port}"}
+                             ).status_code == 200  # it reads only
+    finally:
+        zone.close()
+
+    with node.app.dbs.session("main") as s:
+        pending_before = (row.value if (row := s.get(Setting, SRS_PENDING)) is not None else None)
+        s.execute(delete(Setting).where(Setting.key == SRS_PENDING))
+    try:
+        page = text(superadmin.get("/settings/"))
+        assert f"{node.app.srs.status()['secrets']}" in page.split('id="srs-state"')[1].split("</ul>")[0]
+        assert readonly.post("/settings/srs/rotate").status_code == 403
+        page = text(superadmin.post("/settings/srs/rotate", follow_redirects=True))
+        assert node.app.srs.status()["pending_signs_from"] is not None and "the new secret signs from" in page
+        assert audit_rows(node, "srs.rotate", SRS_PENDING)[-1].source == "panel"
+        assert "already under way" in text(superadmin.post("/settings/srs/rotate", follow_redirects=True))
+    finally:
+        with node.app.dbs.session("main") as s:
+            s.execute(delete(Setting).where(Setting.key == SRS_PENDING))
+            if pending_before is not None:
+                s.add(Setting(key=SRS_PENDING, value=pending_before))
+
+    active = next(t for t in node.app.templates.list() if t["active"])
+    ref = f"{active['name']}@{active['version']}"
+    exported = readonly.get(f"/templates/export/{active['name']}/{active['version']}")
+    assert exported.status_code == 200 and "attachment" in exported.headers["Content-Disposition"]
+    assert exported.get_data(as_text=True) == node.app.templates.export(active["name"], active["version"])
+    assert readonly.get(f"/templates/export/{active['name']}/0.0.0-nx").status_code == 404
+    assert "template-diff" in text(readonly.get(f"/templates/view/{active['name']}/{active['version']}"))
+    same = readonly.get(f"/templates/diff?a={ref}&b={ref}")
+    assert same.status_code == 200 and "Различий нет." in text(same)  # the read-only client reads Russian
+    others = [t for t in node.app.templates.list() if (t["name"], t["version"]) != (active["name"], active["version"])]
+    if others:
+        other = f"{others[0]['name']}@{others[0]['version']}"
+        shown = text(readonly.get(f"/templates/diff?a={ref}&b={other}"))
+        expected = node.app.templates.diff(ref, other)
+        assert str(escape(expected)) in shown if expected else "Различий нет." in shown
+    assert readonly.get(f"/templates/diff?a={ref}&b=nx-template").status_code == 404
+    scoped = make_client()
+    scoped.login(admin_factory("domain_admin", [domain]))
+    assert scoped.get(f"/templates/diff?a={ref}&b={ref}").status_code == 403

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, redirect, request, url_for
 
-from ...errors import NotFoundError
+from ...errors import NotFoundError, RuPostError
 from ..web import attempt, check_domain, render, requires
 
 bp = Blueprint("dkim", __name__, url_prefix="/domains")
@@ -14,14 +14,29 @@ NAV = None  # reached from the domains page
 
 @bp.route("/<name>/dns")
 @requires("any")
-def show(name):
+def show(name, check=None, nameserver=""):
     check_domain(name)
     records = g.rp.dns_records.records(name)
     try:
         key = g.rp.dkim.show(name)
     except NotFoundError:
         key = None
-    return render("dkim.html", domain=records["domain"], key=key, records=records)
+    return render("dkim.html", domain=records["domain"], key=key, records=records, check=check,
+                  nameserver=nameserver)
+
+
+@bp.route("/<name>/dns/check", methods=["POST"])
+@requires("any")
+def check(name):
+    """Ask DNS (the node's resolver, or a name server given as IP[:PORT]) whether the records are
+    published (`rupost domains check`): it reads, so read-only administrators may too."""
+    check_domain(name)
+    nameserver = request.form.get("nameserver", "").strip()[:64]
+    try:
+        result = g.rp.dns_records.check(name, nameserver or None, timeout=5.0)
+    except RuPostError as exc:
+        result = {"error": str(exc)}
+    return show(name, check=result, nameserver=nameserver)
 
 
 @bp.route("/<name>/dkim/<action>", methods=["POST"])

@@ -1,5 +1,8 @@
-"""Settings: the mail host name, the panel's session timeout and lockout thresholds."""
+"""Settings: the mail host name, the panel's session timeout and lockout thresholds, the SRS
+secret (its state and a rotation, `rupost srs status|rotate`)."""
 from __future__ import annotations
+
+import datetime as dt
 
 from flask import Blueprint, flash, g, redirect, request, url_for
 
@@ -20,7 +23,16 @@ LIMITS = {"panel.session_timeout_minutes": (5, 24 * 60), "panel.lockout_user_fai
 def index():
     rp = g.rp
     values = {key: rp.admins.setting(key) for key in DEFAULTS}
-    return render("settings.html", mail_host=rp.settings.mail_host(), values=values, limits=LIMITS)
+    return render("settings.html", mail_host=rp.settings.mail_host(), values=values, limits=LIMITS,
+                  srs=_srs_state())
+
+
+def _srs_state() -> dict:
+    state = g.rp.srs.status()
+    pending = state["pending_signs_from"]
+    state["pending_at"] = (dt.datetime.fromtimestamp(pending, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                           if pending else None)
+    return state
 
 
 @bp.route("/", methods=["POST"])
@@ -48,3 +60,11 @@ def save():
 
     attempt(apply, "Settings saved.")
     return redirect(url_for("settings.index"))
+
+
+@bp.route("/srs/rotate", methods=["POST"])
+@requires("super")
+def srs_rotate():
+    attempt(lambda: g.rp.srs.rotate(), "SRS secret rotation started: every node verifies with the new secret now "
+                                      "and signs with it in a minute.")
+    return redirect(url_for("settings.index") + "#srs")

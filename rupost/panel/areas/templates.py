@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, abort, g, redirect, request, url_for
+from flask import Blueprint, Response, abort, g, redirect, request, url_for
 
 from ...errors import RuPostError
 from .. import jobs
@@ -54,7 +54,33 @@ def view(name, version):
         template = g.rp.templates.show(name, version)
     except RuPostError:
         abort(404)
-    return render("template.html", t=template)
+    refs = [f"{o['name']}@{o['version']}" for o in g.rp.templates.list()]
+    return render("template.html", t=template, refs=refs)
+
+
+@bp.route("/export/<name>/<version>")
+@requires("global")
+def export(name, version):
+    """The template's YAML as a file (`rupost template export`), to edit and import as a new version."""
+    try:
+        body = g.rp.templates.export(name, version)
+    except RuPostError:
+        abort(404)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{name}-{version}")
+    return Response(body, mimetype="application/yaml",
+                    headers={"Content-Disposition": f'attachment; filename="{safe}.yaml"'})
+
+
+@bp.route("/diff")
+@requires("global")
+def diff():
+    """A unified diff of two templates' full documents (`rupost template diff A B`)."""
+    a, b = request.args.get("a", "")[:200], request.args.get("b", "")[:200]
+    try:
+        text, error = g.rp.templates.diff(a, b), None
+    except RuPostError as exc:
+        text, error = "", str(exc)
+    return render("template_diff.html", a=a, b=b, diff=text, error=error), 200 if error is None else 404
 
 
 @bp.route("/validate", methods=["POST"])
