@@ -3,6 +3,7 @@ database needed."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from rupost.ldap.client import DirectoryUser
 from rupost.services.directory_sync import (
@@ -15,6 +16,7 @@ from rupost.services.directory_sync import (
     CreateMailbox,
     Existing,
     MailboxRow,
+    RenameMailbox,
     SetAliasEnabled,
     SetDisplayName,
     SetMailboxEnabled,
@@ -124,3 +126,41 @@ def test_addresses_the_write_back_wrote_are_left_to_rupost():
         assert [a for a in plan.actions if isinstance(a, AddAlias)] == [AddAlias(hand, 1, f"ann@{DOMAIN}", True)]
         assert plan.summary["problems"] == [] and plan.summary["aliases_removed"] == 0
         assert [a.changes for a in plan.actions if isinstance(a, UpdateAccount)] == [{"aliases": [hand]}]
+
+
+def test_unranked_mail_values_in_another_order_are_not_a_rename():
+    """FreeIPA / ALD Pro keep the write-back's aliases as further ``mail`` values, and LDAP keeps
+    no order among values: a search that returns the alias first renames nothing while the
+    mailbox's address is still a value; a value of an unserved domain first does not make the
+    user look gone. Active Directory's single ``mail`` stays the primary it names."""
+    alias, elsewhere = f"ann.alias@{DOMAIN}", "ann@elsewhere.example"
+    existing = Existing(domain_ids={DOMAIN: 1}, accounts=(_account("ann", 10, written_aliases=[alias]),),
+                        mailboxes=(_mailbox("ann", 10),), aliases=(AliasRow(alias, f"ann@{DOMAIN}"),),
+                        linked=frozenset({10}))
+    for first in (alias, elsewhere):
+        values = (first, f"ann@{DOMAIN}", alias if first != alias else elsewhere)
+        reordered = replace(_user("ann"), mail=first, extra=list(values[1:]), unranked=values)
+        plan = _plan([reordered], existing)
+        assert not [a for a in plan.actions if isinstance(a, RenameMailbox | SetMailboxEnabled)], plan.actions
+        assert plan.summary["renamed"] == plan.summary["deleted"] == plan.summary["skipped"] == 0
+    ranked = replace(_user("ann"), mail=alias, extra=[f"ann@{DOMAIN}"])  # AD: mail changed, old one kept
+    plan = _plan([ranked], Existing(domain_ids={DOMAIN: 1}, accounts=(_account("ann", 10),),
+                                    mailboxes=(_mailbox("ann", 10),), linked=frozenset({10})))
+    assert [a for a in plan.actions if isinstance(a, RenameMailbox)] == [
+        RenameMailbox(10, f"ann@{DOMAIN}", alias, 1, False)]
+
+
+def test_the_directory_client_ranks_ad_and_single_mail_values_only():
+    from rupost.ldap.client import to_user
+
+    class Shape:
+        kind, id_attr, login_attr, gal = "ipa", "ipaUniqueID", "uid", {}
+
+    raw = {"ipauniqueid": ["u-1"], "uid": ["ann"], "mail": ["ann.alias@corp.example", "ann@corp.example"]}
+    user = to_user(Shape(), "uid=ann", raw)
+    assert user.unranked == ("ann.alias@corp.example", "ann@corp.example")
+    assert user.keeping("ann@corp.example").mail == "ann@corp.example"
+    assert user.keeping("ann@corp.example").extra == ["ann.alias@corp.example"]
+    single = to_user(Shape(), "uid=ann", {**raw, "mail": ["ann@corp.example"]})
+    Shape.kind = "ad"
+    assert single.unranked == () and to_user(Shape(), "cn=ann", raw).unranked == ()

@@ -9,7 +9,7 @@ import re
 import socket
 import ssl
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlparse
 
 import ldap3
@@ -411,6 +411,17 @@ class DirectoryUser:
     disabled: bool
     groups: list[str]
     gal: dict
+    # addresses the directory does not rank: several ``mail`` values and no ``SMTP:`` mark
+    # (FreeIPA / ALD Pro, where the write-back adds aliases as further ``mail`` values). LDAP
+    # keeps no order among values, so "the first" may change between two searches: the sync
+    # keeps the mailbox's address while it is still one of these (DirectoryUser.keeping)
+    unranked: tuple[str, ...] = ()
+
+    def keeping(self, address: str) -> DirectoryUser:
+        """This user with ``address`` as the primary, if it is one of the unranked values."""
+        if address == self.mail or address not in self.unranked:
+            return self
+        return replace(self, mail=address, extra=[a for a in dict.fromkeys([self.mail, *self.extra]) if a != address])
 
 
 def stable_id(profile: Profile, raw: dict) -> str:
@@ -439,6 +450,7 @@ def to_user(profile: Profile, dn: str, raw: dict) -> DirectoryUser:
             primary = address
         extra.append(address)
     extra = [a for a in dict.fromkeys(extra) if a != primary]
+    ranked = profile.kind == "ad" or len(mails) < 2 or any(v.startswith("SMTP:") for v in texts(raw, "proxyAddresses"))
     if profile.kind == "ad":
         try:
             disabled = bool(int(first(raw, "userAccountControl") or "0") & 2)
@@ -457,7 +469,8 @@ def to_user(profile: Profile, dn: str, raw: dict) -> DirectoryUser:
             if value:
                 gal[fieldname] = value[:512]
     return DirectoryUser(dn=dn, stable_id=stable_id(profile, raw), login=first(raw, profile.login_attr),
-                         mail=primary, extra=extra, disabled=disabled, groups=texts(raw, "memberOf"), gal=gal)
+                         mail=primary, extra=extra, disabled=disabled, groups=texts(raw, "memberOf"), gal=gal,
+                         unranked=() if ranked else tuple(dict.fromkeys(mails)))
 
 
 def nested_groups(conn: ldap3.Connection, settings: Settings, dn: str, groups: list[str]) -> set[str]:

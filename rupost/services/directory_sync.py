@@ -254,6 +254,9 @@ def select_users(users: list[DirectoryUser], mail_domains: list[str], id_attr: s
     bound = set(mail_domains)
     wanted: dict[str, DirectoryUser] = {}
     for u in users:
+        served = [a for a in u.unranked if _domain_of(a) in bound]
+        if served and _domain_of(u.mail) not in bound:
+            u = u.keeping(served[0])  # unranked values: one of a served domain is the primary
         if not u.stable_id:
             summary["skipped"] += 1
             summary["problems"].append(f"{u.dn}: no {id_attr}; skipped")
@@ -323,6 +326,8 @@ class _Planner:
     def present(self, u: DirectoryUser) -> None:
         acc = self.accounts.get(u.stable_id)
         mb = self.by_id.get(acc.mailbox_id) if acc is not None and acc.mailbox_id else None
+        if mb is not None:
+            u = u.keeping(mb.address)  # values in another order are not a rename
         domain_id = self.domain_ids[_domain_of(u.mail)]
         display = (u.gal.get("display_name") or "")[:256]
         if acc is None:
