@@ -522,3 +522,26 @@ def end_database_processes(master_pid: int) -> set[str]:
         except ProcessLookupError:
             pass
     return ended
+
+
+def flush_auth_cache(run_dir: Path, timeout: float = 5.0) -> int:
+    """Empty dovecot's auth cache (passdb and userdb answers) with the CACHE-FLUSH request
+    `doveadm auth cache flush` sends on the auth-master socket, without starting doveadm and
+    the doveconf it runs to read the whole configuration: every account change (password,
+    enabled, quota) flushes, and a bulk change or an HR feed makes many. The number of entries
+    dropped; OSError when dovecot does not answer as it should."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(run_dir / "auth-master"))
+        stream = sock.makefile("rwb")
+        stream.write(b"VERSION\t1\t0\nCACHE-FLUSH\t1\n")
+        stream.flush()
+        for line in iter(stream.readline, b""):
+            fields = line.decode(errors="replace").rstrip("\n").split("\t")
+            if fields[0] == "OK" and fields[1:2] == ["1"]:
+                return int(fields[2]) if len(fields) > 2 and fields[2].isdigit() else 0
+            if fields[0] not in ("VERSION", "SPID"):
+                raise OSError(f"dovecot's auth-master answered {line[:80]!r} to CACHE-FLUSH")
+    raise OSError("dovecot's auth-master closed the connection before answering CACHE-FLUSH")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -92,15 +91,14 @@ def flush_dovecot_auth_cache(app: Services) -> bool:
     disabled meanwhile was still answered from the cache), and refilling the cache costs one
     SQL query per active account. Best effort: a node that is not deployed or whose dovecot
     is stopped has nothing cached."""
-    conf = app.layout.current / "dovecot" / "dovecot.conf"
-    if not conf.exists():
-        return False
+    from adapters.dovecot import flush_auth_cache
+
     try:
-        done = subprocess.run(["doveadm", "-c", str(conf), "auth", "cache", "flush"],
-                              capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
+        flush_auth_cache(app.layout.run_dir("dovecot"))
+    except OSError as exc:
+        log.debug("dovecot's auth cache not flushed: %s", exc)
         return False
-    return done.returncode == 0
+    return True
 
 
 def flush_here(app: Services, dovecot: bool = True) -> None:
