@@ -295,7 +295,7 @@ def cpu_groups(ctx: Ctx):
 
 
 VIEW_LOOKUPS = {
-    "domains": "SELECT 1 FROM lookup_domains WHERE name = '%s'",
+    "domains": "SELECT CASE WHEN EXISTS (SELECT 1 FROM lookup_domains WHERE name = '%s') THEN 'yes' ELSE 'no' END",
     "mailboxes": "SELECT 1 FROM lookup_mailboxes WHERE address = '%s'",
     "aliases": "SELECT destinations FROM lookup_aliases WHERE address = '%u@%d'",
     "lists": "SELECT members FROM lookup_lists WHERE address = '%u@%d'",
