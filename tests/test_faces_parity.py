@@ -2,7 +2,8 @@
 or this table says why not.
 
 A use case is a public method of a service (``rupost.services.Services``' registered
-services) that at least one face calls; a face "has" it when its modules call
+services), its own or inherited from a RuPost class (DirectoryService's mixins), that at least
+one face calls; a face "has" it when its modules call
 ``.<service>.<method>(`` (the CLI through ``c.app``, the API and the panel through ``g.rp``
 or a job's ``rp``). The test fails when a face lacks a use case without a reason below, and
 when a reason has gone stale (the face has it now, or the use case is gone), so the table
