@@ -683,6 +683,7 @@ RU = {
     "Write-back saved.": "Обратная запись сохранена.",
     "Write-back turned off.": "Обратная запись выключена.",
     "Kerberos single sign-on": "Единый вход Kerberos",
+    "Kerberos": "Kerberos",
     "Realm": "Область (realm)",
     "Mail host": "Почтовый узел",
     "Principals": "Принципалы",

@@ -1,6 +1,6 @@
 """Panel pages that close the parity table's gaps: checks and monitoring thresholds, security
-blocks, backups, a domain's DKIM key and DNS records; in both languages, with the roles and
-domain scope of the other pages, and journaled like them."""
+blocks, backups, a domain's DKIM key and DNS records, an LDAP domain's Kerberos keytab; in both
+languages, with the roles and domain scope of the other pages, and journaled like them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -369,6 +369,9 @@ def test_ldap_domain_page_sets_kerberos_and_turns_it_off(node, superadmin, reado
     assert f"imap/{host}@{kdc.realm}" in shown and base64.b64encode(keytab).decode()[:40] not in shown
     assert node.app.directories.show(ad_domain)["kerberos"]["realm"] == kdc.realm
     assert audit_rows(node, "ldap_domain.kerberos.set", ad_domain)[-1].source == "panel"
+    listed = text(readonly.get("/directories/"))  # read-only administrators see the state in the list
+    assert re.search(rf"<td>{ad_domain}</td>(?:(?!</tr>).)*<td class=\"kerberos-state\">{re.escape(kdc.realm)}</td>",
+                     listed, re.S)
 
     # CSRF like every form; read-only and domain administrators cannot touch it
     assert superadmin.post(f"{path}/off", {}, csrf=False).status_code == 400
