@@ -2,7 +2,8 @@
 or this table says why not.
 
 A use case is a public method of a service (``rupost.services.Services``' registered
-services) that at least one face calls; a face "has" it when its modules call
+services), its own or inherited from a RuPost class (DirectoryService's mixins), that at least
+one face calls; a face "has" it when its modules call
 ``.<service>.<method>(`` (the CLI through ``c.app``, the API and the panel through ``g.rp``
 or a job's ``rp``). The test fails when a face lacks a use case without a reason below, and
 when a reason has gone stale (the face has it now, or the use case is gone), so the table
@@ -163,10 +164,17 @@ def _calls(files, names) -> set[tuple[str, str]]:
     return found
 
 
+def _public_methods(cls: type) -> set[str]:
+    """The public callables of the service class and of every RuPost class it inherits from
+    (DirectoryService's write-back, Kerberos and administrator mixins are its use cases too);
+    ``object``'s and other libraries' are not use cases."""
+    return {m for klass in cls.__mro__ if klass.__module__.startswith("rupost")
+            for m, fn in vars(klass).items() if not m.startswith("_") and callable(fn)}
+
+
 def _matrix():
     classes = _service_classes()
-    methods = {(s, m) for s, cls in classes.items() for m, fn in vars(cls).items()
-               if not m.startswith("_") and callable(fn)}
+    methods = {(s, m) for s, cls in classes.items() for m in _public_methods(cls)}
     has = {face: _calls(files, classes) & methods for face, files in FACES.items()}
     use_cases = set().union(*has.values())
     return use_cases, has

@@ -1,13 +1,17 @@
 """/api/v1/ldap-domains: the directories (Active Directory, FreeIPA, ALD Pro) whose users
 become mailboxes, through the same service as `rupost ldap-domains` and the panel's page:
-reading and testing for node-wide tokens, changing and syncing (a job) for superadministrators."""
+reading and testing for node-wide tokens, changing and syncing (a job) for superadministrators;
+which directory groups and users are administrators, and the Kerberos keytab, for
+superadministrators only (an administrator mapping grants roles; the keytab is a secret)."""
 from __future__ import annotations
 
 from flask import g, url_for
 from flask.views import MethodView
 
+from ..services.directory_kerberos import KerberosError
 from .common import PageArgs, blueprint, documented_headers, idempotent, level, page_of, stale, with_etag
 from .jobs import accepted
+from .problems import problem
 from .schemas import JobSchema
 from .schemas_admin import (
     LdapAccountArgs,
@@ -24,6 +28,14 @@ from .schemas_admin import (
     LdapWritebackRunSchema,
     LdapWritebackSetSchema,
     LdapWritebackSettingsSchema,
+)
+from .schemas_directory import (
+    LdapAdminMappingCreateSchema,
+    LdapAdminMappingPage,
+    LdapAdminMappingRemoveArgs,
+    LdapAdminMappingSchema,
+    LdapKerberosSetSchema,
+    LdapKerberosStateSchema,
 )
 
 bp = blueprint("ldap_domains", "/ldap-domains", "LDAP domains: directories whose users are materialised as "
@@ -143,3 +155,65 @@ class LdapAccounts(MethodView):
         name = g.rp.directories.show(name)["name"]  # 404 for an unknown LDAP domain, not an empty page
         return page_of(g.rp.directories.accounts(name, args.get("state"), limit=10_000), page)
 
+
+
+@bp.route("/<string:name>/admin-mappings")
+class LdapAdminMappings(MethodView):
+    """The directory's groups and users that log in to the panel as administrators (their
+    own directory password), with the role and, for a domain_admin, the mail domains."""
+
+    @level("super")
+    @bp.arguments(PageArgs, location="query", as_kwargs=True)
+    @bp.response(200, LdapAdminMappingPage)
+    def get(self, name, **page):
+        name = g.rp.directories.show(name)["name"]  # 404 for an unknown LDAP domain, not an empty page
+        return page_of([m for m in g.rp.directories.admin_map_list() if m["directory"] == name], page)
+
+    @idempotent
+    @level("super")
+    @bp.arguments(LdapAdminMappingCreateSchema)
+    @bp.response(201, LdapAdminMappingSchema)
+    @bp.doc(**documented_headers())
+    def post(self, data, name):
+        """Map a group (its DN; nested groups count) or a user (its login) to a role."""
+        name = g.rp.directories.show(name)["name"]
+        return g.rp.directories.admin_map_add(name, data["kind"], data["value"], data["role"], data["domains"]), 201
+
+    @level("super")
+    @bp.arguments(LdapAdminMappingRemoveArgs, location="query")
+    @bp.response(204)
+    def delete(self, args, name):
+        """Remove a mapping; its administrators cannot log in with it any more."""
+        name = g.rp.directories.show(name)["name"]
+        g.rp.directories.admin_map_remove(name, args["kind"], args["value"])
+        return "", 204
+
+
+@bp.route("/<string:name>/kerberos")
+class LdapKerberos(MethodView):
+    """Kerberos single sign-on of an Active Directory domain: whether a keytab is set, its
+    realm and principals (never the keytab itself)."""
+
+    @level("global")
+    @bp.response(200, LdapKerberosStateSchema)
+    def get(self, name):
+        shown = g.rp.directories.show(name)
+        return {"name": shown["name"], **shown["kerberos"]}
+
+    @level("super")
+    @bp.arguments(LdapKerberosSetSchema)
+    @bp.response(200, LdapKerberosStateSchema)
+    def put(self, data, name):
+        """Set the keytab (base64): it is checked with klist, kinit and kvno against the KDCs
+        before it is stored; a keytab that does not fit is 422 with the reason, and nothing
+        changes. A deploy puts it to use."""
+        try:
+            return g.rp.directories.kerberos_set(name, data["keytab"], kdcs=data["kdcs"])
+        except KerberosError as exc:  # the keytab, its realm or its keys: the request's content
+            return problem(422, str(exc))
+
+    @level("super")
+    @bp.response(200, LdapKerberosStateSchema)
+    def delete(self, name):
+        """Turn Kerberos off (the keytab is forgotten); a deploy stops dovecot's GSSAPI."""
+        return g.rp.directories.kerberos_off(name)

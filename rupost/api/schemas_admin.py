@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 
 from ..ldap.client import GAL_FIELDS, KINDS, SECURITY
 from .common import page_schema
+from .schemas_directory import LdapKerberosSchema
 
 NAME = validate.Length(1, 128)
 DN = validate.Length(1, 1024)
@@ -31,6 +32,7 @@ class LdapDomainSchema(Schema):
     last_sync_at = fields.String(required=True, allow_none=True)
     last_sync = fields.Dict(required=True)
     writeback = fields.Dict(required=True)
+    kerberos = fields.Nested(LdapKerberosSchema, required=True)
     accounts = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
         "description": "Materialised accounts by state (one LDAP domain only)."})
 

@@ -682,6 +682,30 @@ RU = {
     "Nothing to write.": "Записывать нечего.",
     "Write-back saved.": "Обратная запись сохранена.",
     "Write-back turned off.": "Обратная запись выключена.",
+    "Kerberos single sign-on": "Единый вход Kerberos",
+    "Kerberos": "Kerberos",
+    "Realm": "Область (realm)",
+    "Mail host": "Почтовый узел",
+    "Principals": "Принципалы",
+    "Checked against": "Проверен на",
+    "Turn Kerberos off": "Выключить Kerberos",
+    "No keytab: users log in with their passwords only.":
+        "Keytab не задан: пользователи входят только по паролю.",
+    "The keytab of the mail service account with the principals imap/MAILHOST and smtp/MAILHOST (ktpass, "
+    "samba-tool domain exportkeytab or msktutil). It is checked against the domain controllers before it is saved "
+    "and is never shown.":
+        "Keytab служебной учётной записи почты с принципалами imap/ПОЧТОВЫЙ_УЗЕЛ и smtp/ПОЧТОВЫЙ_УЗЕЛ (ktpass, "
+        "samba-tool domain exportkeytab или msktutil). Перед сохранением он проверяется на контроллерах домена и "
+        "никогда не показывается.",
+    "Keytab file": "Файл keytab",
+    "KDCs (optional, separated by spaces; default: the servers of the URIs)":
+        "KDC (необязательно, через пробел; по умолчанию — серверы из URI)",
+    "Check and save the keytab": "Проверить и сохранить keytab",
+    "Choose the keytab file.": "Выберите файл keytab.",
+    "Keytab checked and saved. Run a deploy to turn Kerberos single sign-on on.":
+        "Keytab проверен и сохранён. Выполните развёртывание, чтобы включить единый вход Kerberos.",
+    "Kerberos turned off. Run a deploy to stop accepting tickets.":
+        "Kerberos выключен. Выполните развёртывание, чтобы перестать принимать билеты.",
     # issue 30: the LDAP domain's page, the DNS check, SRS, template export and diff
     "A sync or a dynamic list update that would drop more than this share of the accounts or members is refused "
     "and changes nothing.":

@@ -15,6 +15,7 @@ import pytest
 
 from rupost.panel import create_app
 from support.instance import free_ports
+from support.mit_kdc import MitKdc
 
 _addresses = itertools.count(1)
 PASSWORD = "panel-Secret-123"
@@ -146,6 +147,33 @@ def audit_rows(node, action, target=None):
         if target is not None:
             query = query.where(AuditRecord.target == target)
         return list(s.scalars(query.order_by(AuditRecord.id)))
+
+
+@pytest.fixture(scope="session")
+def kdc(workdir):
+    """A private MIT KDC on loopback for the keytab uploads of the API and the panel."""
+    server = MitKdc(workdir / f"kdc-{uuid.uuid4().hex[:6]}", "RUPOST-PANEL.TEST").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def keytab(kdc, node) -> bytes:
+    """The mail service account's keytab: imap/ and smtp/ of the host clients are told (the
+    host kerberos_set checks the principals against)."""
+    host = node.app.settings.client_mail_host() or node.app.settings.mail_host()
+    return kdc.service_keytab(kdc.root / "mail.keytab", [f"imap/{host}", f"smtp/{host}"])
+
+
+@pytest.fixture
+def ad_domain(node, domain):
+    """An Active Directory LDAP domain bound to ``domain`` (never bound to: no server is asked)."""
+    name = f"ad{uuid.uuid4().hex[:8]}"
+    node.app.directories.add(name, "ad", ["ldaps://127.0.0.1:9"], "DC=corp,DC=test", "CN=rupost,DC=corp,DC=test",
+                             "bind-Passw0rd", mail_domains=[domain], check=False)
+    yield name
+    node.app.directories.kerberos_off(name)  # the shared node's dovecot reads one keytab
+    node.app.directories.remove(name, force=True)
 
 
 def text(response) -> str:

@@ -1,6 +1,6 @@
 """Panel pages that close the parity table's gaps: checks and monitoring thresholds, security
-blocks, backups, a domain's DKIM key and DNS records; in both languages, with the roles and
-domain scope of the other pages, and journaled like them."""
+blocks, backups, a domain's DKIM key and DNS records, an LDAP domain's Kerberos keytab; in both
+languages, with the roles and domain scope of the other pages, and journaled like them."""
 from __future__ import annotations
 
 import datetime as dt
@@ -344,3 +344,47 @@ def test_dns_check_srs_and_template_export_and_diff_pages(node, superadmin, read
     scoped = make_client()
     scoped.login(admin_factory("domain_admin", [domain]))
     assert scoped.get(f"/templates/diff?a={ref}&b={ref}").status_code == 403
+
+
+def test_ldap_domain_page_sets_kerberos_and_turns_it_off(node, superadmin, readonly, admin_factory, make_client,
+                                                         domain, ad_domain, kdc, keytab):
+    import base64
+    import io
+
+    page, path = f"/directories/{ad_domain}/edit", f"/directories/{ad_domain}/kerberos"
+    superadmin.post("/language", {"lang": "en"})
+    assert "No keytab" in text(superadmin.get(page))
+
+    def upload(data: bytes, kdcs: str = kdc.address):
+        return superadmin.post(f"{path}/set", {"keytab": (io.BytesIO(data), "mail.keytab"), "kdcs": kdcs},
+                               follow_redirects=True)
+
+    assert "Choose the keytab file" in text(superadmin.post(f"{path}/set", {"kdcs": kdc.address},
+                                                            follow_redirects=True))
+    assert "not a keytab" in text(upload(b"\x05\x02 no keytab"))
+    assert node.app.directories.show(ad_domain)["kerberos"] == {"enabled": False}  # nothing stored
+    shown = text(upload(keytab))
+    assert "Keytab checked and saved" in shown and kdc.realm in shown, shown[-3000:]
+    host = node.app.settings.client_mail_host() or node.app.settings.mail_host()
+    assert f"imap/{host}@{kdc.realm}" in shown and base64.b64encode(keytab).decode()[:40] not in shown
+    assert node.app.directories.show(ad_domain)["kerberos"]["realm"] == kdc.realm
+    assert audit_rows(node, "ldap_domain.kerberos.set", ad_domain)[-1].source == "panel"
+    listed = text(readonly.get("/directories/"))  # read-only administrators see the state in the list
+    assert re.search(rf"<td>{ad_domain}</td>(?:(?!</tr>).)*<td class=\"kerberos-state\">{re.escape(kdc.realm)}</td>",
+                     listed, re.S)
+
+    # CSRF like every form; read-only and domain administrators cannot touch it
+    assert superadmin.post(f"{path}/off", {}, csrf=False).status_code == 400
+    domain_admin = make_client()
+    domain_admin.login(admin_factory("domain_admin", [domain]))
+    for client in (readonly, domain_admin):
+        assert client.post(f"{path}/off", {}).status_code == 403
+        assert client.post(f"{path}/set", {"keytab": (io.BytesIO(keytab), "k.keytab")}).status_code == 403
+    assert node.app.directories.show(ad_domain)["kerberos"]["enabled"] is True
+
+    superadmin.post("/language", {"lang": "ru"})
+    assert "Единый вход Kerberos" in text(superadmin.get(page))
+    off = text(superadmin.post(f"{path}/off", {}, follow_redirects=True))
+    assert "Kerberos выключен" in off and "Keytab не задан" in off
+    assert node.app.directories.show(ad_domain)["kerberos"] == {"enabled": False}
+    assert audit_rows(node, "ldap_domain.kerberos.off", ad_domain)[-1].source == "panel"

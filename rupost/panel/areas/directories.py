@@ -5,7 +5,9 @@ Node-wide: domain administrators get 403. Read-only administrators see the lists
 run a connection test or a filter preview (they read the directory and change nothing);
 adding, editing, removing, syncing and the write-back are for superadministrators. A sync
 and a write-back run as background jobs (``rupost.panel.jobs``) because a large directory
-takes a while; the write-back's dry run is shown on the LDAP domain's page.
+takes a while; the write-back's dry run is shown on the LDAP domain's page, and so is Kerberos
+single sign-on (an uploaded keytab, checked against the KDC; only its realm and principals are
+shown back).
 Everything calls ``rupost.services.directories`` and the ``ldap_filters`` service, the
 same calls as ``rupost ldap-domains`` and ``rupost ldap-filters`` (audited there); the
 service account password is never shown back, and an empty password field when editing
@@ -17,6 +19,7 @@ from flask import Blueprint, g, redirect, request, url_for
 from rupost.ldap.client import KINDS, SECURITY
 
 from ...errors import RuPostError
+from ...services.directory_kerberos import KEYTAB_MAX
 from .. import jobs
 from ..i18n import gettext as _
 from ..web import attempt, fail, render, requires
@@ -183,6 +186,29 @@ def writeback_run(name):
 
     job_id = jobs.submit(g.rp, "ldap-writeback", work)
     return redirect(url_for("jobs.show", job_id=job_id))
+
+
+# ---------------------------------------------------------------- Kerberos single sign-on
+@bp.route("/<name>/kerberos/set", methods=["POST"])
+@requires("super")
+def kerberos_set(name):
+    upload = request.files.get("keytab")
+    if upload is None or not upload.filename:
+        fail(_("Choose the keytab file."))
+        return redirect(url_for("directories.edit", name=name) + "#kerberos")
+    keytab = upload.read(KEYTAB_MAX + 1)  # one byte more: the service names a keytab that is too large
+    kdcs = request.form.get("kdcs", "")[:2000].replace(",", " ").split()
+    attempt(lambda: g.rp.directories.kerberos_set(name, keytab, kdcs=kdcs),
+            "Keytab checked and saved. Run a deploy to turn Kerberos single sign-on on.")
+    return redirect(url_for("directories.edit", name=name) + "#kerberos")
+
+
+@bp.route("/<name>/kerberos/off", methods=["POST"])
+@requires("super")
+def kerberos_off(name):
+    attempt(lambda: g.rp.directories.kerberos_off(name),
+            "Kerberos turned off. Run a deploy to stop accepting tickets.")
+    return redirect(url_for("directories.edit", name=name) + "#kerberos")
 
 
 # ---------------------------------------------------------------- named LDAP filters
