@@ -121,14 +121,20 @@ def test(name):
     return _index(report=report)
 
 
-@bp.route("/<name>/sync", methods=["POST"])
-@requires("super")
-def sync(name):
+def _job_on(name: str, kind: str, run):
+    """Start `run(rp, directory, progress)` as a background job for the LDAP domain `name`
+    (its job page next), or say it does not exist."""
     if not attempt(lambda: g.rp.directories.show(name)):
         return redirect(url_for("directories.index"))
     directory = g.rp.directories.show(name)["name"]
+    job_id = jobs.submit(g.rp, kind, lambda rp, progress: run(rp, directory, progress))
+    return redirect(url_for("jobs.show", job_id=job_id))
 
-    def work(rp, progress):
+
+@bp.route("/<name>/sync", methods=["POST"])
+@requires("super")
+def sync(name):
+    def work(rp, directory, progress):
         progress(5, f"reading the users of LDAP domain {directory}")
         r = rp.directories.sync(directory)
         return {"result": (f"{r['name']}: {r['seen']} user(s) seen, {r['created']} created, {r['renamed']} renamed, "
@@ -137,8 +143,7 @@ def sync(name):
                            f"{r['conflicts']} conflict(s)"),
                 "steps": [{"step": "problem", "ok": False, "detail": p} for p in r.get("problems", [])[:50]]}
 
-    job_id = jobs.submit(g.rp, "ldap-sync", work)
-    return redirect(url_for("jobs.show", job_id=job_id))
+    return _job_on(name, "ldap-sync", work)
 
 
 # ---------------------------------------------------------------- write-back (guide §7.5)
@@ -171,11 +176,7 @@ def writeback_plan(name):
 @bp.route("/<name>/writeback/run", methods=["POST"])
 @requires("super")
 def writeback_run(name):
-    if not attempt(lambda: g.rp.directories.show(name)):
-        return redirect(url_for("directories.index"))
-    directory = g.rp.directories.show(name)["name"]
-
-    def work(rp, progress):
+    def work(rp, directory, progress):
         progress(5, f"reading the accounts of LDAP domain {directory}")
         r = rp.directories.writeback(directory)
         steps = [{"step": item["dn"], "ok": "skipped" not in item,
@@ -184,8 +185,7 @@ def writeback_run(name):
                  for item in r["planned"] if "skipped" in item or "changes" in item]
         return {"result": f"{r['name']}: {r['written']} entr(ies) written", "steps": steps[:200]}
 
-    job_id = jobs.submit(g.rp, "ldap-writeback", work)
-    return redirect(url_for("jobs.show", job_id=job_id))
+    return _job_on(name, "ldap-writeback", work)
 
 
 # ---------------------------------------------------------------- Kerberos single sign-on
