@@ -17,6 +17,8 @@ from rupost.panel import create_app
 from support.instance import free_ports
 from support.mit_kdc import MitKdc
 
+from .api_support import ApiClient, make_token
+
 _addresses = itertools.count(1)
 PASSWORD = "panel-Secret-123"
 
@@ -174,6 +176,18 @@ def ad_domain(node, domain):
     yield name
     node.app.directories.kerberos_off(name)  # the shared node's dovecot reads one keytab
     node.app.directories.remove(name, force=True)
+
+
+@pytest.fixture
+def api(panel_app):
+    """A client of the REST API for a token's secret."""
+    return lambda secret: ApiClient(panel_app, secret)
+
+
+@pytest.fixture
+def superapi(api, node):
+    """A client of the REST API with a fresh superadmin token."""
+    return api(make_token(node)[1])
 
 
 def text(response) -> str:

@@ -6,7 +6,6 @@ import json
 import time
 import uuid
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import update
 
@@ -22,16 +21,6 @@ PROBLEM = "application/problem+json"
 
 def cli(node, *args, input=None):
     return CliRunner().invoke(rupost, ["--root", str(node.root), *args], input=input)
-
-
-@pytest.fixture
-def api(panel_app, node):
-    return lambda secret: ApiClient(panel_app, secret)
-
-
-@pytest.fixture
-def superapi(api, node):
-    return api(make_token(node)[1])
 
 
 def assert_problem(response, status):

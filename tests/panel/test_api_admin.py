@@ -17,19 +17,9 @@ from rupost import tls
 from rupost.db.models import Node, utcnow
 from support.slapd import TempSlapd
 
-from .api_support import ApiClient, make_token
+from .api_support import make_token
 from .conftest import audit_rows
 from .test_api import assert_problem, cli, wait_job
-
-
-@pytest.fixture
-def api(panel_app):
-    return lambda secret: ApiClient(panel_app, secret)
-
-
-@pytest.fixture
-def superapi(api, node):
-    return api(make_token(node)[1])
 
 
 @pytest.fixture(scope="module")

@@ -8,24 +8,13 @@ import base64
 import json
 from urllib.parse import urlencode
 
-import pytest
 
-from .api_support import ApiClient, make_token
+from .api_support import make_token
 from .conftest import audit_rows
 from .test_api import assert_problem, cli
 
 GROUP = "CN=Mail admins,OU=Groups,DC=corp,DC=test"
 GROUP_QUERY = urlencode({"kind": "group", "value": GROUP})
-
-
-@pytest.fixture
-def api(panel_app):
-    return lambda secret: ApiClient(panel_app, secret)
-
-
-@pytest.fixture
-def superapi(api, node):
-    return api(make_token(node)[1])
 
 
 def test_administrators_by_group_listed_added_and_removed(node, superapi, api, ad_domain, domain):

@@ -22,19 +22,9 @@ from rupost.services.srs import SRS_PENDING
 from rupost.tls import FFDHE3072_PEM
 from support.dns_zone import Zone
 
-from .api_support import ApiClient, make_token
+from .api_support import make_token
 from .conftest import audit_rows, text
 from .test_api import assert_problem, cli, wait_job
-
-
-@pytest.fixture
-def api(panel_app):
-    return lambda secret: ApiClient(panel_app, secret)
-
-
-@pytest.fixture
-def superapi(api, node):
-    return api(make_token(node)[1])
 
 
 @pytest.fixture
