@@ -81,6 +81,14 @@ def test_a_replica_never_answers_no_such_mailbox(ha_cluster, patroni, users):
         "550 5.1.1 User unknown in virtual mailbox table"
     for function in ("lookup_login", "lookup_user"):
         assert patroni.psql(f"SELECT count(*) FROM {function}('{missing}')", data).strip() == "0"
+    # postfix's domain lookup as the node renders it: "yes" anywhere, "no" (which its lookup
+    # cache keeps) only from the primary; a replica answers a domain it does not host with no
+    # row, which postfix does not cache
+    rendered = (ha_cluster.nodes[0].layout.component_config("postfix") / "pgsql-domains.cf").read_text()
+    query = next(line for line in rendered.splitlines() if line.startswith("query = "))[len("query = "):]
+    for member, answers in ((replica, ("yes", "")), (None, ("yes", "no"))):
+        assert tuple(patroni.psql(query.replace("%s", name), data, member).strip()
+                     for name in (domain, "not-hosted.example")) == answers
 
 
 def test_the_panel_shows_the_members_and_the_ways(ha_cluster, patroni):
