@@ -46,9 +46,6 @@ def test_a_change_made_here_counts_at_the_next_message(node, domain, mailbox):
     assert rcpt(node, newcomer) == 550
     assert cached(node, "recipient_access", newcomer) == b"550 5.1.1 User unknown in virtual mailbox table"
     assert cached(node, "domains", domain) == b"yes"  # trivial-rewrite's answer, cached too
-    # a domain not hosted here is an answer too ("no"): the sender domain of nearly every
-    # inbound message, otherwise asked of PostgreSQL each time
-    assert cached(node, "domains", "example.org") == b"no"
 
     node.app.mailboxes.add(newcomer, "pw-newcomer-1")
     assert rcpt(node, newcomer) == 250
@@ -96,7 +93,10 @@ def test_a_change_made_here_counts_at_the_next_message(node, domain, mailbox):
     assert rcpt(node, f"b-{uuid.uuid4().hex[:6]}@{domain}") == 550  # hosted again: unknown user
     assert rcpt(node, second) == 250
 
-    # a domain added here is hosted at once, though "no" was cached for it a moment before
+    # a domain not hosted here is an answer too ("no": the sender domain of nearly every
+    # inbound message, otherwise asked of PostgreSQL each time; a fresh one, since smtpd keeps
+    # its recent resolutions and would not ask again after a flush), and a domain added here
+    # is hosted at once, though "no" was cached for it a moment before
     added = f"added-{uuid.uuid4().hex[:6]}.test"
     assert rcpt(node, f"c-{uuid.uuid4().hex[:6]}@{added}") == 554
     assert cached(node, "domains", added) == b"no"
