@@ -190,5 +190,26 @@ def superapi(api, node):
     return api(make_token(node)[1])
 
 
+@pytest.fixture
+def settings_kept(node):
+    """The session's node is shared: the mail host, the template's values and a pending SRS
+    rotation a test stores are put back as they were."""
+    from sqlalchemy import delete
+
+    from rupost.db.models import Setting
+    from rupost.services.settings import MAIL_HOST, TEMPLATE_PARAMETERS
+    from rupost.services.srs import SRS_PENDING
+
+    with node.app.dbs.session("main") as s:
+        before = {k: (row.value if (row := s.get(Setting, k)) is not None else None)
+                  for k in (MAIL_HOST, TEMPLATE_PARAMETERS, SRS_PENDING)}
+    yield
+    with node.app.dbs.session("main") as s:
+        for key, value in before.items():
+            s.execute(delete(Setting).where(Setting.key == key))
+            if value is not None:
+                s.add(Setting(key=key, value=value))
+
+
 def text(response) -> str:
     return response.get_data(as_text=True)

@@ -126,7 +126,7 @@ def fuzz(api_schema, call) -> dict[str, str]:
 
         try:
             run()
-        except Exception as exc:  # a check's failure, with the case that found it
+        except Exception:  # a check's failure, with the case that found it
             import traceback
             failures[operation.label] = traceback.format_exc()[-3000:]
     return failures
@@ -162,25 +162,11 @@ def retention_kept(node):
 
 
 @pytest.fixture
-def node_settings_kept(node):
-    """The mail host, the template's values (sizing apply), a pending SRS rotation and the
-    active DH parameters the fuzzer sets are put back too."""
-    from sqlalchemy import delete
-
-    from rupost.db.models import Setting
-    from rupost.services.settings import MAIL_HOST, TEMPLATE_PARAMETERS
-    from rupost.services.srs import SRS_PENDING
-
-    with node.app.dbs.session("main") as s:
-        before = {k: (row.value if (row := s.get(Setting, k)) is not None else None)
-                  for k in (MAIL_HOST, TEMPLATE_PARAMETERS, SRS_PENDING)}
+def node_settings_kept(node, settings_kept):
+    """The mail host, the template's values (sizing apply), a pending SRS rotation
+    (settings_kept) and the active DH parameters the fuzzer sets are put back too."""
     dhparam = next(d["name"] for d in node.app.dhparams.list() if d["active"])
     yield
-    with node.app.dbs.session("main") as s:
-        for key, value in before.items():
-            s.execute(delete(Setting).where(Setting.key == key))
-            if value is not None:
-                s.add(Setting(key=key, value=value))
     node.app.dhparams.activate(dhparam)
 
 

@@ -17,7 +17,7 @@ from rupost.db.models import Setting, utcnow
 from rupost.db.panel_models import PanelLockout
 from rupost.errors import ConflictError, NotFoundError
 from rupost.services import Actor
-from rupost.services.settings import MAIL_HOST, TEMPLATE_PARAMETERS
+from rupost.services.settings import MAIL_HOST
 from rupost.services.srs import SRS_PENDING
 from rupost.tls import FFDHE3072_PEM
 from support.dns_zone import Zone
@@ -25,21 +25,6 @@ from support.dns_zone import Zone
 from .api_support import make_token
 from .conftest import audit_rows, text
 from .test_api import assert_problem, cli, wait_job
-
-
-@pytest.fixture
-def settings_kept(node):
-    """The session's node is shared: the mail host, the template's values and a pending SRS
-    rotation these tests store are put back as they were."""
-    keys = (MAIL_HOST, TEMPLATE_PARAMETERS, SRS_PENDING)
-    with node.app.dbs.session("main") as s:
-        before = {k: (row.value if (row := s.get(Setting, k)) is not None else None) for k in keys}
-    yield
-    with node.app.dbs.session("main") as s:
-        for key, value in before.items():
-            s.execute(delete(Setting).where(Setting.key == key))
-            if value is not None:
-                s.add(Setting(key=key, value=value))
 
 
 def test_dh_parameters_admins_lockouts_and_database(node, superapi, api, domain, admin_factory):
