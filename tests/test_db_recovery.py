@@ -119,3 +119,35 @@ def test_a_database_outage_refuses_no_known_recipient_and_loses_nothing(outage):
           f"dovecot's auth process was replaced); lookups revived {revived - run.back:.1f} s after the database was back; an uncached account "
           f"logged in {run.cold_login_s:.1f} s after, the last refusal of an uncached login "
           f"{run.cold_refused_until_s:.1f} s after ({len(run.cold_logins.answers)} uncached logins)")
+
+
+def test_a_primary_whose_postmaster_dies_reads_as_a_switch_over(workdir):
+    """SIGKILL to the postmaster (Patroni's `postgres` failover case): the backend of an open
+    session ends with 'terminating connection due to unexpected postmaster exit'. For an HA
+    core that is a failover in progress (retry), not a database that refuses the login."""
+    import os
+    import signal
+    import time
+
+    import psycopg
+    import sqlalchemy as sa
+
+    from rupost.config import DatabaseMember
+    from rupost.db.engine import describe_db_error, switching_over
+
+    pg = TempPostgres(workdir / "pg-killed", free_ports(1)[0]).start()
+    try:
+        conn = psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres", password=pg.password,
+                               dbname="postgres")
+        conn.execute("select 1")
+        os.kill(int((pg.data / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+        time.sleep(1.0)
+        with pytest.raises(psycopg.OperationalError) as died:
+            conn.execute("select 1")
+        assert switching_over(died.value), str(died.value)
+        ha = DatabaseSettings(user="rupost", members=[DatabaseMember(host="10.0.0.1", port=5432),
+                                                      DatabaseMember(host="10.0.0.2", port=5432)])
+        said = describe_db_error(sa.exc.OperationalError("select 1", {}, died.value), ha, "rupost_data")
+        assert "switching over" in said and "nothing of this operation was applied" in said, said
+    finally:
+        pg.destroy()

@@ -37,6 +37,8 @@ def url_for(settings: DatabaseSettings, dbname: str) -> URL:
 # libpq's words when the server it talked to went away or stopped being the primary mid-way
 # (a failover or a planned switchover): the transaction was rolled back, nothing was applied
 _SWITCHING = ("server closed the connection unexpectedly", "terminating connection due to administrator",
+              "terminating connection due to unexpected postmaster exit",
+              "terminating connection due to conflict with recovery",
               "read-only transaction", "the database system is shutting down", "the database system is starting up",
               "consuming input failed", "connection to server", "could not receive data from server",
               "no connection to the server", "the connection is lost", "recovery is in progress")
