@@ -171,6 +171,28 @@ def test_a_reload_only_deploy_refuses_no_connection(node, mailbox):
     assert sorted(counts) == sorted(traffic.accepted) and set(counts.values()) == {1}
 
 
+def test_mail_deferred_while_dovecot_was_away_is_retried_when_a_deploy_starts_it(node, mailbox):
+    """LMTP away (dovecot stopped, as during a deploy's restart): postfix accepts and defers
+    the message, and would try it again only after its backoff (300 s). The deploy that
+    starts dovecot again has postfix try the deferred mail at once."""
+    from support.cluster import wait_until
+
+    address, password = mailbox(f"away{uuid.uuid4().hex[:6]}")
+    subject = f"deferred while away {uuid.uuid4().hex}"
+    node.app.component_runtime.stop(["dovecot"])
+    try:
+        with smtp(node.ports["smtp"]) as client:
+            assert client.send_message(message("someone@example.org", address, subject)) == {}
+        assert wait_until(lambda: any(m["queue"] == "deferred" and address in m["recipients"]
+                                      for m in node.app.mailqueues.list()["messages"]), 30, 0.5), \
+            node.app.mailqueues.list()
+    finally:
+        outcome = node.app.deploys.deploy(node.app.deploys.plan(node.parameters))
+    assert "dovecot" in outcome.started, outcome.as_dict()
+    # well inside postfix's backoff: only the retry the deploy asked for delivers it this soon
+    wait_for_subject(node.ports["imaps"], address, password, subject, timeout=60)
+
+
 def test_rollback_restarts_a_daemon_the_failed_generation_left_throttled(node, mailbox):
     """Every checker passes, but each smtpd dies at its first connection (proxymap refuses the
     list-policy table, which the template's own proxy_read_maps leaves out); postfix's master

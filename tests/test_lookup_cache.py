@@ -107,6 +107,26 @@ def test_a_change_made_here_counts_at_the_next_message(node, domain, mailbox):
         node.app.domains.remove(added)
 
 
+def test_an_account_change_keeps_the_lookup_cache_and_a_disable_empties_it(node, domain, mailbox):
+    """A quota or password change leaves postfix's cached lookups alone (no row they read
+    changed; only dovecot's and SOGo's caches are emptied); a disable, written in the same
+    kind of session, empties them before the service returns (the trigger's mark on the
+    transaction, data migration 0015)."""
+    kept, _ = mailbox("kept")
+    assert rcpt(node, kept) == 250
+    answer = cached(node, "recipient_access", kept)
+    assert answer is not None
+    node.app.mailboxes.set_quota(kept, "3G")
+    node.app.mailboxes.set_password(kept, "kept-password-2")
+    assert cached(node, "recipient_access", kept) == answer
+    assert cached(node, "domains", domain) == b"yes"
+    node.app.mailboxes.set_enabled(kept, False)
+    assert cached(node, "recipient_access", kept) is None
+    assert rcpt(node, kept) == 550
+    node.app.mailboxes.set_enabled(kept, True)
+    assert rcpt(node, kept) == 250
+
+
 def test_a_change_made_elsewhere_reaches_the_cache_through_the_database(node, domain, mailbox):
     """The data database announces the change itself (a trigger per table); the agent's guard
     empties memcached when it hears it, and once more a moment later, and whenever it

@@ -78,7 +78,16 @@ def registry() -> ComponentRegistry:
 
 
 def runtime_for(registry: ComponentRegistry, tmp_path: Path, backend: RecordingBackend) -> ComponentRuntime:
-    return ComponentRuntime(Layout.at(tmp_path), NodeConfig(node_name="t", fqdn="t.example"), registry, backend)
+    return ComponentRuntime(live(Layout.at(tmp_path), registry), NodeConfig(node_name="t", fqdn="t.example"),
+                            registry, backend)
+
+
+def live(layout: Layout, registry: ComponentRegistry, *left_out: str) -> Layout:
+    """A live generation with a directory for each component of `registry` but `left_out`."""
+    for name in registry:
+        if name not in left_out:
+            (layout.current / name).mkdir(parents=True, exist_ok=True)
+    return layout
 
 
 def test_the_shipped_registry_lists_every_adapter_once_in_dependency_order():
@@ -96,6 +105,20 @@ def test_a_declared_component_is_probed(registry, tmp_path):
     results = runtime.run_probes(patience=0)
     assert ("127.0.0.1", runtime.node.port("imaps")) in PROBED
     assert "dummy" in [r.name for r in results]
+
+
+def test_a_component_the_live_generation_lacks_is_neither_started_supervised_nor_probed(registry, tmp_path):
+    """An upgrade installs adapters the live generation has no files for yet (the deploy after
+    it renders them): starting one would fail for want of its configuration, and the agent
+    would report it down; until that deploy it is not part of the node."""
+    layout = live(Layout.at(tmp_path), registry, "dummy")
+    runtime = ComponentRuntime(layout, NodeConfig(node_name="t", fqdn="t.example"), registry, RecordingBackend({}))
+    assert "dummy" not in runtime.deployed() and "dummy" not in runtime.states()
+    assert "dummy" not in {p.component for p in runtime.planned_probes()}
+    assert runtime.start(["dummy"]) == []  # the backend refuses any start in these tests
+    (layout.current / "dummy").mkdir()
+    assert "dummy" in runtime.states()
+    assert "dummy" in {p.component for p in runtime.planned_probes()}
 
 
 def test_a_declared_tls_reader_reloads_when_the_certificate_changes(registry, tmp_path):
@@ -152,7 +175,7 @@ def test_a_declared_section_is_part_of_the_template_document(registry):
 
 def test_a_loopback_only_component_is_probed_on_loopback_whatever_the_public_address(tmp_path):
     node = NodeConfig(node_name="t", fqdn="t.example", listen_address="10.9.9.9")
-    runtime = ComponentRuntime(Layout.at(tmp_path), node, all_adapters(), RecordingBackend({}))
+    runtime = ComponentRuntime(live(Layout.at(tmp_path), all_adapters()), node, all_adapters(), RecordingBackend({}))
     planned = {(p.component, p.host, p.port) for p in runtime.planned_probes()}
     assert ("postsrsd", "127.0.0.1", node.port("srs_forward")) in planned
     assert ("postfix", "10.9.9.9", node.port("smtp")) in planned

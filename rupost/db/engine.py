@@ -78,6 +78,10 @@ def describe_db_error(exc: BaseException, settings: DatabaseSettings, dbname: st
             f"{first}")
 
 
+# set (transaction-local) by the trigger on the tables postfix's cached lookups read
+LOOKUP_CHANGE_MARK = "rupost.lookups_changed"
+
+
 def _mark_written(session, _flush_context) -> None:
     session.info["written"] = True
 
@@ -96,12 +100,14 @@ class Databases:
         self.settings = settings
         self._engines: dict[str, Engine] = {}
         self._makers: dict[str, sessionmaker] = {}
-        self._after_write: dict[str, list] = {}
+        self._after_lookup_change: dict[str, list] = {}
 
-    def after_write(self, kind: str, callback) -> None:
-        """Call `callback()` after every session of `kind` that wrote something has committed
-        (not before: a reader between the flush and the commit would still see the old rows)."""
-        self._after_write.setdefault(kind, []).append(callback)
+    def after_lookup_change(self, kind: str, callback) -> None:
+        """Call `callback()` after every session of `kind` whose transaction changed rows the
+        mail lookups read has committed (not before: a reader between the flush and the commit
+        would still see the old rows). The lookup tables' trigger marks such a transaction
+        (LOOKUP_CHANGE_MARK, data migration 0015); other writes call nothing."""
+        self._after_lookup_change.setdefault(kind, []).append(callback)
 
     def name(self, kind: str) -> str:
         return self.settings.names()[kind]
@@ -143,11 +149,12 @@ class Databases:
         committing = False
         try:
             yield session
+            changed_lookups = self._changed_lookups(kind, session)
             committing = True
             session.commit()
             committing = False
-            if session.info.pop("written", False):
-                for callback in self._after_write.get(kind, ()):
+            if changed_lookups:
+                for callback in self._after_lookup_change[kind]:
                     callback()
         except (sa.exc.OperationalError, sa.exc.InternalError) as exc:
             _quiet_rollback(session)
@@ -159,6 +166,16 @@ class Databases:
             raise
         finally:
             session.close()
+
+    def _changed_lookups(self, kind: str, session: Session) -> bool:
+        """Whether the session's transaction, about to commit, changed lookup rows: asked of
+        the transaction itself (the trigger's mark), only when something was written."""
+        if not self._after_lookup_change.get(kind):
+            return False
+        session.flush()
+        if not session.info.pop("written", False):
+            return False
+        return session.scalar(sa.text(f"SELECT current_setting('{LOOKUP_CHANGE_MARK}', true)")) == "on"
 
     def check(self, kind: str = "main") -> None:
         try:

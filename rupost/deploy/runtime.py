@@ -75,10 +75,11 @@ class ComponentRuntime:
         return self.backend.is_running(name)
 
     def deployed(self) -> list[str]:
-        """The components the live generation runs, in dependency order: a switchable one
-        (clamd) only when the generation has its directory, i.e. its section turned it on."""
-        return [name for name, adapter in self.components.items()
-                if not adapter.switchable or (self.layout.current / name).is_dir()]
+        """The components the live generation runs, in dependency order: those it has a
+        directory for. A switchable one (clamd) has one when its section turned it on; one
+        this release added (installed by an upgrade, the deploy after it not done yet) has
+        none: it has no configuration to run with, so it is neither started nor supervised."""
+        return [name for name in self.components if (self.layout.current / name).is_dir()]
 
     def states(self) -> dict[str, dict]:
         return {name: {"running": self.backend.is_running(name), "pid": self.backend.pid(name)}
@@ -189,8 +190,9 @@ class ComponentRuntime:
     def planned_probes(self) -> list[PlannedProbe]:
         """Every probe the components declare, with where it connects."""
         host = self.probe_host()
+        deployed = set(self.deployed())
         return [PlannedProbe(name, probe, "127.0.0.1" if probe.loopback else host, self.node.port(probe.port))
-                for name, probe in self.components.probes()]
+                for name, probe in self.components.probes() if name in deployed]
 
     def run_probes(self, patience: float = 10.0) -> list[protocol.ProbeResult]:
         """Every daemon already accepts connections (checked after its start or reload);

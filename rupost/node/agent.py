@@ -68,7 +68,7 @@ class NodeAgent:
             self.log(name, "down", "restarting it")
             self.app.components.start([name])
             states = self.app.components.states()
-        down = [name for name in mail_unit if not states[name]["running"]]
+        down = [name for name in mail_unit if name in states and not states[name]["running"]]
         if not down and self._hold_queue():
             self.down_since = None
             self.apply_admin_state()

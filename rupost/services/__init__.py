@@ -92,7 +92,7 @@ class Runtime:
         self.config = config
         self.dbs = Databases(config.database)
         # postfix's cached lookups must not answer from rows this process just changed
-        self.dbs.after_write("data", functools.partial(lookups_changed, self))
+        self.dbs.after_lookup_change("data", functools.partial(lookups_changed, self))
         # administrators' authenticators besides the local one (an LDAP bind, the panel's hooks)
         self.authenticators: list[Authenticator] = []
 

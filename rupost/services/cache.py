@@ -16,7 +16,8 @@ answered from the same memcached before PostgreSQL (the builtin template's
 ``lookup_cache``). Every change to the rows they read is announced by the data database
 itself (``LOOKUPS_CHANNEL``, a trigger per table, data migration 0008), whoever made it;
 the process that committed it empties the local memcached at once (``lookups_changed``,
-after every data session that wrote), and each node's agent runs a ``LookupCacheGuard``
+after a data session whose transaction the trigger marked: data migration 0015; a quota or
+password change empties nothing), and each node's agent runs a ``LookupCacheGuard``
 that empties its node's memcached when an announcement arrives, and once more
 ``SECOND_FLUSH`` seconds later: a postfix process that read the old row just before the
 commit may store that answer just after the first flush.
@@ -59,17 +60,21 @@ RESYNC_PATIENCE = 30.0
 log = logging.getLogger("rupost.cache")
 
 
-def flush_memcached(app: Services | Runtime) -> bool:
-    """Empty the node's memcached instances: SOGo's cached logins, users and ACLs (TCP), and
-    postfix's cached lookups (component lookup_cache, a Unix socket). SOGo caches successful
-    logins; after a password change or a disable the old password would keep working until
-    the entry expires. Sessions live in the database, so flushing logs nobody out. Best effort: a stopped memcached has
-    nothing cached."""
+def flush_sogo_cache(app: Services | Runtime) -> bool:
+    """Empty SOGo's memcached (TCP): its cached logins, users and ACLs. SOGo caches
+    successful logins; after a password change or a disable the old password would keep
+    working until the entry expires. Sessions live in the database, so flushing logs nobody
+    out. Best effort: a stopped memcached has nothing cached."""
+    return _flush(("127.0.0.1", app.config.port("memcached")))
+
+
+def flush_lookup_cache(app: Services | Runtime) -> bool:
+    """Empty postfix's cached lookups (component lookup_cache, a Unix socket only postfix and
+    root reach). Only for changes to the rows those lookups read: every answer has to come from
+    PostgreSQL again afterwards."""
     from adapters.lookup_cache import socket_path
 
-    sogo = _flush(("127.0.0.1", app.config.port("memcached")))
-    lookups = _flush(str(socket_path(app.layout)))  # postfix's own (component lookup_cache)
-    return sogo or lookups
+    return _flush(str(socket_path(app.layout)))
 
 
 def _flush(server: tuple[str, int] | str) -> bool:
@@ -102,9 +107,11 @@ def flush_dovecot_auth_cache(app: Services) -> bool:
 
 
 def flush_here(app: Services, dovecot: bool = True) -> None:
+    """The account caches of this node: dovecot's auth cache and SOGo's memcached (postfix's
+    lookup cache follows the lookup rows, not the accounts: ``lookups_changed``)."""
     if dovecot:
         flush_dovecot_auth_cache(app)
-    flush_memcached(app)
+    flush_sogo_cache(app)
 
 
 def accounts_changed(app: Services) -> None:
@@ -117,14 +124,14 @@ def accounts_changed(app: Services) -> None:
 def sogo_changed(app: Services) -> None:
     """Something SOGo caches in memcached changed (an ACL, a resource's settings): flush it
     on every node."""
-    flush_memcached(app)
+    flush_sogo_cache(app)
     _notify(app, dovecot=False)
 
 
 def lookups_changed(app: Services | Runtime) -> None:
     """Rows postfix's cached lookups read were committed here: empty this node's memcached
     now (the other nodes' agents hear it from the database's own announcement)."""
-    flush_memcached(app)
+    flush_lookup_cache(app)
 
 
 def announced(conn: psycopg.Connection, channel: str) -> int | None:
@@ -200,7 +207,7 @@ class LookupCacheGuard:
         self._stop.set()
 
     def _flush(self) -> None:
-        flush_memcached(self.app)
+        flush_lookup_cache(self.app)
         self.flushes += 1
 
     def _flush_counted(self, conn: psycopg.Connection) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 import zlib
 from dataclasses import asdict
@@ -14,7 +15,7 @@ from ..db.models import Certificate, DHParam, Generation, utcnow
 from ..deploy.pipeline import DeployOutcome, DeployPipeline, DeployResult
 from ..deploy.plan import Plan, TLSMaterial
 from ..deploy.store import GenerationStore
-from ..errors import ConflictError, DeployError, NotFoundError, TemplateError
+from ..errors import ConflictError, DeployError, NotFoundError, RuPostError, TemplateError
 from ..paths import GENERATION_TOKEN
 from ..templating.document import TemplateDocument
 from ..templating.limits import declares_load, derive_limits
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from . import Services
+
+log = logging.getLogger("rupost.deploy")
 
 
 class GenerationRecord(TypedDict):
@@ -235,6 +238,7 @@ class DeployService:
         try:
             outcome = self.pipeline.apply(plan, force)
             self._record(plan, outcome)
+            self._retry_what_restarts_deferred(outcome)
             self._raise_unless_ok(outcome)
             self._forget_what_sogo_cached(outcome)
         except DeployError as exc:
@@ -251,15 +255,27 @@ class DeployService:
                               generation=outcome.generation, reloaded=outcome.reloaded, started=outcome.started)
         return outcome
 
+    def _retry_what_restarts_deferred(self, outcome: DeployOutcome) -> None:
+        """A mail component restarted by the deploy (or by its rollback) was away for a
+        moment: a message postfix tried to hand to dovecot's LMTP then was deferred, and
+        postfix would try it again only after its backoff (minutes). The node serves again, so
+        the deferred mail is tried now (best effort: the agent's next return does it too)."""
+        if not set(outcome.started) & set(self.app.adapters.mail_unit):
+            return
+        try:
+            self.app.mailqueues.flush()
+        except RuPostError as exc:
+            log.warning("the mail deferred during the deploy's restarts waits for postfix's next retry: %s", exc)
+
     def _forget_what_sogo_cached(self, outcome: DeployOutcome) -> None:
         """SOGo keeps each user's attributes in memcached across its restarts, among them the
         domain its sources gave the user, which scopes the address books: a SOGo restarted
         with other sources must not read what the previous ones answered (a user would find
-        an empty address book until the entry expires). Emptying memcached logs nobody out."""
-        from .cache import flush_memcached
+        an empty address book until the entry expires). Emptying its memcached logs nobody out."""
+        from .cache import flush_sogo_cache
 
         if "sogo" in outcome.reloaded or "sogo" in outcome.started:
-            flush_memcached(self.app)
+            flush_sogo_cache(self.app)
 
     def _report_node(self, applied_generation: int | None) -> None:
         """The node's state is what its components are, whatever the deploy intended."""

@@ -33,6 +33,7 @@ phase failed-upgrade
 
 echo "--- fixed, dpkg --configure -a: db upgrade, deploy, agent restarted, mail flowing"
 psql_main "ALTER TABLE nodes DROP COLUMN software_version" >/dev/null
+monitor_lines=$(wc -l < /var/log/rupost/monitor.log)
 load_start upgrade
 dpkg --configure -a > /tmp/dpkg-configure.log 2>&1 || fail "dpkg --configure -a: $(cat /tmp/dpkg-configure.log)"
 deliver after-upgrade-3
@@ -41,6 +42,12 @@ load_stop upgrade
 # connection open in that window may be closed (MEASURE counts them; clients retry); none is
 # refused and nothing is lost
 no_refusals upgrade "refused imap_refused"
+# the agent restarted on the new code before the deploy rendered the components this release
+# adds: it must not take them for crashed ones (no configuration to start them with yet)
+since_upgrade=$(tail -n +"$((monitor_lines + 1))" /var/log/rupost/monitor.log)
+if grep -E " down: restarting it| out_of_service:" <<< "$since_upgrade"; then
+  fail "the agent saw components down during the upgrade: $since_upgrade"
+fi
 new_version=$(dpkg-query -W -f='${Version}' rupost)
 [ "$new_version" != "$old_version" ] && [ "$(dpkg-query -W -f='${Status}' rupost)" = "install ok installed" ] \
   || fail "rupost $new_version $(dpkg-query -W -f='${Status}' rupost)"
