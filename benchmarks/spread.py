@@ -2,10 +2,10 @@
 cache (memcached before PostgreSQL, the builtin template's ``lookup_cache``) misses as in real
 life, while mailboxes change during the round (each change empties the cache).
 
-A change, twice a second through the service layer on the full path: an active mailbox's
-quota (dovecot's auth cache is emptied: the quota is part of its userdb answer) and a
-mailbox outside the active set disabled or enabled again (a leaver or a returner of an HR
-feed: a row postfix's lookups read, so the lookup cache is emptied too).
+A mailbox change twice a second through the service layer on the full path, in turn: an
+active mailbox's quota (dovecot's auth cache is emptied: the quota is part of its userdb
+answer), then a mailbox outside the active set disabled or enabled again (a leaver or a
+returner of an HR feed: a row postfix's lookups read, so the lookup cache is emptied too).
 
 The full path holds `population` mailboxes spread over DOMAINS domains (u<j>@spread<d>.test);
 a fixed random set of `mailboxes` of them is the active set (the people who get mail today),
@@ -57,8 +57,8 @@ def _send(port: int, recipients: list[str], size: int, errors: list[str]) -> Non
 
 
 def _changes(inst, addresses: list[str], stop: threading.Event, every: float, made: list[int]) -> None:
-    """Every `every` seconds until stopped: an active mailbox's quota, and a bystander (a
-    mailbox of the same domains outside `addresses`) disabled, or enabled again."""
+    """Every `every` seconds until stopped, in turn: an active mailbox's quota, or a bystander
+    (a mailbox of the same domains outside `addresses`) disabled, or enabled again."""
     rng = random.Random(7)
     active = set(addresses)
     # the population's addresses are u<j>@spread<d>.test (full_recipients)
@@ -67,10 +67,12 @@ def _changes(inst, addresses: list[str], stop: threading.Event, every: float, ma
     bystanders = [a for a in population if a not in active][:50]
     disabled: set[str] = set()
     while not stop.wait(every):
-        inst.app.mailboxes.set_quota(rng.choice(addresses), rng.choice(("1G", "2G")))
-        leaver = rng.choice(bystanders)
-        inst.app.mailboxes.set_enabled(leaver, leaver in disabled)
-        disabled ^= {leaver}
+        if made[0] % 2 == 0:
+            inst.app.mailboxes.set_quota(rng.choice(addresses), rng.choice(("1G", "2G")))
+        else:
+            leaver = rng.choice(bystanders)
+            inst.app.mailboxes.set_enabled(leaver, leaver in disabled)
+            disabled ^= {leaver}
         made[0] += 1
 
 
