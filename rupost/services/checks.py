@@ -88,13 +88,16 @@ def check_components(app: Services) -> list[CheckResult]:
     if not app.layout.current.exists():
         return [CheckResult("component", "node", CRITICAL, "nothing is deployed on this node: run rupost deploy")]
     out = []
-    for name, state in app.components.states().items():
-        if state["running"]:
+    states = app.components.states()  # the components the live generation runs
+    for name, adapter in app.adapters.items():
+        state = states.get(name)
+        if state is None:
+            if not adapter.switchable:  # a switchable one is simply switched off
+                out.append(CheckResult("component", name, WARNING,
+                                       f"{name} is not in the live generation (installed after the last deploy): "
+                                       "run rupost deploy"))
+        elif state["running"]:
             out.append(CheckResult("component", name, OK, f"running (pid {state['pid']})"))
-        elif not app.layout.component_config(name).exists():
-            out.append(CheckResult("component", name, WARNING,
-                                   f"{name} is not in the live generation (installed after the last deploy): "
-                                   "run rupost deploy"))
         else:
             out.append(CheckResult("component", name, CRITICAL,
                                    f"{name} is not running (`rupost components start`; log: "

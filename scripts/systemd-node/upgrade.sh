@@ -28,6 +28,10 @@ grep -q "'rupost db upgrade' failed" /tmp/apt-upgrade-fail.log || fail "postinst
 grep -q "software_version" /tmp/apt-upgrade-fail.log || fail "the database error is not shown: $(tail -20 /tmp/apt-upgrade-fail.log)"
 [ "$(for c in $COMPONENTS; do mainpid "$c"; done | tr '\n' ' ')" = "$pids_before" ] || fail "components restarted by a failed upgrade"
 [ "$(systemctl show -p MainPID --value rupost.service)" = "$agent_pid" ] || fail "agent restarted by a failed upgrade"
+# the new release's code is unpacked, its deploy not done: its new components are reported, not started
+rupost check > /tmp/check-half-configured.txt 2>&1 || true
+grep -q "lookup_cache is not in the live generation" /tmp/check-half-configured.txt \
+  || fail "rupost check does not name the components the deploy has still to add: $(cat /tmp/check-half-configured.txt)"
 ok "failed migration: postinst stopped ($(dpkg-query -W -f='${Status}' rupost)), said: $(grep -o "'rupost db upgrade' failed[^:]*" /tmp/apt-upgrade-fail.log | head -1); mail kept flowing (0 refused, 0 lost)"
 phase failed-upgrade
 
