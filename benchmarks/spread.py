@@ -19,6 +19,7 @@ uses smtp-source to 20 fixed mailboxes; both clients are the same on both sides 
 """
 from __future__ import annotations
 
+import itertools
 import random
 import smtplib
 import statistics
@@ -34,10 +35,14 @@ WARMUP = 100  # messages to each side before the measured rounds
 SENDER = "load@example.org"
 
 
+def _per_domain(mailboxes: int, population: int) -> int:
+    return -(-max(population, mailboxes) // DOMAINS)
+
+
 def full_recipients(inst, mailboxes: int, population: int, seed: int = 29) -> list[tuple[str, Path]]:
     """The active set: `mailboxes` of `population` mailboxes (created with COPY if missing),
     with their Maildirs."""
-    per_domain = -(-max(population, mailboxes) // DOMAINS)
+    per_domain = _per_domain(mailboxes, population)
     for d in range(DOMAINS):
         bulk_mailboxes(inst, per_domain, f"spread{d}.test")
     store = inst.layout.mail_storage
@@ -56,28 +61,34 @@ def _send(port: int, recipients: list[str], size: int, errors: list[str]) -> Non
         errors.append(f"{exc.__class__.__name__}: {str(exc)[:200]}")
 
 
-def _changes(inst, addresses: list[str], stop: threading.Event, every: float, made: list[int]) -> None:
-    """Every `every` seconds until stopped, in turn: an active mailbox's quota, or a bystander
-    (a mailbox of the same domains outside `addresses`) disabled, or enabled again."""
+def bystanders(full: list[tuple[str, Path]], population: int, count: int = 50) -> list[str]:
+    """`count` mailboxes of the population outside the active set `full`: never drawn, so
+    disabling one refuses no message of a round."""
+    active = {address for address, _ in full}
+    every = (f"u{j}@spread{d}.test" for j in range(_per_domain(len(full), population)) for d in range(DOMAINS))
+    return list(itertools.islice((a for a in every if a not in active), count))
+
+
+def _changes(inst, addresses: list[str], leavers: list[str], stop: threading.Event, every: float,
+             made: list[int]) -> None:
+    """Every `every` seconds until stopped, in turn: the quota of one of `addresses`, or one
+    of `leavers` disabled, or enabled again; the disabled ones are enabled again at the end."""
     rng = random.Random(7)
-    active = set(addresses)
-    # the population's addresses are u<j>@spread<d>.test (full_recipients)
-    per_domain = 1 + max(int(a.split("@")[0][1:]) for a in addresses)
-    population = (f"u{j}@spread{d}.test" for j in range(per_domain) for d in range(DOMAINS))
-    bystanders = [a for a in population if a not in active][:50]
     disabled: set[str] = set()
     while not stop.wait(every):
-        if made[0] % 2 == 0:
+        if made[0] % 2 == 0 or not leavers:
             inst.app.mailboxes.set_quota(rng.choice(addresses), rng.choice(("1G", "2G")))
         else:
-            leaver = rng.choice(bystanders)
+            leaver = rng.choice(leavers)
             inst.app.mailboxes.set_enabled(leaver, leaver in disabled)
             disabled ^= {leaver}
         made[0] += 1
+    for leaver in disabled:
+        inst.app.mailboxes.set_enabled(leaver, True)
 
 
 def round_(port: int, targets: list[tuple[str, Path]], sessions: int, size: int, inst=None,
-           change_every: float = 0.5, timeout: float = 600) -> dict:
+           leavers: list[str] | None = None, change_every: float = 0.5, timeout: float = 600) -> dict:
     """One round: every target gets one message; msgs/s end to end (accepted and in its Maildir)."""
     dirs = [d for _, d in targets]
     before = sum(maildir_count(d) for d in dirs)
@@ -86,7 +97,8 @@ def round_(port: int, targets: list[tuple[str, Path]], sessions: int, size: int,
     stop, made = threading.Event(), [0]
     changer = None
     if inst is not None:
-        changer = threading.Thread(target=_changes, args=(inst, [r for r, _ in targets], stop, change_every, made))
+        changer = threading.Thread(target=_changes, args=(inst, [r for r, _ in targets], leavers or [],
+                                                          stop, change_every, made))
         changer.start()
     t0 = time.perf_counter()
     try:
@@ -113,7 +125,7 @@ def round_(port: int, targets: list[tuple[str, Path]], sessions: int, size: int,
 
 
 def measure(inst, bare, full: list[tuple[str, Path]], bare_locals: list[str], messages: int, rounds: int,
-            sessions: int, size: int, seed: int = 31, cpu_ms: RoundCpu | None = None) -> dict:
+            sessions: int, size: int, leavers: list[str], seed: int = 31, cpu_ms: RoundCpu | None = None) -> dict:
     """`rounds` full/bare pairs in ABBA order, each a fresh draw of `messages` distinct mailboxes;
     `cpu_ms` (if given) counts the CPU time of each round."""
     cpu_ms = cpu_ms or RoundCpu(None)
@@ -134,7 +146,7 @@ def measure(inst, bare, full: list[tuple[str, Path]], bare_locals: list[str], me
         for name in (("full", "bare") if i % 2 == 0 else ("bare", "full")):
             port, chosen, changing = targets[name]
             cpu_ms.start()
-            runs[name].append(round_(port, chosen, sessions, size, inst=changing))
+            runs[name].append(round_(port, chosen, sessions, size, inst=changing, leavers=leavers))
             cpu_ms.stop(name, messages)
     ratios = [round(f["msgs_s"] / b["msgs_s"], 3) for f, b in zip(runs["full"], runs["bare"], strict=True)]
     return {"runs": runs, "ratios": ratios}
@@ -146,7 +158,8 @@ def section(ctx, bare, bare_locals: list[str], groups: CpuGroups | None) -> dict
     cpu_ms = RoundCpu(groups)
     try:
         r = measure(ctx.inst, bare, full, bare_locals, cfg["spread_messages"], cfg["spread_rounds"],
-                    cfg["smtp_sessions"], cfg["smtp_size"], cpu_ms=cpu_ms)
+                    cfg["smtp_sessions"], cfg["smtp_size"], bystanders(full, cfg["spread_population"]),
+                    cpu_ms=cpu_ms)
     finally:
         if groups:
             groups.close()
